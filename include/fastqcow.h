@@ -1,0 +1,239 @@
+/* fastqcow: a qcow2 library with parallel fragmented I/O.
+ *
+ * Conventions
+ *  - Every call that can fail returns 0 (or a count) on success and a
+ *    negative errno on failure.
+ *  - Calls that open, create or check an image also take `char *err`, a
+ *    buffer of FQ_ERR_MAX bytes (may be NULL) that receives a human message
+ *    naming the field / table / offset at fault.
+ *  - Asynchronous calls return 0 once the request is queued; its callback
+ *    runs later from fq_run() (never from inside the submitting call).
+ *    Callbacks may submit new requests but must not call the synchronous
+ *    functions of the same context.
+ *  - A context (event loop + I/O engine) is single-threaded: all calls on
+ *    images that share it must come from one thread at a time.
+ *
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FASTQCOW_H
+#define FASTQCOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define FQ_ERR_MAX 512
+
+/* ---- context: event loop + I/O engine ---------------------------------- */
+
+enum fq_engine_kind {
+    FQ_ENGINE_DEFAULT = 0, /* io_uring where the kernel allows it, else threads */
+    FQ_ENGINE_IO_URING,
+    FQ_ENGINE_THREADS,
+    FQ_ENGINE_SYNC,
+};
+
+struct fq_ctx;
+
+/* Create a context. `kind` DEFAULT falls back from io_uring to threads and
+ * notes it in `err` (the call still succeeds). */
+int fq_ctx_new(enum fq_engine_kind kind, struct fq_ctx **out, char *err);
+void fq_ctx_free(struct fq_ctx *ctx);
+/* Name of the engine actually in use: "io_uring", "threads" or "sync". */
+const char *fq_ctx_engine_name(const struct fq_ctx *ctx);
+/* Run completions: wait until at least `min_complete` requests of this
+ * context completed or `timeout_ms` passed (-1 = no limit, 0 = poll).
+ * Returns the number of user callbacks run, or negative errno. */
+int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms);
+/* A file descriptor that becomes readable when fq_ctx_run has work. */
+int fq_ctx_fd(struct fq_ctx *ctx);
+/* Number of user requests submitted and not yet completed. */
+unsigned fq_ctx_inflight(const struct fq_ctx *ctx);
+/* Parse "io_uring", "threads", "sync", "native" (= io_uring). */
+int fq_engine_parse(const char *name, enum fq_engine_kind *out);
+
+/* ---- opening ------------------------------------------------------------ */
+
+enum fq_cache_mode {
+    FQ_CACHE_WRITEBACK = 0, /* page cache, flush on fq_flush (default) */
+    FQ_CACHE_NONE,          /* O_DIRECT, flush on fq_flush */
+    FQ_CACHE_WRITETHROUGH,  /* page cache, every write flushed */
+    FQ_CACHE_DIRECTSYNC,    /* O_DIRECT, every write flushed */
+    FQ_CACHE_UNSAFE,        /* page cache, flushes ignored */
+};
+/* Parse qemu's -t names: none, writeback, writethrough, directsync, unsafe. */
+int fq_cache_parse(const char *name, enum fq_cache_mode *out);
+
+struct fq_open_opts {
+    const char *format;        /* "qcow2", "raw" or NULL to probe */
+    int readonly;              /* open read-only */
+    enum fq_cache_mode cache;
+    enum fq_engine_kind engine;/* used only when ctx is NULL */
+    struct fq_ctx *ctx;        /* share a context; NULL = the image owns one */
+    unsigned max_workers;      /* extents in flight per request; 0 = default */
+    uint64_t cache_size;       /* metadata cache bytes; 0 = default */
+    int no_backing;            /* do not open the backing file */
+    int check_mode;            /* open a corrupt/dirty image as is, for check */
+    const char *backing_format;/* override the backing format (NULL = header) */
+};
+
+struct fq_image;
+
+/* Fill `o` with defaults. */
+void fq_open_opts_init(struct fq_open_opts *o);
+int fq_open(const char *filename, const struct fq_open_opts *opts,
+            struct fq_image **out, char *err);
+/* Flush and close. Returns the flush result (the image is closed anyway). */
+int fq_close(struct fq_image *img);
+struct fq_ctx *fq_image_ctx(struct fq_image *img);
+uint64_t fq_size(const struct fq_image *img);
+/* "qcow2" or "raw". */
+const char *fq_format(const struct fq_image *img);
+
+/* ---- synchronous I/O (all or nothing) ---------------------------------- */
+
+int fq_pread(struct fq_image *img, void *buf, size_t len, uint64_t off);
+int fq_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t off);
+/* Vectored: the request starts `iov_off` bytes into the iovec array. */
+int fq_preadv(struct fq_image *img, const struct iovec *iov, int iovcnt,
+              size_t iov_off, size_t len, uint64_t off);
+int fq_pwritev(struct fq_image *img, const struct iovec *iov, int iovcnt,
+               size_t iov_off, size_t len, uint64_t off);
+int fq_flush(struct fq_image *img);
+/* Discard: whole clusters in range become unallocated (or read as zeros
+ * where a backing file would show through); partial clusters are kept. */
+int fq_discard(struct fq_image *img, uint64_t off, uint64_t len);
+#define FQ_ZERO_MAY_UNMAP 1u   /* free host clusters that become zero */
+/* The range reads as zeros afterwards. */
+int fq_write_zeroes(struct fq_image *img, uint64_t off, uint64_t len,
+                    unsigned flags);
+
+/* ---- asynchronous I/O --------------------------------------------------- */
+
+typedef void fq_cb(void *opaque, int ret);
+
+/* The iovec array must stay valid until the callback runs. */
+int fq_aio_preadv(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                  size_t iov_off, size_t len, uint64_t off,
+                  fq_cb *cb, void *opaque);
+int fq_aio_pwritev(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                   size_t iov_off, size_t len, uint64_t off,
+                   fq_cb *cb, void *opaque);
+int fq_aio_flush(struct fq_image *img, fq_cb *cb, void *opaque);
+int fq_aio_discard(struct fq_image *img, uint64_t off, uint64_t len,
+                   fq_cb *cb, void *opaque);
+int fq_aio_write_zeroes(struct fq_image *img, uint64_t off, uint64_t len,
+                        unsigned flags, fq_cb *cb, void *opaque);
+
+/* ---- creating ----------------------------------------------------------- */
+
+enum fq_prealloc {
+    FQ_PREALLOC_OFF = 0,
+    FQ_PREALLOC_METADATA,
+    FQ_PREALLOC_FALLOC,
+    FQ_PREALLOC_FULL,
+};
+
+struct fq_create_opts {
+    const char *format;        /* "qcow2" (default) or "raw" */
+    uint64_t size;             /* virtual size in bytes */
+    uint32_t cluster_size;     /* 0 = 65536 */
+    int version;               /* 2 (compat=0.10) or 3 (compat=1.1, default) */
+    int refcount_bits;         /* 1..64, power of two; 0 = 16 */
+    int lazy_refcounts;
+    int extended_l2;
+    int compression_type;      /* 0 zlib, 1 zstd */
+    enum fq_prealloc prealloc;
+    const char *backing_file;  /* NULL = none */
+    const char *backing_format;/* NULL = not recorded */
+};
+
+void fq_create_opts_init(struct fq_create_opts *o);
+/* Parse one qemu-img style "-o" list ("cluster_size=4k,compat=0.10,...")
+ * into `o`. Unknown keys are an error named in `err`. */
+int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err);
+int fq_create(const char *filename, const struct fq_create_opts *opts, char *err);
+
+/* ---- information -------------------------------------------------------- */
+
+struct fq_info {
+    char format[16];           /* "qcow2" | "raw" */
+    uint64_t virtual_size;
+    uint64_t actual_size;      /* bytes allocated in the host file */
+    uint64_t file_size;        /* host file length */
+    uint32_t cluster_size;     /* 0 for raw */
+    int version;               /* 2 or 3 (qcow2) */
+    int refcount_bits;
+    int lazy_refcounts;
+    int corrupt;
+    int dirty;
+    int extended_l2;
+    int compression_type;      /* 0 zlib, 1 zstd */
+    uint64_t incompatible_features;
+    uint64_t compatible_features;
+    uint64_t autoclear_features;
+    char backing_file[1024];   /* "" = none */
+    char backing_format[32];   /* "" = not recorded */
+    int nb_snapshots;
+    int encrypted;
+};
+int fq_get_info(struct fq_image *img, struct fq_info *out);
+
+/* Allocation status of a guest range, as `qemu-img map` reports it. */
+#define FQ_MAP_DATA       1u  /* reads come from a host data cluster */
+#define FQ_MAP_ZERO       2u  /* reads as zeros */
+#define FQ_MAP_ALLOCATED  4u  /* described by this layer (present) */
+#define FQ_MAP_OFFSET     8u  /* host_offset is valid */
+#define FQ_MAP_COMPRESSED 16u
+
+struct fq_map_entry {
+    uint64_t start;
+    uint64_t length;
+    uint64_t host_offset;      /* valid with FQ_MAP_OFFSET */
+    unsigned flags;
+    int depth;                 /* 0 = this image, 1 = its backing, ... */
+};
+/* Describe the longest run starting at `off` (at most `len` bytes) whose
+ * status and (for data) host contiguity are uniform. */
+int fq_map(struct fq_image *img, uint64_t off, uint64_t len,
+           struct fq_map_entry *out);
+
+/* ---- consistency check -------------------------------------------------- */
+
+#define FQ_CHECK_REPAIR_LEAKS  1u
+#define FQ_CHECK_REPAIR_ERRORS 2u
+#define FQ_CHECK_REPAIR_ALL    3u
+
+struct fq_check_result {
+    int64_t corruptions;
+    int64_t leaks;
+    int64_t check_errors;
+    int64_t corruptions_fixed;
+    int64_t leaks_fixed;
+    uint64_t image_end_offset;
+    uint64_t total_clusters;     /* guest clusters */
+    uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;
+    uint64_t compressed_clusters;
+};
+typedef void fq_msg_fn(void *opaque, const char *line);
+/* Check (and with `repair` flags, repair) a qcow2 image opened with
+ * check_mode (read-write for repair). Each finding is passed to `msg`
+ * as one line, e.g. "Leaked cluster 5 refcount=1 reference=0". */
+int fq_check(struct fq_image *img, unsigned repair,
+             struct fq_check_result *res, fq_msg_fn *msg, void *opaque);
+
+/* ---- misc --------------------------------------------------------------- */
+
+/* Parse "64k", "1M", "2G", "512" (bytes), "1.5G". Returns 0 or -EINVAL. */
+int fq_parse_size(const char *s, uint64_t *out);
+const char *fq_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,378 @@
+/* bdev_file.c: the file device: a regular file or block device accessed
+ * through the context's I/O engine. With O_DIRECT it bounces any request
+ * whose buffers, offset or length are not aligned (read-modify-write of
+ * the partial edge blocks for writes); aligned requests go straight through.
+ * Reads beyond the end of the file return zeros.
+ * SPDX-License-Identifier: MIT
+ */
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "bdev.h"
+#include "util.h"
+
+struct file_priv {
+    int fd;
+    bool direct;
+    bool is_blk;
+};
+
+struct file_io {
+    struct fq_aio aio;
+    struct fq_bdev *bs;
+    struct fq_req *req;
+    struct fq_iovb iovb;
+    struct iovec one;
+    void *bounce;
+    uint64_t head;            /* bytes of bounce before req->off */
+};
+
+static bool aligned_req(struct fq_bdev *bs, struct fq_req *req)
+{
+    unsigned a = bs->align;
+
+    if (a <= 1)
+        return true;
+    if (!FQ_IS_ALIGNED(req->off, a) || !FQ_IS_ALIGNED(req->len, a))
+        return false;
+    size_t off = req->iov_off, left = req->len;
+    for (int i = 0; i < req->iovcnt && left > 0; i++) {
+        if (off >= req->iov[i].iov_len) {
+            off -= req->iov[i].iov_len;
+            continue;
+        }
+        uintptr_t base = (uintptr_t)req->iov[i].iov_base + off;
+        size_t n = FQ_MIN(req->iov[i].iov_len - off, left);
+        if (!FQ_IS_ALIGNED(base, a) || (n < left && !FQ_IS_ALIGNED(n, a)))
+            return false;
+        left -= n;
+        off = 0;
+    }
+    return true;
+}
+
+/* Prepare io->aio for a read or write; bounces when alignment requires.
+ * For a bounced write the partial edge blocks are read first (blocking). */
+static int prepare_rw(struct file_io *io)
+{
+    struct fq_bdev *bs = io->bs;
+    struct file_priv *p = bs->priv;
+    struct fq_req *req = io->req;
+    int r;
+
+    io->aio.fd = p->fd;
+    io->aio.op = req->op;
+    fq_iovb_init(&io->iovb);
+    if (aligned_req(bs, req)) {
+        r = fq_iovb_add_slice(&io->iovb, req->iov, req->iovcnt, req->iov_off, req->len);
+        if (r < 0)
+            return r;
+        io->aio.off = req->off;
+        io->aio.iov = io->iovb.v;
+        io->aio.iovcnt = io->iovb.cnt;
+        return 0;
+    }
+    unsigned a = bs->align;
+    uint64_t start = FQ_ALIGN_DOWN(req->off, a);
+    uint64_t end = FQ_ALIGN_UP(req->off + req->len, a);
+    size_t blen = (size_t)(end - start);
+    io->bounce = fq_memalign(blen);
+    if (!io->bounce)
+        return -ENOMEM;
+    io->head = req->off - start;
+    if (req->op == FQ_OP_WRITE) {
+        if (io->head) {
+            struct iovec v = { io->bounce, a };
+            int64_t n = fq_aio_exec(FQ_OP_READ, p->fd, start, 0, &v, 1);
+            if (n < 0)
+                return (int)n;
+            memset((uint8_t *)io->bounce + n, 0, a - (size_t)n);
+        }
+        if ((req->off + req->len) % a && (end - a > start || !io->head)) {
+            struct iovec v = { (uint8_t *)io->bounce + blen - a, a };
+            int64_t n = fq_aio_exec(FQ_OP_READ, p->fd, end - a, 0, &v, 1);
+            if (n < 0)
+                return (int)n;
+            memset((uint8_t *)io->bounce + blen - a + n, 0, a - (size_t)n);
+        }
+        fq_iov_to_buf(req->iov, req->iovcnt, req->iov_off,
+                      (uint8_t *)io->bounce + io->head, req->len);
+    }
+    io->one.iov_base = io->bounce;
+    io->one.iov_len = blen;
+    io->aio.off = start;
+    io->aio.iov = &io->one;
+    io->aio.iovcnt = 1;
+    return 0;
+}
+
+/* Turn an engine result into the request's result; 0 or -errno. */
+static int finish_rw(struct file_io *io, int64_t res)
+{
+    struct fq_req *req = io->req;
+    size_t want = io->bounce ? io->one.iov_len : req->len;
+
+    if (res < 0)
+        return (int)res;
+    if (req->op == FQ_OP_WRITE) {
+        if ((size_t)res != want)
+            return -EIO;
+        if (req->off + req->len > io->bs->size)
+            io->bs->size = req->off + req->len;
+        return 0;
+    }
+    /* read: zero what lies beyond the end of the file */
+    if (io->bounce) {
+        if ((size_t)res < want)
+            memset((uint8_t *)io->bounce + res, 0, want - (size_t)res);
+        fq_iov_from_buf(req->iov, req->iovcnt, req->iov_off,
+                        (uint8_t *)io->bounce + io->head, req->len);
+    } else if ((size_t)res < want) {
+        fq_iov_memset(req->iov, req->iovcnt, req->iov_off + (size_t)res, 0,
+                      want - (size_t)res);
+    }
+    return 0;
+}
+
+static void file_io_free(struct file_io *io)
+{
+    fq_iovb_free(&io->iovb);
+    free(io->bounce);
+    free(io);
+}
+
+static void file_done(struct fq_aio *aio)
+{
+    struct file_io *io = (struct file_io *)aio;
+    struct fq_req *req = io->req;
+    int r = (int)aio->res;
+
+    if (req->op == FQ_OP_READ || req->op == FQ_OP_WRITE)
+        r = finish_rw(io, aio->res);
+    else if (r > 0)
+        r = 0;
+    if (r == -EOPNOTSUPP && (req->op == FQ_OP_DISCARD))
+        r = 0;  /* discard is advisory */
+    file_io_free(io);
+    req->cb(req, r);
+}
+
+static void file_submit(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct file_priv *p = bs->priv;
+    struct file_io *io = calloc(1, sizeof(*io));
+    int r = 0;
+
+    if (!io) {
+        fq_req_complete_later(bs, req, -ENOMEM);
+        return;
+    }
+    io->bs = bs;
+    io->req = req;
+    io->aio.done = file_done;
+    io->aio.fd = p->fd;
+    io->aio.op = req->op;
+    fq_iovb_init(&io->iovb);
+    switch (req->op) {
+    case FQ_OP_READ:
+    case FQ_OP_WRITE:
+        if (req->op == FQ_OP_WRITE && bs->readonly)
+            r = -EROFS;
+        else if (req->len == 0) {
+            file_io_free(io);
+            fq_req_complete_later(bs, req, 0);
+            return;
+        } else
+            r = prepare_rw(io);
+        break;
+    case FQ_OP_FLUSH:
+        break;
+    case FQ_OP_DISCARD:
+    case FQ_OP_WRITE_ZEROES:
+        if (bs->readonly)
+            r = -EROFS;
+        io->aio.off = req->off;
+        io->aio.len = req->len;
+        break;
+    }
+    if (r < 0) {
+        file_io_free(io);
+        fq_req_complete_later(bs, req, r);
+        return;
+    }
+    fq_ctx_submit(bs->ctx, &io->aio);
+}
+
+static int file_io_sync(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct file_priv *p = bs->priv;
+    int r;
+
+    switch (req->op) {
+    case FQ_OP_READ:
+    case FQ_OP_WRITE: {
+        if (req->op == FQ_OP_WRITE && bs->readonly)
+            return -EROFS;
+        if (req->len == 0)
+            return 0;
+        struct file_io io = { .bs = bs, .req = req };
+        r = prepare_rw(&io);
+        if (r == 0) {
+            int64_t n = fq_aio_exec(req->op, p->fd, io.aio.off, 0, io.aio.iov, io.aio.iovcnt);
+            r = finish_rw(&io, n);
+        }
+        fq_iovb_free(&io.iovb);
+        free(io.bounce);
+        return r;
+    }
+    case FQ_OP_FLUSH:
+        return (int)fq_aio_exec(FQ_OP_FLUSH, p->fd, 0, 0, NULL, 0);
+    case FQ_OP_DISCARD:
+    case FQ_OP_WRITE_ZEROES:
+        if (bs->readonly)
+            return -EROFS;
+        r = (int)fq_aio_exec(req->op, p->fd, req->off, req->len, NULL, 0);
+        if (r == -EOPNOTSUPP && req->op == FQ_OP_DISCARD)
+            r = 0;
+        return r;
+    }
+    return -EINVAL;
+}
+
+static void file_close(struct fq_bdev *bs)
+{
+    struct file_priv *p = bs->priv;
+
+    close(p->fd);
+    free(p);
+}
+
+static int file_truncate(struct fq_bdev *bs, uint64_t size)
+{
+    struct file_priv *p = bs->priv;
+
+    if (p->is_blk)
+        return size <= bs->size ? 0 : -ENOSPC;
+    if (ftruncate(p->fd, (off_t)size) < 0)
+        return -errno;
+    bs->size = size;
+    return 0;
+}
+
+static int64_t file_length(struct fq_bdev *bs)
+{
+    struct file_priv *p = bs->priv;
+    struct stat st;
+
+    if (p->is_blk)
+        return (int64_t)bs->size;
+    if (fstat(p->fd, &st) < 0)
+        return -errno;
+    return st.st_size;
+}
+
+static int file_get_info(struct fq_bdev *bs, struct fq_info *out)
+{
+    struct file_priv *p = bs->priv;
+    struct stat st;
+
+    if (fstat(p->fd, &st) < 0)
+        return -errno;
+    out->file_size = p->is_blk ? bs->size : (uint64_t)st.st_size;
+    out->actual_size = p->is_blk ? 0 : (uint64_t)st.st_blocks * 512;
+    return 0;
+}
+
+static const struct fq_bdev_ops file_ops = {
+    .name = "file",
+    .submit = file_submit,
+    .io_sync = file_io_sync,
+    .close = file_close,
+    .truncate = file_truncate,
+    .file_length = file_length,
+    .get_info = file_get_info,
+};
+
+/* Pick the O_DIRECT alignment: the device's logical block size for block
+ * devices, else what statx reports, else 4096 to be safe. */
+static unsigned direct_align(int fd, bool is_blk)
+{
+    int ssz = 0;
+
+    if (is_blk && ioctl(fd, BLKSSZGET, &ssz) == 0 && ssz > 0)
+        return (unsigned)ssz;
+#ifdef STATX_DIOALIGN
+    struct statx stx;
+    if (statx(fd, "", AT_EMPTY_PATH, STATX_DIOALIGN, &stx) == 0 &&
+        (stx.stx_mask & STATX_DIOALIGN) && stx.stx_dio_offset_align)
+        return FQ_MAX(stx.stx_dio_offset_align, 512u);
+#endif
+    return 4096;
+}
+
+int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
+                 struct fq_bdev **out, char *err)
+{
+    int oflags = O_CLOEXEC | ((flags & FQ_FILE_RDONLY) ? O_RDONLY : O_RDWR);
+    struct stat st;
+    struct fq_bdev *bs;
+    struct file_priv *p;
+    int fd;
+
+    if (flags & FQ_FILE_CREATE)
+        oflags |= O_CREAT | O_TRUNC;
+    fd = open(filename, oflags, 0644);
+    if (fd < 0) {
+        int r = -errno;
+        fq_seterr(err, "Could not open '%s': %s", filename, strerror(errno));
+        return r;
+    }
+    if (fstat(fd, &st) < 0) {
+        int r = -errno;
+        fq_seterr(err, "Could not stat '%s': %s", filename, strerror(errno));
+        close(fd);
+        return r;
+    }
+    bs = calloc(1, sizeof(*bs));
+    p = calloc(1, sizeof(*p));
+    if (!bs || !p) {
+        free(bs);
+        free(p);
+        close(fd);
+        return -ENOMEM;
+    }
+    p->fd = fd;
+    p->is_blk = S_ISBLK(st.st_mode);
+    bs->size = (uint64_t)st.st_size;
+    if (p->is_blk) {
+        uint64_t sz = 0;
+        if (ioctl(fd, BLKGETSIZE64, &sz) == 0)
+            bs->size = sz;
+    }
+    bs->align = 1;
+    if (flags & FQ_FILE_DIRECT) {
+        int fl = fcntl(fd, F_GETFL);
+        if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {
+            int r = -errno;
+            fq_seterr(err, "Could not open '%s' with O_DIRECT (cache=none): %s",
+                      filename, strerror(errno));
+            close(fd);
+            free(p);
+            free(bs);
+            return r;
+        }
+        p->direct = true;
+        bs->align = direct_align(fd, p->is_blk);
+    }
+    bs->ops = &file_ops;
+    bs->ctx = ctx;
+    bs->readonly = flags & FQ_FILE_RDONLY;
+    bs->priv = p;
+    bs->filename = strdup(filename);
+    *out = bs;
+    return 0;
+}

@@ -1,0 +1,183 @@
+/* create.c: fq_create and the qemu-img style "-o" option parser. The
+ * format-specific work is done by the qcow2 driver (fq_qcow2_create).
+ * SPDX-License-Identifier: MIT
+ */
+#include <fcntl.h>
+#include <stdio.h>
+#include <unistd.h>
+
+#include "bdev.h"
+#include "util.h"
+
+void fq_create_opts_init(struct fq_create_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->format = "qcow2";
+    o->version = 3;
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes") || !strcmp(v, "1"))
+        *out = 1;
+    else if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "no") || !strcmp(v, "0"))
+        *out = 0;
+    else
+        return -EINVAL;
+    return 0;
+}
+
+static int parse_one(struct fq_create_opts *o, const char *key, const char *val, char *err)
+{
+    uint64_t n;
+
+    if (!strcmp(key, "size")) {
+        if (fq_parse_size(val, &o->size) < 0)
+            goto bad;
+    } else if (!strcmp(key, "cluster_size")) {
+        if (fq_parse_size(val, &n) < 0 || n > UINT32_MAX)
+            goto bad;
+        o->cluster_size = (uint32_t)n;
+    } else if (!strcmp(key, "compat")) {
+        if (!strcmp(val, "0.10") || !strcmp(val, "v2"))
+            o->version = 2;
+        else if (!strcmp(val, "1.1") || !strcmp(val, "v3"))
+            o->version = 3;
+        else
+            goto bad;
+    } else if (!strcmp(key, "refcount_bits")) {
+        char *end;
+        unsigned long v = strtoul(val, &end, 10);
+        if (*end || v == 0 || v > 64 || (v & (v - 1)))
+            goto bad;
+        o->refcount_bits = (int)v;
+    } else if (!strcmp(key, "lazy_refcounts")) {
+        if (parse_bool(val, &o->lazy_refcounts) < 0)
+            goto bad;
+    } else if (!strcmp(key, "extended_l2")) {
+        if (parse_bool(val, &o->extended_l2) < 0)
+            goto bad;
+    } else if (!strcmp(key, "compression_type")) {
+        if (!strcmp(val, "zlib"))
+            o->compression_type = 0;
+        else if (!strcmp(val, "zstd"))
+            o->compression_type = 1;
+        else
+            goto bad;
+    } else if (!strcmp(key, "preallocation")) {
+        if (!strcmp(val, "off"))
+            o->prealloc = FQ_PREALLOC_OFF;
+        else if (!strcmp(val, "metadata"))
+            o->prealloc = FQ_PREALLOC_METADATA;
+        else if (!strcmp(val, "falloc"))
+            o->prealloc = FQ_PREALLOC_FALLOC;
+        else if (!strcmp(val, "full"))
+            o->prealloc = FQ_PREALLOC_FULL;
+        else
+            goto bad;
+    } else if (!strcmp(key, "backing_file")) {
+        o->backing_file = strdup(val);
+    } else if (!strcmp(key, "backing_fmt")) {
+        o->backing_format = strdup(val);
+    } else {
+        fq_seterr(err, "Invalid parameter '%s'", key);
+        return -EINVAL;
+    }
+    return 0;
+bad:
+    fq_seterr(err, "Parameter '%s' does not accept value '%s'", key, val);
+    return -EINVAL;
+}
+
+int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err)
+{
+    char *copy = strdup(list), *save = NULL, *tok;
+    int r = 0;
+
+    if (!copy)
+        return -ENOMEM;
+    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) {
+            fq_seterr(err, "Invalid option '%s' (expected key=value)", tok);
+            r = -EINVAL;
+            break;
+        }
+        *eq = '\0';
+        r = parse_one(o, tok, eq + 1, err);
+        if (r < 0)
+            break;
+    }
+    free(copy);
+    return r;
+}
+
+/* Preallocate a raw file of `size` bytes. */
+static int raw_prealloc(int fd, uint64_t size, enum fq_prealloc mode)
+{
+    if (mode == FQ_PREALLOC_FALLOC) {
+        int r = posix_fallocate(fd, 0, (off_t)size);
+        return -r;
+    }
+    if (mode == FQ_PREALLOC_FULL) {
+        const void *z = fq_zero_buffer(1 << 20);
+        for (uint64_t off = 0; off < size;) {
+            size_t n = (size_t)FQ_MIN(size - off, (uint64_t)1 << 20);
+            ssize_t w = pwrite(fd, z, n, (off_t)off);
+            if (w < 0)
+                return -errno;
+            off += (uint64_t)w;
+        }
+    }
+    return 0;
+}
+
+int fq_create(const char *filename, const struct fq_create_opts *opts, char *err)
+{
+    struct fq_create_opts def;
+    const char *fmt;
+    int r;
+
+    if (!opts) {
+        fq_create_opts_init(&def);
+        opts = &def;
+    }
+    fmt = opts->format ? opts->format : "qcow2";
+    if (!strcmp(fmt, "raw")) {
+        if (opts->backing_file) {
+            fq_seterr(err, "raw images do not support backing files");
+            return -EINVAL;
+        }
+        int fd = open(filename, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (fd < 0) {
+            r = -errno;
+            fq_seterr(err, "Could not create '%s': %s", filename, strerror(errno));
+            return r;
+        }
+        r = ftruncate(fd, (off_t)opts->size) < 0 ? -errno : 0;
+        if (r == 0)
+            r = raw_prealloc(fd, opts->size, opts->prealloc);
+        if (r < 0)
+            fq_seterr(err, "Could not size '%s': %s", filename, strerror(-r));
+        close(fd);
+        return r;
+    }
+    if (strcmp(fmt, "qcow2")) {
+        fq_seterr(err, "Unknown format '%s' (supported: qcow2, raw)", fmt);
+        return -EINVAL;
+    }
+    struct fq_ctx *ctx;
+    struct fq_bdev *file;
+    r = fq_ctx_new(FQ_ENGINE_SYNC, &ctx, err);
+    if (r < 0)
+        return r;
+    r = fq_file_open(ctx, filename, FQ_FILE_CREATE, &file, err);
+    if (r == 0) {
+        r = fq_qcow2_create(file, opts, err);
+        fq_bdev_close(file);
+        if (r < 0)
+            unlink(filename);
+    }
+    fq_ctx_free(ctx);
+    return r;
+}

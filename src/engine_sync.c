@@ -1,0 +1,153 @@
+/* engine_sync.c: the synchronous engine. Each operation runs to completion
+ * inside submit(); its callback is queued and delivered by wait(), so the
+ * callers see the same ordering rules as with the asynchronous engines.
+ * Also home of fq_aio_exec, the blocking executor the other engines share.
+ * SPDX-License-Identifier: MIT
+ */
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <limits.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "util.h"
+
+/* Advance an iovec array by n bytes, copying into a scratch array. */
+static int iov_advance(struct iovec *dst, const struct iovec *iov, int cnt, size_t n)
+{
+    int o = 0;
+
+    for (int i = 0; i < cnt; i++) {
+        if (n >= iov[i].iov_len) {
+            n -= iov[i].iov_len;
+            continue;
+        }
+        dst[o].iov_base = (uint8_t *)iov[i].iov_base + n;
+        dst[o].iov_len = iov[i].iov_len - n;
+        n = 0;
+        o++;
+    }
+    return o;
+}
+
+static int64_t rw_loop(enum fq_op op, int fd, uint64_t off, const struct iovec *iov, int cnt)
+{
+    size_t total = fq_iov_size(iov, cnt), done = 0;
+    struct iovec small[16], *tmp = cnt <= 16 ? small : malloc((size_t)cnt * sizeof(*tmp));
+
+    if (!tmp)
+        return -ENOMEM;
+    while (done < total) {
+        int n = iov_advance(tmp, iov, cnt, done);
+        int use = n > IOV_MAX ? IOV_MAX : n;
+        ssize_t r = op == FQ_OP_READ ? preadv(fd, tmp, use, (off_t)(off + done))
+                                     : pwritev(fd, tmp, use, (off_t)(off + done));
+        if (r < 0) {
+            if (errno == EINTR || errno == EAGAIN)
+                continue;
+            if (tmp != small)
+                free(tmp);
+            return -errno;
+        }
+        if (r == 0) {
+            if (op == FQ_OP_WRITE) {
+                if (tmp != small)
+                    free(tmp);
+                return -EIO;
+            }
+            break;    /* end of file */
+        }
+        done += (size_t)r;
+    }
+    if (tmp != small)
+        free(tmp);
+    return (int64_t)done;
+}
+
+int64_t fq_aio_exec(enum fq_op op, int fd, uint64_t off, uint64_t len,
+                    const struct iovec *iov, int iovcnt)
+{
+    switch (op) {
+    case FQ_OP_READ:
+    case FQ_OP_WRITE:
+        return rw_loop(op, fd, off, iov, iovcnt);
+    case FQ_OP_FLUSH:
+        return fdatasync(fd) < 0 ? -errno : 0;
+    case FQ_OP_DISCARD:
+        if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) < 0)
+            return -errno;
+        return 0;
+    case FQ_OP_WRITE_ZEROES:
+        if (fallocate(fd, FALLOC_FL_ZERO_RANGE, (off_t)off, (off_t)len) < 0)
+            return -errno;
+        return 0;
+    }
+    return -EINVAL;
+}
+
+struct sync_priv {
+    struct fq_aio *head, **tail;
+};
+
+static int sync_init(struct fq_engine *e, char *err)
+{
+    struct sync_priv *p = calloc(1, sizeof(*p));
+
+    if (!p)
+        return -ENOMEM;
+    p->tail = &p->head;
+    e->priv = p;
+    return 0;
+}
+
+static void sync_fini(struct fq_engine *e)
+{
+    free(e->priv);
+}
+
+static void sync_submit(struct fq_engine *e, struct fq_aio *aio)
+{
+    struct sync_priv *p = e->priv;
+
+    aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
+    aio->next = NULL;
+    *p->tail = aio;
+    p->tail = &aio->next;
+}
+
+static void sync_kick(struct fq_engine *e)
+{
+}
+
+static int sync_wait(struct fq_engine *e, int timeout_ms)
+{
+    struct sync_priv *p = e->priv;
+    struct fq_aio *list = p->head;
+    int n = 0;
+
+    p->head = NULL;
+    p->tail = &p->head;
+    while (list) {
+        struct fq_aio *a = list;
+        list = a->next;
+        e->inflight--;
+        n++;
+        a->done(a);
+    }
+    return n;
+}
+
+static int sync_fd(struct fq_engine *e)
+{
+    return -1;
+}
+
+const struct fq_engine_ops fq_engine_sync_ops = {
+    .name = "sync",
+    .init = sync_init,
+    .fini = sync_fini,
+    .submit = sync_submit,
+    .kick = sync_kick,
+    .wait = sync_wait,
+    .fd = sync_fd,
+};

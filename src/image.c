@@ -1,0 +1,335 @@
+/* image.c: the public API (fastqcow.h) over a device stack: opening,
+ * synchronous wrappers that drive the context loop, asynchronous requests,
+ * and the cache-mode policies (writethrough flushes after every write,
+ * unsafe drops flushes).
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+
+#include "bdev.h"
+#include "util.h"
+
+struct fq_image {
+    struct fq_ctx *ctx;
+    bool own_ctx;
+    struct fq_bdev *top;
+    enum fq_cache_mode cache;
+    char format[16];
+};
+
+/* One public request. */
+struct ureq {
+    struct fq_req req;
+    struct fq_image *img;
+    fq_cb *cb;
+    void *opaque;
+    bool flushing;            /* writethrough: flush after the write */
+};
+
+int fq_cache_parse(const char *name, enum fq_cache_mode *out)
+{
+    static const struct { const char *n; enum fq_cache_mode m; } t[] = {
+        { "none", FQ_CACHE_NONE }, { "off", FQ_CACHE_NONE },
+        { "writeback", FQ_CACHE_WRITEBACK }, { "writethrough", FQ_CACHE_WRITETHROUGH },
+        { "directsync", FQ_CACHE_DIRECTSYNC }, { "unsafe", FQ_CACHE_UNSAFE },
+    };
+    for (size_t i = 0; i < FQ_ARRAY_SIZE(t); i++)
+        if (!strcmp(name, t[i].n)) {
+            *out = t[i].m;
+            return 0;
+        }
+    return -EINVAL;
+}
+
+void fq_open_opts_init(struct fq_open_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+int fq_open(const char *filename, const struct fq_open_opts *opts,
+            struct fq_image **out, char *err)
+{
+    struct fq_open_opts def;
+    struct fq_image *img;
+    int r;
+
+    if (!opts) {
+        fq_open_opts_init(&def);
+        opts = &def;
+    }
+    img = calloc(1, sizeof(*img));
+    if (!img)
+        return -ENOMEM;
+    img->cache = opts->cache;
+    img->ctx = opts->ctx;
+    if (!img->ctx) {
+        r = fq_ctx_new(opts->engine, &img->ctx, err);
+        if (r < 0) {
+            free(img);
+            return r;
+        }
+        img->own_ctx = true;
+    }
+    r = fq_bdev_open_chain(img->ctx, filename, opts->format, opts, 0, &img->top, err);
+    if (r < 0) {
+        if (img->own_ctx)
+            fq_ctx_free(img->ctx);
+        free(img);
+        return r;
+    }
+    snprintf(img->format, sizeof(img->format), "%s", img->top->ops->name);
+    *out = img;
+    return 0;
+}
+
+int fq_close(struct fq_image *img)
+{
+    int r = 0;
+
+    if (!img)
+        return 0;
+    /* let every request in flight finish before tearing down */
+    while (img->ctx->user_inflight > 0)
+        if (fq_ctx_run(img->ctx, 1, -1) < 0)
+            break;
+    if (!img->top->readonly)
+        r = fq_flush(img);
+    fq_bdev_close(img->top);
+    if (img->own_ctx)
+        fq_ctx_free(img->ctx);
+    free(img);
+    return r;
+}
+
+struct fq_ctx *fq_image_ctx(struct fq_image *img)
+{
+    return img->ctx;
+}
+
+uint64_t fq_size(const struct fq_image *img)
+{
+    return img->top->size;
+}
+
+const char *fq_format(const struct fq_image *img)
+{
+    return img->format;
+}
+
+static void ureq_finish(struct ureq *u, int ret)
+{
+    struct fq_ctx *ctx = u->img->ctx;
+    fq_cb *cb = u->cb;
+    void *opaque = u->opaque;
+
+    free(u);
+    ctx->user_inflight--;
+    ctx->user_completed++;
+    if (cb)
+        cb(opaque, ret);
+}
+
+static void ureq_done(struct fq_req *req, int ret)
+{
+    struct ureq *u = (struct ureq *)req;
+    bool wt = u->img->cache == FQ_CACHE_WRITETHROUGH || u->img->cache == FQ_CACHE_DIRECTSYNC;
+
+    if (ret == 0 && !u->flushing && wt &&
+        (req->op == FQ_OP_WRITE || req->op == FQ_OP_WRITE_ZEROES || req->op == FQ_OP_DISCARD)) {
+        u->flushing = true;
+        memset(&u->req, 0, sizeof(u->req));
+        u->req.op = FQ_OP_FLUSH;
+        u->req.cb = ureq_done;
+        u->img->top->ops->submit(u->img->top, &u->req);
+        return;
+    }
+    ureq_finish(u, ret);
+}
+
+static int submit(struct fq_image *img, enum fq_op op, const struct iovec *iov, int iovcnt,
+                  size_t iov_off, uint64_t len, uint64_t off, unsigned flags,
+                  fq_cb *cb, void *opaque)
+{
+    struct fq_bdev *bs = img->top;
+    struct ureq *u;
+
+    if (op != FQ_OP_FLUSH) {
+        if (off > bs->size || len > bs->size - off)
+            return -EINVAL;
+        if (op != FQ_OP_READ && bs->readonly)
+            return -EROFS;
+    }
+    if ((op == FQ_OP_READ || op == FQ_OP_WRITE) &&
+        (iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len))
+        return -EINVAL;
+    u = calloc(1, sizeof(*u));
+    if (!u)
+        return -ENOMEM;
+    u->img = img;
+    u->cb = cb;
+    u->opaque = opaque;
+    u->req.op = op;
+    u->req.off = off;
+    u->req.len = len;
+    u->req.iov = iov;
+    u->req.iovcnt = iovcnt;
+    u->req.iov_off = iov_off;
+    u->req.flags = flags;
+    u->req.cb = ureq_done;
+    img->ctx->user_inflight++;
+    if (op == FQ_OP_FLUSH && img->cache == FQ_CACHE_UNSAFE) {
+        fq_req_complete_later(bs, &u->req, 0);
+        return 0;
+    }
+    bs->ops->submit(bs, &u->req);
+    fq_ctx_kick(img->ctx);
+    return 0;
+}
+
+int fq_aio_preadv(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                  size_t iov_off, size_t len, uint64_t off, fq_cb *cb, void *opaque)
+{
+    return submit(img, FQ_OP_READ, iov, iovcnt, iov_off, len, off, 0, cb, opaque);
+}
+
+int fq_aio_pwritev(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                   size_t iov_off, size_t len, uint64_t off, fq_cb *cb, void *opaque)
+{
+    return submit(img, FQ_OP_WRITE, iov, iovcnt, iov_off, len, off, 0, cb, opaque);
+}
+
+int fq_aio_flush(struct fq_image *img, fq_cb *cb, void *opaque)
+{
+    return submit(img, FQ_OP_FLUSH, NULL, 0, 0, 0, 0, 0, cb, opaque);
+}
+
+int fq_aio_discard(struct fq_image *img, uint64_t off, uint64_t len, fq_cb *cb, void *opaque)
+{
+    return submit(img, FQ_OP_DISCARD, NULL, 0, 0, len, off, 0, cb, opaque);
+}
+
+int fq_aio_write_zeroes(struct fq_image *img, uint64_t off, uint64_t len, unsigned flags,
+                        fq_cb *cb, void *opaque)
+{
+    return submit(img, FQ_OP_WRITE_ZEROES, NULL, 0, 0, len, off, flags, cb, opaque);
+}
+
+struct sync_wait {
+    bool done;
+    int ret;
+};
+
+static void sync_cb(void *opaque, int ret)
+{
+    struct sync_wait *w = opaque;
+
+    w->done = true;
+    w->ret = ret;
+}
+
+/* Submit and drive the loop until this request completes. */
+static int run_sync(struct fq_image *img, enum fq_op op, const struct iovec *iov, int iovcnt,
+                    size_t iov_off, uint64_t len, uint64_t off, unsigned flags)
+{
+    struct sync_wait w = { 0 };
+    int r;
+
+    if (img->ctx->running)
+        return -EDEADLK;
+    r = submit(img, op, iov, iovcnt, iov_off, len, off, flags, sync_cb, &w);
+    if (r < 0)
+        return r;
+    while (!w.done) {
+        r = fq_ctx_run(img->ctx, 1, -1);
+        if (r < 0)
+            return r;
+    }
+    return w.ret;
+}
+
+int fq_pread(struct fq_image *img, void *buf, size_t len, uint64_t off)
+{
+    struct iovec v = { buf, len };
+    return run_sync(img, FQ_OP_READ, &v, 1, 0, len, off, 0);
+}
+
+int fq_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t off)
+{
+    struct iovec v = { (void *)buf, len };
+    return run_sync(img, FQ_OP_WRITE, &v, 1, 0, len, off, 0);
+}
+
+int fq_preadv(struct fq_image *img, const struct iovec *iov, int iovcnt,
+              size_t iov_off, size_t len, uint64_t off)
+{
+    return run_sync(img, FQ_OP_READ, iov, iovcnt, iov_off, len, off, 0);
+}
+
+int fq_pwritev(struct fq_image *img, const struct iovec *iov, int iovcnt,
+               size_t iov_off, size_t len, uint64_t off)
+{
+    return run_sync(img, FQ_OP_WRITE, iov, iovcnt, iov_off, len, off, 0);
+}
+
+int fq_flush(struct fq_image *img)
+{
+    return run_sync(img, FQ_OP_FLUSH, NULL, 0, 0, 0, 0, 0);
+}
+
+int fq_discard(struct fq_image *img, uint64_t off, uint64_t len)
+{
+    return run_sync(img, FQ_OP_DISCARD, NULL, 0, 0, len, off, 0);
+}
+
+int fq_write_zeroes(struct fq_image *img, uint64_t off, uint64_t len, unsigned flags)
+{
+    return run_sync(img, FQ_OP_WRITE_ZEROES, NULL, 0, 0, len, off, flags);
+}
+
+int fq_get_info(struct fq_image *img, struct fq_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    if (!img->top->ops->get_info)
+        return -ENOTSUP;
+    return img->top->ops->get_info(img->top, out);
+}
+
+int fq_map(struct fq_image *img, uint64_t off, uint64_t len, struct fq_map_entry *out)
+{
+    struct fq_bdev *bs = img->top;
+    int depth = 0;
+
+    if (off >= bs->size)
+        return -EINVAL;
+    len = FQ_MIN(len, bs->size - off);
+    /* Walk down the backing chain while the range is not described here. */
+    for (;;) {
+        int r = bs->ops->map(bs, off, len, out);
+        if (r < 0)
+            return r;
+        out->depth = depth;
+        if ((out->flags & FQ_MAP_ALLOCATED) || !bs->backing)
+            break;
+        if (off >= bs->backing->size) {
+            /* beyond the backing file: zeros, not allocated anywhere */
+            out->flags = FQ_MAP_ZERO;
+            break;
+        }
+        uint64_t l = FQ_MIN(out->length, bs->backing->size - off);
+        len = l;
+        bs = bs->backing;
+        depth++;
+    }
+    if (!(out->flags & FQ_MAP_ALLOCATED) && !(out->flags & FQ_MAP_DATA))
+        out->flags |= FQ_MAP_ZERO;
+    return 0;
+}
+
+int fq_check(struct fq_image *img, unsigned repair, struct fq_check_result *res,
+             fq_msg_fn *msg, void *opaque)
+{
+    memset(res, 0, sizeof(*res));
+    if (!img->top->ops->check)
+        return -ENOTSUP;
+    return img->top->ops->check(img->top, repair, res, msg, opaque);
+}

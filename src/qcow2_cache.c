@@ -1,0 +1,1 @@
+/* qcow2_cache.c: in progress */

@@ -1,0 +1,1 @@
+/* qcow2_check.c: in progress */

@@ -1,0 +1,1 @@
+/* qcow2_create.c: in progress */

@@ -1,0 +1,1 @@
+/* qcow2_header.c: in progress */

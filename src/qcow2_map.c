@@ -1,0 +1,1 @@
+/* qcow2_map.c: in progress */

@@ -1,0 +1,1 @@
+/* qcow2_refcount.c: in progress */

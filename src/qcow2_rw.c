@@ -1,0 +1,1 @@
+/* qcow2_rw.c: in progress */

@@ -1,0 +1,54 @@
+/* fastqcow.c: the command-line tool's entry point: dispatch to the
+ * subcommands (qemu-img / qemu-io compatible where the name is the same).
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "tool.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} cmds[] = {
+    { "create", cmd_create, "create a new image (qemu-img create)" },
+    { "info", cmd_info, "show image information (qemu-img info)" },
+    { "check", cmd_check, "check (and repair) an image (qemu-img check)" },
+    { "map", cmd_map, "show the guest-to-host mapping (qemu-img map)" },
+    { "compare", cmd_compare, "compare two images (qemu-img compare)" },
+    { "convert", cmd_convert, "copy an image to another format (qemu-img convert)" },
+    { "io", cmd_io, "run qemu-io style commands on an image" },
+    { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)" },
+    { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images" },
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: fastqcow SUBCOMMAND [options]\n\nSubcommands:\n");
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].help);
+    fprintf(f, "\nRun 'fastqcow SUBCOMMAND --help' for its options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "-V")) {
+        printf("fastqcow version %s\n", fq_version());
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
+        if (!strcmp(argv[1], cmds[i].name))
+            return cmds[i].fn(argc - 1, argv + 1);
+    tool_error("unknown subcommand '%s'", argv[1]);
+    usage(stderr);
+    return 1;
+}

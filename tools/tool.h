@@ -1,0 +1,31 @@
+/* tool.h: shared declarations of the fastqcow command-line tool.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_TOOL_H
+#define FQ_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "fastqcow.h"
+
+/* Each subcommand: argv[0] is the subcommand name. Returns the exit code. */
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_io(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_gen(int argc, char **argv);
+
+/* Print "fastqcow: <message>" to stderr. */
+void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Parse a size with suffix (k, M, G, T); prints an error and returns -1
+ * on failure. */
+int tool_parse_size(const char *s, uint64_t *out, const char *what);
+/* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
+void tool_human_size(uint64_t v, char *buf, size_t len);
+
+#endif
