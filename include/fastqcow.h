@@ -79,6 +79,9 @@ struct fq_open_opts {
     int no_backing;            /* do not open the backing file */
     int check_mode;            /* open a corrupt/dirty image as is, for check */
     const char *backing_format;/* override the backing format (NULL = header) */
+    const char *file_format;   /* format of the layer below: NULL = the plain
+                                  file; "qcow2" or "raw" stacks this image on
+                                  the guest view of that image (nesting) */
 };
 
 struct fq_image;
@@ -150,6 +153,8 @@ struct fq_create_opts {
     enum fq_prealloc prealloc;
     const char *backing_file;  /* NULL = none */
     const char *backing_format;/* NULL = not recorded */
+    const char *file_format;   /* create inside an existing image of this
+                                  format (nesting); NULL = plain file */
 };
 
 void fq_create_opts_init(struct fq_create_opts *o);
