@@ -1,0 +1,961 @@
+/* test-random.c: randomized workloads checked against a flat in-memory
+ * reference model.
+ *
+ * For each configuration of a representative matrix (cluster size, refcount
+ * width, compat level, I/O engine, cache mode, plain file or an image nested
+ * inside another qcow2 image), a small image is created and a few thousand
+ * random operations are run on it: reads, writes, write-zeroes (with and
+ * without FQ_ZERO_MAY_UNMAP), discards and flushes, of random sizes and
+ * alignments, many vectored (odd-sized iovec elements, a non-zero iov_off),
+ * some synchronous and many issued asynchronously in batches of
+ * non-overlapping ranges. Every read is compared with the model, and the
+ * bytes of the caller's buffers outside the request must stay untouched.
+ * Afterwards the image is closed, reopened and read whole, and then checked
+ * by fq_check and `qemu-img check`.
+ *
+ * The model's discard rule: after fq_discard, every cluster lying wholly in
+ * the range reads as zeros and partial clusters keep their content.
+ *
+ * Usage: test-random [SEED [CONFIG-SUBSTRING [NOPS]]]
+ * A failure prints the seed and configuration name that reproduce it.
+ * SPDX-License-Identifier: MIT
+ */
+#include <signal.h>
+
+#include "testlib.h"
+
+#define KiB (1ull << 10)
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+#define MAX_IOV 7
+#define MAX_BATCH 8
+#define MAX_WIN 3
+#define CANARY 0xcc
+
+struct cfg {
+    const char *name;
+    const char *fmt;           /* "qcow2" or "raw" */
+    uint32_t cluster;
+    int refbits;
+    int version;
+    enum fq_engine_kind engine;
+    enum fq_cache_mode cache;
+    uint32_t outer_cluster;    /* != 0: nested in a qcow2 image of this cluster size */
+    uint64_t size;             /* virtual size */
+    uint64_t win;              /* length of each exercised window (large images) */
+    int nops;
+    unsigned max_workers;
+    uint64_t cache_size;       /* metadata cache bytes, 0 = default */
+};
+
+/* The matrix: every value of each dimension appears at least once, and
+ * the risky pairings (1-bit refcounts with tiny clusters, 64-bit refcounts
+ * with 2 MiB clusters, v2 with O_DIRECT, nesting across very different
+ * cluster sizes, offsets above 4 GiB and across L2 tables) are present.
+ * compat=0.10 images always have 16-bit refcounts (the format says so). */
+static const struct cfg configs[] = {
+    { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
+      16 * MiB, 0, 600, 0, 0 },
+    { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
+      8 * MiB, 0, 2000, 0, 0 },
+    { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
+      4 * MiB, 0, 1500, 0, 0 },
+    { "c4k-rb64-v3-uring-none-oddsize", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
+      24 * MiB + 1536, 0, 2000, 0, 0 },
+    { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
+      16 * MiB, 0, 1500, 0, 0 },
+    { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
+      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB },
+    { "c64k-rb1-v3-threads-none-1worker", "qcow2", 65536, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
+      1 * GiB, 8 * MiB, 1500, 1, 0 },
+    { "c64k-rb64-v3-threads-none-nested64k", "qcow2", 65536, 64, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 65536,
+      1 * GiB, 8 * MiB, 1500, 0, 0 },
+    { "c2M-rb64-v3-sync-wb-520G", "qcow2", 2 * MiB, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
+      520 * GiB, 16 * MiB, 800, 0, 0 },
+    { "c2M-rb16-v2-uring-none", "qcow2", 2 * MiB, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
+      64 * MiB, 0, 800, 0, 0 },
+    { "c512-rb16-v3-uring-wb-nested2M", "qcow2", 512, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 2 * MiB,
+      4 * MiB, 0, 1200, 0, 0 },
+    { "c64k-rb16-v3-uring-none-nested512", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 512,
+      32 * MiB, 0, 600, 0, 0 },
+};
+
+enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
+static const char *const op_names[] = { "read", "write", "write-zeroes", "discard", "flush" };
+
+/* A caller buffer: iovec elements of odd sizes placed in `mem` with canary
+ * gaps between them; the request starts `iov_off` bytes into the vector. */
+struct vbuf {
+    uint8_t *mem;
+    size_t memlen;
+    struct iovec iov[MAX_IOV];
+    int cnt;
+    size_t iov_off;
+};
+
+struct op {
+    int kind;
+    uint64_t off, len;
+    unsigned flags;
+    int async;
+    struct vbuf vb;
+    uint64_t gen;              /* write number for the pattern */
+    int ncb;                   /* callbacks seen */
+    int ret;
+    int followup;              /* read the range back from the write's callback */
+    struct vbuf fvb;
+    int fncb, fret;
+};
+
+/* The state of one configuration's run. */
+struct run {
+    const struct cfg *c;
+    uint64_t seed;
+    struct tl_rng rng;
+    uint64_t cs;               /* model cluster size (discard granularity) */
+    uint64_t l2span;           /* guest bytes covered by one L2 table */
+    int nwin;
+    uint64_t wstart[MAX_WIN], wlen[MAX_WIN];
+    uint8_t *model[MAX_WIN];
+    struct fq_image *img;
+    struct fq_ctx *ctx;
+    enum fq_engine_kind engine;
+    long opno;
+    uint64_t gen;
+    int pending;               /* callbacks not yet run */
+    int failed;
+    char path[4200];
+};
+
+static struct run *cur;        /* for the alarm handler */
+
+#define RFAIL(r, ...)                                                          \
+    do {                                                                       \
+        fail_hdr(r, __LINE__);                                                 \
+        fprintf(stderr, __VA_ARGS__);                                          \
+        fputc('\n', stderr);                                                   \
+    } while (0)
+
+static void fail_hdr(struct run *r, int line)
+{
+    if (!r->failed)
+        fprintf(stderr, "test-random: FAIL config=%s seed=%" PRIu64
+                " (reproduce: test-random %" PRIu64 " %s)\n",
+                r->c->name, r->seed, r->seed, r->c->name);
+    r->failed++;
+    fprintf(stderr, "  [line %d, op #%ld] ", line, r->opno);
+}
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    if (cur)
+        fprintf(stderr, "test-random: TIMEOUT config=%s seed=%" PRIu64 " op #%ld\n",
+                cur->c->name, cur->seed, cur->opno);
+    _exit(1);
+}
+
+/* ---- the model ---- */
+
+static int win_of(struct run *r, uint64_t off, uint64_t len)
+{
+    for (int w = 0; w < r->nwin; w++)
+        if (off >= r->wstart[w] && off + len <= r->wstart[w] + r->wlen[w])
+            return w;
+    return -1;
+}
+
+static uint8_t *model_at(struct run *r, uint64_t off, uint64_t len)
+{
+    int w = win_of(r, off, len);
+
+    if (w < 0) {
+        fprintf(stderr, "test-random: internal error: range %" PRIu64 "+%" PRIu64
+                " outside the windows\n", off, len);
+        abort();
+    }
+    return r->model[w] + (off - r->wstart[w]);
+}
+
+/* Apply a completed-by-contract write/zero/discard to the model. */
+static void model_apply(struct run *r, const struct op *o, const uint8_t *data)
+{
+    uint8_t *m = model_at(r, o->off, o->len);
+
+    switch (o->kind) {
+    case OP_WRITE:
+        memcpy(m, data, o->len);
+        break;
+    case OP_ZERO:
+        memset(m, 0, o->len);
+        break;
+    case OP_DISCARD: {
+        /* clusters whose visible part lies wholly in the range */
+        uint64_t s = (o->off + r->cs - 1) / r->cs * r->cs;
+        uint64_t end = o->off + o->len;
+        uint64_t e = end / r->cs * r->cs;
+        if (end == r->c->size)
+            e = end;   /* the last, partial cluster is wholly covered */
+        if (s < e)
+            memset(m + (s - o->off), 0, e - s);
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+/* ---- caller buffers ---- */
+
+static void vbuf_free(struct vbuf *v)
+{
+    free(v->mem);
+    memset(v, 0, sizeof(*v));
+}
+
+/* Build a vector of `len` request bytes; `aligned` makes every element,
+ * offset and length a multiple of 4096 in 4096-aligned memory (the O_DIRECT
+ * fast path), otherwise sizes and placement are odd. */
+static void vbuf_build(struct run *r, struct vbuf *v, uint64_t len, int aligned)
+{
+    struct tl_rng *g = &r->rng;
+    size_t cut[MAX_IOV + 1], total, pos;
+    int cnt;
+
+    memset(v, 0, sizeof(*v));
+    if (aligned) {
+        v->iov_off = tl_pct(g, 50) ? 0 : 4096 * tl_range(g, 1, 2);
+        total = v->iov_off + len + (tl_pct(g, 30) ? 4096 : 0);
+    } else {
+        v->iov_off = tl_pct(g, 30) ? 0 : tl_range(g, 1, 700);
+        total = v->iov_off + len + (tl_pct(g, 30) ? tl_range(g, 1, 300) : 0);
+    }
+    cnt = tl_pct(g, 25) ? 1 : (int)tl_range(g, 2, MAX_IOV);
+    cut[0] = 0;
+    cut[cnt] = total;
+    for (int i = 1; i < cnt; i++) {
+        size_t c = tl_below(g, total + 1);
+        if (aligned)
+            c &= ~(size_t)4095;
+        cut[i] = c;
+    }
+    /* sort the inner cut points (insertion sort: cnt is small) */
+    for (int i = 2; i < cnt; i++)
+        for (int j = i; j > 1 && cut[j - 1] > cut[j]; j--) {
+            size_t t = cut[j];
+            cut[j] = cut[j - 1];
+            cut[j - 1] = t;
+        }
+    v->cnt = cnt;
+    v->memlen = total + (size_t)cnt * (aligned ? 4096 : 16) + 64;
+    if (posix_memalign((void **)&v->mem, 4096, v->memlen)) {
+        perror("posix_memalign");
+        exit(1);
+    }
+    memset(v->mem, CANARY, v->memlen);
+    pos = aligned ? 0 : tl_below(g, 8);
+    for (int i = 0; i < cnt; i++) {
+        size_t n = cut[i + 1] - cut[i];
+        v->iov[i].iov_base = v->mem + pos;
+        v->iov[i].iov_len = n;
+        pos += n + (aligned ? (tl_pct(g, 30) ? 4096 : 0) : tl_below(g, 16));
+    }
+}
+
+/* Copy between the request's bytes [roff, roff+n) and `buf`. */
+static void vbuf_copy(struct vbuf *v, size_t roff, uint8_t *buf, size_t n, int to_vec)
+{
+    size_t skip = v->iov_off + roff;
+
+    for (int i = 0; i < v->cnt && n > 0; i++) {
+        if (skip >= v->iov[i].iov_len) {
+            skip -= v->iov[i].iov_len;
+            continue;
+        }
+        size_t k = v->iov[i].iov_len - skip;
+        if (k > n)
+            k = n;
+        uint8_t *p = (uint8_t *)v->iov[i].iov_base + skip;
+        if (to_vec)
+            memcpy(p, buf, k);
+        else
+            memcpy(buf, p, k);
+        buf += k;
+        n -= k;
+        skip = 0;
+    }
+}
+
+/* Check a completed read: the request bytes equal the model and every
+ * other byte of the buffer still holds the canary. Returns 0 if good. */
+static int verify_read(struct run *r, struct vbuf *v, uint64_t off, uint64_t len,
+                       const char *what)
+{
+    uint8_t *want = malloc(v->memlen), *got = malloc(len ? len : 1);
+    int bad = 0;
+
+    /* the expected picture of the whole buffer */
+    memset(want, CANARY, v->memlen);
+    {
+        struct vbuf tmp = *v;
+        ptrdiff_t d = want - v->mem;
+        for (int i = 0; i < tmp.cnt; i++)
+            tmp.iov[i].iov_base = (uint8_t *)tmp.iov[i].iov_base + d;
+        vbuf_copy(&tmp, 0, model_at(r, off, len), len, 1);
+    }
+    if (memcmp(want, v->mem, v->memlen)) {
+        vbuf_copy(v, 0, got, len, 0);
+        if (memcmp(got, model_at(r, off, len), len)) {
+            RFAIL(r, "%s at %" PRIu64 " len %" PRIu64 " (iovcnt %d, iov_off %zu) "
+                  "differs from the model", what, off, len, v->cnt, v->iov_off);
+            tl_dump_diff(model_at(r, off, len), got, len, off);
+        } else {
+            size_t i = 0;
+            while (want[i] == v->mem[i])
+                i++;
+            RFAIL(r, "%s at %" PRIu64 " len %" PRIu64 " wrote outside the request: "
+                  "buffer byte %zu is 0x%02x (iovcnt %d, iov_off %zu)",
+                  what, off, len, i, v->mem[i], v->cnt, v->iov_off);
+        }
+        bad = 1;
+    }
+    free(want);
+    free(got);
+    return bad;
+}
+
+/* ---- opening ---- */
+
+static int open_image(struct run *r, int check_mode, struct fq_image **out)
+{
+    struct fq_open_opts o;
+    char err[FQ_ERR_MAX] = "";
+    int ret;
+
+    fq_open_opts_init(&o);
+    o.format = r->c->fmt;
+    o.engine = r->engine;
+    o.cache = check_mode ? FQ_CACHE_WRITEBACK : r->c->cache;
+    o.max_workers = r->c->max_workers;
+    o.cache_size = r->c->cache_size;
+    o.check_mode = check_mode;
+    o.readonly = check_mode;
+    o.file_format = r->c->outer_cluster ? "qcow2" : NULL;
+    ret = fq_open(r->path, &o, out, err);
+    if (ret < 0)
+        RFAIL(r, "fq_open(%s): %s: %s", r->path, strerror(-ret), err);
+    return ret;
+}
+
+static int create_image(struct run *r)
+{
+    const struct cfg *c = r->c;
+    struct fq_create_opts o;
+    char err[FQ_ERR_MAX] = "";
+    int ret;
+
+    if (c->outer_cluster) {
+        /* The outer image must hold the inner one's clusters and metadata. */
+        uint64_t data = 0;
+        for (int w = 0; w < r->nwin; w++)
+            data += r->wlen[w];
+        fq_create_opts_init(&o);
+        o.size = (2 * data + 64 * MiB + c->outer_cluster - 1) / c->outer_cluster * c->outer_cluster;
+        o.cluster_size = c->outer_cluster;
+        ret = fq_create(r->path, &o, err);
+        if (ret < 0) {
+            RFAIL(r, "fq_create(outer): %s: %s", strerror(-ret), err);
+            return ret;
+        }
+    }
+    fq_create_opts_init(&o);
+    o.format = c->fmt;
+    o.size = c->size;
+    o.cluster_size = c->cluster;
+    o.refcount_bits = c->refbits;
+    o.version = c->version ? c->version : 3;
+    o.file_format = c->outer_cluster ? "qcow2" : NULL;
+    ret = fq_create(r->path, &o, err);
+    if (ret < 0)
+        RFAIL(r, "fq_create: %s: %s", strerror(-ret), err);
+    return ret;
+}
+
+/* ---- generating requests ---- */
+
+/* Pick a range inside one window: many unaligned, many crossing a cluster
+ * boundary, some crossing an L2-table boundary. */
+static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
+{
+    struct tl_rng *g = &r->rng;
+    int w = (int)tl_below(g, (uint64_t)r->nwin);
+    uint64_t ws = r->wstart[w], wl = r->wlen[w], cs = r->cs;
+    uint64_t maxlen = wl < 4 * MiB ? wl : 4 * MiB;
+    uint64_t l, o, d, k = tl_below(g, 100);
+
+    if (k < 35)
+        l = tl_range(g, 1, cs < 4096 ? 2 * cs : 8192);
+    else if (k < 60)
+        l = tl_range(g, 1, 3 * cs);
+    else if (k < 75)
+        l = cs * tl_range(g, 1, 4);
+    else if (k < 85)
+        l = 512 * tl_range(g, 1, 2 * cs / 512 + 1);
+    else
+        l = tl_range(g, 1, cs >= MiB ? 3 * cs : 256 * KiB + cs);
+    if (l > maxlen)
+        l = tl_range(g, 1, maxlen);
+
+    k = tl_below(g, 100);
+    if (k < 4) {
+        o = ws + wl - l;               /* end of the window (and disk) */
+    } else if (k < 30) {
+        o = ws + tl_below(g, wl - l + 1);
+    } else if (k < 55 || (k < 70 && !r->l2span)) {
+        /* straddle a cluster boundary */
+        uint64_t b = ws + cs * tl_range(g, 0, wl / cs);
+        d = l > 1 ? tl_range(g, 1, l - 1) : 0;
+        o = b > d ? b - d : 0;
+    } else if (k < 70) {
+        /* straddle an L2-table boundary in this window, if there is one */
+        uint64_t b = (ws + wl / 2) / r->l2span * r->l2span;
+        if (b <= ws)
+            b = (ws / r->l2span + 1) * r->l2span;
+        d = l > 1 ? tl_range(g, 1, l - 1) : 0;
+        o = b > d ? b - d : 0;
+    } else if (k < 85) {
+        o = (ws + tl_below(g, wl - l + 1)) / cs * cs;
+    } else {
+        o = (ws + tl_below(g, wl - l + 1)) & ~511ull;
+    }
+    if (o < ws)
+        o = ws;
+    if (o + l > ws + wl)
+        o = ws + wl - l;
+    *off = o;
+    *len = l;
+}
+
+/* Triage knobs (environment): TR_NO_ASYNC=1 runs every operation
+ * synchronously, TR_NO_DISCARD=1 and TR_NO_ZERO=1 turn those into writes. */
+static int no_async, no_discard, no_zero;
+
+static int pick_kind(struct run *r)
+{
+    uint64_t k = tl_below(&r->rng, 100);
+
+    if ((no_zero && k >= 72 && k < 84) || (no_discard && k >= 84 && k < 97))
+        return OP_WRITE;
+
+    if (k < 36)
+        return OP_READ;
+    if (k < 72)
+        return OP_WRITE;
+    if (k < 84)
+        return OP_ZERO;
+    if (k < 97)
+        return strcmp(r->c->fmt, "raw") ? OP_DISCARD : OP_ZERO;
+    return OP_FLUSH;
+}
+
+/* Prepare the buffers of one operation and, for writes, its data. */
+static void prep_op(struct run *r, struct op *o)
+{
+    int aligned = tl_pct(&r->rng, 15);
+
+    if (aligned && o->kind != OP_FLUSH) {
+        /* make the range itself 4096-aligned where it fits */
+        uint64_t s = (o->off + 4095) & ~4095ull, e = (o->off + o->len) & ~4095ull;
+        if (s < e) {
+            o->off = s;
+            o->len = e - s;
+        } else {
+            aligned = 0;
+        }
+    }
+    if (o->kind == OP_READ || o->kind == OP_WRITE)
+        vbuf_build(r, &o->vb, o->len, aligned);
+    if (o->kind == OP_WRITE) {
+        uint8_t *data = malloc(o->len);
+        o->gen = ++r->gen;
+        if (tl_pct(&r->rng, 3))
+            memset(data, 0, o->len);   /* explicit zeros are data too */
+        else
+            tl_fill_pattern(data, o->len, o->gen, o->off);
+        vbuf_copy(&o->vb, 0, data, o->len, 1);
+        free(data);
+    }
+    if (o->kind == OP_ZERO)
+        o->flags = tl_pct(&r->rng, 50) ? FQ_ZERO_MAY_UNMAP : 0;
+}
+
+/* The write data as the model must record it (taken back from the vector). */
+static void apply_op(struct run *r, struct op *o)
+{
+    if (o->kind == OP_WRITE) {
+        uint8_t *data = malloc(o->len);
+        vbuf_copy(&o->vb, 0, data, o->len, 0);
+        model_apply(r, o, data);
+        free(data);
+    } else {
+        model_apply(r, o, NULL);
+    }
+}
+
+/* ---- synchronous operations ---- */
+
+static void run_sync_op(struct run *r, struct op *o)
+{
+    int ret = 0;
+
+    switch (o->kind) {
+    case OP_READ:
+        if (o->vb.cnt == 1 && o->vb.iov_off == 0 && tl_pct(&r->rng, 50))
+            ret = fq_pread(r->img, o->vb.iov[0].iov_base, o->len, o->off);
+        else
+            ret = fq_preadv(r->img, o->vb.iov, o->vb.cnt, o->vb.iov_off, o->len, o->off);
+        break;
+    case OP_WRITE:
+        if (o->vb.cnt == 1 && o->vb.iov_off == 0 && tl_pct(&r->rng, 50))
+            ret = fq_pwrite(r->img, o->vb.iov[0].iov_base, o->len, o->off);
+        else
+            ret = fq_pwritev(r->img, o->vb.iov, o->vb.cnt, o->vb.iov_off, o->len, o->off);
+        break;
+    case OP_ZERO:
+        ret = fq_write_zeroes(r->img, o->off, o->len, o->flags);
+        break;
+    case OP_DISCARD:
+        ret = fq_discard(r->img, o->off, o->len);
+        break;
+    case OP_FLUSH:
+        ret = fq_flush(r->img);
+        break;
+    }
+    if (ret != 0) {
+        RFAIL(r, "sync %s at %" PRIu64 " len %" PRIu64 " returned %d (%s)",
+              op_names[o->kind], o->off, o->len, ret, ret < 0 ? strerror(-ret) : "?");
+        return;
+    }
+    if (o->kind == OP_READ)
+        verify_read(r, &o->vb, o->off, o->len, "sync read");
+    else
+        apply_op(r, o);
+}
+
+/* ---- asynchronous batches ---- */
+
+static void followup_cb(void *opaque, int ret)
+{
+    struct op *o = opaque;
+
+    o->fncb++;
+    o->fret = ret;
+    cur->pending--;
+}
+
+static void op_cb(void *opaque, int ret)
+{
+    struct op *o = opaque;
+    struct run *r = cur;
+
+    o->ncb++;
+    o->ret = ret;
+    r->pending--;
+    if (o->followup && ret == 0) {
+        /* callbacks may submit: read the written range back right away */
+        int q = fq_aio_preadv(r->img, o->fvb.iov, o->fvb.cnt, o->fvb.iov_off, o->len,
+                              o->off, followup_cb, o);
+        if (q < 0) {
+            RFAIL(r, "fq_aio_preadv from a callback returned %d", q);
+            return;
+        }
+        r->pending++;
+    }
+}
+
+static int overlaps(const struct op *ops, int n, uint64_t off, uint64_t len)
+{
+    for (int i = 0; i < n; i++) {
+        if (ops[i].kind == OP_FLUSH)
+            continue;
+        if (off < ops[i].off + ops[i].len && ops[i].off < off + len)
+            return 1;
+    }
+    return 0;
+}
+
+/* Drive the loop until every callback of the batch ran. */
+static void drain(struct run *r)
+{
+    struct tl_rng *g = &r->rng;
+    time_t start = time(NULL);
+
+    while (r->pending > 0) {
+        int ret;
+        unsigned infl = fq_ctx_inflight(r->ctx);
+
+        if (infl != (unsigned)r->pending) {
+            RFAIL(r, "fq_ctx_inflight = %u, expected %d", infl, r->pending);
+            if (infl == 0)
+                return;
+        }
+        switch (tl_below(g, 3)) {
+        case 0:
+            ret = fq_ctx_run(r->ctx, 1, 2000);
+            break;
+        case 1:
+            ret = fq_ctx_run(r->ctx, (unsigned)r->pending, 2000);
+            break;
+        default:
+            ret = fq_ctx_run(r->ctx, 0, 0);
+            break;
+        }
+        if (ret < 0) {
+            RFAIL(r, "fq_ctx_run returned %d (%s)", ret, strerror(-ret));
+            return;
+        }
+        if (time(NULL) - start > 30) {
+            RFAIL(r, "requests did not complete within 30 s (%d pending)", r->pending);
+            exit(1);
+        }
+    }
+    if (fq_ctx_inflight(r->ctx) != 0)
+        RFAIL(r, "fq_ctx_inflight = %u after all callbacks ran", fq_ctx_inflight(r->ctx));
+}
+
+static void run_batch(struct run *r)
+{
+    struct op ops[MAX_BATCH];
+    int n = 0, want = (int)tl_range(&r->rng, 2, MAX_BATCH);
+
+    memset(ops, 0, sizeof(ops));
+    for (int tries = 0; n < want && tries < 4 * MAX_BATCH; tries++) {
+        struct op *o = &ops[n];
+        o->kind = pick_kind(r);
+        if (n > 0 && ops[n - 1].kind != OP_FLUSH && tl_pct(&r->rng, 30)) {
+            /* a neighbour sharing a cluster with the previous request */
+            gen_range(r, &o->off, &o->len);
+            uint64_t end = ops[n - 1].off + ops[n - 1].len;
+            if (win_of(r, end, o->len) >= 0)
+                o->off = end;
+        } else {
+            gen_range(r, &o->off, &o->len);
+        }
+        prep_op(r, o);
+        if (o->kind != OP_FLUSH && overlaps(ops, n, o->off, o->len)) {
+            vbuf_free(&o->vb);
+            memset(o, 0, sizeof(*o));
+            continue;
+        }
+        n++;
+    }
+    for (int i = 0; i < n; i++) {
+        struct op *o = &ops[i];
+        int ret = 0;
+
+        if (o->kind == OP_WRITE && tl_pct(&r->rng, 20)) {
+            o->followup = 1;
+            vbuf_build(r, &o->fvb, o->len, 0);
+        }
+        switch (o->kind) {
+        case OP_READ:
+            ret = fq_aio_preadv(r->img, o->vb.iov, o->vb.cnt, o->vb.iov_off, o->len, o->off,
+                                op_cb, o);
+            break;
+        case OP_WRITE:
+            ret = fq_aio_pwritev(r->img, o->vb.iov, o->vb.cnt, o->vb.iov_off, o->len, o->off,
+                                 op_cb, o);
+            break;
+        case OP_ZERO:
+            ret = fq_aio_write_zeroes(r->img, o->off, o->len, o->flags, op_cb, o);
+            break;
+        case OP_DISCARD:
+            ret = fq_aio_discard(r->img, o->off, o->len, op_cb, o);
+            break;
+        case OP_FLUSH:
+            ret = fq_aio_flush(r->img, op_cb, o);
+            break;
+        }
+        if (ret != 0) {
+            RFAIL(r, "aio %s at %" PRIu64 " len %" PRIu64 " returned %d at submission",
+                  op_names[o->kind], o->off, o->len, ret);
+            o->ncb = -1;
+            continue;
+        }
+        r->pending++;
+        if (o->kind != OP_READ)
+            apply_op(r, o);
+    }
+    drain(r);
+    for (int i = 0; i < n; i++) {
+        struct op *o = &ops[i];
+        if (o->ncb >= 0 && o->ncb != 1)
+            RFAIL(r, "aio %s at %" PRIu64 ": callback ran %d times",
+                  op_names[o->kind], o->off, o->ncb);
+        else if (o->ncb == 1 && o->ret != 0)
+            RFAIL(r, "aio %s at %" PRIu64 " len %" PRIu64 " completed with %d (%s)",
+                  op_names[o->kind], o->off, o->len, o->ret, strerror(-o->ret));
+        else if (o->kind == OP_READ && o->ncb == 1)
+            verify_read(r, &o->vb, o->off, o->len, "aio read");
+        if (o->followup && o->ret == 0 && o->ncb == 1) {
+            if (o->fncb != 1 || o->fret != 0)
+                RFAIL(r, "read submitted from a callback: %d callbacks, ret %d", o->fncb,
+                      o->fret);
+            else
+                verify_read(r, &o->fvb, o->off, o->len, "read from a write callback");
+        }
+        vbuf_free(&o->vb);
+        vbuf_free(&o->fvb);
+    }
+}
+
+/* ---- after the workload ---- */
+
+/* Reopen and read every window (in random-sized pieces) and some spots
+ * outside the windows, which must read as zeros. */
+static void verify_all(struct run *r)
+{
+    struct fq_image *img;
+    uint8_t *buf = malloc(4 * MiB);
+
+    if (open_image(r, 0, &img) < 0) {
+        free(buf);
+        return;
+    }
+    if (fq_size(img) != r->c->size)
+        RFAIL(r, "reopened image has size %" PRIu64 ", want %" PRIu64, fq_size(img), r->c->size);
+    for (int w = 0; w < r->nwin && r->failed < 5; w++) {
+        for (uint64_t p = 0; p < r->wlen[w];) {
+            uint64_t n = tl_range(&r->rng, 1, 4 * MiB);
+            if (n > r->wlen[w] - p)
+                n = r->wlen[w] - p;
+            int ret = fq_pread(img, buf, n, r->wstart[w] + p);
+            if (ret != 0) {
+                RFAIL(r, "reopened: fq_pread at %" PRIu64 " returned %d", r->wstart[w] + p, ret);
+                break;
+            }
+            if (memcmp(buf, r->model[w] + p, n)) {
+                RFAIL(r, "reopened: content at %" PRIu64 " len %" PRIu64 " differs from the model",
+                      r->wstart[w] + p, n);
+                tl_dump_diff(r->model[w] + p, buf, n, r->wstart[w] + p);
+                break;
+            }
+            p += n;
+        }
+    }
+    for (int i = 0; i < 16 && r->nwin > 1; i++) {
+        uint64_t o = tl_below(&r->rng, r->c->size - 65536) & ~511ull;
+        if (win_of(r, o, 65536) >= 0 || o + 65536 > r->c->size)
+            continue;
+        int w0 = 0;
+        for (int w = 0; w < r->nwin; w++)
+            if (o < r->wstart[w] + r->wlen[w] && r->wstart[w] < o + 65536)
+                w0 = 1;
+        if (w0)
+            continue;
+        memset(buf, 0xee, 65536);
+        int ret = fq_pread(img, buf, 65536, o);
+        if (ret != 0 || memcmp(buf, buf + 1, 65535) || buf[0] != 0)
+            RFAIL(r, "reopened: never-written range at %" PRIu64 " does not read as zeros (ret %d)",
+                  o, ret);
+    }
+    int ret = fq_close(img);
+    if (ret != 0)
+        RFAIL(r, "fq_close after verification returned %d", ret);
+    free(buf);
+}
+
+static void check_image(struct run *r)
+{
+    struct fq_image *img;
+    struct fq_check_result res;
+    struct tl_msgs m = { 0 };
+
+    if (open_image(r, 1, &img) < 0)
+        return;
+    int ret = fq_check(img, 0, &res, tl_msg_cb, &m);
+    if (ret != 0 || res.corruptions || res.leaks || res.check_errors) {
+        RFAIL(r, "fq_check: ret %d, %" PRId64 " corruptions, %" PRId64 " leaks, %" PRId64
+              " check errors", ret, res.corruptions, res.leaks, res.check_errors);
+        for (int i = 0; i < m.n && i < 4; i++)
+            fprintf(stderr, "    %s\n", m.first[i]);
+    }
+    fq_close(img);
+
+    if (!tl_have("qemu-img"))
+        return;
+    ret = tl_sh("qemu-img check -q -f qcow2 '%s'", r->path);
+    if (ret != 0)
+        RFAIL(r, "qemu-img check %s exited %d", r->path, ret);
+    if (r->c->outer_cluster) {
+        ret = tl_sh("qemu-img check -q 'json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"qcow2\","
+                    "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}}'", r->path);
+        if (ret != 0)
+            RFAIL(r, "qemu-img check of the nested image in %s exited %d", r->path, ret);
+    }
+}
+
+/* ---- one configuration ---- */
+
+static void setup_windows(struct run *r)
+{
+    const struct cfg *c = r->c;
+
+    r->cs = c->cluster ? c->cluster : 4096;
+    r->l2span = c->cluster ? (uint64_t)c->cluster / 8 * c->cluster : 0;
+    if (!c->win || c->win >= c->size) {
+        r->nwin = 1;
+        r->wstart[0] = 0;
+        r->wlen[0] = c->size;
+    } else {
+        /* the start, the first L2-table boundary, the end */
+        r->nwin = 0;
+        r->wstart[r->nwin] = 0;
+        r->wlen[r->nwin++] = c->win;
+        if (r->l2span && r->l2span + c->win / 2 <= c->size - c->win) {
+            r->wstart[r->nwin] = r->l2span - c->win / 2;
+            r->wlen[r->nwin++] = c->win;
+        }
+        r->wstart[r->nwin] = c->size - c->win;
+        r->wlen[r->nwin++] = c->win;
+    }
+    if (r->l2span && r->l2span >= c->size)
+        r->l2span = 0;
+    else if (r->l2span) {
+        /* an L2 boundary is reachable only if some window contains one */
+        int any = 0;
+        for (int w = 0; w < r->nwin; w++)
+            if ((r->wstart[w] + r->wlen[w] - 1) / r->l2span != r->wstart[w] / r->l2span)
+                any = 1;
+        if (!any)
+            r->l2span = 0;
+    }
+    for (int w = 0; w < r->nwin; w++) {
+        r->model[w] = calloc(1, r->wlen[w]);
+        if (!r->model[w]) {
+            perror("calloc");
+            exit(1);
+        }
+    }
+}
+
+static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uring, int have_direct)
+{
+    struct run r;
+    char name[256];
+    int ret;
+
+    memset(&r, 0, sizeof(r));
+    r.c = c;
+    r.seed = seed;
+    cur = &r;
+    tl_rng_seed(&r.rng, seed);
+    r.engine = c->engine;
+    if (r.engine == FQ_ENGINE_IO_URING && !have_uring) {
+        fprintf(stderr, "test-random: %s: io_uring unavailable, using threads\n", c->name);
+        r.engine = FQ_ENGINE_THREADS;
+    }
+    if (c->cache == FQ_CACHE_NONE && !have_direct) {
+        fprintf(stderr, "test-random: %s: O_DIRECT unsupported here, skipped\n", c->name);
+        return 0;
+    }
+    snprintf(name, sizeof(name), "%s.img", c->name);
+    snprintf(r.path, sizeof(r.path), "%s", tl_path(name));
+    setup_windows(&r);
+
+    if (create_image(&r) < 0)
+        goto out;
+    if (open_image(&r, 0, &r.img) < 0)
+        goto out;
+    r.ctx = fq_image_ctx(r.img);
+    if (!strcmp(c->fmt, "qcow2")) {
+        struct fq_info info;
+        ret = fq_get_info(r.img, &info);
+        if (ret != 0 || strcmp(info.format, "qcow2") || info.cluster_size != c->cluster ||
+            info.version != c->version || info.refcount_bits != c->refbits ||
+            info.virtual_size != c->size)
+            RFAIL(&r, "fq_get_info: ret %d format '%s' cluster %u version %d refcount_bits %d "
+                  "size %" PRIu64, ret, info.format, info.cluster_size, info.version,
+                  info.refcount_bits, info.virtual_size);
+    }
+    if (fq_size(r.img) != c->size)
+        RFAIL(&r, "fq_size = %" PRIu64 ", want %" PRIu64, fq_size(r.img), c->size);
+
+    for (r.opno = 0; r.opno < nops && r.failed == 0; r.opno++) {
+        if (tl_pct(&r.rng, 55) && !no_async) {
+            run_batch(&r);
+        } else {
+            struct op o;
+            memset(&o, 0, sizeof(o));
+            o.kind = pick_kind(&r);
+            gen_range(&r, &o.off, &o.len);
+            prep_op(&r, &o);
+            run_sync_op(&r, &o);
+            vbuf_free(&o.vb);
+        }
+    }
+    ret = fq_close(r.img);
+    r.img = NULL;
+    if (ret != 0)
+        RFAIL(&r, "fq_close returned %d (%s)", ret, strerror(-ret));
+    if (r.failed)
+        goto out;
+    verify_all(&r);
+    if (!strcmp(c->fmt, "qcow2"))
+        check_image(&r);
+out:
+    if (r.img)
+        fq_close(r.img);
+    for (int w = 0; w < r.nwin; w++)
+        free(r.model[w]);
+    if (!r.failed)
+        unlink(r.path);
+    cur = NULL;
+    return r.failed ? 1 : 0;
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t seed = tl_seed_arg(argc, argv, 1);
+    const char *only = argc > 2 && argv[2][0] ? argv[2] : NULL;
+    int nops_arg = argc > 3 ? atoi(argv[3]) : 0, failed = 0, ran = 0;
+    const char *scale = getenv("FQ_TEST_SCALE");
+    double mult = scale ? atof(scale) : 1.0;
+
+    tl_name = "test-random";
+    no_async = getenv("TR_NO_ASYNC") != NULL;
+    no_discard = getenv("TR_NO_DISCARD") != NULL;
+    no_zero = getenv("TR_NO_ZERO") != NULL;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    tl_mkdir();
+    signal(SIGALRM, on_alarm);
+    alarm(280);
+    int have_uring = tl_uring_ok(), have_direct = tl_direct_ok();
+    printf("test-random: seed %" PRIu64 "%s%s\n", seed, only ? " config " : "", only ? only : "");
+
+    for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
+        const struct cfg *c = &configs[i];
+        if (only && !strstr(c->name, only))
+            continue;
+        int nops = nops_arg > 0 ? nops_arg : (int)(c->nops * mult);
+        /* each configuration has its own seed so that it reproduces alone */
+        uint64_t s = seed ^ (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull;
+        time_t t0 = time(NULL);
+        if (only)
+            s = seed;
+        int f = run_config(c, s, nops, have_uring, have_direct);
+        printf("test-random: %-40s %s (%d ops, seed %" PRIu64 ", %lds)\n", c->name,
+               f ? "FAIL" : "ok", nops, s, (long)(time(NULL) - t0));
+        failed += f;
+        ran++;
+    }
+    if (!ran) {
+        fprintf(stderr, "test-random: no configuration matches '%s'\n", only);
+        return 1;
+    }
+    if (failed)
+        fprintf(stderr, "test-random: %d configuration(s) failed; master seed %" PRIu64 "\n",
+                failed, seed);
+    return failed ? 1 : 0;
+}
