@@ -77,11 +77,46 @@ void fq_bdev_close(struct fq_bdev *bs)
 
 #define MAX_CHAIN_DEPTH 64
 
+/* Open the format driver `format` (NULL = probe) on `file`. */
+static int open_format(struct fq_bdev *file, const char *format, const struct fq_open_opts *opts,
+                       bool readonly, struct fq_bdev **out, char *err)
+{
+    if (!format)
+        format = fq_qcow2_probe(file) ? "qcow2" : "raw";
+    if (!strcmp(format, "raw"))
+        return fq_raw_open(file, out, err);
+    if (!strcmp(format, "qcow2")) {
+        struct fq_open_opts o = *opts;
+        o.readonly = readonly;
+        return fq_qcow2_open(file, &o, out, err);
+    }
+    fq_seterr(err, "Unknown format '%s' (supported: qcow2, raw)", format);
+    return -EINVAL;
+}
+
+/* Resolve a backing file name relative to the directory of `image`. */
+static char *resolve_backing(const char *image, const char *name)
+{
+    const char *slash = strrchr(image, '/');
+    size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
+    char *p;
+
+    if (name[0] == '/' || dl == 0 || strstr(name, "://"))
+        return strdup(name);
+    p = malloc(dl + strlen(name) + 1);
+    if (p) {
+        memcpy(p, image, dl);
+        strcpy(p + dl, name);
+    }
+    return p;
+}
+
 int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
                        const struct fq_open_opts *opts, int depth,
                        struct fq_bdev **out, char *err)
 {
     struct fq_bdev *file = NULL, *top = NULL;
+    bool ro = opts->readonly || depth > 0;
     unsigned fflags = 0;
     int r;
 
@@ -90,32 +125,58 @@ int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *for
                   MAX_CHAIN_DEPTH, filename);
         return -ELOOP;
     }
-    if (opts->readonly || depth > 0)
+    if (ro)
         fflags |= FQ_FILE_RDONLY;
     if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
         fflags |= FQ_FILE_DIRECT;
     r = fq_file_open(ctx, filename, fflags, &file, err);
     if (r < 0)
         return r;
-    if (!format) {
-        format = fq_qcow2_probe(file) ? "qcow2" : "raw";
-    }
-    if (!strcmp(format, "raw")) {
-        r = fq_raw_open(file, &top, err);
-    } else if (!strcmp(format, "qcow2")) {
-        struct fq_open_opts o = *opts;
-        o.readonly = opts->readonly || depth > 0;
-        r = fq_qcow2_open(file, &o, &top, err);
-        if (r == 0 && top->backing == NULL && !opts->no_backing) {
-            /* the qcow2 driver asks for its backing file through this hook */
+    if (opts->file_format && depth == 0) {
+        /* nesting: this image lives inside another image's guest view */
+        struct fq_open_opts inner = *opts;
+        struct fq_bdev *container;
+        inner.file_format = NULL;
+        inner.no_backing = 1;
+        r = open_format(file, opts->file_format, &inner, ro, &container, err);
+        if (r < 0) {
+            fq_bdev_close(file);
+            return r;
         }
-    } else {
-        fq_seterr(err, "Unknown format '%s' (supported: qcow2, raw)", format);
-        r = -EINVAL;
+        file = container;
     }
+    r = open_format(file, format, opts, ro, &top, err);
     if (r < 0) {
         fq_bdev_close(file);
         return r;
+    }
+    const char *bname = NULL, *bfmt = NULL;
+    if (!opts->no_backing && fq_qcow2_backing(top, &bname, &bfmt) == 0 && bname) {
+        char *path = resolve_backing(filename, bname);
+        char berr[FQ_ERR_MAX] = "";
+        struct fq_open_opts bo = *opts;
+        bo.file_format = NULL;
+        bo.check_mode = 0;
+        if (depth == 0 && opts->backing_format)
+            bfmt = opts->backing_format;
+        bo.backing_format = NULL;
+        if (!bfmt) {
+            /* never guess: a raw disk could start with qcow2's magic */
+            snprintf(berr, sizeof(berr), "the image records no backing format; "
+                     "give it explicitly (backing_format / -F)");
+            r = -EINVAL;
+        } else {
+            r = path ? fq_bdev_open_chain(ctx, path, bfmt, &bo, depth + 1, &top->backing, berr)
+                     : -ENOMEM;
+        }
+        if (r < 0) {
+            fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
+                      berr[0] ? berr : strerror(-r));
+            free(path);
+            fq_bdev_close(top);
+            return r;
+        }
+        free(path);
     }
     *out = top;
     return 0;

@@ -86,6 +86,9 @@ int fq_raw_open(struct fq_bdev *child, struct fq_bdev **out, char *err);
 /* qcow2 driver over any child; `opts` may be NULL for defaults. */
 int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
                   struct fq_bdev **out, char *err);
+/* Backing file name and format recorded in a qcow2 device (NULL if none);
+ * -EINVAL if `bs` is not qcow2. */
+int fq_qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt);
 /* True if the first bytes of the device carry the qcow2 magic. */
 bool fq_qcow2_probe(struct fq_bdev *child);
 /* Create a qcow2 image on an opened, empty, writable device. */

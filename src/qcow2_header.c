@@ -1,1 +1,437 @@
-/* qcow2_header.c: in progress */
+/* qcow2_header.c: reading, validating and rewriting the qcow2 header and
+ * its extensions.
+ *
+ * Every field is checked against the format's limits before use; the
+ * message names the field, its value and what was expected. Unknown
+ * header extensions are kept byte for byte and written back whenever the
+ * header is rewritten.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdarg.h>
+#include <stdio.h>
+
+#include "qcow2.h"
+
+static const struct {
+    int type, bit;
+    const char *name;
+} known_features[] = {
+    { 0, 0, "dirty bit" },
+    { 0, 1, "corrupt bit" },
+    { 0, 2, "external data file" },
+    { 0, 3, "compression type" },
+    { 0, 4, "extended L2 entries" },
+    { 1, 0, "lazy refcounts" },
+    { 2, 0, "bitmaps" },
+    { 2, 1, "raw external data" },
+};
+
+int qcow2_default_feature_table(uint8_t **out, uint32_t *len)
+{
+    size_t n = FQ_ARRAY_SIZE(known_features);
+    uint8_t *t = calloc(n, 48);
+
+    if (!t)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        t[i * 48] = (uint8_t)known_features[i].type;
+        t[i * 48 + 1] = (uint8_t)known_features[i].bit;
+        memcpy(t + i * 48 + 2, known_features[i].name, strlen(known_features[i].name));
+    }
+    *out = t;
+    *len = (uint32_t)(n * 48);
+    return 0;
+}
+
+const char *qcow2_feature_name(struct qcow2 *s, int type, int bit, char *buf, size_t len)
+{
+    /* The image's own feature-name table wins: it may name features that
+     * are newer than this library. */
+    for (uint32_t i = 0; s->feature_table && i + 48 <= s->feature_table_len; i += 48) {
+        const uint8_t *e = s->feature_table + i;
+        if (e[0] == type && e[1] == bit) {
+            snprintf(buf, len, "%.46s", (const char *)e + 2);
+            return buf;
+        }
+    }
+    for (size_t i = 0; i < FQ_ARRAY_SIZE(known_features); i++)
+        if (known_features[i].type == type && known_features[i].bit == bit) {
+            snprintf(buf, len, "%s", known_features[i].name);
+            return buf;
+        }
+    snprintf(buf, len, "unknown feature bit %d", bit);
+    return buf;
+}
+
+/* Parse the extension area of cluster 0 (`hdr`, `hlen` bytes valid). */
+static int read_extensions(struct qcow2 *s, const uint8_t *hdr, uint64_t hlen,
+                           uint64_t end, char *err)
+{
+    uint64_t off = s->header_length;
+
+    while (off < end) {
+        if (end - off < 8) {
+            fq_seterr(err, "Header extension at offset %llu is truncated (cluster 0 ends at %llu)",
+                      (unsigned long long)off, (unsigned long long)end);
+            return -EINVAL;
+        }
+        uint32_t type = fq_be32(hdr + off), len = fq_be32(hdr + off + 4);
+        if (type == QEXT_END)
+            return 0;
+        off += 8;
+        if (len > end - off) {
+            fq_seterr(err, "Header extension 0x%08x at offset %llu: length %u runs past the end of cluster 0",
+                      type, (unsigned long long)off - 8, len);
+            return -EINVAL;
+        }
+        const uint8_t *d = hdr + off;
+        switch (type) {
+        case QEXT_BACKING_FORMAT:
+            if (len > 63) {
+                fq_seterr(err, "Backing format extension is %u bytes (at most 63)", len);
+                return -EINVAL;
+            }
+            free(s->backing_format);
+            s->backing_format = strndup((const char *)d, len);
+            break;
+        case QEXT_FEATURE_TABLE:
+            free(s->feature_table);
+            s->feature_table = malloc(len ? len : 1);
+            if (!s->feature_table)
+                return -ENOMEM;
+            memcpy(s->feature_table, d, len);
+            s->feature_table_len = len;
+            break;
+        case QEXT_CRYPTO:
+            if (s->crypt_method == 0) {
+                fq_seterr(err, "Full disk encryption header extension present but crypt_method is 0");
+                return -EINVAL;
+            }
+            /* kept, but encrypted images are refused later */
+            __attribute__((fallthrough));
+        default: {
+            struct qext x = { type, len, malloc(len ? len : 1) };
+            if (!x.data)
+                return -ENOMEM;
+            memcpy(x.data, d, len);
+            if (qext_vec_push(&s->exts, x) < 0) {
+                free(x.data);
+                return -ENOMEM;
+            }
+            break;
+        }
+        }
+        off += FQ_ALIGN_UP((uint64_t)len, 8);
+    }
+    (void)hlen;
+    return 0;
+}
+
+int qcow2_read_header(struct qcow2 *s, char *err)
+{
+    uint8_t first[QH_V3_LENGTH];
+    CLEANUP_FREE uint8_t *hdr = NULL;
+    uint64_t file_len = s->file->size;
+    char name[64];
+    int r;
+
+    memset(first, 0, sizeof(first));
+    if (file_len < QH_V2_LENGTH) {
+        fq_seterr(err, "Image is too short for a qcow2 header (%llu bytes)",
+                  (unsigned long long)file_len);
+        return -EINVAL;
+    }
+    r = fq_bdev_pread_sync(s->file, first, sizeof(first), 0);
+    if (r < 0) {
+        fq_seterr(err, "Could not read the qcow2 header: %s", strerror(-r));
+        return r;
+    }
+    if (fq_be32(first + QH_MAGIC) != QCOW2_MAGIC) {
+        fq_seterr(err, "Image is not in qcow2 format (bad magic)");
+        return -EINVAL;
+    }
+    s->version = fq_be32(first + QH_VERSION);
+    if (s->version < 2 || s->version > 3) {
+        fq_seterr(err, "Unsupported qcow2 version %u (expected 2 or 3)", s->version);
+        return -ENOTSUP;
+    }
+    s->cluster_bits = fq_be32(first + QH_CLUSTER_BITS);
+    if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS || s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
+        fq_seterr(err, "Unsupported cluster_bits %u in header (expected %d..%d, 512 B..2 MiB clusters)",
+                  s->cluster_bits, QCOW2_MIN_CLUSTER_BITS, QCOW2_MAX_CLUSTER_BITS);
+        return -EINVAL;
+    }
+    s->cluster_size = 1ull << s->cluster_bits;
+
+    /* cluster 0 holds the header, extensions and backing name */
+    uint64_t c0 = FQ_MIN(s->cluster_size, file_len);
+    hdr = fq_zalign(s->cluster_size);
+    if (!hdr)
+        return -ENOMEM;
+    r = fq_bdev_pread_sync(s->file, hdr, (size_t)FQ_ALIGN_UP(c0, 512) <= s->cluster_size ?
+                           (size_t)FQ_ALIGN_UP(c0, 512) : (size_t)s->cluster_size, 0);
+    if (r < 0) {
+        fq_seterr(err, "Could not read the qcow2 header cluster: %s", strerror(-r));
+        return r;
+    }
+
+    s->bs->size = fq_be64(hdr + QH_SIZE);
+    s->crypt_method = fq_be32(hdr + QH_CRYPT_METHOD);
+    s->l1_size = fq_be32(hdr + QH_L1_SIZE);
+    s->l1_offset = fq_be64(hdr + QH_L1_OFFSET);
+    s->rt_offset = fq_be64(hdr + QH_RT_OFFSET);
+    s->rt_clusters = fq_be32(hdr + QH_RT_CLUSTERS);
+    s->nb_snapshots = fq_be32(hdr + QH_NB_SNAPSHOTS);
+    s->snapshots_offset = fq_be64(hdr + QH_SNAPSHOTS_OFFSET);
+    uint64_t backing_off = fq_be64(hdr + QH_BACKING_OFFSET);
+    uint32_t backing_len = fq_be32(hdr + QH_BACKING_SIZE);
+
+    if (s->version == 2) {
+        s->header_length = QH_V2_LENGTH;
+        s->refcount_order = 4;
+    } else {
+        s->incompat = fq_be64(hdr + QH_INCOMPAT);
+        s->compat = fq_be64(hdr + QH_COMPAT);
+        s->autoclear = fq_be64(hdr + QH_AUTOCLEAR);
+        s->refcount_order = fq_be32(hdr + QH_REFCOUNT_ORDER);
+        s->header_length = fq_be32(hdr + QH_HEADER_LENGTH);
+        if (s->header_length < QH_V3_MIN_LENGTH || s->header_length % 8 ||
+            s->header_length > c0) {
+            fq_seterr(err, "Invalid header_length %u (expected a multiple of 8 from %d up to %llu)",
+                      s->header_length, QH_V3_MIN_LENGTH, (unsigned long long)c0);
+            return -EINVAL;
+        }
+        if (s->header_length > QH_COMPRESSION_TYPE)
+            s->compression_type = hdr[QH_COMPRESSION_TYPE];
+    }
+
+    /* features */
+    uint64_t unknown = s->incompat & ~QCOW2_INCOMPAT_KNOWN;
+    if (unknown) {
+        /* extensions first, for the feature-name table */
+        (void)read_extensions(s, hdr, c0, c0, NULL);
+        for (int b = 0; b < 64; b++)
+            if (unknown & (1ull << b)) {
+                fq_seterr(err, "Unsupported qcow2 feature(s): %s (incompatible bit %d)",
+                          qcow2_feature_name(s, 0, b, name, sizeof(name)), b);
+                return -ENOTSUP;
+            }
+    }
+    if (s->incompat & QCOW2_INCOMPAT_DATA_FILE) {
+        fq_seterr(err, "Unsupported qcow2 feature: external data file (not supported yet)");
+        return -ENOTSUP;
+    }
+    if (s->crypt_method) {
+        fq_seterr(err, "Unsupported qcow2 feature: encryption (crypt_method %u; %s not supported yet)",
+                  s->crypt_method, s->crypt_method == 1 ? "AES" : s->crypt_method == 2 ? "LUKS" : "unknown method");
+        return -ENOTSUP;
+    }
+    if (s->refcount_order > 6) {
+        fq_seterr(err, "Invalid refcount_order %u (at most 6, i.e. 64-bit refcounts)", s->refcount_order);
+        return -EINVAL;
+    }
+    s->refcount_bits = 1u << s->refcount_order;
+    s->refcount_max = s->refcount_bits == 64 ? UINT64_MAX : (1ull << s->refcount_bits) - 1;
+    if (s->incompat & QCOW2_INCOMPAT_COMPRESSION) {
+        if (s->header_length <= QH_COMPRESSION_TYPE || s->compression_type == 0) {
+            fq_seterr(err, "Compression type bit is set but the compression_type field is %s",
+                      s->header_length <= QH_COMPRESSION_TYPE ? "absent" : "zero");
+            return -EINVAL;
+        }
+    } else if (s->compression_type != 0) {
+        fq_seterr(err, "compression_type is %u but the compression type bit is not set",
+                  s->compression_type);
+        return -EINVAL;
+    }
+    if (s->compression_type > 1) {
+        fq_seterr(err, "Unsupported compression type %u (known: 0 zlib, 1 zstd)", s->compression_type);
+        return -ENOTSUP;
+    }
+    s->extl2 = s->incompat & QCOW2_INCOMPAT_EXTL2;
+    if (s->extl2 && s->cluster_bits < 14) {
+        fq_seterr(err, "Extended L2 entries need clusters of at least 16 KiB (cluster_bits %u)",
+                  s->cluster_bits);
+        return -EINVAL;
+    }
+    s->l2_entry_size = s->extl2 ? 16 : 8;
+    s->l2_bits = s->cluster_bits - (s->extl2 ? 4 : 3);
+    s->l2_entries = 1ull << s->l2_bits;
+    s->subcluster_size = s->extl2 ? s->cluster_size / QCOW2_SUBCLUSTERS : s->cluster_size;
+    s->rb_bits = s->cluster_bits + 3 - s->refcount_order;
+
+    /* backing file name: inside cluster 0, after the extensions */
+    if (backing_off) {
+        if (backing_len == 0 || backing_len > QCOW2_MAX_BACKING_NAME) {
+            fq_seterr(err, "Invalid backing_file_size %u (expected 1..%d)", backing_len,
+                      QCOW2_MAX_BACKING_NAME);
+            return -EINVAL;
+        }
+        if (backing_off > c0 || backing_len > c0 - backing_off) {
+            fq_seterr(err, "Backing file name at offset %llu (+%u) is outside the header cluster",
+                      (unsigned long long)backing_off, backing_len);
+            return -EINVAL;
+        }
+        s->backing_file = strndup((const char *)hdr + backing_off, backing_len);
+        if (!s->backing_file)
+            return -ENOMEM;
+    }
+    uint64_t ext_end = backing_off && backing_off > s->header_length ? backing_off : c0;
+    r = read_extensions(s, hdr, c0, ext_end, err);
+    if (r < 0)
+        return r;
+
+    /* virtual size and L1 */
+    uint64_t max_l1 = QCOW2_MAX_L1_BYTES / 8;
+    if (s->l1_size > max_l1) {
+        fq_seterr(err, "L1 table is too large: l1_size %u entries (at most %llu)", s->l1_size,
+                  (unsigned long long)max_l1);
+        return -EFBIG;
+    }
+    uint64_t per_l1 = s->cluster_size * s->l2_entries;   /* guest bytes per L1 entry */
+    uint64_t need = FQ_DIV_UP(s->bs->size, per_l1);
+    if (s->bs->size > (1ull << 62) || need > s->l1_size) {
+        fq_seterr(err, "Virtual size %llu needs %llu L1 entries but l1_size is %u",
+                  (unsigned long long)s->bs->size, (unsigned long long)need, s->l1_size);
+        return -EINVAL;
+    }
+    if (s->l1_size && (!FQ_IS_ALIGNED(s->l1_offset, s->cluster_size) || s->l1_offset == 0)) {
+        fq_seterr(err, "L1 table offset 0x%llx is not aligned to a cluster (or is 0)",
+                  (unsigned long long)s->l1_offset);
+        return -EINVAL;
+    }
+    uint64_t l1_end;
+    if (fq_add_ovf(s->l1_offset, (uint64_t)s->l1_size * 8, &l1_end) || l1_end > (1ull << 56)) {
+        fq_seterr(err, "L1 table at 0x%llx (%u entries) lies beyond the addressable range",
+                  (unsigned long long)s->l1_offset, s->l1_size);
+        return -EINVAL;
+    }
+
+    /* refcount table */
+    if (s->rt_clusters == 0 || (uint64_t)s->rt_clusters * s->cluster_size > QCOW2_MAX_RT_BYTES) {
+        fq_seterr(err, "Invalid refcount table size: %u clusters (expected 1..%llu)",
+                  s->rt_clusters, (unsigned long long)(QCOW2_MAX_RT_BYTES / s->cluster_size));
+        return -EINVAL;
+    }
+    if (!FQ_IS_ALIGNED(s->rt_offset, s->cluster_size) || s->rt_offset == 0 ||
+        s->rt_offset > (1ull << 56)) {
+        fq_seterr(err, "Refcount table offset 0x%llx is not a valid cluster offset",
+                  (unsigned long long)s->rt_offset);
+        return -EINVAL;
+    }
+    s->rt_entries = (uint64_t)s->rt_clusters * s->cluster_size / 8;
+
+    /* snapshots */
+    if (s->nb_snapshots > QCOW2_MAX_SNAPSHOTS) {
+        fq_seterr(err, "Too many snapshots: %u (at most %d)", s->nb_snapshots, QCOW2_MAX_SNAPSHOTS);
+        return -EINVAL;
+    }
+    if (s->nb_snapshots && (!FQ_IS_ALIGNED(s->snapshots_offset, s->cluster_size) ||
+                            s->snapshots_offset == 0)) {
+        fq_seterr(err, "Snapshot table offset 0x%llx is not aligned to a cluster",
+                  (unsigned long long)s->snapshots_offset);
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Append one extension to `buf` at *pos; -ENOSPC if it does not fit. */
+static int put_ext(uint8_t *buf, uint64_t cap, uint64_t *pos, uint32_t type,
+                   const void *data, uint32_t len)
+{
+    uint64_t need = 8 + FQ_ALIGN_UP((uint64_t)len, 8);
+
+    if (*pos + need > cap)
+        return -ENOSPC;
+    fq_put_be32(buf + *pos, type);
+    fq_put_be32(buf + *pos + 4, len);
+    memcpy(buf + *pos + 8, data, len);
+    memset(buf + *pos + 8 + len, 0, need - 8 - len);
+    *pos += need;
+    return 0;
+}
+
+int qcow2_write_header(struct qcow2 *s)
+{
+    uint64_t cap = s->cluster_size;
+    CLEANUP_FREE uint8_t *buf = fq_zalign(cap);
+    uint64_t pos;
+    int r;
+
+    if (!buf)
+        return -ENOMEM;
+    fq_put_be32(buf + QH_MAGIC, QCOW2_MAGIC);
+    fq_put_be32(buf + QH_VERSION, s->version);
+    fq_put_be32(buf + QH_CLUSTER_BITS, s->cluster_bits);
+    fq_put_be64(buf + QH_SIZE, s->bs->size);
+    fq_put_be32(buf + QH_CRYPT_METHOD, s->crypt_method);
+    fq_put_be32(buf + QH_L1_SIZE, s->l1_size);
+    fq_put_be64(buf + QH_L1_OFFSET, s->l1_offset);
+    fq_put_be64(buf + QH_RT_OFFSET, s->rt_offset);
+    fq_put_be32(buf + QH_RT_CLUSTERS, s->rt_clusters);
+    fq_put_be32(buf + QH_NB_SNAPSHOTS, s->nb_snapshots);
+    fq_put_be64(buf + QH_SNAPSHOTS_OFFSET, s->snapshots_offset);
+    if (s->version >= 3) {
+        uint32_t hl = FQ_MAX(s->header_length, (uint32_t)QH_V3_LENGTH);
+        fq_put_be64(buf + QH_INCOMPAT, s->incompat);
+        fq_put_be64(buf + QH_COMPAT, s->compat);
+        fq_put_be64(buf + QH_AUTOCLEAR, s->autoclear);
+        fq_put_be32(buf + QH_REFCOUNT_ORDER, s->refcount_order);
+        fq_put_be32(buf + QH_HEADER_LENGTH, hl);
+        buf[QH_COMPRESSION_TYPE] = s->compression_type;
+        s->header_length = hl;
+    }
+    pos = s->header_length;
+    r = 0;
+    if (s->backing_format)
+        r = put_ext(buf, cap, &pos, QEXT_BACKING_FORMAT, s->backing_format,
+                    (uint32_t)strlen(s->backing_format));
+    if (r == 0 && s->feature_table && s->version >= 3)
+        r = put_ext(buf, cap, &pos, QEXT_FEATURE_TABLE, s->feature_table, s->feature_table_len);
+    for (size_t i = 0; r == 0 && i < s->exts.len; i++)
+        r = put_ext(buf, cap, &pos, s->exts.ptr[i].type, s->exts.ptr[i].data, s->exts.ptr[i].len);
+    if (r == 0 && (s->version >= 3 || s->backing_format || s->exts.len)) {
+        if (pos + 8 > cap)
+            r = -ENOSPC;
+        else
+            pos += 8;     /* end marker: already zero */
+    }
+    if (r == 0 && s->backing_file) {
+        size_t bl = strlen(s->backing_file);
+        if (pos + bl > cap) {
+            r = -ENOSPC;
+        } else {
+            fq_put_be64(buf + QH_BACKING_OFFSET, pos);
+            fq_put_be32(buf + QH_BACKING_SIZE, (uint32_t)bl);
+            memcpy(buf + pos, s->backing_file, bl);
+            pos += bl;
+        }
+    }
+    if (r < 0)
+        return r;
+    /* write the used part, rounded for O_DIRECT, never beyond cluster 0 */
+    uint64_t wlen = FQ_MIN(FQ_ALIGN_UP(pos, 4096), cap);
+    r = fq_bdev_pwrite_sync(s->file, buf, (size_t)wlen, 0);
+    if (r == 0)
+        s->header_dirty = false;
+    return r;
+}
+
+void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...)
+{
+    char msg[FQ_ERR_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (s->corrupt)
+        return;
+    s->corrupt = true;
+    fprintf(stderr, "fastqcow: %s: marking image as corrupt: %s; further writes refused\n",
+            s->bs->filename ? s->bs->filename : "qcow2", msg);
+    if (!s->readonly && s->version >= 3) {
+        s->incompat |= QCOW2_INCOMPAT_CORRUPT;
+        if (qcow2_write_header(s) == 0)
+            fq_bdev_flush_sync(s->file);
+    }
+}

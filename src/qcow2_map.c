@@ -1,1 +1,352 @@
-/* qcow2_map.c: in progress */
+/* qcow2_map.c: guest-to-host mapping through the L1 and L2 tables:
+ * classifying runs of clusters (subclusters with extended L2), allocating
+ * and copying L2 tables, linking freshly written clusters, and turning
+ * clusters into zero or unallocated ones. Also decompression of clusters.
+ *
+ * Every entry read from disk is validated before use: reserved bits zero,
+ * host offsets aligned and outside the header; a bad entry marks the image
+ * corrupt and fails the request with -EIO.
+ * SPDX-License-Identifier: MIT
+ */
+#include <zlib.h>
+#include <zstd.h>
+
+#include "qcow2.h"
+
+uint64_t qcow2_l2e_get(struct qcow2 *s, const uint8_t *l2, uint64_t idx)
+{
+    return fq_be64(l2 + idx * s->l2_entry_size);
+}
+
+uint64_t qcow2_l2e_bitmap(struct qcow2 *s, const uint8_t *l2, uint64_t idx)
+{
+    return s->extl2 ? fq_be64(l2 + idx * 16 + 8) : 0;
+}
+
+void qcow2_l2e_set(struct qcow2 *s, uint8_t *l2, uint64_t idx, uint64_t e, uint64_t bitmap)
+{
+    fq_put_be64(l2 + idx * s->l2_entry_size, e);
+    if (s->extl2)
+        fq_put_be64(l2 + idx * 16 + 8, bitmap);
+}
+
+void qcow2_compressed_loc(struct qcow2 *s, uint64_t l2e, uint64_t *host, uint64_t *nbytes)
+{
+    unsigned x = 62 - (s->cluster_bits - 8);
+    uint64_t off = l2e & ((1ull << x) - 1);
+    uint64_t extra = (l2e >> x) & ((1ull << (s->cluster_bits - 8)) - 1);
+
+    *host = off;
+    *nbytes = (extra + 1) * 512 - (off & 511);
+}
+
+/* Validate an L1 entry; returns its L2 offset or an error. */
+static int l1_l2_offset(struct qcow2 *s, uint64_t l1i, uint64_t *out)
+{
+    uint64_t e = s->l1[l1i], off = e & L1E_OFFSET_MASK;
+
+    if ((e & L1E_RESERVED_MASK) || (off & (s->cluster_size - 1)) ||
+        (off && off < s->cluster_size)) {
+        qcow2_signal_corruption(s, "L1 entry %llu is invalid (0x%llx)",
+                                (unsigned long long)l1i, (unsigned long long)e);
+        return -EIO;
+    }
+    *out = off;
+    return 0;
+}
+
+int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2, uint64_t *idx)
+{
+    uint64_t l1i = gc >> s->l2_bits, off, noff;
+    struct qcache_entry *old = NULL, *e;
+    int r;
+
+    *l2 = NULL;
+    *idx = gc & (s->l2_entries - 1);
+    if (l1i >= s->l1_size)
+        return -EIO;
+    r = l1_l2_offset(s, l1i, &off);
+    if (r < 0)
+        return r;
+    if (off && (!alloc || (s->l1[l1i] & L2E_COPIED)))
+        return qcache_get(&s->l2_cache, off, false, l2);
+    if (!alloc)
+        return 0;
+    /* allocate a table, or copy a shared one (snapshots) */
+    if (off) {
+        r = qcache_get(&s->l2_cache, off, false, &old);
+        if (r < 0)
+            return r;
+    }
+    r = qcow2_alloc_clusters(s, 1, &noff);
+    if (r < 0) {
+        qcache_put(&s->l2_cache, old);
+        return r;
+    }
+    r = qcache_get(&s->l2_cache, noff, true, &e);
+    if (r < 0) {
+        qcache_put(&s->l2_cache, old);
+        return r;
+    }
+    if (old) {
+        memcpy(e->data, old->data, s->cluster_size);
+        qcache_put(&s->l2_cache, old);
+        r = qcow2_free_deferred(s, off, 1);
+        if (r < 0) {
+            qcache_put(&s->l2_cache, e);
+            return r;
+        }
+    }
+    s->l1[l1i] = noff | L2E_COPIED;
+    qcow2_mark_l1_dirty(s, l1i);
+    *l2 = e;
+    return 0;
+}
+
+/* Classify one entry (one subcluster `sc` with extended L2). */
+static int classify(struct qcow2 *s, uint64_t e, uint64_t bitmap, unsigned sc,
+                    enum qkind *kind, uint64_t *host)
+{
+    uint64_t off = e & L2E_OFFSET_MASK;
+
+    *host = 0;
+    if (e & L2E_COMPRESSED) {
+        *kind = QK_COMPRESSED;
+        return 0;
+    }
+    uint64_t reserved = L2E_STD_RESERVED | ((s->version < 3 || s->extl2) ? L2E_ZERO : 0);
+    if ((e & reserved) || (off & (s->cluster_size - 1)) || (off && off < s->cluster_size)) {
+        qcow2_signal_corruption(s, "L2 entry 0x%llx is invalid", (unsigned long long)e);
+        return -EIO;
+    }
+    if (s->extl2) {
+        bool a = bitmap & (1ull << sc), z = bitmap & (1ull << (32 + sc));
+        if (a && z) {
+            qcow2_signal_corruption(s, "subcluster %u is both allocated and zero", sc);
+            return -EIO;
+        }
+        if (a && !off) {
+            qcow2_signal_corruption(s, "allocated subcluster %u has no host cluster", sc);
+            return -EIO;
+        }
+        *kind = a ? QK_DATA : z ? QK_ZERO : QK_UNALLOC;
+        *host = off;
+        return 0;
+    }
+    if (e & L2E_ZERO) {
+        *kind = QK_ZERO;
+        *host = off;
+        return 0;
+    }
+    if (!off) {
+        if (e & L2E_COPIED) {
+            qcow2_signal_corruption(s, "L2 entry 0x%llx has no offset but the copied flag",
+                                    (unsigned long long)e);
+            return -EIO;
+        }
+        *kind = QK_UNALLOC;
+        return 0;
+    }
+    *kind = QK_DATA;
+    *host = off;
+    return 0;
+}
+
+int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *out)
+{
+    uint64_t gc = off >> s->cluster_bits;
+    uint64_t table_end = ((gc >> s->l2_bits) + 1) << (s->l2_bits + s->cluster_bits);
+    struct qcache_entry *l2;
+    uint64_t idx;
+    int r;
+
+    len = FQ_MIN(len, table_end - off);
+    memset(out, 0, sizeof(*out));
+    out->guest = off;
+    r = qcow2_get_l2(s, gc, false, &l2, &idx);
+    if (r < 0)
+        return r;
+    if (!l2) {
+        out->kind = QK_UNALLOC;
+        out->len = len;
+        return 0;
+    }
+    uint64_t unit = s->subcluster_size, pos = off, end = off + len;
+    bool first = true;
+    while (pos < end) {
+        uint64_t i = idx + ((pos >> s->cluster_bits) - gc);
+        unsigned sc = (unsigned)((pos & (s->cluster_size - 1)) / unit);
+        uint64_t e = qcow2_l2e_get(s, l2->data, i), bm = qcow2_l2e_bitmap(s, l2->data, i);
+        enum qkind k;
+        uint64_t host;
+        r = classify(s, e, bm, sc, &k, &host);
+        if (r < 0)
+            break;
+        uint64_t step;
+        if (k == QK_COMPRESSED || !s->extl2)
+            step = s->cluster_size - (pos & (s->cluster_size - 1));
+        else
+            step = unit - (pos & (unit - 1));
+        step = FQ_MIN(step, end - pos);
+        uint64_t pos_host = k == QK_DATA ? host + (pos & (s->cluster_size - 1)) : 0;
+        bool copied = (e & L2E_COPIED) != 0;
+        if (first) {
+            out->kind = k;
+            out->host = pos_host;
+            out->copied = copied;
+            out->has_host = host != 0;
+            out->l2e = e;
+            first = false;
+        } else if (k != out->kind || k == QK_COMPRESSED ||
+                   (k == QK_DATA && (pos_host != out->host + out->len || copied != out->copied)) ||
+                   (k == QK_ZERO && (host != 0) != out->has_host)) {
+            break;
+        }
+        out->len += step;
+        pos += step;
+        if (k == QK_COMPRESSED)
+            break;
+    }
+    qcache_put(&s->l2_cache, l2);
+    return r;
+}
+
+/* Queue the release of whatever host clusters entry `e` references. */
+static int release_entry(struct qcow2 *s, uint64_t e)
+{
+    if (e & L2E_COMPRESSED) {
+        uint64_t host, n;
+        qcow2_compressed_loc(s, e, &host, &n);
+        uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
+        uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
+        return qcow2_free_deferred(s, first, (last - first) / s->cluster_size + 1);
+    }
+    uint64_t off = e & L2E_OFFSET_MASK;
+    return off ? qcow2_free_deferred(s, off, 1) : 0;
+}
+
+int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
+{
+    while (n > 0) {
+        struct qcache_entry *l2;
+        uint64_t idx;
+        int r = qcow2_get_l2(s, gc, true, &l2, &idx);
+        if (r < 0)
+            return r;
+        uint64_t k = FQ_MIN(n, s->l2_entries - idx);
+        for (uint64_t i = 0; i < k; i++) {
+            uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
+            qcow2_l2e_set(s, l2->data, idx + i, (host + i * s->cluster_size) | L2E_COPIED,
+                          s->extl2 ? 0xffffffffull : 0);
+            if ((r = release_entry(s, old)) < 0)
+                break;
+        }
+        qcache_mark_dirty(l2);
+        qcache_put(&s->l2_cache, l2);
+        if (r < 0)
+            return r;
+        gc += k;
+        n -= k;
+        host += k * s->cluster_size;
+    }
+    return 0;
+}
+
+int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard)
+{
+    bool backing = s->bs->backing != NULL;
+
+    if (!discard && s->version < 3 && backing)
+        return -ENOTSUP;   /* caller writes zeros instead */
+    if (discard && s->version < 3 && backing)
+        return 0;          /* nothing can express it; discard is advisory */
+    /* unallocated already reads as zeros when nothing shows through */
+    bool to_unalloc = !backing && (discard || unmap || s->version < 3);
+    while (n > 0) {
+        struct qcache_entry *l2;
+        uint64_t idx;
+        uint64_t l1i = gc >> s->l2_bits;
+        uint64_t k = FQ_MIN(n, s->l2_entries - (gc & (s->l2_entries - 1)));
+        int r;
+
+        if (l1i < s->l1_size && !(s->l1[l1i] & L1E_OFFSET_MASK) && to_unalloc) {
+            gc += k;
+            n -= k;
+            continue;
+        }
+        r = qcow2_get_l2(s, gc, true, &l2, &idx);
+        if (r < 0)
+            return r;
+        for (uint64_t i = 0; i < k; i++) {
+            uint64_t old = qcow2_l2e_get(s, l2->data, idx + i), ne, nb = 0;
+            bool keep = false;
+            if (to_unalloc) {
+                ne = 0;
+            } else if (s->extl2) {
+                ne = 0;
+                nb = 0xffffffffull << 32;
+            } else if (!unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
+                       (old & L2E_OFFSET_MASK)) {
+                ne = (old & (L2E_OFFSET_MASK | L2E_COPIED)) | L2E_ZERO;   /* keep the allocation */
+                keep = true;
+            } else {
+                ne = L2E_ZERO;
+            }
+            qcow2_l2e_set(s, l2->data, idx + i, ne, nb);
+            if (!keep && (r = release_entry(s, old)) < 0)
+                break;
+        }
+        qcache_mark_dirty(l2);
+        qcache_put(&s->l2_cache, l2);
+        if (r < 0)
+            return r;
+        gc += k;
+        n -= k;
+    }
+    return 0;
+}
+
+int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst)
+{
+    size_t want = (size_t)s->cluster_size;
+
+    if (s->compression_type == 0) {
+        z_stream z;
+        memset(&z, 0, sizeof(z));
+        if (inflateInit2(&z, -12) != Z_OK)
+            return -ENOMEM;
+        z.next_in = (Bytef *)src;
+        z.avail_in = (uInt)srclen;
+        z.next_out = dst;
+        z.avail_out = (uInt)want;
+        int zr = inflate(&z, Z_FINISH);
+        size_t got = want - z.avail_out;
+        inflateEnd(&z);
+        if ((zr != Z_STREAM_END && zr != Z_BUF_ERROR) || got != want)
+            return -EIO;
+        return 0;
+    }
+    ZSTD_DCtx *d = ZSTD_createDCtx();
+    if (!d)
+        return -ENOMEM;
+    ZSTD_inBuffer in = { src, srclen, 0 };
+    ZSTD_outBuffer out = { dst, want, 0 };
+    int r = 0;
+    while (out.pos < want) {
+        size_t zr = ZSTD_decompressStream(d, &out, &in);
+        if (ZSTD_isError(zr)) {
+            r = -EIO;
+            break;
+        }
+        if (in.pos == in.size && out.pos < want && zr != 0) {
+            r = -EIO;   /* input exhausted before a cluster was produced */
+            break;
+        }
+        if (zr == 0 && out.pos < want) {
+            r = -EIO;
+            break;
+        }
+    }
+    ZSTD_freeDCtx(d);
+    return r;
+}

@@ -1,7 +1,282 @@
-/* temporary */
-#include "bdev.h"
-#include "util.h"
-int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts, struct fq_bdev **out, char *err)
-{ fq_seterr(err, "qcow2 not built yet"); return -ENOTSUP; }
-bool fq_qcow2_probe(struct fq_bdev *child) { return false; }
-int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err) { return -ENOTSUP; }
+/* qcow2_open.c: opening and closing qcow2 images, the driver's ops table,
+ * and the read-only queries (info, map).
+ *
+ * Opening validates the header (qcow2_header.c), loads the L1 and refcount
+ * tables, sizes the metadata caches and, for a read-write open, clears
+ * unknown autoclear bits and repairs a dirty image before any write.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+
+#include "qcow2.h"
+
+#define DEFAULT_CACHE_BYTES (32ull << 20)
+
+bool fq_qcow2_probe(struct fq_bdev *child)
+{
+    uint8_t b[4];
+
+    if (child->size < QH_V2_LENGTH || fq_bdev_pread_sync(child, b, 4, 0) < 0)
+        return false;
+    return fq_be32(b) == QCOW2_MAGIC;
+}
+
+static void qcow2_free_state(struct qcow2 *s)
+{
+    qcache_destroy(&s->l2_cache);
+    qcache_destroy(&s->rb_cache);
+    for (size_t i = 0; i < s->exts.len; i++)
+        free(s->exts.ptr[i].data);
+    qext_vec_reset(&s->exts);
+    qfree_vec_reset(&s->pending_frees);
+    free(s->feature_table);
+    free(s->backing_file);
+    free(s->backing_format);
+    free(s->l1);
+    free(s->l1_dirty);
+    free(s->rt);
+    free(s);
+}
+
+static void qcow2_close(struct fq_bdev *bs)
+{
+    struct qcow2 *s = bs->priv;
+
+    if (!s->readonly && !s->corrupt) {
+        qcow2_writeback(s);
+        fq_bdev_flush_sync(s->file);
+    }
+    qcow2_free_state(s);
+}
+
+int qcow2_load_l1(struct qcow2 *s, char *err);
+int qcow2_load_l1(struct qcow2 *s, char *err)
+{
+    size_t bytes = (size_t)s->l1_size * 8;
+    CLEANUP_FREE uint8_t *buf = fq_memalign(FQ_MAX(bytes, (size_t)8));
+    int r;
+
+    free(s->l1);
+    free(s->l1_dirty);
+    s->l1 = calloc(FQ_MAX(s->l1_size, 1u), sizeof(uint64_t));
+    s->l1_dirty = calloc(FQ_DIV_UP(bytes, 4096) + 1, 1);
+    if (!buf || !s->l1 || !s->l1_dirty)
+        return -ENOMEM;
+    if (bytes) {
+        r = fq_bdev_pread_sync(s->file, buf, bytes, s->l1_offset);
+        if (r < 0) {
+            fq_seterr(err, "Could not read the L1 table at 0x%llx: %s",
+                      (unsigned long long)s->l1_offset, strerror(-r));
+            return r;
+        }
+    }
+    for (uint32_t i = 0; i < s->l1_size; i++)
+        s->l1[i] = fq_be64(buf + (size_t)i * 8);
+    return 0;
+}
+
+static int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
+{
+    struct qcow2 *s = bs->priv;
+
+    strcpy(out->format, "qcow2");
+    out->virtual_size = bs->size;
+    out->cluster_size = (uint32_t)s->cluster_size;
+    out->version = (int)s->version;
+    out->refcount_bits = (int)s->refcount_bits;
+    out->lazy_refcounts = (s->compat & QCOW2_COMPAT_LAZY_REFCOUNTS) != 0;
+    out->corrupt = s->corrupt || (s->incompat & QCOW2_INCOMPAT_CORRUPT);
+    out->dirty = (s->incompat & QCOW2_INCOMPAT_DIRTY) != 0;
+    out->extended_l2 = s->extl2;
+    out->compression_type = s->compression_type;
+    out->incompatible_features = s->incompat;
+    out->compatible_features = s->compat;
+    out->autoclear_features = s->autoclear;
+    out->nb_snapshots = (int)s->nb_snapshots;
+    out->encrypted = s->crypt_method != 0;
+    if (s->backing_file)
+        snprintf(out->backing_file, sizeof(out->backing_file), "%s", s->backing_file);
+    if (s->backing_format)
+        snprintf(out->backing_format, sizeof(out->backing_format), "%s", s->backing_format);
+    if (s->file->ops->get_info)
+        return s->file->ops->get_info(s->file, out) < 0 ? 0 : 0;
+    return 0;
+}
+
+static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
+{
+    struct qcow2 *s = bs->priv;
+    struct qextent x;
+    int r = qcow2_lookup(s, off, len, &x);
+
+    if (r < 0)
+        return r;
+    memset(out, 0, sizeof(*out));
+    out->start = off;
+    out->length = x.len;
+    switch (x.kind) {
+    case QK_DATA:
+        out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED | FQ_MAP_OFFSET;
+        out->host_offset = x.host;
+        break;
+    case QK_ZERO:
+        out->flags = FQ_MAP_ZERO | FQ_MAP_ALLOCATED;
+        if (x.has_host && !s->extl2) {
+            out->flags |= FQ_MAP_OFFSET;
+            out->host_offset = x.host + (off & (s->cluster_size - 1));
+        }
+        break;
+    case QK_COMPRESSED:
+        out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED | FQ_MAP_COMPRESSED;
+        break;
+    case QK_UNALLOC:
+        out->flags = 0;
+        break;
+    }
+    return 0;
+}
+
+static int64_t qcow2_file_length(struct fq_bdev *bs)
+{
+    return (int64_t)bs->size;
+}
+
+static int qcow2_truncate(struct fq_bdev *bs, uint64_t size)
+{
+    return -ENOTSUP;
+}
+
+static const struct fq_bdev_ops qcow2_ops = {
+    .name = "qcow2",
+    .submit = qcow2_submit,
+    .io_sync = qcow2_io_sync,
+    .close = qcow2_close,
+    .get_info = qcow2_get_info,
+    .map = qcow2_map,
+    .check = qcow2_check,
+    .truncate = qcow2_truncate,
+    .file_length = qcow2_file_length,
+};
+
+int fq_qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt)
+{
+    struct qcow2 *s;
+
+    if (bs->ops != &qcow2_ops)
+        return -EINVAL;
+    s = bs->priv;
+    *name = s->backing_file;
+    *fmt = s->backing_format;
+    return 0;
+}
+
+static int init_caches(struct qcow2 *s, uint64_t cache_bytes)
+{
+    uint64_t cs = s->cluster_size;
+    /* L2 tables needed to map the whole disk, and refcount blocks to cover
+     * a file of about the same size: no more is ever useful */
+    uint64_t l2_need = FQ_DIV_UP(s->bs->size, cs * s->l2_entries) + 1;
+    uint64_t rb_need = FQ_DIV_UP(s->bs->size + (64ull << 20), cs << s->rb_bits) + 1;
+    uint64_t budget = FQ_MAX(cache_bytes / cs, (uint64_t)16);
+    uint64_t l2n = FQ_MIN(l2_need, budget);
+    uint64_t rbn = FQ_MIN(rb_need, FQ_MAX(budget / 4, (uint64_t)8));
+    int r;
+
+    r = qcache_init(&s->l2_cache, s, (size_t)FQ_MAX(l2n, (uint64_t)8), true, "L2 table");
+    if (r == 0)
+        r = qcache_init(&s->rb_cache, s, (size_t)FQ_MAX(rbn, (uint64_t)8), false, "refcount block");
+    return r;
+}
+
+int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
+                  struct fq_bdev **out, char *err)
+{
+    struct fq_open_opts def;
+    struct fq_bdev *bs = calloc(1, sizeof(*bs));
+    struct qcow2 *s = calloc(1, sizeof(*s));
+    int r;
+
+    if (!opts) {
+        fq_open_opts_init(&def);
+        opts = &def;
+    }
+    if (!bs || !s) {
+        free(bs);
+        free(s);
+        return -ENOMEM;
+    }
+    bs->ops = &qcow2_ops;
+    bs->ctx = child->ctx;
+    bs->priv = s;
+    bs->align = 1;
+    bs->filename = child->filename ? strdup(child->filename) : NULL;
+    s->bs = bs;
+    s->file = child;
+    s->readonly = opts->readonly || child->readonly;
+    s->check_mode = opts->check_mode;
+    s->max_workers = opts->max_workers ? opts->max_workers : FQ_DEFAULT_WORKERS;
+    bs->readonly = s->readonly;
+
+    r = qcow2_read_header(s, err);
+    if (r < 0)
+        goto fail;
+    if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->readonly && !s->check_mode) {
+        fq_seterr(err, "Image is corrupt (corrupt bit set); it can only be opened read-only "
+                       "(run 'check -r all' to repair)");
+        r = -EACCES;
+        goto fail;
+    }
+    r = qcow2_load_l1(s, err);
+    if (r == 0)
+        r = qcow2_load_refcount_table(s, err);
+    if (r == 0)
+        r = init_caches(s, opts->cache_size ? opts->cache_size : DEFAULT_CACHE_BYTES);
+    if (r < 0)
+        goto fail;
+    s->corrupt = (s->incompat & QCOW2_INCOMPAT_CORRUPT) != 0;
+
+    if (!s->readonly) {
+        bool rewrite = false;
+        if (s->autoclear) {
+            /* we keep no autoclear feature consistent: clear them all */
+            s->autoclear = 0;
+            rewrite = true;
+        }
+        if (rewrite) {
+            r = qcow2_write_header(s);
+            if (r == 0)
+                r = fq_bdev_flush_sync(s->file);
+            if (r < 0) {
+                fq_seterr(err, "Could not update the header: %s", strerror(-r));
+                goto fail;
+            }
+        }
+        if ((s->incompat & QCOW2_INCOMPAT_DIRTY) && !s->check_mode) {
+            struct fq_check_result res;
+            memset(&res, 0, sizeof(res));
+            r = qcow2_check(bs, FQ_CHECK_REPAIR_ALL, &res, NULL, NULL);
+            if (r == 0 && res.corruptions - res.corruptions_fixed > 0)
+                r = -EIO;
+            if (r < 0) {
+                fq_seterr(err, "Could not repair dirty image: %s", strerror(-r));
+                goto fail;
+            }
+            s->incompat &= ~QCOW2_INCOMPAT_DIRTY;
+            r = qcow2_write_header(s);
+            if (r == 0)
+                r = fq_bdev_flush_sync(s->file);
+            if (r < 0) {
+                fq_seterr(err, "Could not clear the dirty bit: %s", strerror(-r));
+                goto fail;
+            }
+        }
+    }
+    bs->child = child;
+    *out = bs;
+    return 0;
+fail:
+    qcow2_free_state(s);
+    free(bs->filename);
+    free(bs);
+    return r;
+}

@@ -1,1 +1,553 @@
-/* qcow2_refcount.c: in progress */
+/* qcow2_refcount.c: reference counts, cluster allocation, growth of the
+ * refcount structures, deferred frees and the ordered metadata write-back.
+ *
+ * Crash-safety invariants enforced here:
+ *  - A cluster's refcount is raised (in the cache) before anything can
+ *    reference it, and qcow2_writeback writes refcount blocks and flushes
+ *    before it writes any L2 table, and L2 tables before the L1 table.
+ *  - A refcount is lowered only after the reference is gone from disk:
+ *    frees are queued (qcow2_free_deferred) and applied by the write-back
+ *    after the L2/L1 tables that dropped them were written and flushed.
+ *  - A new refcount table is written and flushed before the header points
+ *    at it; the old table is freed afterwards.
+ * A crash can therefore leak clusters but never leave a reference to a
+ * cluster whose refcount is 0.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+
+#include "qcow2.h"
+
+/* ---- metadata location set (for overlap checks) ---- */
+
+static uint64_t rb_covered_bytes(const struct qcow2 *s)
+{
+    return 1ull << (s->rb_bits + s->cluster_bits);
+}
+
+int qcow2_load_refcount_table(struct qcow2 *s, char *err)
+{
+    size_t bytes = (size_t)s->rt_entries * 8;
+    CLEANUP_FREE uint8_t *buf = fq_memalign(bytes);
+    int r;
+
+    if (!buf)
+        return -ENOMEM;
+    s->rt = calloc(s->rt_entries, sizeof(uint64_t));
+    if (!s->rt)
+        return -ENOMEM;
+    r = fq_bdev_pread_sync(s->file, buf, bytes, s->rt_offset);
+    if (r < 0) {
+        fq_seterr(err, "Could not read the refcount table at 0x%llx: %s",
+                  (unsigned long long)s->rt_offset, strerror(-r));
+        return r;
+    }
+    for (uint64_t i = 0; i < s->rt_entries; i++) {
+        uint64_t e = fq_be64(buf + i * 8);
+        if (e & RTE_RESERVED_MASK || (e & (s->cluster_size - 1))) {
+            if (s->check_mode) {
+                e = 0;   /* check reports it; never used for writes */
+            } else {
+                fq_seterr(err, "Refcount table entry %llu (0x%llx) is not aligned to a cluster",
+                          (unsigned long long)i, (unsigned long long)e);
+                return -EINVAL;
+            }
+        }
+        if (e > (1ull << 56) && !s->check_mode) {
+            fq_seterr(err, "Refcount table entry %llu points beyond the addressable range (0x%llx)",
+                      (unsigned long long)i, (unsigned long long)e);
+            return -EINVAL;
+        }
+        s->rt[i] = e;
+    }
+    return 0;
+}
+
+/* ---- refcount block entries of any width ---- */
+
+static uint64_t rb_entry_get(const struct qcow2 *s, const uint8_t *blk, uint64_t i)
+{
+    unsigned bits = s->refcount_bits;
+
+    switch (bits) {
+    case 64: return fq_be64(blk + i * 8);
+    case 32: return fq_be32(blk + i * 4);
+    case 16: return fq_be16(blk + i * 2);
+    case 8: return blk[i];
+    default: {
+        uint64_t bit = i * bits;
+        return (blk[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
+    }
+    }
+}
+
+static void rb_entry_set(const struct qcow2 *s, uint8_t *blk, uint64_t i, uint64_t v)
+{
+    unsigned bits = s->refcount_bits;
+
+    switch (bits) {
+    case 64: fq_put_be64(blk + i * 8, v); break;
+    case 32: fq_put_be32(blk + i * 4, (uint32_t)v); break;
+    case 16: fq_put_be16(blk + i * 2, (uint16_t)v); break;
+    case 8: blk[i] = (uint8_t)v; break;
+    default: {
+        uint64_t bit = i * bits;
+        uint8_t mask = (uint8_t)(((1u << bits) - 1) << (bit % 8));
+        blk[bit / 8] = (uint8_t)((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
+    }
+    }
+}
+
+/* Load the refcount block for table index `ri`; NULL entry if none. */
+static int get_block(struct qcow2 *s, uint64_t ri, struct qcache_entry **out)
+{
+    *out = NULL;
+    if (ri >= s->rt_entries || s->rt[ri] == 0)
+        return 0;
+    return qcache_get(&s->rb_cache, s->rt[ri], false, out);
+}
+
+int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *out)
+{
+    struct qcache_entry *e;
+    int r = get_block(s, cluster >> s->rb_bits, &e);
+
+    if (r < 0)
+        return r;
+    *out = e ? rb_entry_get(s, e->data, cluster & ((1ull << s->rb_bits) - 1)) : 0;
+    qcache_put(&s->rb_cache, e);
+    return 0;
+}
+
+/* Set refcounts of clusters [c, c+n) that all lie in covered blocks. */
+static int update_covered(struct qcow2 *s, uint64_t c, uint64_t n, int64_t delta)
+{
+    uint64_t mask = (1ull << s->rb_bits) - 1;
+
+    while (n > 0) {
+        struct qcache_entry *e;
+        uint64_t ri = c >> s->rb_bits;
+        int r = get_block(s, ri, &e);
+        if (r < 0)
+            return r;
+        if (!e) {
+            qcow2_signal_corruption(s, "refcount block for cluster %llu is missing",
+                                    (unsigned long long)c);
+            return -EIO;
+        }
+        uint64_t i = c & mask, k = FQ_MIN(n, mask + 1 - i);
+        for (uint64_t j = 0; j < k; j++) {
+            uint64_t v = rb_entry_get(s, e->data, i + j);
+            if ((delta < 0 && v < (uint64_t)-delta) ||
+                (delta > 0 && s->refcount_max - v < (uint64_t)delta)) {
+                /* undo what this block got so far */
+                for (uint64_t u = 0; u < j; u++)
+                    rb_entry_set(s, e->data, i + u, rb_entry_get(s, e->data, i + u) - (uint64_t)delta);
+                qcache_put(&s->rb_cache, e);
+                if (delta < 0) {
+                    qcow2_signal_corruption(s, "refcount of cluster %llu would drop below 0",
+                                            (unsigned long long)(c + j));
+                    return -EIO;
+                }
+                return -ERANGE;
+            }
+            v += (uint64_t)delta;
+            rb_entry_set(s, e->data, i + j, v);
+            if (v == 0 && c + j < s->free_hint)
+                s->free_hint = c + j;
+        }
+        qcache_mark_dirty(e);
+        qcache_put(&s->rb_cache, e);
+        c += k;
+        n -= k;
+    }
+    return 0;
+}
+
+int qcow2_update_refcount(struct qcow2 *s, uint64_t off, uint64_t n, int64_t delta)
+{
+    uint64_t c = off >> s->cluster_bits;
+
+    if (delta < 0) {
+        /* a freed metadata cluster must not be written back later */
+        for (uint64_t i = 0; i < n; i++) {
+            qcache_discard(&s->l2_cache, off + i * s->cluster_size);
+            qcache_discard(&s->rb_cache, off + i * s->cluster_size);
+        }
+    }
+    return update_covered(s, c, n, delta);
+}
+
+/* ---- growth ---- */
+
+/* First cluster index past every cluster with a non-zero refcount (what
+ * the refcounts say is in use is all that is in use). */
+static uint64_t end_cluster(struct qcow2 *s)
+{
+    for (uint64_t ri = s->rt_entries; ri-- > 0;) {
+        struct qcache_entry *e;
+        if (!s->rt[ri] || get_block(s, ri, &e) < 0 || !e)
+            continue;
+        uint64_t base = ri << s->rb_bits, end = 0;
+        for (uint64_t i = 1ull << s->rb_bits; i-- > 0;)
+            if (rb_entry_get(s, e->data, i)) {
+                end = base + i + 1;
+                break;
+            }
+        qcache_put(&s->rb_cache, e);
+        if (end)
+            return end;
+    }
+    return 1;
+}
+
+/* Replace the refcount table by one of at least `min_entries` entries,
+ * placed past the end of the image together with any refcount blocks that
+ * must cover it. */
+static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
+{
+    uint64_t cs = s->cluster_size, max_entries = QCOW2_MAX_RT_BYTES / 8;
+    uint64_t want = FQ_MAX(min_entries, s->rt_entries + s->rt_entries / 2 + 1);
+    uint64_t T = end_cluster(s), tc, nb = 0, nentries;
+    int r;
+
+    for (;;) {
+        tc = FQ_DIV_UP(want * 8, cs);
+        nentries = tc * cs / 8;
+        /* count refcount blocks needed to cover [T, T + tc + nb) */
+        uint64_t needed;
+        for (;;) {
+            uint64_t first = T >> s->rb_bits, last = (T + tc + nb - 1) >> s->rb_bits;
+            needed = 0;
+            for (uint64_t ri = first; ri <= last; ri++)
+                if (ri >= s->rt_entries || s->rt[ri] == 0)
+                    needed++;
+            if (needed == nb)
+                break;
+            nb = needed;
+        }
+        uint64_t last = (T + tc + nb - 1) >> s->rb_bits;
+        if (last < nentries)
+            break;
+        want = last + 1;
+    }
+    if (nentries > max_entries) {
+        qcow2_signal_corruption(s, "refcount table would exceed %u bytes", QCOW2_MAX_RT_BYTES);
+        return -EFBIG;
+    }
+
+    uint64_t *nrt = calloc(nentries, sizeof(uint64_t));
+    if (!nrt)
+        return -ENOMEM;
+    memcpy(nrt, s->rt, s->rt_entries * sizeof(uint64_t));
+    uint64_t k = 0, first = T >> s->rb_bits, lastri = (T + tc + nb - 1) >> s->rb_bits;
+    for (uint64_t ri = first; ri <= lastri; ri++) {
+        if (ri < s->rt_entries && s->rt[ri])
+            continue;
+        nrt[ri] = (T + tc + k) * cs;
+        struct qcache_entry *e;
+        r = qcache_get(&s->rb_cache, nrt[ri], true, &e);
+        if (r < 0) {
+            free(nrt);
+            return r;
+        }
+        qcache_put(&s->rb_cache, e);
+        k++;
+    }
+    uint64_t old_off = s->rt_offset, old_clusters = s->rt_clusters;
+    free(s->rt);
+    s->rt = nrt;
+    s->rt_entries = nentries;
+    s->rt_offset = T * cs;
+    s->rt_clusters = (uint32_t)tc;
+    s->rt_dirty = true;
+    s->header_dirty = true;
+    r = update_covered(s, T, tc + nb, 1);
+    if (r < 0)
+        return r;
+    /* Persist in order: blocks, table, then the header switch. */
+    r = qcow2_writeback(s);
+    if (r < 0)
+        return r;
+    return qcow2_update_refcount(s, old_off, old_clusters, -1);
+}
+
+/* ---- allocation ---- */
+
+/* Find n contiguous clusters with refcount 0, starting at the hint. */
+static int find_free_run(struct qcow2 *s, uint64_t n, uint64_t *out)
+{
+    uint64_t c = FQ_MAX(s->free_hint, (uint64_t)1), run = 0, start = c;
+    uint64_t mask = (1ull << s->rb_bits) - 1;
+
+    for (;;) {
+        uint64_t ri = c >> s->rb_bits;
+        if (ri >= s->rt_entries || s->rt[ri] == 0) {
+            /* an uncovered range is entirely free */
+            uint64_t k = (mask + 1) - (c & mask);
+            if (run == 0)
+                start = c;
+            run += k;
+            c += k;
+        } else {
+            struct qcache_entry *e;
+            int r = get_block(s, ri, &e);
+            if (r < 0)
+                return r;
+            for (uint64_t i = c & mask; i <= mask; i++, c++) {
+                if (rb_entry_get(s, e->data, i)) {
+                    run = 0;
+                    continue;
+                }
+                if (run == 0)
+                    start = c;
+                if (++run >= n)
+                    break;
+            }
+            qcache_put(&s->rb_cache, e);
+        }
+        if (run >= n) {
+            *out = start;
+            return 0;
+        }
+        if (c >= (1ull << (56 - s->cluster_bits)))
+            return -ENOSPC;
+    }
+}
+
+/* Refcount blocks missing to cover clusters [c, c + n). */
+static uint64_t blocks_missing(struct qcow2 *s, uint64_t c, uint64_t n)
+{
+    uint64_t k = 0;
+
+    for (uint64_t ri = c >> s->rb_bits; ri <= (c + n - 1) >> s->rb_bits; ri++)
+        if (ri >= s->rt_entries || s->rt[ri] == 0)
+            k++;
+    return k;
+}
+
+/* Allocation: find a free run for the data plus any refcount blocks needed
+ * to cover it; the new blocks go right after the data (inside the run), so
+ * a run may span ranges of several blocks and stays contiguous. */
+int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
+{
+    uint64_t c, nb = 0;
+    int r;
+
+    if (n == 0)
+        return -EINVAL;
+    for (;;) {
+        r = find_free_run(s, n + nb, &c);
+        if (r < 0)
+            return r;
+        uint64_t need = blocks_missing(s, c, n + nb);
+        if (need > nb) {
+            nb = need;
+            continue;
+        }
+        uint64_t last_ri = (c + n + nb - 1) >> s->rb_bits;
+        if (last_ri >= s->rt_entries) {
+            r = grow_refcount_table(s, last_ri + 1);
+            if (r < 0)
+                return r;
+            nb = 0;
+            continue;      /* the new table took clusters: search again */
+        }
+        break;
+    }
+    uint64_t k = 0;
+    for (uint64_t ri = c >> s->rb_bits; ri <= (c + n + nb - 1) >> s->rb_bits; ri++) {
+        if (s->rt[ri])
+            continue;
+        struct qcache_entry *e;
+        uint64_t boff = (c + n + k) << s->cluster_bits;
+        r = qcache_get(&s->rb_cache, boff, true, &e);
+        if (r < 0)
+            return r;
+        qcache_put(&s->rb_cache, e);
+        s->rt[ri] = boff;
+        s->rt_dirty = true;
+        k++;
+    }
+    if (qcow2_overlaps_metadata(s, c << s->cluster_bits, n << s->cluster_bits)) {
+        qcow2_signal_corruption(s, "free cluster %llu overlaps metadata (refcounts are wrong)",
+                                (unsigned long long)c);
+        return -EIO;
+    }
+    r = update_covered(s, c, n + k, 1);
+    if (r < 0)
+        return r;
+    if (c == s->free_hint || s->free_hint < 1)
+        s->free_hint = c + n + k;
+    *out = c << s->cluster_bits;
+    return 0;
+}
+
+int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n)
+{
+    struct qfree f = { off, n };
+
+    if (s->pending_frees.len) {
+        struct qfree *last = &s->pending_frees.ptr[s->pending_frees.len - 1];
+        if (last->offset + last->nb_clusters * s->cluster_size == off) {
+            last->nb_clusters += n;
+            return 0;
+        }
+    }
+    return qfree_vec_push(&s->pending_frees, f);
+}
+
+/* ---- write-back ---- */
+
+void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index)
+{
+    s->l1_dirty[(index * 8) / 4096] = 1;
+}
+
+int qcow2_write_l1_dirty(struct qcow2 *s)
+{
+    uint64_t bytes = (uint64_t)s->l1_size * 8, chunks = FQ_DIV_UP(bytes, 4096);
+    uint8_t *buf = NULL;
+
+    for (uint64_t i = 0; i < chunks; i++) {
+        if (!s->l1_dirty[i])
+            continue;
+        if (!buf && !(buf = fq_memalign(4096)))
+            return -ENOMEM;
+        uint64_t n = FQ_MIN((uint64_t)4096, bytes - i * 4096);
+        for (uint64_t j = 0; j < n / 8; j++)
+            fq_put_be64(buf + j * 8, s->l1[i * 512 + j]);
+        int r = fq_bdev_pwrite_sync(s->file, buf, (size_t)n, s->l1_offset + i * 4096);
+        if (r < 0) {
+            free(buf);
+            return r;
+        }
+        s->l1_dirty[i] = 0;
+    }
+    free(buf);
+    return 0;
+}
+
+static bool l1_has_dirty(struct qcow2 *s)
+{
+    uint64_t chunks = FQ_DIV_UP((uint64_t)s->l1_size * 8, 4096);
+
+    for (uint64_t i = 0; i < chunks; i++)
+        if (s->l1_dirty[i])
+            return true;
+    return false;
+}
+
+static int write_refcount_table(struct qcow2 *s)
+{
+    size_t bytes = (size_t)s->rt_clusters * s->cluster_size;
+    CLEANUP_FREE uint8_t *buf = fq_zalign(bytes);
+
+    if (!buf)
+        return -ENOMEM;
+    for (uint64_t i = 0; i < s->rt_entries; i++)
+        fq_put_be64(buf + i * 8, s->rt[i]);
+    return fq_bdev_pwrite_sync(s->file, buf, bytes, s->rt_offset);
+}
+
+int qcow2_writeback(struct qcow2 *s)
+{
+    int r;
+
+    if (s->readonly)
+        return 0;
+    for (int round = 0; round < 2; round++) {
+        bool rb = qcache_has_dirty(&s->rb_cache);
+        bool tables = qcache_has_dirty(&s->l2_cache) || l1_has_dirty(s);
+
+        if (rb) {
+            r = qcache_write_dirty(&s->rb_cache);
+            if (r < 0)
+                return r;
+        }
+        if (s->rt_dirty || s->header_dirty) {
+            if (rb && (r = fq_bdev_flush_sync(s->file)) < 0)
+                return r;
+            if (s->rt_dirty) {
+                r = write_refcount_table(s);
+                if (r < 0)
+                    return r;
+                s->rt_dirty = false;
+            }
+            if ((r = fq_bdev_flush_sync(s->file)) < 0)
+                return r;
+            if (s->header_dirty && (r = qcow2_write_header(s)) < 0)
+                return r;
+            rb = true;   /* a flush is owed before the tables */
+        }
+        if (tables) {
+            if (rb && (r = fq_bdev_flush_sync(s->file)) < 0)
+                return r;
+            r = qcache_write_dirty(&s->l2_cache);
+            if (r < 0)
+                return r;
+            if (l1_has_dirty(s)) {
+                if ((r = fq_bdev_flush_sync(s->file)) < 0)
+                    return r;
+                r = qcow2_write_l1_dirty(s);
+                if (r < 0)
+                    return r;
+            }
+        }
+        /* Frees become safe once the tables that dropped the clusters are
+         * durable, and no data write may still land in them. */
+        if (round > 0 || s->pending_frees.len == 0 || s->data_writes_inflight)
+            break;
+        if ((r = fq_bdev_flush_sync(s->file)) < 0)
+            return r;
+        struct qfree_vec v = s->pending_frees;
+        memset(&s->pending_frees, 0, sizeof(s->pending_frees));
+        for (size_t i = 0; i < v.len; i++) {
+            r = qcow2_update_refcount(s, v.ptr[i].offset, v.ptr[i].nb_clusters, -1);
+            if (r < 0) {
+                qfree_vec_reset(&v);
+                return r;
+            }
+        }
+        qfree_vec_reset(&v);
+        /* second round writes the lowered refcounts */
+    }
+    return 0;
+}
+
+/* ---- overlap checks ---- */
+
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+    return a < b + blen && b < a + alen;
+}
+
+bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len)
+{
+    uint64_t cs = s->cluster_size;
+
+    if (ranges_overlap(off, len, 0, cs))
+        return true;
+    if (s->l1_size && ranges_overlap(off, len, s->l1_offset, FQ_ALIGN_UP((uint64_t)s->l1_size * 8, cs)))
+        return true;
+    if (ranges_overlap(off, len, s->rt_offset, (uint64_t)s->rt_clusters * cs))
+        return true;
+    if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
+        return true;
+    for (uint64_t i = 0; i < s->rt_entries; i++)
+        if (s->rt[i] && ranges_overlap(off, len, s->rt[i], cs))
+            return true;
+    for (uint64_t i = 0; i < s->l1_size; i++) {
+        uint64_t l2 = s->l1[i] & L1E_OFFSET_MASK;
+        if (l2 && ranges_overlap(off, len, l2, cs))
+            return true;
+    }
+    return false;
+}
+
+/* Exposed for growth of the image: bytes one refcount block covers. */
+uint64_t qcow2_rb_covered_bytes(const struct qcow2 *s);
+uint64_t qcow2_rb_covered_bytes(const struct qcow2 *s)
+{
+    return rb_covered_bytes(s);
+}

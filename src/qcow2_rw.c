@@ -1,1 +1,537 @@
-/* qcow2_rw.c: in progress */
+/* qcow2_rw.c: the request state machines. "Metadata is planned, data is
+ * asynchronous": a request walks its range with qcow2_lookup (metadata from
+ * the cache; a miss is a blocking load for now), turning each uniform run
+ * into a task (a host-contiguous data read or write, a backing read, a
+ * compressed cluster, an allocating write), and issues the tasks through
+ * its task pool, at most max_workers at once. Each completion frees a slot
+ * and planning resumes; the request completes when its range is planned
+ * and its pool is idle, with the first error.
+ *
+ * Allocating writes: the clusters of one run are allocated as one host-
+ * contiguous range, written in one request (head and tail of partially
+ * written clusters filled with their current content), and linked into the
+ * L2 table only after the data write succeeded. An allocating write in
+ * flight is registered (struct qalloc); any other write, zeroing or discard
+ * touching the same guest clusters parks until it linked, then re-plans.
+ *
+ * The same planner runs in "sync" mode for io_sync (metadata I/O of a
+ * parent image stacked on this one): tasks run inline through the
+ * children's io_sync; it never waits for the loop.
+ * SPDX-License-Identifier: MIT
+ */
+#include "qcow2.h"
+
+struct qreq {
+    struct qcow2 *s;
+    struct fq_req *req;
+    uint64_t pos, end;
+    struct fq_taskpool pool;
+    bool sync;               /* io_sync mode */
+    bool planning;           /* plan() is on the stack */
+    bool in_submit;          /* completing now would be inline: defer */
+    bool parked;             /* waiting on a qalloc */
+    bool finished;
+    struct qreq *next_waiter;
+    struct fq_bh bh;
+};
+
+enum tkind { T_READ, T_BACKING, T_COMPRESSED, T_WRITE, T_ALLOC, T_FLUSH };
+
+struct qtask {
+    struct fq_req child;     /* first: the completion gets it back */
+    struct qreq *q;
+    enum tkind kind;
+    uint64_t guest;          /* guest offset of the task's data */
+    uint64_t len;
+    size_t iov_off;          /* into the parent's iovec array */
+    struct fq_iovb iovb;
+    uint8_t *buf;            /* compressed data / fill buffers */
+    uint8_t *buf2;
+    struct qalloc *alloc;    /* registered range (allocating writes) */
+    uint64_t host;
+    uint64_t n;              /* clusters allocated */
+};
+
+static void plan(struct qreq *q);
+
+/* ---- in-flight allocation registry ---- */
+
+static struct qalloc *alloc_overlap(struct qcow2 *s, uint64_t first, uint64_t n)
+{
+    for (struct qalloc *a = s->allocs; a; a = a->next)
+        if (first < a->first + a->n && a->first < first + n)
+            return a;
+    return NULL;
+}
+
+static struct qalloc *alloc_register(struct qcow2 *s, uint64_t first, uint64_t n)
+{
+    struct qalloc *a = calloc(1, sizeof(*a));
+
+    if (!a)
+        return NULL;
+    a->first = first;
+    a->n = n;
+    a->next = s->allocs;
+    s->allocs = a;
+    return a;
+}
+
+/* Unregister and restart every request that waited on it. */
+static void alloc_release(struct qcow2 *s, struct qalloc *a)
+{
+    struct qalloc **pp = &s->allocs;
+
+    while (*pp && *pp != a)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = a->next;
+    struct qreq *w = a->waiters;
+    free(a);
+    while (w) {
+        struct qreq *next = w->next_waiter;
+        w->parked = false;
+        w->next_waiter = NULL;
+        plan(w);
+        w = next;
+    }
+}
+
+/* Park q on `a` (async) or report a conflict (sync mode cannot wait).
+ * Returns 1 when parked. */
+static int park(struct qreq *q, struct qalloc *a)
+{
+    if (q->sync)
+        return -EBUSY;
+    q->parked = true;
+    q->next_waiter = a->waiters;
+    a->waiters = q;
+    return 1;
+}
+
+/* ---- tasks ---- */
+
+static struct qtask *task_new(struct qreq *q, enum tkind kind, uint64_t guest, uint64_t len)
+{
+    struct qtask *t = calloc(1, sizeof(*t));
+
+    if (!t)
+        return NULL;
+    t->q = q;
+    t->kind = kind;
+    t->guest = guest;
+    t->len = len;
+    t->iov_off = q->req->iov_off + (size_t)(guest - q->req->off);
+    fq_iovb_init(&t->iovb);
+    return t;
+}
+
+static void task_free(struct qtask *t)
+{
+    fq_iovb_free(&t->iovb);
+    free(t->buf);
+    free(t->buf2);
+    free(t);
+}
+
+/* Finish a task's own work once its I/O completed; returns the result. */
+static int task_finish(struct qtask *t, int ret)
+{
+    struct qreq *q = t->q;
+    struct qcow2 *s = q->s;
+    struct fq_req *req = q->req;
+
+    switch (t->kind) {
+    case T_COMPRESSED:
+        if (ret == 0) {
+            ret = qcow2_decompress(s, t->buf, (size_t)t->child.len, t->buf2);
+            if (ret == 0)
+                fq_iov_from_buf(req->iov, req->iovcnt, t->iov_off,
+                                t->buf2 + (t->guest & (s->cluster_size - 1)), (size_t)t->len);
+        }
+        break;
+    case T_WRITE:
+        s->data_writes_inflight--;
+        break;
+    case T_ALLOC:
+        s->data_writes_inflight--;
+        if (ret == 0)
+            ret = qcow2_link_clusters(s, t->guest >> s->cluster_bits, t->n, t->host);
+        else
+            qcow2_update_refcount(s, t->host, t->n, -1);   /* never referenced */
+        break;
+    default:
+        break;
+    }
+    return ret;
+}
+
+static void task_done(struct fq_req *child, int ret)
+{
+    struct qtask *t = (struct qtask *)child;
+    struct qreq *q = t->q;
+    struct qalloc *a = t->alloc;
+
+    ret = task_finish(t, ret);
+    task_free(t);
+    fq_pool_end(&q->pool, ret);
+    if (a)
+        alloc_release(q->s, a);
+    plan(q);
+}
+
+/* Issue a task's child request to `dev`. */
+static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint64_t off,
+                       const struct iovec *iov, int iovcnt, size_t iov_off, uint64_t len)
+{
+    struct qreq *q = t->q;
+
+    t->child.op = op;
+    t->child.off = off;
+    t->child.len = len;
+    t->child.iov = iov;
+    t->child.iovcnt = iovcnt;
+    t->child.iov_off = iov_off;
+    t->child.cb = task_done;
+    fq_pool_start(&q->pool);
+    if (t->kind == T_WRITE || t->kind == T_ALLOC)
+        q->s->data_writes_inflight++;
+    if (q->sync)
+        task_done(&t->child, dev->ops->io_sync(dev, &t->child));
+    else
+        dev->ops->submit(dev, &t->child);
+}
+
+/* ---- finishing ---- */
+
+static void finish_bh(void *opaque)
+{
+    struct qreq *q = opaque;
+    struct fq_req *req = q->req;
+    int ret = q->pool.err;
+
+    free(q);
+    req->cb(req, ret);
+}
+
+static void maybe_finish(struct qreq *q)
+{
+    if (q->finished || q->parked || !fq_pool_idle(&q->pool) ||
+        (q->pos < q->end && q->pool.err == 0))
+        return;
+    q->finished = true;
+    if (q->sync)
+        return;
+    if (q->in_submit)
+        fq_ctx_defer(q->s->bs->ctx, &q->bh, finish_bh, q);
+    else
+        finish_bh(q);
+}
+
+/* ---- read ---- */
+
+static int read_step(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+    struct fq_req *req = q->req;
+    struct qextent x;
+    struct qtask *t;
+    size_t iov_off = req->iov_off + (size_t)(q->pos - req->off);
+    int r = qcow2_lookup(s, q->pos, q->end - q->pos, &x);
+
+    if (r < 0)
+        return r;
+    switch (x.kind) {
+    case QK_DATA:
+        if (!(t = task_new(q, T_READ, q->pos, x.len)))
+            return -ENOMEM;
+        task_issue(t, s->file, FQ_OP_READ, x.host, req->iov, req->iovcnt, iov_off, x.len);
+        break;
+    case QK_UNALLOC:
+        if (s->bs->backing && q->pos < s->bs->backing->size) {
+            uint64_t n = FQ_MIN(x.len, s->bs->backing->size - q->pos);
+            if (!(t = task_new(q, T_BACKING, q->pos, n)))
+                return -ENOMEM;
+            task_issue(t, s->bs->backing, FQ_OP_READ, q->pos, req->iov, req->iovcnt, iov_off, n);
+            x.len = n;
+            break;
+        }
+        /* fall through */
+    case QK_ZERO:
+        fq_iov_memset(req->iov, req->iovcnt, iov_off, 0, (size_t)x.len);
+        break;
+    case QK_COMPRESSED: {
+        uint64_t host, nbytes;
+        qcow2_compressed_loc(s, x.l2e, &host, &nbytes);
+        if (!(t = task_new(q, T_COMPRESSED, q->pos, x.len)))
+            return -ENOMEM;
+        t->buf = fq_memalign((size_t)nbytes);
+        t->buf2 = fq_memalign((size_t)s->cluster_size);
+        if (!t->buf || !t->buf2 || fq_iovb_add(&t->iovb, t->buf, (size_t)nbytes) < 0) {
+            task_free(t);
+            return -ENOMEM;
+        }
+        task_issue(t, s->file, FQ_OP_READ, host, t->iovb.v, t->iovb.cnt, 0, nbytes);
+        break;
+    }
+    }
+    q->pos += x.len;
+    return 0;
+}
+
+/* Read guest range [off, off+len) of this image into buf, synchronously. */
+static int read_sync(struct qcow2 *s, void *buf, uint64_t off, uint64_t len)
+{
+    struct iovec v = { buf, (size_t)len };
+    struct fq_req req = { .op = FQ_OP_READ, .off = off, .len = len, .iov = &v, .iovcnt = 1 };
+
+    return len ? qcow2_io_sync(s->bs, &req) : 0;
+}
+
+/* ---- write ---- */
+
+/* Write data source for the current step: the request's iovecs, or zeros. */
+struct wsrc {
+    const struct iovec *iov;
+    int iovcnt;
+    size_t iov_off;           /* of guest offset q->pos */
+};
+
+static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
+{
+    struct qcow2 *s = q->s;
+    uint64_t cs = s->cluster_size;
+    uint64_t gc0 = q->pos >> s->cluster_bits;
+    uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
+    uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
+    uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
+    struct qalloc *a = alloc_overlap(s, gc0, n);
+    struct qtask *t;
+    int r;
+
+    if (a)
+        return park(q, a);
+    if (!(t = task_new(q, T_ALLOC, gc0 * cs, n * cs)))
+        return -ENOMEM;
+    r = -ENOMEM;
+    if (head && (!(t->buf = fq_memalign((size_t)head)) ||
+                 (r = read_sync(s, t->buf, gc0 * cs, head)) < 0))
+        goto fail;
+    if (tail && (!(t->buf2 = fq_memalign((size_t)tail)) ||
+                 (r = read_sync(s, t->buf2, wend, tail)) < 0))
+        goto fail;
+    r = -ENOMEM;
+    if (fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
+        fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
+        fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
+        goto fail;
+    r = qcow2_alloc_clusters(s, n, &t->host);
+    if (r < 0) {
+        task_free(t);
+        return r;
+    }
+    t->n = n;
+    t->alloc = alloc_register(s, gc0, n);
+    if (!t->alloc) {
+        qcow2_update_refcount(s, t->host, n, -1);
+        task_free(t);
+        return -ENOMEM;
+    }
+    q->pos = wend;
+    task_issue(t, s->file, FQ_OP_WRITE, t->host, t->iovb.v, t->iovb.cnt, 0, n * cs);
+    return 0;
+fail:
+    task_free(t);
+    return r;
+}
+
+static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
+{
+    struct qcow2 *s = q->s;
+    struct qextent x;
+    int r = qcow2_lookup(s, q->pos, max, &x);
+
+    if (r < 0)
+        return r;
+    if (x.kind == QK_DATA && x.copied) {
+        uint64_t len = x.len;
+        if (s->extl2) {
+            /* a cluster only partly writable in place is rewritten whole */
+            uint64_t cend = FQ_ALIGN_DOWN(q->pos + len, s->cluster_size);
+            uint64_t cover = FQ_MIN(q->end, FQ_ALIGN_UP(q->pos + len, s->cluster_size));
+            if (q->pos + len < cover)
+                len = cend > q->pos ? cend - q->pos : 0;
+            struct qalloc *a = len ? alloc_overlap(s, q->pos >> s->cluster_bits,
+                                                   FQ_DIV_UP(q->pos + len, s->cluster_size) -
+                                                   (q->pos >> s->cluster_bits)) : NULL;
+            if (a)
+                return park(q, a);
+        }
+        if (len) {
+            if (qcow2_overlaps_metadata(s, x.host, len)) {
+                qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
+                                        (unsigned long long)x.host, (unsigned long long)q->pos);
+                return -EIO;
+            }
+            struct qtask *t = task_new(q, T_WRITE, q->pos, len);
+            if (!t)
+                return -ENOMEM;
+            if (fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)len) < 0) {
+                task_free(t);
+                return -ENOMEM;
+            }
+            q->pos += len;
+            task_issue(t, s->file, FQ_OP_WRITE, x.host, t->iovb.v, t->iovb.cnt, 0, len);
+            return 0;
+        }
+    }
+    return alloc_write(q, x.len, src);
+}
+
+/* ---- zeroing and discard ---- */
+
+static int zero_step(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+    struct fq_req *req = q->req;
+    uint64_t cs = s->cluster_size, pos = q->pos;
+    bool discard = req->op == FQ_OP_DISCARD;
+    uint64_t cend = FQ_ALIGN_UP(pos + 1, cs);
+
+    if (FQ_IS_ALIGNED(pos, cs) && q->end - pos >= cs) {
+        /* whole clusters, up to the end of this L2 table */
+        uint64_t gc = pos >> s->cluster_bits;
+        uint64_t n = FQ_MIN((q->end - pos) / cs, s->l2_entries - (gc & (s->l2_entries - 1)));
+        struct qalloc *a = alloc_overlap(s, gc, n);
+        if (a)
+            return park(q, a);
+        int r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
+        if (r == 0) {
+            q->pos += n * cs;
+            return 0;
+        }
+        if (r != -ENOTSUP)
+            return r;
+        cend = pos + n * cs;    /* cannot be expressed: write zeros */
+    }
+    uint64_t len = FQ_MIN(q->end, cend) - pos;
+    if (discard) {
+        q->pos += len;          /* partial clusters are not discarded */
+        return 0;
+    }
+    struct iovec z = { (void *)fq_zero_buffer((size_t)len), (size_t)len };
+    struct wsrc src = { &z, 1, 0 };
+    uint64_t save_end = q->end;
+    if (!z.iov_base)
+        return -EINVAL;
+    /* the zero source covers just this piece */
+    q->end = pos + len;
+    int r = write_step(q, len, &src);
+    q->end = save_end;
+    return r;
+}
+
+/* ---- the planner ---- */
+
+static int plan_step(struct qreq *q)
+{
+    struct fq_req *req = q->req;
+
+    switch (req->op) {
+    case FQ_OP_READ:
+        return read_step(q);
+    case FQ_OP_WRITE: {
+        struct wsrc src = { req->iov, req->iovcnt, req->iov_off + (size_t)(q->pos - req->off) };
+        return write_step(q, q->end - q->pos, &src);
+    }
+    case FQ_OP_WRITE_ZEROES:
+    case FQ_OP_DISCARD:
+        return zero_step(q);
+    case FQ_OP_FLUSH: {
+        int r = qcow2_writeback(q->s);
+        if (r < 0)
+            return r;
+        struct qtask *t = task_new(q, T_FLUSH, 0, 0);
+        if (!t)
+            return -ENOMEM;
+        q->pos = q->end;
+        task_issue(t, q->s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
+        return 0;
+    }
+    }
+    return -EINVAL;
+}
+
+static void plan(struct qreq *q)
+{
+    if (q->planning || q->finished)
+        return;
+    q->planning = true;
+    while (!q->parked && q->pos < q->end && fq_pool_can_start(&q->pool)) {
+        int r = plan_step(q);
+        if (r < 0) {
+            fq_pool_fail(&q->pool, r);
+            break;
+        }
+    }
+    q->planning = false;
+    maybe_finish(q);
+}
+
+static int check_req(struct qcow2 *s, struct fq_req *req)
+{
+    if (req->op == FQ_OP_READ || req->op == FQ_OP_FLUSH)
+        return 0;
+    if (s->readonly)
+        return -EROFS;
+    if (s->corrupt)
+        return -EIO;
+    return 0;
+}
+
+static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool sync)
+{
+    memset(q, 0, sizeof(*q));
+    q->s = s;
+    q->req = req;
+    q->sync = sync;
+    q->pos = req->off;
+    q->end = req->op == FQ_OP_FLUSH ? req->off + 1 : req->off + req->len;
+    fq_pool_init(&q->pool, sync ? 1 : s->max_workers);
+}
+
+void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct qcow2 *s = bs->priv;
+    int r = check_req(s, req);
+    struct qreq *q;
+
+    if (r == 0 && req->op != FQ_OP_FLUSH &&
+        (req->off > bs->size || req->len > bs->size - req->off))
+        r = -EINVAL;
+    if (r < 0 || !(q = malloc(sizeof(*q)))) {
+        fq_req_complete_later(bs, req, r < 0 ? r : -ENOMEM);
+        return;
+    }
+    init_req(q, s, req, false);
+    q->in_submit = true;
+    plan(q);
+    /* q may be finished but is freed only by its bottom half */
+    if (!q->finished)
+        q->in_submit = false;
+}
+
+int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct qcow2 *s = bs->priv;
+    struct qreq q;
+    int r = check_req(s, req);
+
+    if (r < 0)
+        return r;
+    if (req->op != FQ_OP_FLUSH && (req->off > bs->size || req->len > bs->size - req->off))
+        return -EINVAL;
+    init_req(&q, s, req, true);
+    plan(&q);
+    return q.pool.err;
+}

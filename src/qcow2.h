@@ -1,0 +1,301 @@
+/* qcow2.h: the qcow2 on-disk format (every field, flag and limit) and the
+ * driver's internal state shared by the qcow2_*.c modules.
+ *
+ * Module map:
+ *   qcow2_header.c   parse / validate / write the header and extensions
+ *   qcow2_cache.c    cluster-sized metadata cache (L2 tables, refblocks)
+ *   qcow2_refcount.c refcounts, cluster allocation, refcount table growth,
+ *                    deferred frees, ordered metadata write-back (flush)
+ *   qcow2_map.c      L1/L2 lookup, extent classification, L2 allocation
+ *   qcow2_rw.c       request state machines (read, write, zero, discard)
+ *   qcow2_open.c     open / close / info / map, the driver ops table
+ *   qcow2_create.c   creating images
+ *   qcow2_check.c    consistency check and repair
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_QCOW2_H
+#define FQ_QCOW2_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "bdev.h"
+#include "taskpool.h"
+#include "util.h"
+
+/* ---- on-disk format ---------------------------------------------------- */
+
+#define QCOW2_MAGIC 0x514649fbu          /* "QFI\xfb" */
+
+/* Header field offsets (big-endian). */
+#define QH_MAGIC              0
+#define QH_VERSION            4
+#define QH_BACKING_OFFSET     8
+#define QH_BACKING_SIZE       16
+#define QH_CLUSTER_BITS       20
+#define QH_SIZE               24
+#define QH_CRYPT_METHOD       32
+#define QH_L1_SIZE            36
+#define QH_L1_OFFSET          40
+#define QH_RT_OFFSET          48
+#define QH_RT_CLUSTERS        56
+#define QH_NB_SNAPSHOTS       60
+#define QH_SNAPSHOTS_OFFSET   64
+#define QH_V2_LENGTH          72          /* version 2 header ends here */
+#define QH_INCOMPAT           72
+#define QH_COMPAT             80
+#define QH_AUTOCLEAR          88
+#define QH_REFCOUNT_ORDER     96
+#define QH_HEADER_LENGTH      100
+#define QH_V3_MIN_LENGTH      104
+#define QH_COMPRESSION_TYPE   104
+#define QH_V3_LENGTH          112         /* what we write: + type + padding */
+
+/* Incompatible feature bits. */
+#define QCOW2_INCOMPAT_DIRTY        (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT      (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE    (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION  (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2        (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN        0x1full
+/* Compatible feature bits. */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+/* Autoclear feature bits. */
+#define QCOW2_AUTOCLEAR_BITMAPS     (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_RAW    (1ull << 1)
+
+/* Header extension types. */
+#define QEXT_END            0x00000000u
+#define QEXT_BACKING_FORMAT 0xe2792acau
+#define QEXT_FEATURE_TABLE  0x6803f857u
+#define QEXT_BITMAPS        0x23852875u
+#define QEXT_CRYPTO         0x0537be77u
+#define QEXT_DATA_FILE      0x44415441u
+
+/* Limits (ours; the spec's and common practice's floor). */
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MAX_L1_BYTES     (32u << 20)
+#define QCOW2_MAX_RT_BYTES     (8u << 20)
+#define QCOW2_MAX_BACKING_NAME 1023
+#define QCOW2_MAX_SNAPSHOTS    65536
+
+/* L1 entry. */
+#define L1E_OFFSET_MASK   0x00fffffffffffe00ull   /* bits 9-55 */
+#define L1E_RESERVED_MASK 0x7f000000000001ffull
+/* L2 entry. */
+#define L2E_COPIED        (1ull << 63)
+#define L2E_COMPRESSED    (1ull << 62)
+#define L2E_OFFSET_MASK   0x00fffffffffffe00ull   /* standard: bits 9-55 */
+#define L2E_ZERO          (1ull << 0)             /* v3 standard, no extl2 */
+#define L2E_STD_RESERVED  0x3f000000000001feull   /* bits 1-8, 56-61 */
+/* Refcount table entry. */
+#define RTE_OFFSET_MASK   0xfffffffffffffe00ull
+#define RTE_RESERVED_MASK 0x00000000000001ffull
+
+/* Extended L2 bitmap: bit i = subcluster i allocated, bit 32+i = zero. */
+#define QCOW2_SUBCLUSTERS 32
+
+/* ---- metadata cache ----------------------------------------------------- */
+
+struct qcache_entry {
+    uint64_t offset;          /* host offset of the cluster; 0 = free slot */
+    uint8_t *data;            /* cluster_size bytes, aligned */
+    uint64_t lru;             /* last use stamp */
+    unsigned pin;             /* users holding a pointer */
+    bool dirty;
+    struct qcache_entry *hnext;
+};
+
+struct qcache {
+    struct qcow2 *s;
+    const char *what;         /* "L2 table" / "refcount block" for messages */
+    size_t n;                 /* entries */
+    struct qcache_entry **e;
+    struct qcache_entry **hash;
+    size_t hsize;
+    uint64_t stamp;
+    /* written before any dirty entry of this cache: see qcow2_writeback */
+    bool is_l2;
+};
+
+/* ---- driver state -------------------------------------------------------- */
+
+struct qext {                 /* an extension we keep as is */
+    uint32_t type;
+    uint32_t len;
+    uint8_t *data;
+};
+FQ_VECTOR(qext_vec, struct qext)
+
+struct qfree {                /* a deferred refcount decrement */
+    uint64_t offset;
+    uint64_t nb_clusters;
+};
+FQ_VECTOR(qfree_vec, struct qfree)
+
+struct qreq;
+
+/* An allocating write in flight over guest clusters [first, first + n). */
+struct qalloc {
+    uint64_t first, n;
+    struct qreq *waiters;     /* requests parked until this one links */
+    struct qalloc *next;
+};
+
+struct qcow2 {
+    struct fq_bdev *bs;       /* this device */
+    struct fq_bdev *file;     /* where the image lives */
+
+    /* header */
+    uint32_t version;
+    uint32_t cluster_bits;
+    uint64_t cluster_size;
+    uint32_t header_length;
+    uint64_t incompat, compat, autoclear;
+    uint32_t refcount_order;
+    uint8_t compression_type;
+    uint32_t crypt_method;
+    char *backing_file;
+    char *backing_format;
+    uint32_t nb_snapshots;
+    uint64_t snapshots_offset;
+    struct qext_vec exts;     /* unknown extensions, preserved */
+    uint8_t *feature_table;   /* raw feature-name table (for messages) */
+    uint32_t feature_table_len;
+
+    /* L1 */
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    uint64_t *l1;             /* host byte order */
+    uint8_t *l1_dirty;        /* one flag per 512-byte sector of the L1 */
+
+    /* L2 geometry */
+    bool extl2;
+    uint32_t l2_entry_size;   /* 8 or 16 bytes */
+    uint32_t l2_bits;         /* log2(entries per L2 table) */
+    uint64_t l2_entries;
+    uint64_t subcluster_size;
+
+    /* refcounts */
+    uint64_t rt_offset;
+    uint32_t rt_clusters;
+    uint64_t rt_entries;
+    uint64_t *rt;             /* host byte order */
+    bool rt_dirty;
+    uint32_t refcount_bits;
+    uint64_t refcount_max;
+    uint32_t rb_bits;         /* log2(entries per refcount block) */
+    uint64_t free_hint;       /* lowest cluster index that may be free */
+
+    struct qcache l2_cache;
+    struct qcache rb_cache;
+
+    struct qfree_vec pending_frees;
+    struct qalloc *allocs;    /* allocating writes in flight */
+    unsigned data_writes_inflight;
+
+    unsigned max_workers;
+    bool readonly;
+    bool corrupt;             /* set corrupt bit on disk; refuse writes */
+    bool dirty_set;           /* lazy refcounts: dirty bit is on disk */
+    bool header_dirty;
+    bool check_mode;
+    uint8_t *zero_cluster;    /* cluster_size zeros, aligned */
+};
+
+/* ---- qcow2_header.c ---- */
+int qcow2_read_header(struct qcow2 *s, char *err);
+/* Rewrite the header cluster (fields, extensions, backing name). */
+int qcow2_write_header(struct qcow2 *s);
+/* Describe an incompatible feature bit by name (feature table or ours). */
+const char *qcow2_feature_name(struct qcow2 *s, int type, int bit, char *buf, size_t len);
+/* The feature-name table this library writes into new images. */
+int qcow2_default_feature_table(uint8_t **out, uint32_t *len);
+int qcow2_load_l1(struct qcow2 *s, char *err);
+/* Mark the image corrupt on disk and in memory; `why` is logged. */
+void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
+
+/* ---- qcow2_cache.c ---- */
+int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, bool is_l2, const char *what);
+void qcache_destroy(struct qcache *c);
+/* Get the table at `offset` (loaded from disk unless `fresh`, which gives a
+ * zeroed, dirty entry). Pinned until qcache_put. */
+int qcache_get(struct qcache *c, uint64_t offset, bool fresh, struct qcache_entry **out);
+void qcache_put(struct qcache *c, struct qcache_entry *e);
+static inline void qcache_mark_dirty(struct qcache_entry *e) { e->dirty = true; }
+/* Write every dirty entry. */
+int qcache_write_dirty(struct qcache *c);
+bool qcache_has_dirty(struct qcache *c);
+/* Drop an entry without writing it (its cluster was freed). */
+void qcache_discard(struct qcache *c, uint64_t offset);
+
+/* ---- qcow2_refcount.c ---- */
+int qcow2_load_refcount_table(struct qcow2 *s, char *err);
+/* Refcount of the cluster containing host offset `off`. */
+int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *out);
+/* Add `delta` to the refcount of n clusters starting at host offset `off`. */
+int qcow2_update_refcount(struct qcow2 *s, uint64_t off, uint64_t n, int64_t delta);
+/* Allocate n contiguous clusters (refcount 1). Returns host offset. */
+int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out);
+/* Release clusters after the metadata that references them is on disk. */
+int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n);
+/* Ordered write-back: refblocks, flush, L2 tables, flush, L1 + header,
+ * flush; then apply deferred frees. */
+int qcow2_writeback(struct qcow2 *s);
+/* Write the L1 sectors marked dirty. */
+int qcow2_write_l1_dirty(struct qcow2 *s);
+void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index);
+/* Overlap check: true if [off, off+len) touches live metadata. */
+bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len);
+
+/* ---- qcow2_map.c ---- */
+enum qkind {
+    QK_UNALLOC,      /* not allocated here: backing file or zeros */
+    QK_ZERO,         /* reads as zeros */
+    QK_DATA,         /* host data at `host` */
+    QK_COMPRESSED,   /* compressed cluster */
+};
+struct qextent {
+    enum qkind kind;
+    uint64_t guest;           /* guest offset */
+    uint64_t len;             /* bytes */
+    uint64_t host;            /* QK_DATA: host offset of `guest` */
+    bool copied;              /* QK_DATA: every cluster writable in place */
+    uint64_t l2e;             /* QK_COMPRESSED: the raw L2 entry */
+    bool has_host;            /* QK_ZERO with preallocated host cluster */
+};
+/* Describe the longest uniform run at `off`, at most `len` bytes, not
+ * crossing an L2 table. */
+int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *out);
+/* Get the L2 table covering guest cluster index `gc`, allocating it (or
+ * copying it when shared) if `alloc`. *l2 is NULL if unallocated and not
+ * `alloc`. Caller puts it. */
+int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2, uint64_t *idx);
+uint64_t qcow2_l2e_get(struct qcow2 *s, const uint8_t *l2, uint64_t idx);
+uint64_t qcow2_l2e_bitmap(struct qcow2 *s, const uint8_t *l2, uint64_t idx);
+void qcow2_l2e_set(struct qcow2 *s, uint8_t *l2, uint64_t idx, uint64_t e, uint64_t bitmap);
+/* Decode a compressed L2 entry. */
+void qcow2_compressed_loc(struct qcow2 *s, uint64_t l2e, uint64_t *host, uint64_t *nbytes);
+/* Set guest clusters [gc, gc+n) to zero / unallocated, freeing their data. */
+int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard);
+/* Link freshly written clusters: gc..gc+n-1 -> host..; frees what they
+ * replace. */
+int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host);
+int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst);
+
+/* ---- qcow2_rw.c ---- */
+void qcow2_submit(struct fq_bdev *bs, struct fq_req *req);
+int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req);
+
+/* ---- qcow2_check.c ---- */
+int qcow2_check(struct fq_bdev *bs, unsigned repair, struct fq_check_result *res,
+                fq_msg_fn *msg, void *opaque);
+
+/* Guest cluster index helpers. */
+static inline uint64_t qcow2_offset_in_cluster(const struct qcow2 *s, uint64_t off)
+{
+    return off & (s->cluster_size - 1);
+}
+
+#endif
