@@ -39,22 +39,29 @@ void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret)
     fq_ctx_defer(bs->ctx, &l->bh, later_bh, l);
 }
 
-static int rw_sync(struct fq_bdev *bs, enum fq_op op, void *buf, size_t len, uint64_t off)
+static int rw_sync(struct fq_bdev *bs, enum fq_op op, void *buf, size_t len, uint64_t off,
+                   unsigned tag)
 {
     struct iovec v = { buf, len };
-    struct fq_req req = { .op = op, .off = off, .len = len, .iov = &v, .iovcnt = 1 };
+    struct fq_req req = { .op = op, .off = off, .len = len, .iov = &v, .iovcnt = 1, .tag = tag };
 
     return bs->ops->io_sync(bs, &req);
 }
 
 int fq_bdev_pread_sync(struct fq_bdev *bs, void *buf, size_t len, uint64_t off)
 {
-    return rw_sync(bs, FQ_OP_READ, buf, len, off);
+    return rw_sync(bs, FQ_OP_READ, buf, len, off, 0);
 }
 
 int fq_bdev_pwrite_sync(struct fq_bdev *bs, const void *buf, size_t len, uint64_t off)
 {
-    return rw_sync(bs, FQ_OP_WRITE, (void *)buf, len, off);
+    return rw_sync(bs, FQ_OP_WRITE, (void *)buf, len, off, FQ_TAG_DATA);
+}
+
+int fq_bdev_pwrite_tagged(struct fq_bdev *bs, const void *buf, size_t len, uint64_t off,
+                          unsigned tag)
+{
+    return rw_sync(bs, FQ_OP_WRITE, (void *)buf, len, off, tag);
 }
 
 int fq_bdev_flush_sync(struct fq_bdev *bs)

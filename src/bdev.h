@@ -34,8 +34,21 @@ struct fq_req {
     int iovcnt;
     size_t iov_off;
     unsigned flags;          /* FQ_ZERO_MAY_UNMAP for write-zeroes */
+    unsigned tag;            /* what is written: FQ_TAG_* (for fault
+                                injection and recording devices) */
     fq_req_cb *cb;
     void *opaque;
+};
+
+/* What a write carries; set by format drivers on requests to their child. */
+enum fq_tag {
+    FQ_TAG_DATA = 0,
+    FQ_TAG_HEADER,
+    FQ_TAG_L1,
+    FQ_TAG_L2,
+    FQ_TAG_REFBLOCK,
+    FQ_TAG_REFTABLE,
+    FQ_TAG_OTHER_META,
 };
 
 struct fq_bdev_ops {
@@ -69,6 +82,9 @@ struct fq_bdev {
 /* Plain whole-buffer blocking helpers over io_sync. */
 int fq_bdev_pread_sync(struct fq_bdev *bs, void *buf, size_t len, uint64_t off);
 int fq_bdev_pwrite_sync(struct fq_bdev *bs, const void *buf, size_t len, uint64_t off);
+/* The same, tagged with what is written (enum fq_tag). */
+int fq_bdev_pwrite_tagged(struct fq_bdev *bs, const void *buf, size_t len, uint64_t off,
+                          unsigned tag);
 int fq_bdev_flush_sync(struct fq_bdev *bs);
 /* Close a device and its children. */
 void fq_bdev_close(struct fq_bdev *bs);
@@ -93,6 +109,15 @@ int fq_qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt);
 bool fq_qcow2_probe(struct fq_bdev *child);
 /* Create a qcow2 image on an opened, empty, writable device. */
 int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
+
+/* In-memory device (tests, fuzzing): starts with a copy of `data` (may be
+ * NULL) of `size` bytes; writes may grow it up to `max_size`. */
+int fq_mem_open(struct fq_ctx *ctx, const void *data, size_t size, size_t max_size,
+                struct fq_bdev **out);
+/* Wrap a device stack in a public image handle; the image owns `top`. */
+int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mode cache,
+                       struct fq_image **out);
+struct fq_bdev *fq_image_bdev(struct fq_image *img);
 
 /* Open a whole stack (file, format, backing chain) from a filename. */
 int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,

@@ -82,6 +82,26 @@ int fq_open(const char *filename, const struct fq_open_opts *opts,
     return 0;
 }
 
+int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mode cache,
+                       struct fq_image **out)
+{
+    struct fq_image *img = calloc(1, sizeof(*img));
+
+    if (!img)
+        return -ENOMEM;
+    img->ctx = ctx;
+    img->top = top;
+    img->cache = cache;
+    snprintf(img->format, sizeof(img->format), "%s", top->ops->name);
+    *out = img;
+    return 0;
+}
+
+struct fq_bdev *fq_image_bdev(struct fq_image *img)
+{
+    return img->top;
+}
+
 int fq_close(struct fq_image *img)
 {
     int r = 0;

@@ -74,7 +74,8 @@ static int write_entry(struct qcache *c, struct qcache_entry *e)
     struct qcow2 *s = c->s;
     int r;
 
-    r = fq_bdev_pwrite_sync(s->file, e->data, (size_t)s->cluster_size, e->offset);
+    r = fq_bdev_pwrite_tagged(s->file, e->data, (size_t)s->cluster_size, e->offset,
+                               c->is_l2 ? FQ_TAG_L2 : FQ_TAG_REFBLOCK);
     if (r == 0)
         e->dirty = false;
     return r;

@@ -103,7 +103,7 @@ static int write_skeleton(struct fq_bdev *child, const struct fq_create_opts *o,
         else
             rb[bit / 8] |= (uint8_t)(1u << (bit % 8));
     }
-    r = fq_bdev_pwrite_sync(child, buf, (size_t)(3 * cs), 0);
+    r = fq_bdev_pwrite_tagged(child, buf, (size_t)(3 * cs), 0, FQ_TAG_HEADER);
     if (r < 0)
         fq_seterr(err, "Could not write the image: %s", strerror(-r));
     return r;
@@ -202,7 +202,7 @@ int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char 
         }
         r = qcow2_writeback(s);     /* the refcounts first */
         if (r == 0)
-            r = fq_bdev_pwrite_sync(s->file, z, (size_t)(l1c * cs), off);
+            r = fq_bdev_pwrite_tagged(s->file, z, (size_t)(l1c * cs), off, FQ_TAG_L1);
         if (r == 0)
             r = fq_bdev_flush_sync(s->file);
         if (r < 0)

@@ -410,7 +410,7 @@ int qcow2_write_header(struct qcow2 *s)
         return r;
     /* write the used part, rounded for O_DIRECT, never beyond cluster 0 */
     uint64_t wlen = FQ_MIN(FQ_ALIGN_UP(pos, 4096), cap);
-    r = fq_bdev_pwrite_sync(s->file, buf, (size_t)wlen, 0);
+    r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)wlen, 0, FQ_TAG_HEADER);
     if (r == 0)
         s->header_dirty = false;
     return r;

@@ -417,7 +417,7 @@ int qcow2_write_l1_dirty(struct qcow2 *s)
         uint64_t n = FQ_MIN((uint64_t)4096, bytes - i * 4096);
         for (uint64_t j = 0; j < n / 8; j++)
             fq_put_be64(buf + j * 8, s->l1[i * 512 + j]);
-        int r = fq_bdev_pwrite_sync(s->file, buf, (size_t)n, s->l1_offset + i * 4096);
+        int r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)n, s->l1_offset + i * 4096, FQ_TAG_L1);
         if (r < 0) {
             free(buf);
             return r;
@@ -447,7 +447,7 @@ static int write_refcount_table(struct qcow2 *s)
         return -ENOMEM;
     for (uint64_t i = 0; i < s->rt_entries; i++)
         fq_put_be64(buf + i * 8, s->rt[i]);
-    return fq_bdev_pwrite_sync(s->file, buf, bytes, s->rt_offset);
+    return fq_bdev_pwrite_tagged(s->file, buf, bytes, s->rt_offset, FQ_TAG_REFTABLE);
 }
 
 int qcow2_writeback(struct qcow2 *s)

@@ -1,0 +1,1 @@
+/* bdev_fault.c: fault-injecting device (in progress) */

@@ -1,0 +1,1 @@
+/* bdev_record.c: recording device for crash replay (in progress) */
