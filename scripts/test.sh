@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up, build and run every test. With --asan, build with ASan+UBSan.
+# Usage: scripts/test.sh [--asan] [--werror]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+args=(); dir=build
+for a in "$@"; do
+  case "$a" in
+    --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug) ;;
+    --werror) args+=(-Dwerror=true) ;;
+    *) echo "unknown option $a" >&2; exit 2 ;;
+  esac
+done
+BUILD_DIR=$dir bash scripts/build.sh "${args[@]}"
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+meson test -C "$dir" --num-processes 2 --print-errorlogs
