@@ -11,19 +11,21 @@ command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v py
 T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/img-check.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
+mkdir q f
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 
-# Run qemu-img on a copy of the image (checks may repair) and ours on the
-# image; compare stdout, stderr (modulo the program name), exit code.
+# Run qemu-img on a copy of the image (checks may repair) and ours on
+# another, under the same name; compare stdout, stderr (modulo the program
+# name) and the exit code. Our copy stays in f/img for further checks.
 same() {
     local img=${*: -1}
-    cp "$img" q.img && cp "$img" f.img
+    cp "$img" q/img && cp "$img" f/img
     set -- "${@:1:$#-1}"
-    qemu-img check "$@" q.img >q.out 2>q.err; qrc=$?
-    "$FASTQCOW" check "$@" f.img >f.out 2>f.err; frc=$?
+    (cd q && qemu-img check "$@" img >../q.out 2>../q.err; echo $? >../q.rc)
+    (cd f && "$FASTQCOW" check "$@" img >../f.out 2>../f.err; echo $? >../f.rc)
     sed -i 's/qemu-img/fastqcow/g' q.err
-    [ $qrc = $frc ] || bad "check $* $img: exit $frc, qemu-img $qrc"
+    cmp -s q.rc f.rc || bad "check $* $img: exit $(cat f.rc), qemu-img $(cat q.rc)"
     cmp -s q.out f.out || { bad "check $* $img (stdout)"; diff q.out f.out; }
     cmp -s q.err f.err || { bad "check $* $img (stderr)"; diff q.err f.err; }
 }
@@ -75,7 +77,7 @@ same --output=yaml clean.qcow2
 
 # repairs: same report as qemu-img, and qemu-img agrees the result is clean
 same -r leaks leak.qcow2
-qemu-img check f.img >/dev/null || bad "qemu-img check after check -r leaks"
+qemu-img check f/img >/dev/null || bad "qemu-img check after check -r leaks"
 same -r leaks --output=json leak.qcow2
 same -r all leak.qcow2
 for img in corrupt.qcow2 both.qcow2; do

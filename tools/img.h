@@ -1,0 +1,76 @@
+/* img.h: what the qemu-img compatible subcommands share: cmd_img.c
+ * (create, info, check, map and these helpers) and cmd_convert.c
+ * (compare, convert).
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_IMG_H
+#define FQ_IMG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tool.h"
+
+#define CHUNK (1u << 20)   /* compare/convert: largest range of one job */
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* Every option of every subcommand; each takes the subset it names. */
+struct args {
+    const char *fmt, *fmt2, *out_fmt, *backing;
+    char *olist[16];           /* -o lists, split in place by img_cspec_parse */
+    int nolist, json, jobs;
+    unsigned repair;
+    bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress;
+    uint64_t start, maxlen, sparse;
+    enum fq_cache_mode cache, src_cache;
+};
+
+/* Codes of the long-only options, for parse_args' `longs`. */
+enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y' };
+
+/* Parse a subcommand's options: `shorts` is its getopt string, `longs`
+ * the LO_* codes it accepts. Returns 0, -1 after printing `usage` (exit
+ * 0), or the exit code after printing an error. */
+int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
+                   const char *usage, struct args *a);
+/* A usage error as qemu-img reports it. Returns the exit code 1. */
+int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* Parse a size as qemu does. Returns 0, -EINVAL, or -ERANGE. */
+int img_qsize(const char *s, uint64_t *out);
+
+/* "    (12.34/100%)\r" whenever a further 1% is done (or when forced). */
+struct progress {
+    bool on;
+    double last;
+};
+void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force);
+
+/* Open an image, printing the library's message on failure. */
+struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
+bool img_is_zero(const uint8_t *p, size_t n);
+/* A CHUNK-sized buffer fit for O_DIRECT, or NULL. */
+void *img_alloc_buf(void);
+
+/* The -o keys, in the order qemu-img prints them after "Formatting". */
+enum { K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE, K_BFILE, K_BFMT, K_COMPAT,
+       K_LAZY, K_REFBITS, K_NUM };
+
+/* What to create: the -o values as given (NULL = not given). */
+struct cspec {
+    const char *file, *fmt, *val[K_NUM];
+    char norm[K_NUM][24];      /* numbers in decimal, as printed */
+    uint64_t num[K_NUM];
+    bool on[K_NUM], quiet, unsafe, print;
+};
+
+/* Set a numeric key. */
+void img_cspec_num(struct cspec *c, int k, uint64_t v);
+/* Parse every -o list of `a` into `c`. Returns 0, 1 after printing the
+ * help, -1 after printing an error. */
+int img_cspec_parse(struct cspec *c, const struct args *a);
+/* Create c->file as qemu-img create would: its checks and messages, the
+ * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
+int img_create(struct cspec *c);
+
+#endif
