@@ -1,1 +1,202 @@
-/* bdev_fault.c: fault-injecting device (in progress) */
+/* bdev_fault.c: a fault-injecting pass-through device (see bdev_test.h).
+ *
+ * Every request is counted at submission, by kind and (for writes) by tag.
+ * When the armed fault matches, the request is failed with the chosen errno
+ * and does not reach the child (a failed write leaves the storage as it
+ * was); otherwise it is forwarded unchanged. Failures complete from the
+ * loop like any other completion, never inside submit().
+ * SPDX-License-Identifier: MIT
+ */
+#include "bdev_test.h"
+#include "util.h"
+
+struct fault_priv {
+    struct fq_bdev *child;
+    bool borrow;
+    struct fq_fault_spec spec;
+    struct fq_fault_counts n;
+};
+
+/* A forwarded request: keeps our size in step with the child's. */
+struct fwd {
+    struct fq_req child;
+    struct fq_req *parent;
+    struct fq_bdev *bs;
+};
+
+uint64_t fq_fault_count(const struct fq_fault_counts *c, enum fq_fault_kind kind, unsigned tag)
+{
+    switch (kind) {
+    case FQ_FAULT_NONE: return 0;
+    case FQ_FAULT_READ: return c->reads;
+    case FQ_FAULT_WRITE: return c->writes;
+    case FQ_FAULT_FLUSH: return c->flushes;
+    case FQ_FAULT_DISCARD: return c->discards;
+    case FQ_FAULT_TAG: return tag < FQ_ARRAY_SIZE(c->tags) ? c->tags[tag] : 0;
+    case FQ_FAULT_ANY: return c->any;
+    }
+    return 0;
+}
+
+/* Count `req` and decide its fate: 0 to forward it, or the injected error. */
+static int account(struct fq_bdev *bs, const struct fq_req *req)
+{
+    struct fault_priv *p = bs->priv;
+    struct fq_fault_counts *n = &p->n;
+    bool is_write = req->op == FQ_OP_WRITE || req->op == FQ_OP_WRITE_ZEROES;
+
+    n->any++;
+    switch (req->op) {
+    case FQ_OP_READ: n->reads++; break;
+    case FQ_OP_WRITE:
+    case FQ_OP_WRITE_ZEROES: n->writes++; break;
+    case FQ_OP_FLUSH: n->flushes++; break;
+    case FQ_OP_DISCARD: n->discards++; break;
+    }
+    if (is_write && req->tag < FQ_ARRAY_SIZE(n->tags))
+        n->tags[req->tag]++;
+
+    const struct fq_fault_spec *f = &p->spec;
+    bool match;
+    switch (f->kind) {
+    case FQ_FAULT_READ: match = req->op == FQ_OP_READ; break;
+    case FQ_FAULT_WRITE: match = is_write; break;
+    case FQ_FAULT_FLUSH: match = req->op == FQ_OP_FLUSH; break;
+    case FQ_FAULT_DISCARD: match = req->op == FQ_OP_DISCARD; break;
+    case FQ_FAULT_TAG: match = is_write && req->tag == f->tag; break;
+    case FQ_FAULT_ANY: match = true; break;
+    default: match = false; break;
+    }
+    if (!match || f->nth == 0)
+        return 0;
+    uint64_t k = fq_fault_count(n, f->kind, f->tag);
+    if (k == f->nth || (f->sticky && k > f->nth)) {
+        n->injected++;
+        return f->err ? f->err : -EIO;
+    }
+    return 0;
+}
+
+static void fwd_done(struct fq_req *req, int ret)
+{
+    struct fwd *w = (struct fwd *)req;
+    struct fq_req *parent = w->parent;
+    struct fq_bdev *bs = w->bs;
+
+    bs->size = ((struct fault_priv *)bs->priv)->child->size;
+    free(w);
+    parent->cb(parent, ret);
+}
+
+static void fault_submit(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct fault_priv *p = bs->priv;
+    int r = account(bs, req);
+    struct fwd *w = r == 0 ? malloc(sizeof(*w)) : NULL;
+
+    if (r == 0 && !w)
+        r = -ENOMEM;
+    if (r < 0) {
+        fq_req_complete_later(bs, req, r);
+        return;
+    }
+    w->child = *req;
+    w->child.cb = fwd_done;
+    w->child.opaque = NULL;
+    w->parent = req;
+    w->bs = bs;
+    p->child->ops->submit(p->child, &w->child);
+}
+
+static int fault_io_sync(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct fault_priv *p = bs->priv;
+    int r = account(bs, req);
+
+    if (r < 0)
+        return r;
+    r = p->child->ops->io_sync(p->child, req);
+    bs->size = p->child->size;
+    return r;
+}
+
+static void fault_close(struct fq_bdev *bs)
+{
+    struct fault_priv *p = bs->priv;
+
+    /* fq_bdev_close closes bs->child after us unless we borrowed it */
+    free(p);
+}
+
+static int fault_get_info(struct fq_bdev *bs, struct fq_info *out)
+{
+    struct fault_priv *p = bs->priv;
+
+    return p->child->ops->get_info ? p->child->ops->get_info(p->child, out) : 0;
+}
+
+static int fault_truncate(struct fq_bdev *bs, uint64_t size)
+{
+    struct fault_priv *p = bs->priv;
+    int r = p->child->ops->truncate ? p->child->ops->truncate(p->child, size) : -ENOTSUP;
+
+    bs->size = p->child->size;
+    return r;
+}
+
+static int64_t fault_file_length(struct fq_bdev *bs)
+{
+    struct fault_priv *p = bs->priv;
+
+    return p->child->ops->file_length ? p->child->ops->file_length(p->child)
+                                      : (int64_t)p->child->size;
+}
+
+static const struct fq_bdev_ops fault_ops = {
+    .name = "fault",
+    .submit = fault_submit,
+    .io_sync = fault_io_sync,
+    .close = fault_close,
+    .get_info = fault_get_info,
+    .truncate = fault_truncate,
+    .file_length = fault_file_length,
+};
+
+int fq_fault_open(struct fq_bdev *child, unsigned flags, struct fq_bdev **out)
+{
+    struct fq_bdev *bs = calloc(1, sizeof(*bs));
+    struct fault_priv *p = calloc(1, sizeof(*p));
+
+    if (!bs || !p) {
+        free(bs);
+        free(p);
+        return -ENOMEM;
+    }
+    p->child = child;
+    p->borrow = flags & FQ_TESTDEV_BORROW;
+    bs->ops = &fault_ops;
+    bs->ctx = child->ctx;
+    bs->size = child->size;
+    bs->readonly = child->readonly;
+    bs->align = child->align;
+    bs->child = p->borrow ? NULL : child;
+    bs->filename = child->filename ? strdup(child->filename) : NULL;
+    bs->priv = p;
+    *out = bs;
+    return 0;
+}
+
+void fq_fault_arm(struct fq_bdev *bs, const struct fq_fault_spec *spec)
+{
+    struct fault_priv *p = bs->priv;
+
+    memset(&p->spec, 0, sizeof(p->spec));
+    if (spec)
+        p->spec = *spec;
+    memset(&p->n, 0, sizeof(p->n));
+}
+
+void fq_fault_counts(struct fq_bdev *bs, struct fq_fault_counts *out)
+{
+    *out = ((struct fault_priv *)bs->priv)->n;
+}
