@@ -18,6 +18,8 @@
  *    agree: check passes, `qemu-img compare` with the model and
  *    `qemu-img convert -O raw` against the library's own reads; then QEMU
  *    writes on top and the library must read what QEMU wrote.
+ * N. A qcow2 image nested in another, built by QEMU, read and written by
+ *    the library through fq_open_opts.file_format, checked by QEMU.
  *
  * Usage: test-interop [SEED [CASE-SUBSTRING]]. Skips (77) without qemu-img
  * or qemu-io.
@@ -66,12 +68,17 @@ static char g_part = 'A';
 static const enum fq_engine_kind engines[] = { FQ_ENGINE_SYNC, FQ_ENGINE_THREADS, FQ_ENGINE_IO_URING };
 static int have_uring;
 
+/* The format below the image under test: NULL (a plain file) or "qcow2"
+ * (the nested case, part N). */
+static const char *g_file_format;
+
 static int open_lib(const char *path, int ro, int check_mode, enum fq_engine_kind e,
                     enum fq_cache_mode cache, struct fq_image **img, char *err)
 {
     struct fq_open_opts o;
 
     fq_open_opts_init(&o);
+    o.file_format = g_file_format;
     o.format = "qcow2";
     o.readonly = ro;
     o.check_mode = check_mode;
@@ -498,6 +505,82 @@ out:
     }
 }
 
+/* ---- N: nesting, a qcow2 image stored in the guest view of another ---- */
+
+#define NEST_JSON "'json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"qcow2\"," \
+                  "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}}'"
+
+/* QEMU builds the nested image (the inner file's bytes copied into the
+ * outer image's guest view); the library opens it with file_format
+ * "qcow2", reads it, writes to it; QEMU checks and compares the result. */
+static void part_n(uint64_t seed)
+{
+    static const struct icase nc = { "nested", "cluster_size=4k", 16 * MiB, 0 };
+    const char *inner = tl_path("n-inner.qcow2"), *outer = tl_path("n-outer.qcow2");
+    const char *raw = tl_path("n.raw"), *mraw = tl_path("n-model.raw");
+    uint8_t *ref = malloc(nc.size);
+    char cmds[16384], err[FQ_ERR_MAX];
+    struct tl_rng g;
+    struct fq_image *im;
+    int st, r;
+
+    g_part = 'N';
+    g_case = &nc;
+    tl_rng_seed(&g, seed ^ 0x4e);
+    unlink(inner);
+    unlink(outer);
+    qemu_io_cmds(&g, nc.size, 4096, 40, cmds, sizeof(cmds));
+    st = tl_sh("qemu-img create -q -f qcow2 -o cluster_size=4k '%s' %" PRIu64 " && "
+               "qemu-io -f qcow2%s '%s' >/dev/null && truncate -s 32M '%s' && "
+               "qemu-img create -q -f qcow2 -o cluster_size=64k '%s' 32M && "
+               "qemu-img convert -n -f raw -O qcow2 '%s' '%s' && "
+               "qemu-img convert -O raw " NEST_JSON " '%s'",
+               inner, nc.size, cmds, inner, inner, outer, inner, outer, outer, raw);
+    if (st != 0) {
+        IFAIL("building the nested image with qemu exited %d", st);
+        goto out;
+    }
+    tl_read_file(raw, ref, nc.size, 0);
+    g_file_format = "qcow2";
+    if (lib_compare(outer, ref, nc.size, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, &g, "N/read")) {
+        fprintf(stderr, "  qemu-io commands:%s\n", cmds);
+        goto out;
+    }
+    lib_check(outer, "N/check");
+    r = open_lib(outer, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, &im, err);
+    if (r < 0) {
+        IFAIL("N: read-write fq_open of the nested image = %d: %s", r, err);
+        goto out;
+    }
+    r = lib_workload(im, ref, nc.size, 4096, &g, 60, "N/write");
+    st = fq_close(im);
+    if (r)
+        goto out;
+    if (st != 0)
+        IFAIL("N: fq_close = %d", st);
+    st = tl_sh("qemu-img check -q " NEST_JSON, outer);
+    if (st != 0)
+        IFAIL("N: qemu-img check of the nested image after the library wrote exited %d", st);
+    st = tl_sh("qemu-img check -q -f qcow2 '%s'", outer);
+    if (st != 0)
+        IFAIL("N: qemu-img check of the outer image exited %d", st);
+    if (write_file(mraw, ref, nc.size) == 0) {
+        st = tl_sh("qemu-img compare -q -F raw " NEST_JSON " '%s'", outer, mraw);
+        if (st != 0)
+            IFAIL("N: qemu-img compare of the nested image with the model exited %d", st);
+    }
+    lib_check(outer, "N/check after writes");
+out:
+    g_file_format = NULL;
+    free(ref);
+    if (!tl_failures) {
+        unlink(inner);
+        unlink(outer);
+        unlink(raw);
+        unlink(mraw);
+    }
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seed = tl_seed_arg(argc, argv, 1);
@@ -522,6 +605,13 @@ int main(int argc, char **argv)
         part_b(&cases[i], i, seed ^ (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
         printf("test-interop: %-24s %s (%lds)\n", cases[i].name,
                tl_failures > before ? "FAIL" : "ok", (long)(time(NULL) - t0));
+    }
+    if (!only || strstr("nested", only)) {
+        int before = tl_failures;
+        time_t t0 = time(NULL);
+        part_n(seed);
+        printf("test-interop: %-24s %s (%lds)\n", "nested", tl_failures > before ? "FAIL" : "ok",
+               (long)(time(NULL) - t0));
     }
     if (tl_failures) {
         fprintf(stderr, "test-interop: %d failure(s), seed %" PRIu64 "\n", tl_failures, seed);

@@ -57,6 +57,8 @@ struct cfg {
 static const struct cfg configs[] = {
     { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
       16 * MiB, 0, 600, 0, 0 },
+    { "raw-uring-none", "raw", 0, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
+      16 * MiB, 0, 600, 0, 0 },
     { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
       8 * MiB, 0, 2000, 0, 0 },
     { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
@@ -121,6 +123,7 @@ struct run {
     struct fq_image *img;
     struct fq_ctx *ctx;
     enum fq_engine_kind engine;
+    enum fq_cache_mode cache;
     long opno;
     uint64_t gen;
     int pending;               /* callbacks not yet run */
@@ -336,7 +339,7 @@ static int open_image(struct run *r, int check_mode, struct fq_image **out)
     fq_open_opts_init(&o);
     o.format = r->c->fmt;
     o.engine = r->engine;
-    o.cache = check_mode ? FQ_CACHE_WRITEBACK : r->c->cache;
+    o.cache = check_mode ? FQ_CACHE_WRITEBACK : r->cache;
     o.max_workers = r->c->max_workers;
     o.cache_size = r->c->cache_size;
     o.check_mode = check_mode;
@@ -438,7 +441,8 @@ static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
 }
 
 /* Triage knobs (environment): TR_NO_ASYNC=1 runs every operation
- * synchronously, TR_NO_DISCARD=1 and TR_NO_ZERO=1 turn those into writes. */
+ * synchronously, TR_NO_DISCARD=1 and TR_NO_ZERO=1 turn those into writes,
+ * TR_CACHE=mode and TR_ENGINE=name override the configuration's. */
 static int no_async, no_discard, no_zero;
 
 static int pick_kind(struct run *r)
@@ -852,11 +856,16 @@ static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uri
     cur = &r;
     tl_rng_seed(&r.rng, seed);
     r.engine = c->engine;
+    r.cache = c->cache;
+    if (getenv("TR_ENGINE") && fq_engine_parse(getenv("TR_ENGINE"), &r.engine) < 0)
+        fprintf(stderr, "test-random: bad TR_ENGINE ignored\n");
+    if (getenv("TR_CACHE") && fq_cache_parse(getenv("TR_CACHE"), &r.cache) < 0)
+        fprintf(stderr, "test-random: bad TR_CACHE ignored\n");
     if (r.engine == FQ_ENGINE_IO_URING && !have_uring) {
         fprintf(stderr, "test-random: %s: io_uring unavailable, using threads\n", c->name);
         r.engine = FQ_ENGINE_THREADS;
     }
-    if (c->cache == FQ_CACHE_NONE && !have_direct) {
+    if (r.cache == FQ_CACHE_NONE && !have_direct) {
         fprintf(stderr, "test-random: %s: O_DIRECT unsupported here, skipped\n", c->name);
         return 0;
     }
