@@ -106,7 +106,7 @@ static struct job *job_get(struct xfer *x, uint64_t off, uint64_t len)
         x->busy++;
         return j;
     }
-    int r = fq_ctx_run(x->ctx, 1, -1);
+    int r = fq_ctx_inflight(x->ctx) ? fq_ctx_run(x->ctx, 1, -1) : -EIO;   /* -EIO: stuck */
     if (r < 0)
         xfer_fail(x, r, off, 0);
     return NULL;
@@ -118,10 +118,11 @@ static void xfer_drain(struct xfer *x)
         ;
 }
 
-/* The status at `off` of image s as qemu's block status reports it: a run
- * of equal flags and layer with continuing host offsets (a compressed
- * cluster stands alone), and whether it reaches the end (0x100). Returns
- * 0 or a negative errno. */
+/* The status of image s at `off`: its flags, and 0x100 if the run reaches
+ * the end of the image. For compare -s, runs are merged as far as qemu's
+ * block status would report them (equal flags and layer, continuing host
+ * offsets, a compressed cluster alone) since the end bit depends on it.
+ * The run is cached. Returns 0 or a negative errno. */
 static int xfer_status(struct xfer *x, int s, uint64_t off, uint64_t *len, unsigned *st)
 {
     struct fq_map_entry *m = &x->run[s], n;
@@ -129,7 +130,7 @@ static int xfer_status(struct xfer *x, int s, uint64_t off, uint64_t *len, unsig
 
     if (off < m->start || off >= m->start + m->length) {
         r = fq_map(x->img[s], off, x->size[s] - off, m);
-        while (r == 0 && m->length && m->start + m->length < x->size[s] &&
+        while (x->strict && r == 0 && m->length && m->start + m->length < x->size[s] &&
                !(m->flags & FQ_MAP_COMPRESSED)) {
             uint64_t next = m->start + m->length;
             if (fq_map(x->img[s], next, x->size[s] - next, &n) < 0 || n.flags != m->flags ||
@@ -181,7 +182,8 @@ static int xfer_alloc(struct xfer *x, int nbuf, size_t niov)
     return 0;
 }
 
-/* Close what xfer_open and xfer_alloc set up. Returns the target's fq_close result. */
+/* Close what xfer_open and xfer_alloc set up. Returns the result of
+ * closing (flushing) the target. */
 static int xfer_close(struct xfer *x)
 {
     int r = 0;
@@ -338,17 +340,19 @@ static void write_cb(void *j, int ret) { job_cb(j, ret, 1); }
  * not read as zeros already. */
 static void conv_emit(struct job *j, size_t pos, size_t n, bool zero, int *niov)
 {
-    struct iovec *v = &j->iov[(*niov)++];
+    struct iovec *v = &j->iov[*niov];
     int r;
 
     if (zero && j->x->zero_init)
         return;
-    *v = (struct iovec){ j->buf[0] + pos, n };
     j->pending++;
-    if (zero)
+    if (zero) {
         r = fq_aio_write_zeroes(j->x->img[1], j->off + pos, n, 0, write_cb, j);
-    else
+    } else {
+        *v = (struct iovec){ j->buf[0] + pos, n };
+        (*niov)++;
         r = fq_aio_pwritev(j->x->img[1], v, 1, 0, n, j->off + pos, write_cb, j);
+    }
     if (r < 0)
         job_cb(j, r, 1);
 }
