@@ -744,7 +744,7 @@ static int run_line(struct io *io, char *line)
     char *argv[256];
     int argc = 0;
 
-    for (char *t = strtok(line, " \t\r\n"); t && argc < 255; t = strtok(NULL, " \t\r\n"))
+    for (char *t = strtok(line, " \n"); t && argc < 255; t = strtok(NULL, " \n"))
         argv[argc++] = t;
     argv[argc] = NULL;
     if (argc == 0)

@@ -278,7 +278,7 @@ static int iobuf_fill(struct iobuf *b, const struct content *o, int64_t off)
     }
     close(fd);
     if (got == 0 && b->len) {
-        printf("%s: file is empty\n", o->src);
+        fprintf(stderr, "%s: file is empty\n", o->src);
         return -EINVAL;
     }
     for (size_t i = got; i < b->len; i++)
