@@ -157,7 +157,8 @@ static void usage(FILE *f)
             "  --no-drain          do not drain the queue before each flush\n"
             "  --workers=N         extents in flight per request (0 = library default)\n"
             "  --random[=SEED]     random offsets, multiples of the step from -o (seed 1)\n"
-            "  -q, -U              accepted for compatibility\n");
+            "  -q                  accepted for compatibility (the lines are always printed)\n"
+            "  -U                  force share; only with read tests, as qemu-img\n");
 }
 
 /* Strict unsigned decimal/hex integer; false if malformed or > max. */
@@ -205,6 +206,7 @@ int cmd_bench(int argc, char **argv)
     char err[FQ_ERR_MAX] = "";
     uint64_t v, pattern = 0;
     int c, ret = 1;
+    bool force_share = false;
 
     fq_open_opts_init(&oo);
     oo.cache = FQ_CACHE_WRITEBACK;
@@ -261,7 +263,9 @@ int cmd_bench(int argc, char **argv)
             b.write = true;
             break;
         case 'q':
+            break;
         case 'U':
+            force_share = true;
             break;
         case O_FLUSH:
             if (!parse_uint(optarg, INT_MAX, &b.flush_interval)) {
@@ -314,6 +318,10 @@ int cmd_bench(int argc, char **argv)
         b.step = b.bufsize;
 
     const char *file = argv[optind];
+    if (force_share && b.write) {
+        tool_error("Could not open '%s': force-share=on can only be used with read-only images", file);
+        return 1;
+    }
     oo.readonly = !b.write;
     int r = fq_open(file, &oo, &b.img, err);
     if (r < 0) {
