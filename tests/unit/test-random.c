@@ -442,8 +442,18 @@ static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
 
 /* Triage knobs (environment): TR_NO_ASYNC=1 runs every operation
  * synchronously, TR_NO_DISCARD=1 and TR_NO_ZERO=1 turn those into writes,
- * TR_CACHE=mode and TR_ENGINE=name override the configuration's. */
-static int no_async, no_discard, no_zero;
+ * TR_CACHE=mode and TR_ENGINE=name override the configuration's,
+ * TR_TRACE=1 prints each operation. */
+static int no_async, no_discard, no_zero, trace;
+
+/* TR_TRACE=1: print every operation as it is issued. */
+static void trace_op(struct run *r, const struct op *o, const char *how)
+{
+    if (trace)
+        fprintf(stderr, "#%ld %s %s %" PRIu64 "+%" PRIu64 " iovcnt %d iov_off %zu flags %u\n",
+                r->opno, how, op_names[o->kind], o->off, o->len, o->vb.cnt, o->vb.iov_off,
+                o->flags);
+}
 
 static int pick_kind(struct run *r)
 {
@@ -513,6 +523,7 @@ static void run_sync_op(struct run *r, struct op *o)
 {
     int ret = 0;
 
+    trace_op(r, o, "sync");
     switch (o->kind) {
     case OP_READ:
         if (o->vb.cnt == 1 && o->vb.iov_off == 0 && tl_pct(&r->rng, 50))
@@ -687,6 +698,7 @@ static void run_batch(struct run *r)
             o->ncb = -1;
             continue;
         }
+        trace_op(r, o, "aio ");
         r->pending++;
         if (o->kind != OP_READ)
             apply_op(r, o);
@@ -936,6 +948,7 @@ int main(int argc, char **argv)
     no_async = getenv("TR_NO_ASYNC") != NULL;
     no_discard = getenv("TR_NO_DISCARD") != NULL;
     no_zero = getenv("TR_NO_ZERO") != NULL;
+    trace = getenv("TR_TRACE") != NULL;
     setvbuf(stdout, NULL, _IOLBF, 0);
     tl_mkdir();
     signal(SIGALRM, on_alarm);

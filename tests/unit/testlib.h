@@ -8,6 +8,10 @@
 #ifndef FQ_TESTLIB_H
 #define FQ_TESTLIB_H
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE   /* O_DIRECT; the build defines it, standalone use may not */
+#endif
+
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
