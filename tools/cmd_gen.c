@@ -247,6 +247,9 @@ int cmd_gen(int argc, char **argv)
         tool_error("gen: size must not be zero");
         return 1;
     }
+    /* qemu-img rounds the virtual size up to whole sectors; so do we, as
+     * qemu would otherwise see an odd size rounded down */
+    g.size = (g.size + 511) & ~511ull;
     g.block = cluster;
     g.nblocks = (g.size + g.block - 1) / g.block;
     if (g.nblocks > UINT32_MAX) {
