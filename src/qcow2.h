@@ -187,6 +187,10 @@ struct qcow2 {
     uint64_t refcount_max;
     uint32_t rb_bits;         /* log2(entries per refcount block) */
     uint64_t free_hint;       /* lowest cluster index that may be free */
+    bool flush_owed;          /* refcount blocks, a header or the data of
+                                 clusters about to be linked were written and
+                                 no flush has succeeded since: one must
+                                 precede the tables that depend on them */
 
     struct qcache l2_cache;
     struct qcache rb_cache;

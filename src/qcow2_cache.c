@@ -78,6 +78,8 @@ static int write_entry(struct qcache *c, struct qcache_entry *e)
                                c->is_l2 ? FQ_TAG_L2 : FQ_TAG_REFBLOCK);
     if (r == 0)
         e->dirty = false;
+    if (r == 0 && !c->is_l2)
+        s->flush_owed = true;   /* before any L2 table that relies on it */
     return r;
 }
 

@@ -227,6 +227,8 @@ static int release_entry(struct qcow2 *s, uint64_t e)
 
 int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 {
+    /* the data must be durable before the L2 entries that expose it */
+    s->flush_owed = true;
     while (n > 0) {
         struct qcache_entry *l2;
         uint64_t idx;

@@ -450,6 +450,19 @@ static int write_refcount_table(struct qcow2 *s)
     return fq_bdev_pwrite_tagged(s->file, buf, bytes, s->rt_offset, FQ_TAG_REFTABLE);
 }
 
+/* Flush the file; a success pays any flush owed (see flush_owed). */
+static int flush_file(struct qcow2 *s)
+{
+    int r = fq_bdev_flush_sync(s->file);
+
+    if (r == 0)
+        s->flush_owed = false;
+    return r;
+}
+
+/* Write back in dependency order. A flush that failed promises nothing
+ * about the writes before it, so whether one is owed is kept across calls
+ * (flush_owed) rather than inferred from what this call wrote. */
 int qcow2_writeback(struct qcow2 *s)
 {
     int r;
@@ -466,7 +479,7 @@ int qcow2_writeback(struct qcow2 *s)
                 return r;
         }
         if (s->rt_dirty || s->header_dirty) {
-            if (rb && (r = fq_bdev_flush_sync(s->file)) < 0)
+            if (s->flush_owed && (r = flush_file(s)) < 0)
                 return r;
             if (s->rt_dirty) {
                 r = write_refcount_table(s);
@@ -474,20 +487,20 @@ int qcow2_writeback(struct qcow2 *s)
                     return r;
                 s->rt_dirty = false;
             }
-            if ((r = fq_bdev_flush_sync(s->file)) < 0)
+            if ((r = flush_file(s)) < 0)
                 return r;
             if (s->header_dirty && (r = qcow2_write_header(s)) < 0)
                 return r;
-            rb = true;   /* a flush is owed before the tables */
+            s->flush_owed = true;   /* before the tables */
         }
         if (tables) {
-            if (rb && (r = fq_bdev_flush_sync(s->file)) < 0)
+            if (s->flush_owed && (r = flush_file(s)) < 0)
                 return r;
             r = qcache_write_dirty(&s->l2_cache);
             if (r < 0)
                 return r;
             if (l1_has_dirty(s)) {
-                if ((r = fq_bdev_flush_sync(s->file)) < 0)
+                if ((r = flush_file(s)) < 0)
                     return r;
                 r = qcow2_write_l1_dirty(s);
                 if (r < 0)
@@ -498,7 +511,7 @@ int qcow2_writeback(struct qcow2 *s)
          * durable, and no data write may still land in them. */
         if (round > 0 || s->pending_frees.len == 0 || s->data_writes_inflight)
             break;
-        if ((r = fq_bdev_flush_sync(s->file)) < 0)
+        if ((r = flush_file(s)) < 0)
             return r;
         struct qfree_vec v = s->pending_frees;
         memset(&s->pending_frees, 0, sizeof(s->pending_frees));
