@@ -1,7 +1,8 @@
 /* bdev_file.c: the file device: a regular file or block device accessed
  * through the context's I/O engine. With O_DIRECT it bounces any request
- * whose buffers, offset or length are not aligned (read-modify-write of
- * the partial edge blocks for writes); aligned requests go straight through.
+ * whose buffers, offset or length are not aligned; aligned requests go
+ * straight through. An unaligned write is a read-modify-write of its edge
+ * blocks, done synchronously so that two never interleave on one block.
  * Reads beyond the end of the file return zeros.
  * SPDX-License-Identifier: MIT
  */
@@ -15,10 +16,16 @@
 #include "bdev.h"
 #include "util.h"
 
+struct file_io;
+
 struct file_priv {
     int fd;
     bool direct;
     bool is_blk;
+    /* O_DIRECT ordering (see serialize()): write-type operations in
+     * flight, and those waiting for a conflicting one to finish */
+    struct file_io *inflight;
+    struct file_io *waiting, **waiting_tail;
 };
 
 struct file_io {
@@ -29,6 +36,10 @@ struct file_io {
     struct iovec one;
     void *bounce;
     uint64_t head;            /* bytes of bounce before req->off */
+    uint64_t lo, hi;          /* block-aligned range touched (writes) */
+    bool partial;             /* touches part of a block (read-modify-write) */
+    bool tracked;             /* on p->inflight */
+    struct file_io *next;
 };
 
 static bool aligned_req(struct fq_bdev *bs, struct fq_req *req)
@@ -145,11 +156,102 @@ static void file_io_free(struct file_io *io)
     free(io);
 }
 
+/* ---- O_DIRECT write ordering ----
+ * A write that covers part of a block is a read-modify-write of that block;
+ * so is, inside the kernel, a write-zeroes or discard of part of a block. If
+ * another write-type operation on the same block were in flight, the read
+ * could see the old content and the write put it back. So an operation
+ * that is partial, or overlaps a partial one in flight, waits until the
+ * operations it overlaps have completed; waiting ones start in order. */
+
+static bool conflicts(const struct file_io *a, const struct file_io *b)
+{
+    return (a->partial || b->partial) && a->lo < b->hi && b->lo < a->hi;
+}
+
+static bool must_wait(struct file_priv *p, struct file_io *io, struct file_io *stop)
+{
+    for (struct file_io *i = p->inflight; i; i = i->next)
+        if (conflicts(io, i))
+            return true;
+    for (struct file_io *w = p->waiting; w && w != stop; w = w->next)
+        if (conflicts(io, w))
+            return true;
+    return false;
+}
+
+/* Start `io` now: read the edges of a partial write, then submit. */
+static void dispatch(struct file_io *io)
+{
+    struct fq_bdev *bs = io->bs;
+    struct file_priv *p = bs->priv;
+    int r = io->req->op == FQ_OP_WRITE ? prepare_rw(io) : 0;
+
+    if (r < 0) {
+        struct fq_req *req = io->req;
+        file_io_free(io);
+        fq_req_complete_later(bs, req, r);
+        return;
+    }
+    io->tracked = true;
+    io->next = p->inflight;
+    p->inflight = io;
+    fq_ctx_submit(bs->ctx, &io->aio);
+}
+
+static void dispatch_or_wait(struct file_io *io)
+{
+    struct fq_bdev *bs = io->bs;
+    struct file_priv *p = bs->priv;
+    struct fq_req *req = io->req;
+    unsigned a = bs->align;
+
+    io->lo = FQ_ALIGN_DOWN(req->off, a);
+    io->hi = FQ_ALIGN_UP(req->off + req->len, a);
+    io->partial = req->op == FQ_OP_WRITE ? !aligned_req(bs, req)
+                                         : !FQ_IS_ALIGNED(req->off | req->len, a);
+    if (must_wait(p, io, NULL)) {
+        io->next = NULL;
+        *p->waiting_tail = io;
+        p->waiting_tail = &io->next;
+        return;
+    }
+    dispatch(io);
+}
+
+/* After a completion: start every waiting operation that no longer
+ * conflicts with one in flight or with an earlier waiting one. */
+static void untrack(struct file_io *io)
+{
+    struct file_priv *p = io->bs->priv;
+    struct file_io **pp = &p->inflight;
+
+    while (*pp && *pp != io)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = io->next;
+    io->tracked = false;
+    for (struct file_io **wp = &p->waiting; *wp;) {
+        struct file_io *w = *wp;
+        if (must_wait(p, w, w)) {
+            wp = &w->next;
+            continue;
+        }
+        *wp = w->next;
+        if (p->waiting_tail == &w->next)
+            p->waiting_tail = wp;
+        dispatch(w);
+    }
+}
+
 static void file_done(struct fq_aio *aio)
 {
     struct file_io *io = (struct file_io *)aio;
     struct fq_req *req = io->req;
     int r = (int)aio->res;
+
+    if (io->tracked)
+        untrack(io);
 
     if (req->op == FQ_OP_READ || req->op == FQ_OP_WRITE)
         r = finish_rw(io, aio->res);
@@ -159,6 +261,78 @@ static void file_done(struct fq_aio *aio)
         r = 0;  /* discard is advisory */
     file_io_free(io);
     req->cb(req, r);
+}
+
+/* Write-zeroes of part of a block under O_DIRECT: the kernel would zero
+ * the partial block through the page cache, behind the back of O_DIRECT.
+ * The edges are written as zeros instead, the aligned middle zeroed. */
+struct zsplit {
+    struct fq_req *parent;
+    struct fq_req sub[3];
+    struct iovec zv[3];
+    int left, err;
+};
+
+static void zsplit_done(struct fq_req *sub, int ret)
+{
+    struct zsplit *z = sub->opaque;
+
+    if (ret < 0 && !z->err)
+        z->err = ret;
+    if (--z->left == 0) {
+        struct fq_req *parent = z->parent;
+        int err = z->err;
+        free(z);
+        parent->cb(parent, err);
+    }
+}
+
+static void file_submit(struct fq_bdev *bs, struct fq_req *req);
+
+static void zeroes_split(struct fq_bdev *bs, struct fq_req *req)
+{
+    struct zsplit *z = calloc(1, sizeof(*z));
+    unsigned a = bs->align;
+    uint64_t end = req->off + req->len;
+    uint64_t mid_lo = FQ_ALIGN_UP(req->off, a), mid_hi = FQ_ALIGN_DOWN(end, a);
+    uint64_t cut[4];
+    int n = 0;
+
+    if (!z) {
+        fq_req_complete_later(bs, req, -ENOMEM);
+        return;
+    }
+    z->parent = req;
+    if (mid_lo >= mid_hi) {           /* within one or two blocks */
+        mid_lo = mid_hi = FQ_MIN(FQ_MAX(mid_lo, req->off), end);
+    }
+    cut[0] = req->off;
+    cut[1] = mid_lo;
+    cut[2] = mid_hi;
+    cut[3] = end;
+    for (int i = 0; i < 3; i++) {
+        uint64_t len = cut[i + 1] - cut[i];
+        if (len == 0)
+            continue;
+        struct fq_req *s = &z->sub[n];
+        *s = *req;
+        s->off = cut[i];
+        s->len = len;
+        s->cb = zsplit_done;
+        s->opaque = z;
+        if (i != 1) {                 /* a partial block: write zeros */
+            z->zv[n].iov_base = (void *)fq_zero_buffer((size_t)len);
+            z->zv[n].iov_len = (size_t)len;
+            s->op = FQ_OP_WRITE;
+            s->iov = &z->zv[n];
+            s->iovcnt = 1;
+            s->iov_off = 0;
+        }
+        n++;
+    }
+    z->left = n;
+    for (int i = 0; i < n; i++)
+        file_submit(bs, &z->sub[i]);
 }
 
 static void file_submit(struct fq_bdev *bs, struct fq_req *req)
@@ -180,14 +354,18 @@ static void file_submit(struct fq_bdev *bs, struct fq_req *req)
     switch (req->op) {
     case FQ_OP_READ:
     case FQ_OP_WRITE:
-        if (req->op == FQ_OP_WRITE && bs->readonly)
+        if (req->op == FQ_OP_WRITE && bs->readonly) {
             r = -EROFS;
-        else if (req->len == 0) {
+        } else if (req->len == 0) {
             file_io_free(io);
             fq_req_complete_later(bs, req, 0);
             return;
-        } else
+        } else if (req->op == FQ_OP_WRITE && bs->align > 1) {
+            dispatch_or_wait(io);
+            return;
+        } else {
             r = prepare_rw(io);
+        }
         break;
     case FQ_OP_FLUSH:
         break;
@@ -195,8 +373,34 @@ static void file_submit(struct fq_bdev *bs, struct fq_req *req)
     case FQ_OP_WRITE_ZEROES:
         if (bs->readonly)
             r = -EROFS;
+        else if (req->len == 0) {
+            file_io_free(io);
+            fq_req_complete_later(bs, req, 0);
+            return;
+        } else if (bs->align > 1 && !FQ_IS_ALIGNED(req->off | req->len, bs->align)) {
+            file_io_free(io);
+            if (req->op == FQ_OP_DISCARD) {
+                /* advisory: only whole blocks */
+                uint64_t lo = FQ_ALIGN_UP(req->off, bs->align);
+                uint64_t hi = FQ_ALIGN_DOWN(req->off + req->len, bs->align);
+                if (hi <= lo) {
+                    fq_req_complete_later(bs, req, 0);
+                    return;
+                }
+                req->off = lo;    /* the caller's request: narrowed in place */
+                req->len = hi - lo;
+                file_submit(bs, req);
+                return;
+            }
+            zeroes_split(bs, req);
+            return;
+        }
         io->aio.off = req->off;
         io->aio.len = req->len;
+        if (r == 0 && bs->align > 1) {
+            dispatch_or_wait(io);
+            return;
+        }
         break;
     }
     if (r < 0) {
@@ -235,6 +439,8 @@ static int file_io_sync(struct fq_bdev *bs, struct fq_req *req)
     case FQ_OP_WRITE_ZEROES:
         if (bs->readonly)
             return -EROFS;
+        if (req->len == 0)
+            return 0;
         r = (int)fq_aio_exec(req->op, p->fd, req->off, req->len, NULL, 0);
         if (r == -EOPNOTSUPP && req->op == FQ_OP_DISCARD)
             r = 0;
@@ -287,7 +493,41 @@ static int file_get_info(struct fq_bdev *bs, struct fq_info *out)
     return 0;
 }
 
+/* Allocation of the file itself: data or hole, from SEEK_DATA/SEEK_HOLE. */
+static int file_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
+{
+    struct file_priv *p = bs->priv;
+    uint64_t end = off + len;
+
+    memset(out, 0, sizeof(*out));
+    out->start = off;
+    out->host_offset = off;
+    out->flags = FQ_MAP_ALLOCATED | FQ_MAP_OFFSET;
+    if (off >= bs->size) {
+        out->length = len;
+        out->flags |= FQ_MAP_ZERO;
+        return 0;
+    }
+    off_t d = lseek(p->fd, (off_t)off, SEEK_DATA);
+    if (d < 0 && errno != ENXIO) {
+        out->length = len;    /* no hole information: all data */
+        out->flags |= FQ_MAP_DATA;
+        return 0;
+    }
+    if (d == (off_t)off) {
+        off_t h = lseek(p->fd, (off_t)off, SEEK_HOLE);
+        out->length = FQ_MIN(end, h > (off_t)off ? (uint64_t)h : end) - off;
+        out->flags |= FQ_MAP_DATA;
+    } else {
+        uint64_t next = d < 0 ? end : (uint64_t)d;
+        out->length = FQ_MIN(end, next) - off;
+        out->flags |= FQ_MAP_ZERO;
+    }
+    return 0;
+}
+
 static const struct fq_bdev_ops file_ops = {
+    .map = file_map,
     .name = "file",
     .submit = file_submit,
     .io_sync = file_io_sync,
@@ -347,6 +587,7 @@ int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     }
     p->fd = fd;
     p->is_blk = S_ISBLK(st.st_mode);
+    p->waiting_tail = &p->waiting;
     bs->size = (uint64_t)st.st_size;
     if (p->is_blk) {
         uint64_t sz = 0;

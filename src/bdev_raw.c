@@ -42,15 +42,27 @@ static int raw_get_info(struct fq_bdev *bs, struct fq_info *out)
 {
     int r = 0;
 
+    struct fq_info f;
+
     strcpy(out->format, "raw");
     out->virtual_size = bs->size;
-    if (bs->child->ops->get_info)
-        r = bs->child->ops->get_info(bs->child, out);
+    memset(&f, 0, sizeof(f));
+    if (bs->child->ops->get_info && (r = bs->child->ops->get_info(bs->child, &f)) == 0) {
+        out->file_size = f.file_size;
+        out->actual_size = f.actual_size;
+    }
     return r;
 }
 
 static int raw_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
 {
+    if (bs->child->ops->map && bs->child->ops->map != raw_map) {
+        int r = bs->child->ops->map(bs->child, off, len, out);
+        if (r == 0 && !strcmp(bs->child->ops->name, "file")) {
+            out->depth = 0;
+            return 0;
+        }
+    }
     out->start = off;
     out->length = len;
     out->host_offset = off;

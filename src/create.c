@@ -171,12 +171,24 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
     r = fq_ctx_new(FQ_ENGINE_SYNC, &ctx, err);
     if (r < 0)
         return r;
-    r = fq_file_open(ctx, filename, FQ_FILE_CREATE, &file, err);
-    if (r == 0) {
-        r = fq_qcow2_create(file, opts, err);
-        fq_bdev_close(file);
-        if (r < 0)
-            unlink(filename);
+    if (opts->file_format) {
+        /* nesting: create inside the guest view of an existing image */
+        struct fq_open_opts oo;
+        fq_open_opts_init(&oo);
+        oo.no_backing = 1;
+        r = fq_bdev_open_chain(ctx, filename, opts->file_format, &oo, 0, &file, err);
+        if (r == 0) {
+            r = fq_qcow2_create(file, opts, err);
+            fq_bdev_close(file);
+        }
+    } else {
+        r = fq_file_open(ctx, filename, FQ_FILE_CREATE, &file, err);
+        if (r == 0) {
+            r = fq_qcow2_create(file, opts, err);
+            fq_bdev_close(file);
+            if (r < 0)
+                unlink(filename);
+        }
     }
     fq_ctx_free(ctx);
     return r;

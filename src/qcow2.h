@@ -140,6 +140,7 @@ struct qreq;
 struct qalloc {
     uint64_t first, n;
     struct qreq *waiters;     /* requests parked until this one links */
+    bool bypassed;            /* a synchronous request went ahead of it */
     struct qalloc *next;
 };
 
@@ -205,7 +206,8 @@ struct qcow2 {
     bool dirty_set;           /* lazy refcounts: dirty bit is on disk */
     bool header_dirty;
     bool check_mode;
-    uint8_t *zero_cluster;    /* cluster_size zeros, aligned */
+    int sparse_prealloc;      /* -1 unknown; 1: many allocated clusters are
+                                 holes in the file (metadata preallocation) */
 };
 
 /* ---- qcow2_header.c ---- */
@@ -264,10 +266,12 @@ struct qextent {
     enum qkind kind;
     uint64_t guest;           /* guest offset */
     uint64_t len;             /* bytes */
-    uint64_t host;            /* QK_DATA: host offset of `guest` */
+    uint64_t host;            /* host offset of `guest` if has_host */
     bool copied;              /* QK_DATA: every cluster writable in place */
     uint64_t l2e;             /* QK_COMPRESSED: the raw L2 entry */
-    bool has_host;            /* QK_ZERO with preallocated host cluster */
+    bool has_host;            /* `host` valid (also for zero and, with
+                                 extended L2, unallocated subclusters of an
+                                 allocated cluster) */
 };
 /* Describe the longest uniform run at `off`, at most `len` bytes, not
  * crossing an L2 table. */

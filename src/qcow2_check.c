@@ -22,6 +22,7 @@ struct ck {
     fq_msg_fn *msg;
     void *opaque;
     unsigned repair;
+    bool only_repairs;        /* report only what is repaired */
     uint64_t nb;              /* clusters counted */
     uint64_t *refs;
 };
@@ -32,7 +33,7 @@ static void say(struct ck *k, const char *fmt, ...)
     char line[512];
     va_list ap;
 
-    if (!k->msg)
+    if (!k->msg || (k->only_repairs && strncmp(fmt, "Repairing", 9) && strncmp(fmt, "%s", 2)))
         return;
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
@@ -82,8 +83,10 @@ static int walk_l2(struct ck *k, uint64_t l2off, bool active, uint64_t *next_hos
             }
             inc(k, host, n);
             if (active) {
+                /* compressed clusters count as fragmented, as qemu-img does */
                 k->res->allocated_clusters++;
                 k->res->compressed_clusters++;
+                k->res->fragmented_clusters++;
             }
             continue;
         }
@@ -279,7 +282,8 @@ static int compare_refcounts(struct ck *k)
             continue;
         bool leak = rc > ref;
         bool fix = leak ? (k->repair & FQ_CHECK_REPAIR_LEAKS) : (k->repair & FQ_CHECK_REPAIR_ERRORS);
-        say(k, "%s cluster %llu refcount=%llu reference=%llu",
+        if (fix || !k->only_repairs)
+            say(k, "%s cluster %llu refcount=%llu reference=%llu",
             fix ? "Repairing" : leak ? "Leaked" : "ERROR",
             (unsigned long long)c, (unsigned long long)rc, (unsigned long long)ref);
         if (leak)
@@ -315,8 +319,9 @@ static void check_copied(struct ck *k)
         if (qcow2_get_refcount(s, off >> s->cluster_bits, &rc) < 0)
             continue;
         if ((rc == 1) != ((e & L2E_COPIED) != 0)) {
-            say(k, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
-                fix ? "Repairing" : "ERROR", i, (unsigned long long)e, (unsigned long long)rc);
+            if (fix || !k->only_repairs)
+                say(k, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
+                    fix ? "Repairing" : "ERROR", i, (unsigned long long)e, (unsigned long long)rc);
             k->res->corruptions++;
             if (fix) {
                 s->l1[i] = rc == 1 ? e | L2E_COPIED : e & ~L2E_COPIED;
@@ -335,8 +340,9 @@ static void check_copied(struct ck *k)
             if (qcow2_get_refcount(s, d >> s->cluster_bits, &rc) < 0)
                 continue;
             if ((rc == 1) != ((l2e & L2E_COPIED) != 0)) {
-                say(k, "%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
-                    fix ? "Repairing" : "ERROR", (unsigned long long)l2e, (unsigned long long)rc);
+                if (fix || !k->only_repairs)
+                    say(k, "%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+                        fix ? "Repairing" : "ERROR", (unsigned long long)l2e, (unsigned long long)rc);
                 k->res->corruptions++;
                 if (fix) {
                     uint64_t ne = rc == 1 ? l2e | L2E_COPIED : l2e & ~L2E_COPIED;
@@ -353,7 +359,8 @@ static void check_copied(struct ck *k)
 static int check_pass(struct qcow2 *s, unsigned repair, struct fq_check_result *res,
                       fq_msg_fn *msg, void *opaque)
 {
-    struct ck k = { .s = s, .res = res, .msg = msg, .opaque = opaque, .repair = repair };
+    struct ck k = { .s = s, .res = res, .msg = msg, .opaque = opaque, .repair = repair,
+                    .only_repairs = repair != 0 };
     int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
                                              : (int64_t)s->file->size;
     uint64_t fclusters = flen > 0 ? FQ_DIV_UP((uint64_t)flen, s->cluster_size) : 0;
@@ -374,11 +381,14 @@ static int check_pass(struct qcow2 *s, unsigned repair, struct fq_check_result *
     if (r == 0)
         check_copied(&k);
     res->total_clusters = FQ_DIV_UP(s->bs->size, s->cluster_size);
-    for (uint64_t c = k.nb; c-- > 0;)
-        if (k.refs[c]) {
+    /* the end of what is referenced or refcounted (leaks included) */
+    for (uint64_t c = k.nb; c-- > 0;) {
+        uint64_t rc = 0;
+        if (k.refs[c] || (qcow2_get_refcount(s, c, &rc) == 0 && rc)) {
             res->image_end_offset = (c + 1) << s->cluster_bits;
             break;
         }
+    }
     free(k.refs);
     return r;
 }
@@ -396,9 +406,15 @@ int qcow2_check(struct fq_bdev *bs, unsigned repair, struct fq_check_result *res
         if (r < 0)
             return r;
     }
+    /* report every finding first, then repair (reporting the repairs),
+     * then check again: what remains is the result */
+    memset(res, 0, sizeof(*res));
+    r = check_pass(s, 0, res, msg, opaque);
+    if (r < 0 || !repair || (res->corruptions == 0 && res->leaks == 0))
+        return r;
     memset(res, 0, sizeof(*res));
     r = check_pass(s, repair, res, msg, opaque);
-    if (r < 0 || !repair || (res->corruptions_fixed == 0 && res->leaks_fixed == 0))
+    if (r < 0 || (res->corruptions_fixed == 0 && res->leaks_fixed == 0))
         return r;
     /* write the repairs, then check again: what remains is the result */
     r = qcow2_writeback(s);

@@ -188,8 +188,10 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
         else
             step = unit - (pos & (unit - 1));
         step = FQ_MIN(step, end - pos);
-        uint64_t pos_host = k == QK_DATA ? host + (pos & (s->cluster_size - 1)) : 0;
+        uint64_t pos_host = host && k != QK_COMPRESSED ? host + (pos & (s->cluster_size - 1)) : 0;
         bool copied = (e & L2E_COPIED) != 0;
+        if (k == QK_UNALLOC && !s->extl2)
+            host = 0;
         if (first) {
             out->kind = k;
             out->host = pos_host;
@@ -197,9 +199,9 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
             out->has_host = host != 0;
             out->l2e = e;
             first = false;
-        } else if (k != out->kind || k == QK_COMPRESSED ||
-                   (k == QK_DATA && (pos_host != out->host + out->len || copied != out->copied)) ||
-                   (k == QK_ZERO && (host != 0) != out->has_host)) {
+        } else if (k != out->kind || k == QK_COMPRESSED || (host != 0) != out->has_host ||
+                   (host && pos_host != out->host + out->len) ||
+                   (k == QK_DATA && copied != out->copied)) {
             break;
         }
         out->len += step;

@@ -98,9 +98,37 @@ static int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
         snprintf(out->backing_file, sizeof(out->backing_file), "%s", s->backing_file);
     if (s->backing_format)
         snprintf(out->backing_format, sizeof(out->backing_format), "%s", s->backing_format);
-    if (s->file->ops->get_info)
-        return s->file->ops->get_info(s->file, out) < 0 ? 0 : 0;
+    if (s->file->ops->get_info) {
+        struct fq_info f;
+        memset(&f, 0, sizeof(f));
+        if (s->file->ops->get_info(s->file, &f) == 0) {
+            out->file_size = f.file_size;
+            out->actual_size = f.actual_size;
+        }
+    }
     return 0;
+}
+
+/* Does the image look metadata-preallocated: clearly more clusters are
+ * refcounted than the file really stores? Only then is the file asked
+ * which data clusters are holes (as qemu-img map does). */
+static bool sparse_prealloc(struct qcow2 *s)
+{
+    if (s->sparse_prealloc < 0) {
+        struct fq_info f;
+        uint64_t used = 0, rc;
+        memset(&f, 0, sizeof(f));
+        s->sparse_prealloc = 0;
+        if (!s->file->ops->get_info || s->file->ops->get_info(s->file, &f) < 0 || !f.file_size)
+            return false;
+        uint64_t n = FQ_DIV_UP(f.file_size, s->cluster_size);
+        for (uint64_t c = 0; c < n; c++)
+            if (qcow2_get_refcount(s, c, &rc) == 0 && rc)
+                used++;
+        uint64_t real = f.actual_size / s->cluster_size;
+        s->sparse_prealloc = used >= FQ_MAX(real * 10 / 9, real + 2);
+    }
+    return s->sparse_prealloc;
 }
 
 static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
@@ -116,15 +144,19 @@ static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_m
     out->length = x.len;
     switch (x.kind) {
     case QK_DATA:
-        out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED | FQ_MAP_OFFSET;
-        out->host_offset = x.host;
+        out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED;
+        /* a data cluster the file holds as a hole reads as zeros */
+        if (s->file->ops->map && sparse_prealloc(s)) {
+            struct fq_map_entry f;
+            if (s->file->ops->map(s->file, x.host, x.len, &f) == 0 && f.length) {
+                out->length = FQ_MIN(out->length, f.length);
+                if (!(f.flags & FQ_MAP_DATA))
+                    out->flags |= FQ_MAP_ZERO;
+            }
+        }
         break;
     case QK_ZERO:
         out->flags = FQ_MAP_ZERO | FQ_MAP_ALLOCATED;
-        if (x.has_host && !s->extl2) {
-            out->flags |= FQ_MAP_OFFSET;
-            out->host_offset = x.host + (off & (s->cluster_size - 1));
-        }
         break;
     case QK_COMPRESSED:
         out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED | FQ_MAP_COMPRESSED;
@@ -132,6 +164,10 @@ static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_m
     case QK_UNALLOC:
         out->flags = 0;
         break;
+    }
+    if (x.has_host) {
+        out->flags |= FQ_MAP_OFFSET;
+        out->host_offset = x.host;
     }
     return 0;
 }
@@ -215,11 +251,21 @@ int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     s->readonly = opts->readonly || child->readonly;
     s->check_mode = opts->check_mode;
     s->max_workers = opts->max_workers ? opts->max_workers : FQ_DEFAULT_WORKERS;
+    s->sparse_prealloc = -1;
     bs->readonly = s->readonly;
 
     r = qcow2_read_header(s, err);
     if (r < 0)
         goto fail;
+    if (child->align > s->cluster_size) {
+        /* metadata and data clusters would share O_DIRECT blocks */
+        fq_seterr(err, "Cluster size %llu is smaller than the O_DIRECT alignment %u of '%s'; "
+                       "open with cache=writeback (or writethrough) instead",
+                  (unsigned long long)s->cluster_size, child->align,
+                  child->filename ? child->filename : "the file");
+        r = -EINVAL;
+        goto fail;
+    }
     if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->readonly && !s->check_mode) {
         fq_seterr(err, "Image is corrupt (corrupt bit set); it can only be opened read-only "
                        "(run 'check -r all' to repair)");

@@ -50,6 +50,12 @@ struct qtask {
     struct qalloc *alloc;    /* registered range (allocating writes) */
     uint64_t host;
     uint64_t n;              /* clusters allocated */
+    /* allocating writes: the caller's data, to redo it if bypassed */
+    uint64_t wguest, wlen;
+    const struct iovec *src_iov;
+    int src_cnt;
+    size_t src_off;
+    bool src_zero;
 };
 
 static void plan(struct qreq *q);
@@ -97,12 +103,25 @@ static void alloc_release(struct qcow2 *s, struct qalloc *a)
     }
 }
 
-/* Park q on `a` (async) or report a conflict (sync mode cannot wait).
- * Returns 1 when parked. */
-static int park(struct qreq *q, struct qalloc *a)
+/* Make q wait for the allocating writes in flight over guest clusters
+ * [first, first + n). Returns 1 when q is parked (it re-plans when the
+ * allocation linked), 0 when there is nothing to wait for. A synchronous
+ * request cannot wait (it must not run the loop): it goes ahead instead and
+ * marks those allocations bypassed, so that each, when its data write
+ * completes, discards its own clusters and rewrites its data over the new
+ * state (merge_bypassed). */
+static int wait_allocs(struct qreq *q, uint64_t first, uint64_t n)
 {
-    if (q->sync)
-        return -EBUSY;
+    struct qalloc *a = alloc_overlap(q->s, first, n);
+
+    if (!a)
+        return 0;
+    if (q->sync) {
+        for (a = q->s->allocs; a; a = a->next)
+            if (first < a->first + a->n && a->first < first + n)
+                a->bypassed = true;
+        return 0;
+    }
     q->parked = true;
     q->next_waiter = a->waiters;
     a->waiters = q;
@@ -134,6 +153,25 @@ static void task_free(struct qtask *t)
     free(t);
 }
 
+/* An allocating write that a synchronous request bypassed: its clusters
+ * were never linked and may hold stale head/tail content, so drop them and
+ * write the caller's data again, over whatever the mapping is now. */
+static int merge_bypassed(struct qtask *t)
+{
+    struct qcow2 *s = t->q->s;
+    struct iovec zv = { (void *)fq_zero_buffer((size_t)t->wlen), (size_t)t->wlen };
+    struct fq_req w = { .op = FQ_OP_WRITE, .off = t->wguest, .len = t->wlen,
+                        .iov = t->src_iov, .iovcnt = t->src_cnt, .iov_off = t->src_off };
+    int r = qcow2_update_refcount(s, t->host, t->n, -1);
+
+    if (t->src_zero) {
+        w.iov = &zv;
+        w.iovcnt = 1;
+        w.iov_off = 0;
+    }
+    return r < 0 ? r : qcow2_io_sync(s->bs, &w);
+}
+
 /* Finish a task's own work once its I/O completed; returns the result. */
 static int task_finish(struct qtask *t, int ret)
 {
@@ -155,10 +193,12 @@ static int task_finish(struct qtask *t, int ret)
         break;
     case T_ALLOC:
         s->data_writes_inflight--;
-        if (ret == 0)
-            ret = qcow2_link_clusters(s, t->guest >> s->cluster_bits, t->n, t->host);
-        else
+        if (ret < 0)
             qcow2_update_refcount(s, t->host, t->n, -1);   /* never referenced */
+        else if (t->alloc->bypassed)
+            ret = merge_bypassed(t);
+        else
+            ret = qcow2_link_clusters(s, t->guest >> s->cluster_bits, t->n, t->host);
         break;
     default:
         break;
@@ -279,13 +319,16 @@ static int read_step(struct qreq *q)
     return 0;
 }
 
-/* Read guest range [off, off+len) of this image into buf, synchronously. */
+/* Read guest range [off, off+len) of this image into buf, synchronously;
+ * what lies past the end of the disk (a partial last cluster) is zeros. */
 static int read_sync(struct qcow2 *s, void *buf, uint64_t off, uint64_t len)
 {
-    struct iovec v = { buf, (size_t)len };
-    struct fq_req req = { .op = FQ_OP_READ, .off = off, .len = len, .iov = &v, .iovcnt = 1 };
+    uint64_t in = off < s->bs->size ? FQ_MIN(len, s->bs->size - off) : 0;
+    struct iovec v = { buf, (size_t)in };
+    struct fq_req req = { .op = FQ_OP_READ, .off = off, .len = in, .iov = &v, .iovcnt = 1 };
 
-    return len ? qcow2_io_sync(s->bs, &req) : 0;
+    memset((uint8_t *)buf + in, 0, (size_t)(len - in));
+    return in ? qcow2_io_sync(s->bs, &req) : 0;
 }
 
 /* ---- write ---- */
@@ -295,6 +338,7 @@ struct wsrc {
     const struct iovec *iov;
     int iovcnt;
     size_t iov_off;           /* of guest offset q->pos */
+    bool zero;                /* iov is a transient zero buffer */
 };
 
 static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
@@ -305,12 +349,11 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
     uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
     uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
-    struct qalloc *a = alloc_overlap(s, gc0, n);
     struct qtask *t;
-    int r;
+    int r = wait_allocs(q, gc0, n);
 
-    if (a)
-        return park(q, a);
+    if (r)
+        return r;
     if (!(t = task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
     r = -ENOMEM;
@@ -325,12 +368,23 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
+    /* the L2 table first, so that data stays after it (as qemu lays out) */
+    struct qcache_entry *l2;
+    uint64_t idx;
+    r = qcow2_get_l2(s, gc0, true, &l2, &idx);
+    if (r < 0)
+        goto fail;
+    qcache_put(&s->l2_cache, l2);
     r = qcow2_alloc_clusters(s, n, &t->host);
-    if (r < 0) {
-        task_free(t);
-        return r;
-    }
+    if (r < 0)
+        goto fail;
     t->n = n;
+    t->wguest = q->pos;
+    t->wlen = wend - q->pos;
+    t->src_iov = src->iov;
+    t->src_cnt = src->iovcnt;
+    t->src_off = src->iov_off;
+    t->src_zero = src->zero;
     t->alloc = alloc_register(s, gc0, n);
     if (!t->alloc) {
         qcow2_update_refcount(s, t->host, n, -1);
@@ -361,11 +415,10 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
             uint64_t cover = FQ_MIN(q->end, FQ_ALIGN_UP(q->pos + len, s->cluster_size));
             if (q->pos + len < cover)
                 len = cend > q->pos ? cend - q->pos : 0;
-            struct qalloc *a = len ? alloc_overlap(s, q->pos >> s->cluster_bits,
-                                                   FQ_DIV_UP(q->pos + len, s->cluster_size) -
-                                                   (q->pos >> s->cluster_bits)) : NULL;
-            if (a)
-                return park(q, a);
+            if (len && (r = wait_allocs(q, q->pos >> s->cluster_bits,
+                                        FQ_DIV_UP(q->pos + len, s->cluster_size) -
+                                        (q->pos >> s->cluster_bits))))
+                return r;
         }
         if (len) {
             if (qcow2_overlaps_metadata(s, x.host, len)) {
@@ -398,21 +451,24 @@ static int zero_step(struct qreq *q)
     bool discard = req->op == FQ_OP_DISCARD;
     uint64_t cend = FQ_ALIGN_UP(pos + 1, cs);
 
-    if (FQ_IS_ALIGNED(pos, cs) && q->end - pos >= cs) {
+    /* the partial last cluster of the disk counts as whole when the
+     * request reaches the end of the disk */
+    uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
+    if (FQ_IS_ALIGNED(pos, cs) && reach - pos >= cs) {
         /* whole clusters, up to the end of this L2 table */
         uint64_t gc = pos >> s->cluster_bits;
-        uint64_t n = FQ_MIN((q->end - pos) / cs, s->l2_entries - (gc & (s->l2_entries - 1)));
-        struct qalloc *a = alloc_overlap(s, gc, n);
-        if (a)
-            return park(q, a);
-        int r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
+        uint64_t n = FQ_MIN((reach - pos) / cs, s->l2_entries - (gc & (s->l2_entries - 1)));
+        int r = wait_allocs(q, gc, n);
+        if (r)
+            return r;
+        r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
         if (r == 0) {
-            q->pos += n * cs;
+            q->pos = FQ_MIN(pos + n * cs, q->end);
             return 0;
         }
         if (r != -ENOTSUP)
             return r;
-        cend = pos + n * cs;    /* cannot be expressed: write zeros */
+        cend = FQ_MIN(pos + n * cs, q->end);    /* cannot be expressed: write zeros */
     }
     uint64_t len = FQ_MIN(q->end, cend) - pos;
     if (discard) {
@@ -420,7 +476,7 @@ static int zero_step(struct qreq *q)
         return 0;
     }
     struct iovec z = { (void *)fq_zero_buffer((size_t)len), (size_t)len };
-    struct wsrc src = { &z, 1, 0 };
+    struct wsrc src = { &z, 1, 0, true };
     uint64_t save_end = q->end;
     if (!z.iov_base)
         return -EINVAL;
@@ -441,7 +497,7 @@ static int plan_step(struct qreq *q)
     case FQ_OP_READ:
         return read_step(q);
     case FQ_OP_WRITE: {
-        struct wsrc src = { req->iov, req->iovcnt, req->iov_off + (size_t)(q->pos - req->off) };
+        struct wsrc src = { req->iov, req->iovcnt, req->iov_off + (size_t)(q->pos - req->off), false };
         return write_step(q, q->end - q->pos, &src);
     }
     case FQ_OP_WRITE_ZEROES:
