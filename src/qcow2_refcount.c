@@ -269,6 +269,11 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
     r = qcow2_writeback(s);
     if (r < 0)
         return r;
+    /* The old table's clusters may be handed out again as soon as they are
+     * freed: the header that stopped pointing at them must be durable. */
+    if ((r = fq_bdev_flush_sync(s->file)) < 0)
+        return r;
+    s->flush_owed = false;
     return qcow2_update_refcount(s, old_off, old_clusters, -1);
 }
 
@@ -489,9 +494,11 @@ int qcow2_writeback(struct qcow2 *s)
             }
             if ((r = flush_file(s)) < 0)
                 return r;
-            if (s->header_dirty && (r = qcow2_write_header(s)) < 0)
-                return r;
-            s->flush_owed = true;   /* before the tables */
+            if (s->header_dirty) {
+                if ((r = qcow2_write_header(s)) < 0)
+                    return r;
+                s->flush_owed = true;   /* before the tables */
+            }
         }
         if (tables) {
             if (s->flush_owed && (r = flush_file(s)) < 0)

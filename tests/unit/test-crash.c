@@ -32,16 +32,18 @@
 #define MAX_OPS 256
 
 static const struct wl_cfg configs[] = {
-    { "c512-rb64-v3", 512, 64, 3, 0, 1 << 20, 60 },
-    { "c512-rb1-v3", 512, 1, 3, 0, 1 << 20, 60 },
-    { "c4k-rb16-v2", 4096, 16, 2, 0, 4 << 20, 50 },
-    { "c64k-rb16-v3", 65536, 16, 3, 0, 16 << 20, 40 },
-    { "c32k-rb8-v3-extl2", 32768, 8, 3, 1, 8 << 20, 40 },
+    { "c512-rb64-v3", 512, 64, 3, 0, 1 << 20, 60, 0, 0 },
+    { "c512-rb64-v3-grow", 512, 64, 3, 0, 8 << 20, 70, 512, 0 },
+    { "c512-rb64-v3-grow-clean", 512, 64, 3, 0, 3 << 20, 160, 0, 31 },
+    { "c512-rb1-v3", 512, 1, 3, 0, 1 << 20, 60, 0, 0 },
+    { "c4k-rb16-v2", 4096, 16, 2, 0, 4 << 20, 50, 0, 0 },
+    { "c64k-rb16-v3", 65536, 16, 3, 0, 16 << 20, 40, 0, 0 },
+    { "c32k-rb8-v3-extl2", 32768, 8, 3, 1, 8 << 20, 40, 0, 0 },
 };
 
 struct stats {
     uint64_t states, prefixes, reordered, qemu_checked, corruptions, lost, badold, open_fail,
-        rw_fail, records;
+        rw_fail, records, growths;
 };
 
 static struct stats st;
@@ -112,6 +114,10 @@ static int record_workload(struct run *R, const uint8_t *base, size_t blen, uint
     if (o->ret < 0 && !fail_flush)
         FAIL("%s: close: %s", R->c->name, strerror(-o->ret));
     st.records += fq_reclog_count(R->log);
+    for (size_t i = 0; i < fq_reclog_count(R->log); i++)
+        if (fq_reclog_get(R->log, i)->tag == FQ_TAG_REFTABLE &&
+            fq_reclog_get(R->log, i)->kind == FQ_REC_WRITE)
+            st.growths++;
     return 0;
 }
 
@@ -289,7 +295,8 @@ static void run_config(const struct wl_cfg *c, uint64_t seed, int have_qemu, int
         FAIL("%s: could not create the image", c->name);
         return;
     }
-    R.buf = malloc((size_t)FQ_MAX((uint64_t)(8 * c->cluster + 8192) * 3, (uint64_t)(1u << 20)));
+    R.buf = malloc((size_t)FQ_MAX((uint64_t)((c->maxw > 8 ? c->maxw : 8) * c->cluster + 8192) * 3,
+                                  (uint64_t)(1u << 20)));
     R.nops = wl_generate(c, seed, R.ops);
     if (!R.buf || wl_model_build(&R.m, c, R.ops, R.nops) < 0) {
         FAIL("out of memory");
@@ -340,9 +347,9 @@ int main(int argc, char **argv)
             if (failures >= 20)
                 break;
         }
-    printf("RESULT crash: records=%llu states=%llu prefixes=%llu reordered=%llu qemu_checked=%llu "
+    printf("RESULT crash: table_writes=%llu records=%llu states=%llu prefixes=%llu reordered=%llu qemu_checked=%llu "
            "corruptions=%llu lost=%llu neither_old_nor_new=%llu open_failures=%llu rw_failures=%llu\n",
-           (unsigned long long)st.records, (unsigned long long)st.states,
+           (unsigned long long)st.growths, (unsigned long long)st.records, (unsigned long long)st.states,
            (unsigned long long)st.prefixes, (unsigned long long)st.reordered,
            (unsigned long long)st.qemu_checked, (unsigned long long)st.corruptions,
            (unsigned long long)st.lost, (unsigned long long)st.badold,

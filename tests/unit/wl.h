@@ -39,6 +39,11 @@ struct wl_cfg {
     int extl2;
     uint64_t size;             /* virtual size */
     int nops;
+    unsigned maxw;             /* longest write in clusters (0 = 8); above 8,
+                                  long writes are frequent (table growth) */
+    int scripted;              /* N > 0: fill N runs of 64 KiB, then grow
+                                  the refcount table from single-cluster
+                                  writes, each on a clean cache */
 };
 
 /* ---- content ---- */
@@ -78,15 +83,32 @@ static inline int wl_generate(const struct wl_cfg *c, uint64_t seed, struct wl_o
 {
     struct tl_rng r;
     uint64_t cs = c->cluster, nsec = c->size / WL_SECTOR;
-    uint64_t hot = FQ_MIN(c->size, (uint64_t)cs * 96);
+    uint64_t hot = c->maxw > 8 ? c->size : FQ_MIN(c->size, (uint64_t)cs * 96);
     int n = 0;
 
     tl_rng_seed(&r, seed);
+    if (c->scripted) {
+        /* runs of all but the last two clusters of every 64 KiB, so that
+         * the L2 tables exist; then single clusters into those holes, each
+         * after a flush: one of them makes the refcount table grow while
+         * no L2 table is dirty */
+        uint64_t step = 65536, fill = (uint64_t)c->scripted * step;
+        for (uint64_t off = 0; off + step <= fill && n < c->nops / 2; off += step)
+            ops[n++] = (struct wl_op){ WL_WRITE, off, step - 2 * cs, 0, 0, 1 };
+        int nfill = n;
+        for (int k = 0; n + 2 <= c->nops && k < 2 * nfill; k++) {
+            uint64_t off = (uint64_t)(k % nfill) * step + step - (uint64_t)(2 - k / nfill) * cs;
+            ops[n++] = (struct wl_op){ WL_FLUSH, 0, 0, 0, 0, 1 };
+            ops[n++] = (struct wl_op){ WL_WRITE, off, cs, 0, 0, 1 };
+        }
+        return n;
+    }
     for (int i = 0; i < c->nops; i++) {
         struct wl_op *o = &ops[n++];
         unsigned p = (unsigned)tl_below(&r, 100);
         uint64_t span = tl_pct(&r, 70) ? hot : c->size;
-        uint64_t maxlen = tl_pct(&r, 20) ? 8 * cs : 2 * cs;
+        unsigned maxw = c->maxw ? c->maxw : 8;
+        uint64_t maxlen = tl_pct(&r, maxw > 8 ? 60 : 20) ? maxw * cs : 2 * cs;
 
         memset(o, 0, sizeof(*o));
         o->ret = 1;
