@@ -63,7 +63,8 @@ static int iobuf_plain(struct iobuf *b, const int64_t *lens, int n, int fill)
     }
     b->mem = mem;
     b->memlen = total;
-    for (int i = 0, pos = 0; i < n; i++) {
+    size_t pos = 0;
+    for (int i = 0; i < n; i++) {
         b->iov[i].iov_base = b->mem + pos;
         b->iov[i].iov_len = (size_t)lens[i];
         pos += ((size_t)lens[i] + 4095) & ~(size_t)4095;
