@@ -15,6 +15,7 @@ struct fault_priv {
     bool borrow;
     struct fq_fault_spec spec;
     struct fq_fault_counts n;
+    struct fq_fault_counts *mirror;
 };
 
 /* A forwarded request: keeps our size in step with the child's. */
@@ -67,14 +68,20 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
     case FQ_FAULT_ANY: match = true; break;
     default: match = false; break;
     }
-    if (!match || f->nth == 0)
+    if (!match || f->nth == 0) {
+        if (p->mirror)
+            *p->mirror = *n;
         return 0;
+    }
     uint64_t k = fq_fault_count(n, f->kind, f->tag);
+    int r = 0;
     if (k == f->nth || (f->sticky && k > f->nth)) {
         n->injected++;
-        return f->err ? f->err : -EIO;
+        r = f->err ? f->err : -EIO;
     }
-    return 0;
+    if (p->mirror)
+        *p->mirror = *n;
+    return r;
 }
 
 static void fwd_done(struct fq_req *req, int ret)
@@ -194,6 +201,17 @@ void fq_fault_arm(struct fq_bdev *bs, const struct fq_fault_spec *spec)
     if (spec)
         p->spec = *spec;
     memset(&p->n, 0, sizeof(p->n));
+    if (p->mirror)
+        *p->mirror = p->n;
+}
+
+void fq_fault_mirror(struct fq_bdev *bs, struct fq_fault_counts *out)
+{
+    struct fault_priv *p = bs->priv;
+
+    p->mirror = out;
+    if (out)
+        *out = p->n;
 }
 
 void fq_fault_counts(struct fq_bdev *bs, struct fq_fault_counts *out)

@@ -58,6 +58,9 @@ int fq_fault_open(struct fq_bdev *child, unsigned flags, struct fq_bdev **out);
 /* Set the fault (kind FQ_FAULT_NONE disarms) and reset the counts. */
 void fq_fault_arm(struct fq_bdev *bs, const struct fq_fault_spec *spec);
 void fq_fault_counts(struct fq_bdev *bs, struct fq_fault_counts *out);
+/* Keep *out equal to the counts from now on, also after the device was
+ * closed (a stack closes its devices with its top). */
+void fq_fault_mirror(struct fq_bdev *bs, struct fq_fault_counts *out);
 /* Matching operations seen so far for `kind` (and `tag` for FQ_FAULT_TAG). */
 uint64_t fq_fault_count(const struct fq_fault_counts *c, enum fq_fault_kind kind, unsigned tag);
 
