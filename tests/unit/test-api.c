@@ -548,8 +548,9 @@ static void test_direct_neighbours(const char *fmt, enum fq_engine_kind eng)
     if (r < 0)
         return;
     /* make the block allocated first, so qcow2 writes in place as well */
-    memset(rd, 0x11, sizeof(rd));
-    TL_CHECK(fq_pwrite(img, rd, 8192, 0) == 0, "%s: initial write", fmt);
+    uint8_t init[8192];
+    memset(init, 0x11, sizeof(init));
+    TL_CHECK(fq_pwrite(img, init, sizeof(init), 0) == 0, "%s: initial write", fmt);
     memset(s, 0, sizeof(s));
     tl_fill_pattern(mem, sizeof(mem), 3, 7);
     for (int i = 0; i < N; i++) {
@@ -955,6 +956,7 @@ out:
 int main(void)
 {
     tl_name = "test-api";
+    setvbuf(stdout, NULL, _IOLBF, 0);
     tl_mkdir();
 
     test_parse_size();

@@ -45,8 +45,8 @@ static const struct icase cases[] = {
     { "c64k-rb8-lazy", "cluster_size=64k,refcount_bits=8,lazy_refcounts=on", 64 * MiB, 0 },
     { "c64k-full", "cluster_size=65536,preallocation=full", 16 * MiB, 0 },
     { "c64k-v2-full", "compat=0.10,preallocation=full", 8 * MiB, 0 },
-    { "c2M-rb64-meta", "cluster_size=2M,refcount_bits=64,preallocation=metadata", 64 * MiB, 0 },
-    { "c2M-rb1", "cluster_size=2M,refcount_bits=1,compat=1.1", 48 * MiB + 512, 0 },
+    { "c2M-rb64-meta", "cluster_size=2M,refcount_bits=64,preallocation=metadata", 24 * MiB, 0 },
+    { "c2M-rb1", "cluster_size=2M,refcount_bits=1,compat=1.1", 20 * MiB + 512, 0 },
     { "c64k-rb64-lazy-dirty", "cluster_size=64k,refcount_bits=64,lazy_refcounts=on", 32 * MiB, 1 },
 };
 
@@ -286,7 +286,7 @@ static void qemu_io_cmds(struct tl_rng *g, uint64_t size, uint64_t cs, int n, ch
 /* qemu-img convert -O raw into `raw`, loaded into `buf`. */
 static int qemu_to_raw(const char *img, const char *raw, uint8_t *buf, uint64_t size)
 {
-    int st = tl_sh("qemu-img convert -U -f qcow2 -O raw '%s' '%s'", img, raw);
+    int st = tl_sh("qemu-img convert -U -t unsafe -f qcow2 -O raw '%s' '%s'", img, raw);
 
     if (st != 0) {
         IFAIL("qemu-img convert %s exited %d", img, st);
@@ -328,13 +328,13 @@ static void part_a(const struct icase *c, size_t idx, uint64_t seed)
     qemu_io_cmds(&g, c->size, cs, 40, cmds, sizeof(cmds));
     if (c->dirty) {
         /* leave the image dirty: lazy refcounts never written */
-        st = tl_sh("qemu-io -f qcow2%s -c abort '%s' >/dev/null 2>&1", cmds, img);
+        st = tl_sh("qemu-io -t unsafe -f qcow2%s -c abort '%s' >/dev/null 2>&1", cmds, img);
         if (st == 0) {
             IFAIL("qemu-io -c abort exited 0");
             goto out;
         }
     } else {
-        st = tl_sh("qemu-io -f qcow2%s '%s' >/dev/null", cmds, img);
+        st = tl_sh("qemu-io -t unsafe -f qcow2%s '%s' >/dev/null", cmds, img);
         if (st != 0) {
             IFAIL("qemu-io exited %d:%s", st, cmds);
             goto out;
@@ -487,7 +487,7 @@ static void part_b(const struct icase *c, size_t idx, uint64_t seed)
 
     /* QEMU writes on top; the library reads what QEMU wrote */
     qemu_io_cmds(&g, c->size, cs, 25, cmds, sizeof(cmds));
-    st = tl_sh("qemu-io -f qcow2%s '%s' >/dev/null", cmds, img);
+    st = tl_sh("qemu-io -t unsafe -f qcow2%s '%s' >/dev/null", cmds, img);
     if (st != 0) {
         IFAIL("%s: qemu-io on the library's image exited %d", what, st);
         goto out;
@@ -531,10 +531,10 @@ static void part_n(uint64_t seed)
     unlink(outer);
     qemu_io_cmds(&g, nc.size, 4096, 40, cmds, sizeof(cmds));
     st = tl_sh("qemu-img create -q -f qcow2 -o cluster_size=4k '%s' %" PRIu64 " && "
-               "qemu-io -f qcow2%s '%s' >/dev/null && truncate -s 32M '%s' && "
+               "qemu-io -t unsafe -f qcow2%s '%s' >/dev/null && truncate -s 32M '%s' && "
                "qemu-img create -q -f qcow2 -o cluster_size=64k '%s' 32M && "
-               "qemu-img convert -n -f raw -O qcow2 '%s' '%s' && "
-               "qemu-img convert -O raw " NEST_JSON " '%s'",
+               "qemu-img convert -t unsafe -n -f raw -O qcow2 '%s' '%s' && "
+               "qemu-img convert -t unsafe -O raw " NEST_JSON " '%s'",
                inner, nc.size, cmds, inner, inner, outer, inner, outer, outer, raw);
     if (st != 0) {
         IFAIL("building the nested image with qemu exited %d", st);
@@ -587,6 +587,7 @@ int main(int argc, char **argv)
     const char *only = argc > 2 && argv[2][0] ? argv[2] : NULL;
 
     tl_name = "test-interop";
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (!tl_have("qemu-img") || !tl_have("qemu-io")) {
         fprintf(stderr, "test-interop: qemu-img or qemu-io not found, skipped\n");
         return TL_SKIP;

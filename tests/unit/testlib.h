@@ -123,16 +123,29 @@ static inline uint64_t tl_seed_arg(int argc, char **argv, int i)
 
 /* Byte at guest offset `off` written by write number `gen`: a mix of both,
  * so a misplaced buffer offset or a stale cluster shows up as a mismatch. */
-static inline uint8_t tl_pattern(uint64_t gen, uint64_t off)
+static inline uint64_t tl_pattern_word(uint64_t gen, uint64_t off)
 {
     uint64_t x = (off >> 3) * 0x9e3779b97f4a7c15ull ^ (gen + 1) * 0xd1b54a32d192ed03ull;
-    x ^= x >> 29;
-    return (uint8_t)(x >> (8 * (off & 7)));
+    return x ^ (x >> 29);
+}
+
+static inline uint8_t tl_pattern(uint64_t gen, uint64_t off)
+{
+    return (uint8_t)(tl_pattern_word(gen, off) >> (8 * (off & 7)));
 }
 
 static inline void tl_fill_pattern(uint8_t *buf, size_t len, uint64_t gen, uint64_t off)
 {
-    for (size_t i = 0; i < len; i++)
+    size_t i = 0;
+
+    for (; i < len && ((off + i) & 7); i++)
+        buf[i] = tl_pattern(gen, off + i);
+    for (; i + 8 <= len; i += 8) {
+        uint64_t x = tl_pattern_word(gen, off + i);
+        for (int b = 0; b < 8; b++)
+            buf[i + (size_t)b] = (uint8_t)(x >> (8 * b));
+    }
+    for (; i < len; i++)
         buf[i] = tl_pattern(gen, off + i);
 }
 
