@@ -45,6 +45,9 @@ int fq_ctx_new(enum fq_engine_kind kind, struct fq_ctx **out, char *err);
 void fq_ctx_free(struct fq_ctx *ctx);
 /* Name of the engine actually in use: "io_uring", "threads" or "sync". */
 const char *fq_ctx_engine_name(const struct fq_ctx *ctx);
+/* Why the default engine fell back (e.g. "io_uring unavailable (...),
+ * using threads"), or "" if it did not. */
+const char *fq_ctx_engine_note(const struct fq_ctx *ctx);
 /* Run completions: wait until at least `min_complete` requests of this
  * context completed or `timeout_ms` passed (-1 = no limit, 0 = poll).
  * Returns the number of user callbacks run, or negative errno. */
@@ -155,12 +158,15 @@ struct fq_create_opts {
     const char *backing_format;/* NULL = not recorded */
     const char *file_format;   /* create inside an existing image of this
                                   format (nesting); NULL = plain file */
+    void *owned;               /* strings fq_create_opts_parse allocated */
 };
 
 void fq_create_opts_init(struct fq_create_opts *o);
 /* Parse one qemu-img style "-o" list ("cluster_size=4k,compat=0.10,...")
- * into `o`. Unknown keys are an error named in `err`. */
+ * into `o`. Unknown keys are an error named in `err`. Strings it stores
+ * (backing_file, backing_format) live until fq_create_opts_release(). */
 int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err);
+void fq_create_opts_release(struct fq_create_opts *o);
 int fq_create(const char *filename, const struct fq_create_opts *opts, char *err);
 
 /* ---- information -------------------------------------------------------- */

@@ -27,6 +27,37 @@ static int parse_bool(const char *v, int *out)
     return 0;
 }
 
+/* Strings parsed from an option list, chained on o->owned. */
+struct owned_str {
+    struct owned_str *next;
+    char s[];
+};
+
+static const char *keep_string(struct fq_create_opts *o, const char *v)
+{
+    size_t n = strlen(v);
+    struct owned_str *e = malloc(sizeof(*e) + n + 1);
+
+    if (!e)
+        return NULL;
+    memcpy(e->s, v, n + 1);
+    e->next = o->owned;
+    o->owned = e;
+    return e->s;
+}
+
+void fq_create_opts_release(struct fq_create_opts *o)
+{
+    struct owned_str *e = o->owned;
+
+    while (e) {
+        struct owned_str *next = e->next;
+        free(e);
+        e = next;
+    }
+    o->owned = NULL;
+}
+
 static int parse_one(struct fq_create_opts *o, const char *key, const char *val, char *err)
 {
     uint64_t n;
@@ -76,9 +107,11 @@ static int parse_one(struct fq_create_opts *o, const char *key, const char *val,
         else
             goto bad;
     } else if (!strcmp(key, "backing_file")) {
-        o->backing_file = strdup(val);
+        if (!(o->backing_file = keep_string(o, val)))
+            return -ENOMEM;
     } else if (!strcmp(key, "backing_fmt")) {
-        o->backing_format = strdup(val);
+        if (!(o->backing_format = keep_string(o, val)))
+            return -ENOMEM;
     } else {
         fq_seterr(err, "Invalid parameter '%s'", key);
         return -EINVAL;

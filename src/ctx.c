@@ -75,6 +75,11 @@ const char *fq_ctx_engine_name(const struct fq_ctx *ctx)
     return ctx->eng.ops->name;
 }
 
+const char *fq_ctx_engine_note(const struct fq_ctx *ctx)
+{
+    return ctx->engine_note;
+}
+
 int fq_ctx_fd(struct fq_ctx *ctx)
 {
     return ctx->eng.ops->fd(&ctx->eng);

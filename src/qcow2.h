@@ -183,6 +183,7 @@ struct qcow2 {
     uint32_t rt_clusters;
     uint64_t rt_entries;
     uint64_t *rt;             /* host byte order */
+    uint64_t rt_hi;           /* entries past this one are all 0 */
     bool rt_dirty;
     uint32_t refcount_bits;
     uint64_t refcount_max;

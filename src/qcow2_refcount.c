@@ -59,6 +59,8 @@ int qcow2_load_refcount_table(struct qcow2 *s, char *err)
             return -EINVAL;
         }
         s->rt[i] = e;
+        if (e)
+            s->rt_hi = i + 1;
     }
     return 0;
 }
@@ -245,6 +247,7 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
         if (ri < s->rt_entries && s->rt[ri])
             continue;
         nrt[ri] = (T + tc + k) * cs;
+        s->rt_hi = FQ_MAX(s->rt_hi, ri + 1);
         struct qcache_entry *e;
         r = qcache_get(&s->rb_cache, nrt[ri], true, &e);
         if (r < 0) {
@@ -371,6 +374,7 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
             return r;
         qcache_put(&s->rb_cache, e);
         s->rt[ri] = boff;
+        s->rt_hi = FQ_MAX(s->rt_hi, ri + 1);
         s->rt_dirty = true;
         k++;
     }
@@ -554,7 +558,7 @@ bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len)
         return true;
     if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
         return true;
-    for (uint64_t i = 0; i < s->rt_entries; i++)
+    for (uint64_t i = 0; i < FQ_MIN(s->rt_hi, s->rt_entries); i++)
         if (s->rt[i] && ranges_overlap(off, len, s->rt[i], cs))
             return true;
     for (uint64_t i = 0; i < s->l1_size; i++) {

@@ -120,6 +120,8 @@ static void test_create_opts_parse(void)
              o.backing_format && !strcmp(o.backing_format, "qcow2"), "backing options: r %d", r);
     r = fq_create_opts_parse(&o, "refcount_bits=16", err);
     TL_CHECK(r == 0 && o.refcount_bits == 16, "refcount_bits=16: r %d", r);
+    fq_create_opts_release(&o);
+    TL_CHECK(o.owned == NULL, "fq_create_opts_release left strings behind");
 
     static const char *const bad[] = {
         "bogus_key=1", "cluster_size=4k,frobnicate=yes", "compat=0.9", "compat=2",
