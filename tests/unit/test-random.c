@@ -728,6 +728,57 @@ static void run_batch(struct run *r)
 
 /* ---- after the workload ---- */
 
+/* fq_map over every window must tile it, agree with the model (a run
+ * reported as zero holds zeros) and, for a plain file, point at the data:
+ * the host file at host_offset holds what the model says. */
+static void check_map(struct run *r, struct fq_image *img)
+{
+    int plain = !r->c->outer_cluster;
+    uint8_t *host = malloc(4 * MiB);
+    unsigned nzero = 0, ndata = 0;
+
+    for (int w = 0; w < r->nwin && !r->failed; w++) {
+        uint64_t end = r->wstart[w] + r->wlen[w];
+        for (uint64_t p = r->wstart[w]; p < end && !r->failed;) {
+            struct fq_map_entry e;
+            int ret = fq_map(img, p, end - p, &e);
+            if (ret != 0 || e.start != p || e.length == 0 || e.length > end - p) {
+                RFAIL(r, "fq_map(%" PRIu64 ", %" PRIu64 ") = %d, start %" PRIu64 " length %" PRIu64,
+                      p, end - p, ret, e.start, e.length);
+                break;
+            }
+            const uint8_t *m = model_at(r, p, e.length);
+            if ((e.flags & FQ_MAP_ZERO) && !(e.flags & FQ_MAP_DATA)) {
+                nzero++;
+                for (uint64_t i = 0; i < e.length; i++)
+                    if (m[i]) {
+                        RFAIL(r, "fq_map says %" PRIu64 "+%" PRIu64 " (flags %#x) reads as zeros, "
+                              "but byte %" PRIu64 " is 0x%02x", p, e.length, e.flags, p + i, m[i]);
+                        break;
+                    }
+            } else if (plain && (e.flags & FQ_MAP_DATA) && (e.flags & FQ_MAP_OFFSET) &&
+                       !(e.flags & FQ_MAP_COMPRESSED)) {
+                ndata++;
+                for (uint64_t i = 0; i < e.length && !r->failed;) {
+                    size_t n = e.length - i > 4 * MiB ? 4 * MiB : (size_t)(e.length - i);
+                    if (tl_read_file(r->path, host, n, e.host_offset + i) < 0 ||
+                        memcmp(host, m + i, n)) {
+                        RFAIL(r, "fq_map: guest %" PRIu64 "+%" PRIu64 " at host %" PRIu64
+                              " (flags %#x): the host file does not hold the data",
+                              p, e.length, e.host_offset, e.flags);
+                        tl_dump_diff(m + i, host, n, p + i);
+                    }
+                    i += n;
+                }
+            }
+            p += e.length;
+        }
+    }
+    if (trace)
+        fprintf(stderr, "map: %u zero runs, %u data runs checked\n", nzero, ndata);
+    free(host);
+}
+
 /* Reopen and read every window (in random-sized pieces) and some spots
  * outside the windows, which must read as zeros. */
 static void verify_all(struct run *r)
@@ -776,6 +827,8 @@ static void verify_all(struct run *r)
             RFAIL(r, "reopened: never-written range at %" PRIu64 " does not read as zeros (ret %d)",
                   o, ret);
     }
+    if (!strcmp(r->c->fmt, "qcow2"))
+        check_map(r, img);
     int ret = fq_close(img);
     if (ret != 0)
         RFAIL(r, "fq_close after verification returned %d", ret);
