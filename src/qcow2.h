@@ -199,7 +199,7 @@ struct qcow2 {
 
     struct qfree_vec pending_frees;
     struct qalloc *allocs;    /* allocating writes in flight */
-    unsigned data_writes_inflight;
+    unsigned data_inflight;   /* reads and writes of host clusters in flight */
 
     unsigned max_workers;
     bool readonly;

@@ -520,7 +520,7 @@ int qcow2_writeback(struct qcow2 *s)
         }
         /* Frees become safe once the tables that dropped the clusters are
          * durable, and no data write may still land in them. */
-        if (round > 0 || s->pending_frees.len == 0 || s->data_writes_inflight)
+        if (round > 0 || s->pending_frees.len == 0 || s->data_inflight)
             break;
         if ((r = flush_file(s)) < 0)
             return r;

@@ -179,6 +179,8 @@ static int task_finish(struct qtask *t, int ret)
     struct qcow2 *s = q->s;
     struct fq_req *req = q->req;
 
+    if (t->kind == T_READ || t->kind == T_COMPRESSED || t->kind == T_WRITE || t->kind == T_ALLOC)
+        s->data_inflight--;
     switch (t->kind) {
     case T_COMPRESSED:
         if (ret == 0) {
@@ -188,11 +190,7 @@ static int task_finish(struct qtask *t, int ret)
                                 t->buf2 + (t->guest & (s->cluster_size - 1)), (size_t)t->len);
         }
         break;
-    case T_WRITE:
-        s->data_writes_inflight--;
-        break;
     case T_ALLOC:
-        s->data_writes_inflight--;
         if (ret < 0)
             qcow2_update_refcount(s, t->host, t->n, -1);   /* never referenced */
         else if (t->alloc->bypassed)
@@ -234,8 +232,9 @@ static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint
     t->child.iov_off = iov_off;
     t->child.cb = task_done;
     fq_pool_start(&q->pool);
-    if (t->kind == T_WRITE || t->kind == T_ALLOC)
-        q->s->data_writes_inflight++;
+    /* host clusters in use by I/O in flight are not freed under it */
+    if (t->kind == T_READ || t->kind == T_COMPRESSED || t->kind == T_WRITE || t->kind == T_ALLOC)
+        q->s->data_inflight++;
     if (q->sync)
         task_done(&t->child, dev->ops->io_sync(dev, &t->child));
     else
