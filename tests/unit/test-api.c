@@ -135,6 +135,7 @@ static void test_create_opts_parse(void)
         r = fq_create_opts_parse(&o, bad[i], err);
         TL_CHECK(r == -EINVAL, "fq_create_opts_parse(\"%s\") = %d, want -EINVAL", bad[i], r);
         TL_CHECK(err[0] != '\0', "fq_create_opts_parse(\"%s\") left no message", bad[i]);
+        fq_create_opts_release(&o);
     }
     /* the message names the unknown key */
     fq_create_opts_init(&o);
@@ -143,6 +144,13 @@ static void test_create_opts_parse(void)
     TL_CHECK(strstr(err, "frobnicate") != NULL, "message does not name the key: '%s'", err);
     /* NULL err is allowed */
     TL_CHECK(fq_create_opts_parse(&o, "nope=1", NULL) == -EINVAL, "NULL err: not -EINVAL");
+    fq_create_opts_release(&o);
+    /* a bad value after a backing name: the name is still released */
+    fq_create_opts_init(&o);
+    r = fq_create_opts_parse(&o, "backing_file=x.qcow2,backing_fmt=raw,compat=9", err);
+    TL_CHECK(r == -EINVAL, "bad compat after backing_file: %d", r);
+    fq_create_opts_release(&o);
+    fq_create_opts_release(&o);   /* twice is harmless */
 }
 
 static void test_misc(void)
@@ -162,6 +170,13 @@ static void test_misc(void)
         if (r < 0)
             continue;
         const char *n = fq_ctx_engine_name(ctx);
+        const char *note = fq_ctx_engine_note(ctx);
+        TL_CHECK(note != NULL, "fq_ctx_engine_note is NULL");
+        if (note && kinds[i] != FQ_ENGINE_DEFAULT)
+            TL_CHECK(note[0] == '\0', "explicit engine %s has a fallback note '%s'",
+                     tl_engine_name(kinds[i]), note);
+        if (note && kinds[i] == FQ_ENGINE_DEFAULT && n && !strcmp(n, "threads"))
+            TL_CHECK(note[0] != '\0', "default engine fell back to threads without a note");
         TL_CHECK(n && (!strcmp(n, "io_uring") || !strcmp(n, "threads") || !strcmp(n, "sync")),
                  "engine name '%s'", n ? n : "(null)");
         if (kinds[i] != FQ_ENGINE_DEFAULT)

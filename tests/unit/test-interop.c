@@ -299,10 +299,12 @@ static uint64_t parse_cluster(const char *opts)
 {
     struct fq_create_opts o;
 
+    uint64_t cs;
+
     fq_create_opts_init(&o);
-    if (fq_create_opts_parse(&o, opts, NULL) < 0 || !o.cluster_size)
-        return 65536;
-    return o.cluster_size;
+    cs = fq_create_opts_parse(&o, opts, NULL) < 0 || !o.cluster_size ? 65536 : o.cluster_size;
+    fq_create_opts_release(&o);
+    return cs;
 }
 
 /* ---- A: QEMU makes, the library reads and writes ---- */
@@ -418,6 +420,7 @@ static void part_b(const struct icase *c, size_t idx, uint64_t seed)
     }
     o.size = c->size;
     r = fq_create(img, &o, err);
+    fq_create_opts_release(&o);
     if (r < 0) {
         IFAIL("fq_create(-o %s) = %d: %s", c->opts, r, err);
         goto out;
