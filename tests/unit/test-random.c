@@ -422,9 +422,12 @@ static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
         o = b > d ? b - d : 0;
     } else if (k < 70) {
         /* straddle an L2-table boundary in this window, if there is one */
-        uint64_t b = (ws + wl / 2) / r->l2span * r->l2span;
-        if (b <= ws)
-            b = (ws / r->l2span + 1) * r->l2span;
+        uint64_t first = (ws + r->l2span - 1) / r->l2span, last = (ws + wl - 1) / r->l2span;
+        uint64_t b = ws + wl / 2;
+        if (first == 0)
+            first = 1;
+        if (first <= last)
+            b = tl_range(g, first, last) * r->l2span;
         d = l > 1 ? tl_range(g, 1, l - 1) : 0;
         o = b > d ? b - d : 0;
     } else if (k < 85) {
@@ -1009,9 +1012,13 @@ int main(int argc, char **argv)
     int have_uring = tl_uring_ok(), have_direct = tl_direct_ok();
     printf("test-random: seed %" PRIu64 "%s%s\n", seed, only ? " config " : "", only ? only : "");
 
+    /* a configuration's exact name selects it alone, else a substring */
+    int exact = 0;
+    for (size_t i = 0; only && i < sizeof(configs) / sizeof(configs[0]); i++)
+        exact |= !strcmp(configs[i].name, only);
     for (size_t i = 0; i < sizeof(configs) / sizeof(configs[0]); i++) {
         const struct cfg *c = &configs[i];
-        if (only && !strstr(c->name, only))
+        if (only && (exact ? strcmp(c->name, only) != 0 : !strstr(c->name, only)))
             continue;
         int nops = nops_arg > 0 ? nops_arg : (int)(c->nops * mult);
         /* each configuration has its own seed so that it reproduces alone */
