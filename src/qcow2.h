@@ -11,6 +11,9 @@
  *   qcow2_open.c     open / close / info / map, the driver ops table
  *   qcow2_create.c   creating images
  *   qcow2_check.c    consistency check and repair
+ *   qcow2_compress.c compressed cluster writes (qcow2_ops.h)
+ *   qcow2_snapshot.c internal snapshots: table, create/apply/delete
+ *   qcow2_resize.c   resize, amend, rebase, emptying (qcow2_ops.h)
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
@@ -207,6 +210,11 @@ struct qcow2 {
     bool dirty_set;           /* lazy refcounts: dirty bit is on disk */
     bool header_dirty;
     bool check_mode;
+    uint64_t comp_next;       /* host byte offset where the next compressed
+                                 cluster may go, inside a cluster that
+                                 compressed data already holds a reference
+                                 to; 0 = none. Reset when that cluster's
+                                 refcount drops to 0 (qcow2_refcount.c). */
     int sparse_prealloc;      /* -1 unknown; 1: many allocated clusters are
                                  holes in the file (metadata preallocation) */
 };

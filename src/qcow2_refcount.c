@@ -157,6 +157,9 @@ static int update_covered(struct qcow2 *s, uint64_t c, uint64_t n, int64_t delta
             rb_entry_set(s, e->data, i + j, v);
             if (v == 0 && c + j < s->free_hint)
                 s->free_hint = c + j;
+            /* a freed cluster can no longer take compressed data */
+            if (v == 0 && s->comp_next && (s->comp_next >> s->cluster_bits) == c + j)
+                s->comp_next = 0;
         }
         qcache_mark_dirty(e);
         qcache_put(&s->rb_cache, e);
