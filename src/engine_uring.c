@@ -176,7 +176,9 @@ static int uring_wait(struct fq_engine *e, int timeout_ms)
         e->inflight--;
         n++;
         a->done(a);
-        if (p->overflow)
+        /* hand new work to the kernel at once: the device stays busy
+         * while the rest of the completions are processed */
+        if (p->overflow || p->queued)
             uring_kick(e);
     }
     if (p->efd >= 0) {
