@@ -263,6 +263,10 @@ int qcow2_write_l1_dirty(struct qcow2 *s);
 void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index);
 /* Overlap check: true if [off, off+len) touches live metadata. */
 bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len);
+/* Before writing a table of kind `tag` (enum fq_tag) at [off, off+len):
+ * -EIO (and the image marked corrupt) if the range holds live metadata of
+ * another kind, as the tables of a damaged image may point into each other. */
+int qcow2_check_meta_write(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag);
 
 /* ---- qcow2_map.c ---- */
 enum qkind {

@@ -72,10 +72,12 @@ static void unhash(struct qcache *c, struct qcache_entry *e)
 static int write_entry(struct qcache *c, struct qcache_entry *e)
 {
     struct qcow2 *s = c->s;
-    int r;
+    unsigned tag = c->is_l2 ? FQ_TAG_L2 : FQ_TAG_REFBLOCK;
+    int r = qcow2_check_meta_write(s, e->offset, s->cluster_size, tag);
 
-    r = fq_bdev_pwrite_tagged(s->file, e->data, (size_t)s->cluster_size, e->offset,
-                               c->is_l2 ? FQ_TAG_L2 : FQ_TAG_REFBLOCK);
+    if (r < 0)
+        return r;
+    r = fq_bdev_pwrite_tagged(s->file, e->data, (size_t)s->cluster_size, e->offset, tag);
     if (r == 0)
         e->dirty = false;
     if (r == 0 && !c->is_l2)

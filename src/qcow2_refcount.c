@@ -429,7 +429,9 @@ int qcow2_write_l1_dirty(struct qcow2 *s)
         uint64_t n = FQ_MIN((uint64_t)4096, bytes - i * 4096);
         for (uint64_t j = 0; j < n / 8; j++)
             fq_put_be64(buf + j * 8, s->l1[i * 512 + j]);
-        int r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)n, s->l1_offset + i * 4096, FQ_TAG_L1);
+        int r = qcow2_check_meta_write(s, s->l1_offset + i * 4096, n, FQ_TAG_L1);
+        if (r == 0)
+            r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)n, s->l1_offset + i * 4096, FQ_TAG_L1);
         if (r < 0) {
             free(buf);
             return r;
@@ -459,6 +461,9 @@ static int write_refcount_table(struct qcow2 *s)
         return -ENOMEM;
     for (uint64_t i = 0; i < s->rt_entries; i++)
         fq_put_be64(buf + i * 8, s->rt[i]);
+    int r = qcow2_check_meta_write(s, s->rt_offset, bytes, FQ_TAG_REFTABLE);
+    if (r < 0)
+        return r;
     return fq_bdev_pwrite_tagged(s->file, buf, bytes, s->rt_offset, FQ_TAG_REFTABLE);
 }
 
@@ -570,6 +575,39 @@ bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len)
             return true;
     }
     return false;
+}
+
+int qcow2_check_meta_write(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag)
+{
+    uint64_t cs = s->cluster_size;
+    const char *what = NULL;
+
+    if (tag != FQ_TAG_HEADER && ranges_overlap(off, len, 0, cs))
+        what = "the header";
+    else if (tag != FQ_TAG_L1 && s->l1_size &&
+             ranges_overlap(off, len, s->l1_offset, FQ_ALIGN_UP((uint64_t)s->l1_size * 8, cs)))
+        what = "the L1 table";
+    else if (tag != FQ_TAG_REFTABLE &&
+             ranges_overlap(off, len, s->rt_offset, (uint64_t)s->rt_clusters * cs))
+        what = "the refcount table";
+    else if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
+        what = "the snapshot table";
+    for (uint64_t i = 0; !what && tag != FQ_TAG_REFBLOCK && i < FQ_MIN(s->rt_hi, s->rt_entries); i++)
+        if (s->rt[i] && ranges_overlap(off, len, s->rt[i], cs))
+            what = "a refcount block";
+    for (uint64_t i = 0; !what && tag != FQ_TAG_L2 && i < s->l1_size; i++) {
+        uint64_t l2 = s->l1[i] & L1E_OFFSET_MASK;
+        if (l2 && ranges_overlap(off, len, l2, cs))
+            what = "an L2 table";
+    }
+    if (!what)
+        return 0;
+    qcow2_signal_corruption(s, "%s write to 0x%llx+%llu would overwrite %s",
+                            tag == FQ_TAG_L1 ? "L1 table" : tag == FQ_TAG_L2 ? "L2 table" :
+                            tag == FQ_TAG_REFBLOCK ? "refcount block" :
+                            tag == FQ_TAG_REFTABLE ? "refcount table" : "metadata",
+                            (unsigned long long)off, (unsigned long long)len, what);
+    return -EIO;
 }
 
 /* Exposed for growth of the image: bytes one refcount block covers. */

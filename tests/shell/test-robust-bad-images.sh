@@ -1,0 +1,113 @@
+#!/bin/bash
+# test-robust-bad-images.sh: every fastqcow subcommand against a corpus of
+# damaged images (tests/robust/make-bad-images.py, generated here into a
+# temporary directory): info (human and json), check, check -r all, map,
+# compare, convert to qcow2 and raw, and io reading, writing and flushing
+# (on copies). Each run must either succeed or exit non-zero with a
+# message; never crash (exit >= 128), hang (timeout) or trip a sanitizer.
+#
+# After io wrote to a copy, an image whose `qemu-img check` could complete
+# before must still be checkable (writes must not overwrite metadata of a
+# damaged image with other metadata).
+#
+# By default two images of each class and every tenth one run (the whole
+# corpus under ASan would take minutes); ROBUST_ALL=1 runs all of them
+# (scripts/robust-bad-images.sh). The last line gives the figures;
+# ROBUST_REPORT=FILE also writes, per image class, how the runs ended.
+# ROBUST_JOBS=N runs N images at once.
+# SPDX-License-Identifier: MIT
+set -u
+: "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
+command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v python3 >/dev/null ||
+    { echo "SKIP: qemu-img/qemu-io/python3 not installed"; exit 77; }
+SRC=${TEST_SRCDIR:-$(dirname "$0")/..}
+T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/robust-bad.XXXXXX") || exit 1
+trap '[ -n "${ROBUST_KEEP:-}" ] || rm -rf "$T"' EXIT
+python3 "$SRC/robust/make-bad-images.py" "$T/img" >/dev/null || { echo "FAIL: corpus generation"; exit 1; }
+TO=${ROBUST_TIMEOUT:-20}
+
+# one_image NAME: run every subcommand on it; prints one line per run:
+#   NAME CLASS SUBCOMMAND STATUS(ok|rejected|CRASH|HANG|SANITIZER|SILENT) EXIT
+one_image() {
+    local name=$1 cls=$2 w="$T/w.$1" f="$T/img/$1" rc out
+    mkdir -p "$w"
+    run() {
+        local sub=$1; shift
+        timeout -k 5 "$TO" "$FASTQCOW" "$@" >"$w/out" 2>"$w/err" </dev/null
+        rc=$?
+        local st=ok
+        if grep -qE 'AddressSanitizer|LeakSanitizer|runtime error:|UndefinedBehaviorSanitizer' "$w/err"; then
+            st=SANITIZER
+        elif [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+            st=HANG
+        elif [ $rc -ge 128 ]; then
+            st=CRASH
+        elif [ $rc -ne 0 ]; then
+            if [ -s "$w/err" ] || [ -s "$w/out" ]; then st=rejected; else st=SILENT; fi
+        fi
+        echo "$name $cls $sub $st $rc"
+        if [ $st != ok ] && [ $st != rejected ]; then
+            { echo "--- $name: fastqcow $*: exit $rc"; head -c 3000 "$w/err"; } >>"$T/problems"
+        fi
+    }
+    run info info "$f"
+    run info-json info --output=json "$f"
+    run check check "$f"
+    run map map --output=json "$f"
+    run compare compare "$f" "$f"
+    run convert convert -O qcow2 "$f" "$w/c.qcow2"
+    run convert-raw convert -O raw "$f" "$w/c.raw"
+    rm -f "$w/c.qcow2" "$w/c.raw"
+    cp "$f" "$w/rw.qcow2"
+    qemu-img check "$w/rw.qcow2" >/dev/null 2>&1
+    local before=$?
+    run io io -c 'read 0 64k' -c 'write -P 0x5a 0 64k' -c 'read -P 0x5a 0 64k' -c flush \
+        -c 'write -z 64k 64k' -c 'discard 128k 64k' "$w/rw.qcow2"
+    if [ "$rc" -eq 0 ] && [ "$before" -ne 1 ] && [ "$before" -lt 63 ]; then
+        qemu-img check "$w/rw.qcow2" >"$w/qc" 2>&1
+        local after=$?
+        if [ $after -eq 1 ] || [ $after -ge 63 ]; then
+            echo "$name $cls io-damage WORSENED $after"
+            { echo "--- $name: qemu-img check exit $before before io, $after after"; head -5 "$w/qc"; } >>"$T/problems"
+        fi
+    fi
+    cp "$f" "$w/rw.qcow2"
+    run check-repair check -r all "$w/rw.qcow2"
+    run io-after-repair io -c 'read 0 64k' -c 'write 0 4k' "$w/rw.qcow2"
+    rm -rf "$w"
+}
+export -f one_image
+export T TO FASTQCOW
+
+if [ -n "${ROBUST_ALL:-}" ]; then
+    sel='{ print $1, $2 }'
+else
+    sel='{ n[$2]++; if (n[$2] <= 2 || NR % 10 == 0) print $1, $2 }'
+fi
+awk -F'\t' "$sel" "$T/img/MANIFEST" |
+    xargs -P "${ROBUST_JOBS:-2}" -L 1 bash -c 'one_image "$0" "$1"' >"$T/results"
+
+nimg=$(awk '{ print $1 }' "$T/results" | sort -u | wc -l)
+nrun=$(wc -l <"$T/results")
+bad=$(awk '$4 != "ok" && $4 != "rejected"' "$T/results" | wc -l)
+worse=$(awk '$4 == "WORSENED"' "$T/results" | wc -l)
+if [ -s "$T/problems" ]; then
+    head -c 20000 "$T/problems"
+fi
+awk '$4 != "ok" && $4 != "rejected" { print "FAIL:", $0 }' "$T/results" | head -50
+# a bad image accepted by info must at least be checkable
+if [ -n "${ROBUST_REPORT:-}" ]; then
+    awk '{ k = $2 " " $3; n[k]++; s[k, $4]++; cls[$2] = 1; sub_[$3] = 1 }
+         END { for (c in cls) { line = c; for (x in sub_) { k = c " " x;
+               line = line sprintf(" %s=%d/%d", x, s[k, "ok"], n[k]) } print line } }' \
+        "$T/results" | sort >"$ROBUST_REPORT"
+fi
+ok=$(awk '$4 == "ok"' "$T/results" | wc -l)
+rej=$(awk '$4 == "rejected"' "$T/results" | wc -l)
+crash=$(awk '$4 == "CRASH"' "$T/results" | wc -l)
+hang=$(awk '$4 == "HANG"' "$T/results" | wc -l)
+san=$(awk '$4 == "SANITIZER"' "$T/results" | wc -l)
+silent=$(awk '$4 == "SILENT"' "$T/results" | wc -l)
+echo "RESULT bad-images: images=$nimg classes=$(awk '{ print $2 }' "$T/results" | sort -u | wc -l) runs=$((nrun - worse)) ok=$ok rejected=$rej crashes=$crash hangs=$hang sanitizer=$san silent=$silent made_worse=$worse"
+[ "$bad" -eq 0 ] || exit 1
+exit 0
