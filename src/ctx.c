@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "engine.h"
+#include "offload.h"
 #include "util.h"
 
 int fq_engine_parse(const char *name, enum fq_engine_kind *out)
@@ -66,6 +67,7 @@ void fq_ctx_free(struct fq_ctx *ctx)
     while (ctx->eng.inflight > 0 || ctx->bh_head)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
+    fq_offload_free(ctx->offload);
     ctx->eng.ops->fini(&ctx->eng);
     free(ctx);
 }

@@ -9,6 +9,7 @@
 #ifndef FQ_ENGINE_H
 #define FQ_ENGINE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
@@ -30,6 +31,7 @@ struct fq_aio {
     const struct iovec *iov;
     int iovcnt;
     int64_t res;              /* filled by the engine: bytes or -errno */
+    bool is_poll;             /* instead of `op`: wait until `fd` is readable */
     void (*done)(struct fq_aio *aio);
     struct fq_aio *next;      /* engine-internal queue link */
 };
@@ -61,6 +63,9 @@ extern const struct fq_engine_ops fq_engine_uring_ops;
 extern const struct fq_engine_ops fq_engine_threads_ops;
 extern const struct fq_engine_ops fq_engine_sync_ops;
 
+/* Block until aio->fd is readable (the is_poll operation); 0 or -errno. */
+int64_t fq_aio_poll_exec(int fd);
+
 /* Perform one operation synchronously (shared by the sync and thread
  * engines, and by the file device's blocking path). Returns bytes or -errno;
  * reads and writes loop over short transfers (a read at EOF stops short). */
@@ -76,8 +81,11 @@ struct fq_bh {
     struct fq_bh *next;
 };
 
+struct fq_offload;
+
 struct fq_ctx {
     struct fq_engine eng;
+    struct fq_offload *offload; /* CPU worker pool, created on first use */
     struct fq_bh *bh_head, **bh_tail;
     unsigned user_inflight;   /* public requests not yet completed */
     uint64_t user_completed;  /* public callbacks run, ever */

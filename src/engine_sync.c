@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <limits.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -64,6 +65,19 @@ static int64_t rw_loop(enum fq_op op, int fd, uint64_t off, const struct iovec *
     return (int64_t)done;
 }
 
+int64_t fq_aio_poll_exec(int fd)
+{
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+
+    for (;;) {
+        int r = poll(&pfd, 1, -1);
+        if (r > 0)
+            return 0;
+        if (r < 0 && errno != EINTR)
+            return -errno;
+    }
+}
+
 int64_t fq_aio_exec(enum fq_op op, int fd, uint64_t off, uint64_t len,
                     const struct iovec *iov, int iovcnt)
 {
@@ -109,7 +123,8 @@ static void sync_submit(struct fq_engine *e, struct fq_aio *aio)
 {
     struct sync_priv *p = e->priv;
 
-    aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
+    aio->res = aio->is_poll ? fq_aio_poll_exec(aio->fd)
+                            : fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
     aio->next = NULL;
     *p->tail = aio;
     p->tail = &aio->next;

@@ -43,7 +43,8 @@ static void *worker(void *arg)
         if (!p->todo)
             p->todo_tail = &p->todo;
         pthread_mutex_unlock(&p->lock);
-        a->res = fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
+        a->res = a->is_poll ? fq_aio_poll_exec(a->fd)
+                            : fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
         pthread_mutex_lock(&p->lock);
         a->next = NULL;
         *p->done_tail = a;

@@ -10,6 +10,7 @@
 
 #if FQ_HAVE_URING
 #include <liburing.h>
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -62,6 +63,12 @@ static bool fill_sqe(struct uring_priv *p, struct fq_aio *a)
 
     if (!sqe)
         return false;
+    if (a->is_poll) {
+        io_uring_prep_poll_add(sqe, a->fd, POLLIN);
+        io_uring_sqe_set_data(sqe, a);
+        p->queued++;
+        return true;
+    }
     switch (a->op) {
     case FQ_OP_READ:
         io_uring_prep_readv(sqe, a->fd, a->iov, (unsigned)a->iovcnt, a->off);
@@ -170,9 +177,12 @@ static int uring_wait(struct fq_engine *e, int timeout_ms)
         struct fq_aio *a = io_uring_cqe_get_data(cqe);
         a->res = cqe->res;
         io_uring_cqe_seen(&p->ring, cqe);
-        if (a->res == -EINTR || a->res == -EAGAIN)
+        if (a->is_poll)
+            a->res = a->res < 0 ? a->res : 0;
+        else if (a->res == -EINTR || a->res == -EAGAIN)
             a->res = fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
-        finish_short(a);
+        if (!a->is_poll)
+            finish_short(a);
         e->inflight--;
         n++;
         a->done(a);

@@ -19,6 +19,7 @@
  * children's io_sync; it never waits for the loop.
  * SPDX-License-Identifier: MIT
  */
+#include "offload.h"
 #include "qcow2.h"
 
 struct qreq {
@@ -56,6 +57,9 @@ struct qtask {
     int src_cnt;
     size_t src_off;
     bool src_zero;
+    /* compressed reads: decompression runs on a CPU worker */
+    struct fq_job job;
+    int jret;
 };
 
 static void plan(struct qreq *q);
@@ -183,12 +187,12 @@ static int task_finish(struct qtask *t, int ret)
         s->data_inflight--;
     switch (t->kind) {
     case T_COMPRESSED:
-        if (ret == 0) {
-            ret = qcow2_decompress(s, t->buf, (size_t)t->child.len, t->buf2);
-            if (ret == 0)
-                fq_iov_from_buf(req->iov, req->iovcnt, t->iov_off,
-                                t->buf2 + (t->guest & (s->cluster_size - 1)), (size_t)t->len);
-        }
+        /* decompressed already (on a worker, or here in sync mode) */
+        if (ret == 0)
+            ret = t->jret;
+        if (ret == 0)
+            fq_iov_from_buf(req->iov, req->iovcnt, t->iov_off,
+                            t->buf2 + (t->guest & (s->cluster_size - 1)), (size_t)t->len);
         break;
     case T_ALLOC:
         if (ret < 0)
@@ -204,9 +208,8 @@ static int task_finish(struct qtask *t, int ret)
     return ret;
 }
 
-static void task_done(struct fq_req *child, int ret)
+static void task_complete(struct qtask *t, int ret)
 {
-    struct qtask *t = (struct qtask *)child;
     struct qreq *q = t->q;
     struct qalloc *a = t->alloc;
 
@@ -216,6 +219,38 @@ static void task_done(struct fq_req *child, int ret)
     if (a)
         alloc_release(q->s, a);
     plan(q);
+}
+
+static void decompress_run(struct fq_job *job)
+{
+    struct qtask *t = (struct qtask *)((char *)job - offsetof(struct qtask, job));
+
+    t->jret = qcow2_decompress(t->q->s, t->buf, (size_t)t->child.len, t->buf2);
+}
+
+static void decompress_done(struct fq_job *job)
+{
+    struct qtask *t = (struct qtask *)((char *)job - offsetof(struct qtask, job));
+
+    task_complete(t, 0);
+}
+
+static void task_done(struct fq_req *child, int ret)
+{
+    struct qtask *t = (struct qtask *)child;
+
+    if (t->kind == T_COMPRESSED && ret == 0) {
+        /* several compressed clusters decompress in parallel, off the
+         * context's thread; inline in sync mode or without workers */
+        t->job.run = decompress_run;
+        t->job.done = decompress_done;
+        if (t->q->sync || fq_offload_submit(t->q->s->bs->ctx, &t->job) < 0) {
+            decompress_run(&t->job);
+            task_complete(t, 0);
+        }
+        return;
+    }
+    task_complete(t, ret);
 }
 
 /* Issue a task's child request to `dev`. */
