@@ -265,8 +265,6 @@ static int rw_common(struct io *io, const struct io_cmd *ct, int argc, char **ar
     struct timespec t0 = now();
     if (!range_ok(io, off, (int64_t)b.len))
         r = -EIO;
-    else if (o.z && b.len == 0)
-        r = 0; /* libfastqcow rejects empty write-zeroes; qemu-io accepts them */
     else if (o.z)
         r = fq_write_zeroes(io->img, (uint64_t)off, b.len, o.u ? FQ_ZERO_MAY_UNMAP : 0);
     else if (b.cnt == 1 && !b.iov_off)
@@ -401,8 +399,6 @@ static int aio_common(struct io *io, const struct io_cmd *ct, int argc, char **a
     a->t0 = now();
     if (!range_ok(io, a->off, (int64_t)a->b.len))
         r = -EIO;
-    else if (a->o.z && a->b.len == 0)
-        r = 1; /* nothing to do; completed below */
     else if (a->o.z)
         r = fq_aio_write_zeroes(io->img, (uint64_t)a->off, a->b.len,
                                 a->o.u ? FQ_ZERO_MAY_UNMAP : 0, aio_done, a);
@@ -412,8 +408,8 @@ static int aio_common(struct io *io, const struct io_cmd *ct, int argc, char **a
     else
         r = fq_aio_preadv(io->img, a->b.iov, a->b.cnt, a->b.iov_off, a->b.len, (uint64_t)a->off,
                           aio_done, a);
-    if (r) /* reported as the completion would be; still "submitted" */
-        aio_done(a, r < 0 ? r : 0);
+    if (r < 0) /* reported as the completion would be; still "submitted" */
+        aio_done(a, r);
     return 0;
 fail:
     free(lens);
@@ -478,7 +474,7 @@ static int discard_f(struct io *io, const struct io_cmd *ct, int argc, char **ar
     if ((r = check_writable(io)) < 0)
         return r;
     struct timespec t0 = now();
-    r = !range_ok(io, off, len) ? -EIO : len ? fq_discard(io->img, (uint64_t)off, (uint64_t)len) : 0;
+    r = range_ok(io, off, len) ? fq_discard(io->img, (uint64_t)off, (uint64_t)len) : -EIO;
     if (r < 0) {
         printf("discard failed: %s\n", strerror(-r));
         return r;
