@@ -154,6 +154,16 @@ int qcache_get(struct qcache *c, uint64_t offset, bool fresh, struct qcache_entr
         memset(e->data, 0, s->cluster_size);
         e->dirty = true;
     } else {
+        /* every table is written before it can be loaded: one that starts
+         * past the end of the file comes from a damaged image (and writing
+         * it back would grow the file to wherever it claims to be) */
+        int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
+                                                 : (int64_t)s->file->size;
+        if (flen >= 0 && offset >= (uint64_t)flen) {
+            qcow2_signal_corruption(s, "%s at 0x%llx lies beyond the end of the file (%lld bytes)",
+                                    c->what, (unsigned long long)offset, (long long)flen);
+            return -EIO;
+        }
         r = fq_bdev_pread_sync(s->file, e->data, (size_t)s->cluster_size, offset);
         if (r < 0)
             return r;
