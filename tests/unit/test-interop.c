@@ -20,6 +20,10 @@
  *    writes on top and the library must read what QEMU wrote.
  * N. A qcow2 image nested in another, built by QEMU, read and written by
  *    the library through fq_open_opts.file_format, checked by QEMU.
+ * S. An internal snapshot taken by QEMU (all data clusters shared): the
+ *    library's writes must copy, the snapshot must read as before.
+ * C. Compressed images (zlib, zstd) written by `qemu-img convert -c`: the
+ *    library reads them and writes over compressed clusters.
  *
  * Usage: test-interop [SEED [CASE-SUBSTRING]]. Skips (77) without qemu-img
  * or qemu-io.
@@ -584,6 +588,150 @@ out:
     }
 }
 
+/* ---- S: internal snapshots (shared clusters) and C: compressed clusters ---- */
+
+/* QEMU writes data and takes an internal snapshot, so every data cluster
+ * has refcount 2 and no COPIED flag; the library's writes must copy, not
+ * overwrite: the snapshot still reads as before, check passes. */
+static void part_s(uint64_t seed)
+{
+    static const struct icase sc = { "snapshot", "cluster_size=4k,refcount_bits=2", 8 * MiB, 0 };
+    const char *img = tl_path("s.qcow2"), *raw = tl_path("s.raw"), *snap = tl_path("s-snap.raw");
+    const char *mraw = tl_path("s-model.raw");
+    uint8_t *before = malloc(sc.size), *model = malloc(sc.size), *after = malloc(sc.size);
+    char cmds[16384], err[FQ_ERR_MAX];
+    struct tl_rng g;
+    struct fq_image *im;
+    int st, r;
+
+    g_part = 'S';
+    g_case = &sc;
+    tl_rng_seed(&g, seed ^ 0x53);
+    unlink(img);
+    qemu_io_cmds(&g, sc.size, 4096, 30, cmds, sizeof(cmds));
+    st = tl_sh("qemu-img create -q -f qcow2 -o %s '%s' %" PRIu64 " && "
+               "qemu-io -t unsafe -f qcow2 -c 'write -P 0x3c 0 %" PRIu64 "'%s '%s' >/dev/null && "
+               "qemu-img snapshot -c s1 '%s'", sc.opts, img, sc.size, sc.size, cmds, img, img);
+    if (st != 0) {
+        IFAIL("building the snapshot image with qemu exited %d", st);
+        goto out;
+    }
+    if (qemu_to_raw(img, raw, before, sc.size) < 0)
+        goto out;
+    memcpy(model, before, sc.size);
+    if (lib_compare(img, before, sc.size, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, &g, "S/read"))
+        goto out;
+    lib_check(img, "S/check");
+    r = open_lib(img, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, &im, err);
+    if (r < 0) {
+        IFAIL("S: read-write fq_open of an image with a snapshot = %d: %s", r, err);
+        goto out;
+    }
+    r = lib_workload(im, model, sc.size, 4096, &g, 60, "S/write");
+    st = fq_close(im);
+    if (r)
+        goto out;
+    if (st != 0)
+        IFAIL("S: fq_close = %d", st);
+    st = tl_sh("qemu-img check -q -f qcow2 '%s'", img);
+    if (st != 0) {
+        IFAIL("S: qemu-img check after the library wrote over shared clusters exited %d", st);
+        tl_sh("qemu-img check -f qcow2 '%s' 2>&1 | head -20 >&2", img);
+    }
+    st = tl_sh("qemu-img convert -U -t unsafe -f qcow2 -l snapshot.name=s1 -O raw '%s' '%s'", img, snap);
+    if (st != 0) {
+        IFAIL("S: qemu-img convert of the snapshot exited %d", st);
+    } else {
+        tl_read_file(snap, after, sc.size, 0);
+        if (memcmp(after, before, sc.size)) {
+            IFAIL("S: the library's writes changed the internal snapshot's data");
+            tl_dump_diff(before, after, sc.size, 0);
+        }
+    }
+    if (write_file(mraw, model, sc.size) == 0 &&
+        tl_sh("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", img, mraw) != 0)
+        IFAIL("S: qemu-img compare of the active image with the model failed");
+    lib_check(img, "S/check after writes");
+out:
+    free(before);
+    free(model);
+    free(after);
+    if (!tl_failures) {
+        unlink(img);
+        unlink(raw);
+        unlink(snap);
+        unlink(mraw);
+    }
+}
+
+/* QEMU writes a compressed image (zlib and zstd); the library must read
+ * it and write over compressed clusters (partly, too). */
+static void part_c(uint64_t seed, const char *ctype)
+{
+    static const struct icase cc = { "compressed", "cluster_size=64k", 8 * MiB, 0 };
+    const char *src = tl_path("c-src.raw"), *img = tl_path("c.qcow2"), *mraw = tl_path("c-model.raw");
+    uint8_t *model = calloc(1, cc.size);
+    char err[FQ_ERR_MAX], what[64];
+    struct tl_rng g;
+    struct fq_image *im;
+    int st, r;
+
+    g_part = 'C';
+    g_case = &cc;
+    snprintf(what, sizeof(what), "C/%s", ctype);
+    tl_rng_seed(&g, seed ^ 0x43);
+    /* compressible content: runs of a few byte values, some zero clusters */
+    for (uint64_t off = 0; off < cc.size;) {
+        uint64_t n = tl_range(&g, 1, 20000);
+        if (n > cc.size - off)
+            n = cc.size - off;
+        if (!tl_pct(&g, 20))
+            memset(model + off, (int)tl_range(&g, 0, 3) * 0x41, n);
+        if (tl_pct(&g, 10))
+            tl_fill_pattern(model + off, n / 4, off, off);   /* incompressible bits */
+        off += n;
+    }
+    if (write_file(src, model, cc.size) < 0)
+        goto out;
+    unlink(img);
+    st = tl_sh("qemu-img convert -t unsafe -c -f raw -O qcow2 -o %s,compression_type=%s '%s' '%s'",
+               cc.opts, ctype, src, img);
+    if (st != 0) {
+        IFAIL("%s: qemu-img convert -c exited %d", what, st);
+        goto out;
+    }
+    if (lib_compare(img, model, cc.size, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, &g, what))
+        goto out;
+    lib_check(img, what);
+    r = open_lib(img, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, &im, err);
+    if (r < 0) {
+        IFAIL("%s: read-write fq_open of a compressed image = %d: %s", what, r, err);
+        goto out;
+    }
+    r = lib_workload(im, model, cc.size, 65536, &g, 60, what);
+    st = fq_close(im);
+    if (r)
+        goto out;
+    if (st != 0)
+        IFAIL("%s: fq_close = %d", what, st);
+    st = tl_sh("qemu-img check -q -f qcow2 '%s'", img);
+    if (st != 0) {
+        IFAIL("%s: qemu-img check after the library wrote over compressed clusters exited %d", what, st);
+        tl_sh("qemu-img check -f qcow2 '%s' 2>&1 | head -20 >&2", img);
+    }
+    if (write_file(mraw, model, cc.size) == 0 &&
+        tl_sh("qemu-img compare -q -f qcow2 -F raw '%s' '%s'", img, mraw) != 0)
+        IFAIL("%s: qemu-img compare with the model failed", what);
+    lib_check(img, what);
+out:
+    free(model);
+    if (!tl_failures) {
+        unlink(src);
+        unlink(img);
+        unlink(mraw);
+    }
+}
+
 int main(int argc, char **argv)
 {
     uint64_t seed = tl_seed_arg(argc, argv, 1);
@@ -609,6 +757,21 @@ int main(int argc, char **argv)
         part_b(&cases[i], i, seed ^ (uint64_t)(i + 1) * 0x9e3779b97f4a7c15ull);
         printf("test-interop: %-24s %s (%lds)\n", cases[i].name,
                tl_failures > before ? "FAIL" : "ok", (long)(time(NULL) - t0));
+    }
+    if (!only || strstr("snapshot", only)) {
+        int before = tl_failures;
+        time_t t0 = time(NULL);
+        part_s(seed);
+        printf("test-interop: %-24s %s (%lds)\n", "snapshot", tl_failures > before ? "FAIL" : "ok",
+               (long)(time(NULL) - t0));
+    }
+    if (!only || strstr("compressed", only)) {
+        int before = tl_failures;
+        time_t t0 = time(NULL);
+        part_c(seed, "zlib");
+        part_c(seed, "zstd");
+        printf("test-interop: %-24s %s (%lds)\n", "compressed", tl_failures > before ? "FAIL" : "ok",
+               (long)(time(NULL) - t0));
     }
     if (!only || strstr("nested", only)) {
         int before = tl_failures;
