@@ -244,6 +244,126 @@ int fq_check(struct fq_image *img, unsigned repair,
 int fq_parse_size(const char *s, uint64_t *out);
 const char *fq_version(void);
 
+/* ---- image features: compression, snapshots, resize, amend, measure,
+ *      rebase, commit ------------------------------------------------------
+ * These run synchronously and, except for compressed writes, need the image
+ * idle: no request of it in flight (-EBUSY otherwise). They are qcow2
+ * operations (-ENOTSUP on raw) unless said otherwise. */
+
+/* Write one guest cluster compressed (zlib or zstd, per the image's
+ * compression_type). `off` is cluster aligned; `buf` holds a whole cluster,
+ * or for the last, partial cluster of the disk the bytes up to the end of
+ * the disk. Data that does not shrink by at least a sector is written as an
+ * ordinary cluster. Never runs the context loop. */
+int fq_pwrite_compressed(struct fq_image *img, const void *buf, uint64_t off);
+/* The same for `len` bytes of whole clusters (`len` a multiple of the
+ * cluster size, or reaching exactly the end of the disk), each compressed
+ * on its own; -EINVAL if unaligned. */
+int fq_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                          size_t iov_off, size_t len, uint64_t off);
+/* Asynchronous form, allowed from callbacks: the work is done at
+ * submission, the callback runs from the loop. Overlapping requests in
+ * flight are ordered as for any two overlapping writes: not at all. */
+int fq_aio_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                              size_t iov_off, size_t len, uint64_t off,
+                              fq_cb *cb, void *opaque);
+
+/* Internal snapshots. */
+struct fq_snapshot {
+    char *id;                  /* unique ID ("1", "2", ...) */
+    char *name;                /* tag, not necessarily unique */
+    uint64_t vm_state_size;    /* bytes of saved VM state (0: disk only) */
+    uint64_t disk_size;        /* virtual size when it was taken */
+    uint32_t date_sec;         /* wall clock time it was taken */
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;    /* guest run time when it was taken */
+    uint64_t icount;           /* instruction count; UINT64_MAX = none */
+};
+/* List the snapshots (*out = NULL when there are none); free the list with
+ * fq_snapshot_list_free. Works on read-only images. */
+int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count);
+void fq_snapshot_list_free(struct fq_snapshot *list, int count);
+/* Take a snapshot of the current state, named `name`; its ID is the next
+ * free number. */
+int fq_snapshot_create(struct fq_image *img, const char *name, char *err);
+/* Revert to the snapshot whose ID, or failing that name, is `which` (the
+ * virtual size becomes the snapshot's). -ENOENT if there is none. */
+int fq_snapshot_apply(struct fq_image *img, const char *which, char *err);
+/* Delete the snapshot whose ID, or failing that name, is `which`. */
+int fq_snapshot_delete(struct fq_image *img, const char *which, char *err);
+
+/* Change the virtual size (qcow2 and raw). Growing reads as zeros in the
+ * new range (zeros are written where a backing file would show through);
+ * shrinking needs FQ_RESIZE_SHRINK and drops all data past the new end. */
+#define FQ_RESIZE_SHRINK 1u
+int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err);
+
+/* Amend options of an existing qcow2 image; fields left at their
+ * fq_amend_opts_init values are kept. */
+struct fq_amend_opts {
+    int version;               /* 2 (compat=0.10) or 3 (compat=1.1); 0 = keep */
+    int lazy_refcounts;        /* 0 or 1; -1 = keep */
+    uint64_t size;             /* new virtual size (may shrink); 0 = keep */
+    const char *backing_file;  /* NULL = keep; "" = none (header only: data
+                                  is not copied, as rebase -u) */
+    const char *backing_format;/* with backing_file; NULL = none recorded */
+};
+void fq_amend_opts_init(struct fq_amend_opts *o);
+/* Downgrading to version 2 turns zero clusters into unallocated ones (or
+ * written zeros where a backing file shows through); it is refused for
+ * extended L2 entries, zstd compression, refcount widths other than 16,
+ * bitmaps, and snapshots holding zero clusters. */
+int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err);
+
+/* Space an image would need (qemu-img measure). */
+struct fq_measure_result {
+    uint64_t required;         /* bytes for the data present and metadata */
+    uint64_t fully_allocated;  /* bytes when every cluster is allocated */
+    uint64_t bitmaps;          /* bytes of persistent bitmaps to copy */
+    int has_bitmaps;           /* `bitmaps` applies (qcow2 v3 from qcow2) */
+};
+/* Measure a new image made with `target` (format, cluster size, refcount
+ * width, extended L2, preallocation, backing file), holding the guest data
+ * of `src` (may be NULL: then of target->size bytes, all unallocated). */
+int fq_measure(const struct fq_create_opts *target, struct fq_image *src,
+               struct fq_measure_result *out, char *err);
+
+/* Progress of a long operation: `done` of `total` bytes. */
+typedef void fq_progress_fn(void *opaque, uint64_t done, uint64_t total);
+
+/* Change the backing file of a qcow2 image opened read-write with its
+ * chain (qemu-img rebase). Safe mode first copies into the image every
+ * range it does not allocate itself where the old and the new backing
+ * chains differ; unsafe mode only rewrites the header (the new backing
+ * file is used from the next open). A relative name is relative to the
+ * image's directory. */
+struct fq_rebase_opts {
+    const char *backing_file;  /* NULL or "" = no backing file */
+    const char *backing_format;/* required with a backing file */
+    int unsafe;
+    enum fq_cache_mode cache;  /* for opening the new backing chain */
+    fq_progress_fn *progress;
+    void *opaque;
+};
+int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err);
+
+/* Merge an image into a backing file (qemu-img commit): every range
+ * allocated in the image (and in images between it and the base) is
+ * written into the base; then the image is emptied, so that it reads
+ * through to its backing file, unless `keep` or a base below the
+ * immediate backing file. */
+struct fq_commit_opts {
+    const char *format;        /* of the image; NULL = probe */
+    const char *base;          /* backing file to commit into, named as in
+                                  the chain (or its path); NULL = the
+                                  immediate backing file */
+    int keep;                  /* do not empty the image (-d) */
+    enum fq_cache_mode cache;
+    fq_progress_fn *progress;
+    void *opaque;
+};
+int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err);
+
 #ifdef __cplusplus
 }
 #endif

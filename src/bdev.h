@@ -118,6 +118,8 @@ int fq_mem_open(struct fq_ctx *ctx, const void *data, size_t size, size_t max_si
 int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mode cache,
                        struct fq_image **out);
 struct fq_bdev *fq_image_bdev(struct fq_image *img);
+/* The cache mode an image was opened with. */
+enum fq_cache_mode fq_image_cache_mode(const struct fq_image *img);
 
 /* Open a whole stack (file, format, backing chain) from a filename. */
 int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,

@@ -102,6 +102,11 @@ struct fq_bdev *fq_image_bdev(struct fq_image *img)
     return img->top;
 }
 
+enum fq_cache_mode fq_image_cache_mode(const struct fq_image *img)
+{
+    return img->cache;
+}
+
 int fq_close(struct fq_image *img)
 {
     int r = 0;

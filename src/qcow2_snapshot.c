@@ -1,16 +1,37 @@
-/* qcow2_snapshot.c: reading the internal snapshot table. Each entry is
- * validated (L1 offset aligned, L1 size bounded, lengths inside the table)
- * before use.
+/* qcow2_snapshot.c: internal snapshots: reading and writing the snapshot
+ * table, the reference changes of whole L1 trees, and the create / apply /
+ * delete operations.
+ *
+ * Reference model (the format's, and what the check counts): an L2 table
+ * holds one reference per L1 entry pointing at it, a data cluster one per
+ * (L1 table, L2 entry) path leading to it; so taking a snapshot adds one to
+ * every L2 table and every data cluster reachable from the active L1, and
+ * dropping an L1 tree subtracts one from each. COPIED flags are accurate
+ * only in the active tables and are rebuilt from the refcounts after every
+ * change.
+ *
+ * Crash safety, as in qcow2_refcount.c: new structures (raised refcounts,
+ * an L1 copy, a new snapshot table, a new active L1) are written and
+ * flushed before the header points at them with one header write; what the
+ * header stopped pointing at is freed only afterwards, through the deferred
+ * frees. A crash leaks clusters at worst. The snapshot table is never
+ * rewritten in place.
+ *
+ * Every entry read from disk is validated (L1 offset aligned, L1 size
+ * bounded, lengths inside the table) before use.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
+#include <time.h>
 
-#include "qcow2.h"
+#include "qcow2_ops.h"
 #include "qcow2_snapshot.h"
+
+#define SNAP_EXTRA_LEN 24     /* vm_state_size, disk_size, icount */
 
 void qcow2_snapshots_free(struct qsnap *v, size_t n)
 {
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; v && i < n; i++) {
         free(v[i].id);
         free(v[i].name);
         free(v[i].extra);
@@ -52,7 +73,8 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
             goto fail;
         }
         if (!FQ_IS_ALIGNED(sn->l1_offset, s->cluster_size) ||
-            (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+            (uint64_t)sn->l1_size * 8 > QCOW2_MAX_L1_BYTES ||
+            (sn->l1_size && sn->l1_offset == 0)) {
             fq_seterr(err, "Snapshot %u: invalid L1 table (offset 0x%llx, %u entries)", i,
                       (unsigned long long)sn->l1_offset, sn->l1_size);
             r = -EINVAL;
@@ -69,12 +91,10 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
         pos += 40;
         if ((extra && (r = fq_bdev_pread_sync(s->file, sn->extra, extra, off + pos)) < 0))
             goto fail;
-        if (extra >= 16)
+        if (extra >= 8)
             sn->vm_state_size = fq_be64(sn->extra);
-        if (extra >= 16)
-            sn->disk_size = fq_be64(sn->extra + 8);
-        else
-            sn->disk_size = s->bs->size;
+        sn->disk_size = extra >= 16 ? fq_be64(sn->extra + 8) : s->bs->size;
+        sn->icount = extra >= 24 ? fq_be64(sn->extra + 16) : UINT64_MAX;
         pos += extra;
         if ((id_len && (r = fq_bdev_pread_sync(s->file, sn->id, id_len, off + pos)) < 0))
             goto fail;
@@ -97,5 +117,611 @@ fail:
     if (err && !*err)
         fq_seterr(err, "Could not read the snapshot table: %s", strerror(-r));
     qcow2_snapshots_free(v, s->nb_snapshots);
+    return r;
+}
+
+/* ---- L1 tables ---- */
+
+int qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out)
+{
+    size_t bytes = (size_t)n * 8;
+    CLEANUP_FREE uint8_t *buf = fq_memalign(FQ_MAX(bytes, (size_t)8));
+    uint64_t *l1 = calloc(FQ_MAX(n, 1u), sizeof(uint64_t));
+    int r;
+
+    if (!buf || !l1) {
+        free(l1);
+        return -ENOMEM;
+    }
+    r = bytes ? fq_bdev_pread_sync(s->file, buf, bytes, off) : 0;
+    if (r < 0) {
+        free(l1);
+        return r;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        l1[i] = fq_be64(buf + (size_t)i * 8);
+    *out = l1;
+    return 0;
+}
+
+int qcow2_write_l1_at(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t off,
+                      bool clear_copied)
+{
+    size_t bytes = (size_t)FQ_ALIGN_UP((uint64_t)n * 8, s->cluster_size);
+    CLEANUP_FREE uint8_t *buf = fq_zalign(bytes ? bytes : 1);
+
+    if (!buf)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n; i++)
+        fq_put_be64(buf + (size_t)i * 8, clear_copied ? l1[i] & ~L2E_COPIED : l1[i]);
+    return bytes ? fq_bdev_pwrite_tagged(s->file, buf, bytes, off, FQ_TAG_L1) : 0;
+}
+
+/* Flush the file; a success pays any flush owed. */
+static int flush_file(struct qcow2 *s)
+{
+    int r = fq_bdev_flush_sync(s->file);
+
+    if (r == 0)
+        s->flush_owed = false;
+    return r;
+}
+
+/* Write back every dirty table and refcount block, and flush. */
+static int sync_meta(struct qcow2 *s)
+{
+    int r = qcow2_writeback(s);
+
+    return r < 0 ? r : flush_file(s);
+}
+
+int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t size)
+{
+    uint64_t cs = s->cluster_size, nc = FQ_DIV_UP((uint64_t)n * 8, cs), off = 0;
+    uint64_t old_off = s->l1_offset, old_nc = FQ_DIV_UP((uint64_t)s->l1_size * 8, cs);
+    uint32_t old_n = s->l1_size;
+    uint64_t old_size = s->bs->size;
+    uint64_t *nl1 = calloc(FQ_MAX(n, 1u), sizeof(uint64_t));
+    uint8_t *ndirty = calloc(FQ_DIV_UP((uint64_t)n * 8, 4096) + 1, 1);
+    int r = -ENOMEM;
+
+    if ((uint64_t)n * 8 > QCOW2_MAX_L1_BYTES)
+        r = -EFBIG;
+    else if (nl1 && ndirty)
+        r = 0;
+    if (r == 0 && nc)
+        r = qcow2_alloc_clusters(s, nc, &off);
+    /* the refcounts of the new table, then the table, each durable
+     * before the header points at it */
+    if (r == 0)
+        r = sync_meta(s);
+    if (r == 0)
+        r = qcow2_write_l1_at(s, l1, n, off, false);
+    if (r == 0)
+        r = flush_file(s);
+    if (r < 0) {
+        free(nl1);
+        free(ndirty);
+        return r;   /* the new clusters leak if allocated: never referenced */
+    }
+    memcpy(nl1, l1, (size_t)n * sizeof(uint64_t));
+    uint64_t *ol1 = s->l1;
+    uint8_t *odirty = s->l1_dirty;
+    s->l1 = nl1;
+    s->l1_dirty = ndirty;
+    s->l1_offset = off;
+    s->l1_size = n;
+    s->bs->size = size;
+    r = qcow2_write_header(s);
+    if (r == 0)
+        r = flush_file(s);
+    if (r < 0) {
+        /* which header is on disk is unknown: keep the old one in memory
+         * (both tables stay allocated, so either is safe) */
+        s->l1 = ol1;
+        s->l1_dirty = odirty;
+        s->l1_offset = old_off;
+        s->l1_size = old_n;
+        s->bs->size = old_size;
+        free(nl1);
+        free(ndirty);
+        return r;
+    }
+    free(ol1);
+    free(odirty);
+    return old_nc ? qcow2_free_deferred(s, old_off, old_nc) : 0;
+}
+
+/* ---- reference changes of L1 trees ---- */
+
+struct walk {
+    struct qcow2 *s;
+    int delta;                /* +1: raise now; -1: deferred frees */
+    uint64_t limit;           /* steps to take at most */
+    uint64_t done;            /* steps taken */
+};
+
+/* One step: change the references of `n` clusters at `off`. Returns 1
+ * when the step limit is reached. */
+static int walk_ref(struct walk *w, uint64_t off, uint64_t n)
+{
+    int r;
+
+    if (w->done >= w->limit)
+        return 1;
+    r = w->delta > 0 ? qcow2_update_refcount(w->s, off, n, 1) : qcow2_free_deferred(w->s, off, n);
+    if (r == 0)
+        w->done++;
+    return r;
+}
+
+/* Walk the data clusters of the L2 table at `l2off`, then the table. */
+static int walk_l2(struct walk *w, uint64_t l2off)
+{
+    struct qcow2 *s = w->s;
+    struct qcache_entry *t;
+    int r = qcache_get(&s->l2_cache, l2off, false, &t);
+
+    if (r < 0)
+        return r;
+    for (uint64_t i = 0; i < s->l2_entries && r == 0; i++) {
+        uint64_t e = qcow2_l2e_get(s, t->data, i);
+        if (e & L2E_COMPRESSED) {
+            uint64_t host, n;
+            qcow2_compressed_loc(s, e, &host, &n);
+            uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
+            uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
+            r = walk_ref(w, first, (last - first) / s->cluster_size + 1);
+            continue;
+        }
+        uint64_t off = e & L2E_OFFSET_MASK;
+        if (!off)
+            continue;
+        if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
+            qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
+                                    (unsigned long long)e, (unsigned long long)l2off);
+            r = -EIO;
+            break;
+        }
+        r = walk_ref(w, off, 1);
+    }
+    qcache_put(&s->l2_cache, t);
+    return r ? r : walk_ref(w, l2off, 1);
+}
+
+static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
+{
+    struct qcow2 *s = w->s;
+    int r = 0;
+
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        uint64_t off = l1[i] & L1E_OFFSET_MASK;
+        if (!off)
+            continue;
+        if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
+            qcow2_signal_corruption(s, "L1 entry %u (0x%llx) is not aligned", i,
+                                    (unsigned long long)l1[i]);
+            return -EIO;
+        }
+        r = walk_l2(w, off);
+    }
+    return r;
+}
+
+int qcow2_release_entry(struct qcow2 *s, uint64_t e)
+{
+    if (e & L2E_COMPRESSED) {
+        uint64_t host, n;
+        qcow2_compressed_loc(s, e, &host, &n);
+        uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
+        uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
+        return qcow2_free_deferred(s, first, (last - first) / s->cluster_size + 1);
+    }
+    uint64_t off = e & L2E_OFFSET_MASK;
+    return off ? qcow2_free_deferred(s, off, 1) : 0;
+}
+
+int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta)
+{
+    struct walk w = { s, delta, UINT64_MAX, 0 };
+    int r = walk_l1(&w, l1, l1_size);
+
+    if (r < 0 && delta > 0) {
+        /* undo the steps taken; deferred, so it lands with the next
+         * write-back like any free */
+        struct walk u = { s, -1, w.done, 0 };
+        walk_l1(&u, l1, l1_size);
+    }
+    return r < 0 ? r : 0;
+}
+
+int qcow2_rebuild_copied(struct qcow2 *s)
+{
+    uint64_t rc;
+    int r;
+
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t e = s->l1[i], off = e & L1E_OFFSET_MASK, ne;
+        if (!off) {
+            ne = e & ~L2E_COPIED;
+        } else {
+            if ((r = qcow2_get_refcount(s, off >> s->cluster_bits, &rc)) < 0)
+                return r;
+            ne = rc == 1 ? e | L2E_COPIED : e & ~L2E_COPIED;
+        }
+        if (ne != e) {
+            s->l1[i] = ne;
+            qcow2_mark_l1_dirty(s, i);
+        }
+        if (!off)
+            continue;
+        struct qcache_entry *t;
+        if ((r = qcache_get(&s->l2_cache, off, false, &t)) < 0)
+            return r;
+        for (uint64_t j = 0; j < s->l2_entries; j++) {
+            uint64_t le = qcow2_l2e_get(s, t->data, j), d = le & L2E_OFFSET_MASK, nle;
+            if ((le & L2E_COMPRESSED) || !d) {
+                nle = le & ~L2E_COPIED;
+            } else {
+                if ((r = qcow2_get_refcount(s, d >> s->cluster_bits, &rc)) < 0)
+                    break;
+                nle = rc == 1 ? le | L2E_COPIED : le & ~L2E_COPIED;
+            }
+            if (nle != le) {
+                qcow2_l2e_set(s, t->data, j, nle, qcow2_l2e_bitmap(s, t->data, j));
+                qcache_mark_dirty(t);
+            }
+        }
+        qcache_put(&s->l2_cache, t);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+/* ---- the snapshot table ---- */
+
+static uint64_t entry_bytes(const struct qsnap *sn)
+{
+    return FQ_ALIGN_UP(40 + (uint64_t)sn->extra_len + strlen(sn->id) + strlen(sn->name), 8);
+}
+
+/* Give an entry the extra data this library writes (at least up to the
+ * icount), keeping any longer extra data as it is. */
+static int normalize_extra(struct qsnap *sn)
+{
+    if (sn->extra_len >= SNAP_EXTRA_LEN) {
+        fq_put_be64(sn->extra, sn->vm_state_size);
+        fq_put_be64(sn->extra + 8, sn->disk_size);
+        return 0;
+    }
+    uint8_t *x = calloc(1, SNAP_EXTRA_LEN);
+    if (!x)
+        return -ENOMEM;
+    fq_put_be64(x, sn->vm_state_size);
+    fq_put_be64(x + 8, sn->disk_size);
+    fq_put_be64(x + 16, sn->icount);
+    free(sn->extra);
+    sn->extra = x;
+    sn->extra_len = SNAP_EXTRA_LEN;
+    return 0;
+}
+
+/* Write a table of `n` entries to new clusters; *off is 0 when n is 0. */
+static int write_table(struct qcow2 *s, struct qsnap *v, size_t n, uint64_t *off, uint64_t *bytes)
+{
+    uint64_t total = 0, pos = 0;
+    int r;
+
+    *off = 0;
+    *bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if ((r = normalize_extra(&v[i])) < 0)
+            return r;
+        if (strlen(v[i].id) > 65535 || strlen(v[i].name) > 65535)
+            return -ENAMETOOLONG;
+        total += entry_bytes(&v[i]);
+    }
+    if (total == 0)
+        return 0;
+    if (total > (64ull << 20))
+        return -EFBIG;
+    uint64_t alloc = FQ_ALIGN_UP(total, s->cluster_size);
+    CLEANUP_FREE uint8_t *buf = fq_zalign((size_t)alloc);
+    if (!buf)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        struct qsnap *sn = &v[i];
+        uint8_t *p = buf + pos;
+        size_t il = strlen(sn->id), nl = strlen(sn->name);
+        fq_put_be64(p, sn->l1_offset);
+        fq_put_be32(p + 8, sn->l1_size);
+        fq_put_be16(p + 12, (uint16_t)il);
+        fq_put_be16(p + 14, (uint16_t)nl);
+        fq_put_be32(p + 16, sn->date_sec);
+        fq_put_be32(p + 20, sn->date_nsec);
+        fq_put_be64(p + 24, sn->vm_clock_nsec);
+        fq_put_be32(p + 32, (uint32_t)FQ_MIN(sn->vm_state_size, (uint64_t)UINT32_MAX));
+        fq_put_be32(p + 36, sn->extra_len);
+        memcpy(p + 40, sn->extra, sn->extra_len);
+        memcpy(p + 40 + sn->extra_len, sn->id, il);
+        memcpy(p + 40 + sn->extra_len + il, sn->name, nl);
+        pos += entry_bytes(sn);
+    }
+    r = qcow2_alloc_clusters(s, alloc / s->cluster_size, off);
+    if (r == 0)
+        r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)alloc, *off, FQ_TAG_OTHER_META);
+    *bytes = total;
+    return r;
+}
+
+/* Point the header at a new table. On failure the old one stays in memory. */
+static int switch_table(struct qcow2 *s, uint32_t n, uint64_t off)
+{
+    uint32_t old_n = s->nb_snapshots;
+    uint64_t old_off = s->snapshots_offset;
+    int r = sync_meta(s);
+
+    if (r < 0)
+        return r;
+    s->nb_snapshots = n;
+    s->snapshots_offset = off;
+    r = qcow2_write_header(s);
+    if (r == 0)
+        r = flush_file(s);
+    if (r < 0) {
+        s->nb_snapshots = old_n;
+        s->snapshots_offset = old_off;
+    }
+    return r;
+}
+
+/* Index of the snapshot whose ID, or else name, is `which`; -1 if none. */
+static long find_snapshot(const struct qsnap *v, size_t n, const char *which)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].id, which))
+            return (long)i;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(v[i].name, which))
+            return (long)i;
+    return -1;
+}
+
+/* Common preconditions; reads the table. */
+static int begin(struct qcow2 *s, struct qsnap **v, size_t *n, uint64_t *tbytes, char *err)
+{
+    if (s->readonly) {
+        fq_seterr(err, "The image is opened read-only");
+        return -EROFS;
+    }
+    if (s->corrupt) {
+        fq_seterr(err, "The image is corrupt; run 'check -r all' first");
+        return -EIO;
+    }
+    if (qcow2_busy(s)) {
+        fq_seterr(err, "Requests are in flight on the image");
+        return -EBUSY;
+    }
+    int r = sync_meta(s);
+    if (r < 0) {
+        fq_seterr(err, "Could not write back the metadata: %s", strerror(-r));
+        return r;
+    }
+    return qcow2_read_snapshots(s, v, n, tbytes, err);
+}
+
+/* After the active tree's refcounts changed: frees applied, COPIED flags
+ * rebuilt, all of it on disk. */
+static int settle(struct qcow2 *s)
+{
+    int r = qcow2_writeback(s);
+
+    if (r == 0)
+        r = qcow2_rebuild_copied(s);
+    return r < 0 ? r : sync_meta(s);
+}
+
+int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
+{
+    struct qsnap *v = NULL, *nv;
+    size_t n = 0;
+    uint64_t tbytes, old_off = s->snapshots_offset, l1off = 0, toff, tb;
+    unsigned long long maxid = 0;
+    int r;
+
+    if (strlen(name) > 65535) {
+        fq_seterr(err, "Snapshot name is too long (%zu bytes, at most 65535)", strlen(name));
+        return -ENAMETOOLONG;
+    }
+    if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
+        return r;
+    if (n >= QCOW2_MAX_SNAPSHOTS) {
+        fq_seterr(err, "Too many snapshots (at most %d)", QCOW2_MAX_SNAPSHOTS);
+        r = -EFBIG;
+        goto out;
+    }
+    if (!(nv = realloc(v, (n + 1) * sizeof(*v)))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    v = nv;
+    for (size_t i = 0; i < n; i++) {
+        char *end;
+        unsigned long long id = strtoull(v[i].id, &end, 10);
+        if (!*end && id > maxid)
+            maxid = id;
+    }
+    struct qsnap *sn = &v[n];
+    struct timespec now;
+    char idbuf[32];
+    clock_gettime(CLOCK_REALTIME, &now);
+    snprintf(idbuf, sizeof(idbuf), "%llu", maxid + 1);
+    memset(sn, 0, sizeof(*sn));
+    sn->id = strdup(idbuf);
+    sn->name = strdup(name);
+    sn->extra = calloc(1, SNAP_EXTRA_LEN);
+    n++;
+    if (!sn->id || !sn->name || !sn->extra) {
+        r = -ENOMEM;
+        goto out;
+    }
+    sn->extra_len = SNAP_EXTRA_LEN;
+    sn->date_sec = (uint32_t)now.tv_sec;
+    sn->date_nsec = (uint32_t)(now.tv_nsec / 1000 * 1000);
+    sn->disk_size = s->bs->size;
+    sn->icount = 0;
+    sn->l1_size = s->l1_size;
+
+    /* one more reference on everything the active state reaches; the
+     * active tables lose their COPIED flags */
+    r = qcow2_tree_refs(s, s->l1, s->l1_size, 1);
+    if (r == -ERANGE)
+        fq_seterr(err, "Refcounts of %u bits cannot count another snapshot's references",
+                  s->refcount_bits);
+    if (r < 0)
+        goto undo_settle;
+    uint64_t l1c = FQ_DIV_UP((uint64_t)s->l1_size * 8, s->cluster_size);
+    r = l1c ? qcow2_alloc_clusters(s, l1c, &l1off) : 0;
+    if (r == 0)
+        r = qcow2_write_l1_at(s, s->l1, s->l1_size, l1off, true);
+    sn->l1_offset = l1off;
+    toff = tb = 0;
+    if (r == 0)
+        r = qcow2_rebuild_copied(s);
+    if (r == 0)
+        r = write_table(s, v, n, &toff, &tb);
+    if (r == 0)
+        r = switch_table(s, (uint32_t)n, toff);
+    if (r < 0) {
+        /* nothing on disk points at the copy: take it all back */
+        qcow2_tree_refs(s, s->l1, s->l1_size, -1);
+        if (l1off)
+            qcow2_free_deferred(s, l1off, l1c);
+        if (toff)
+            qcow2_free_deferred(s, toff, FQ_DIV_UP(tb, s->cluster_size));
+        goto undo_settle;
+    }
+    if (n > 1 && tbytes)
+        r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
+    if (r == 0)
+        r = sync_meta(s);
+    goto out;
+undo_settle:
+    settle(s);
+out:
+    if (r < 0 && err && !*err)
+        fq_seterr(err, "Could not create snapshot '%s': %s", name, strerror(-r));
+    qcow2_snapshots_free(v, n);
+    return r;
+}
+
+int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
+{
+    struct qsnap *v = NULL;
+    size_t n = 0;
+    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL, *ol1 = NULL;
+    int r;
+
+    if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
+        return r;
+    long i = find_snapshot(v, n, which);
+    if (i < 0) {
+        fq_seterr(err, "Snapshot '%s' not found", which);
+        r = -ENOENT;
+        goto out;
+    }
+    struct qsnap *sn = &v[i];
+    uint64_t per_l1 = s->cluster_size * s->l2_entries;
+    if (FQ_DIV_UP(sn->disk_size, per_l1) > sn->l1_size) {
+        fq_seterr(err, "Snapshot '%s': disk size %llu needs more than its %u L1 entries", which,
+                  (unsigned long long)sn->disk_size, sn->l1_size);
+        r = -EINVAL;
+        goto out;
+    }
+    uint32_t nn = FQ_MAX(sn->l1_size, s->l1_size), on = s->l1_size;
+    if ((r = qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &sl1)) < 0)
+        goto out;
+    nl1 = calloc(FQ_MAX(nn, 1u), sizeof(uint64_t));
+    ol1 = malloc(FQ_MAX(on, 1u) * sizeof(uint64_t));
+    if (!nl1 || !ol1) {
+        r = -ENOMEM;
+        goto out;
+    }
+    for (uint32_t k = 0; k < sn->l1_size; k++)
+        nl1[k] = sl1[k] & ~L2E_COPIED;
+    memcpy(ol1, s->l1, (size_t)on * sizeof(uint64_t));
+    /* the snapshot's tree gains the active state's references before the
+     * header makes it active; the old tree loses them afterwards */
+    r = qcow2_tree_refs(s, sl1, sn->l1_size, 1);
+    if (r == -ERANGE)
+        fq_seterr(err, "Refcounts of %u bits cannot count the references of another copy",
+                  s->refcount_bits);
+    if (r == 0) {
+        r = qcow2_switch_l1(s, nl1, nn, sn->disk_size);
+        if (r < 0)
+            qcow2_tree_refs(s, sl1, sn->l1_size, -1);
+    }
+    if (r == 0)
+        r = qcow2_tree_refs(s, ol1, on, -1);
+    int r2 = settle(s);
+    if (r == 0)
+        r = r2;
+out:
+    if (r < 0 && err && !*err)
+        fq_seterr(err, "Could not apply snapshot '%s': %s", which, strerror(-r));
+    free(sl1);
+    free(nl1);
+    free(ol1);
+    qcow2_snapshots_free(v, n);
+    return r;
+}
+
+int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
+{
+    struct qsnap *v = NULL, gone;
+    size_t n = 0;
+    uint64_t tbytes, old_off = s->snapshots_offset, toff, tb, *sl1 = NULL;
+    int r;
+
+    if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
+        return r;
+    long i = find_snapshot(v, n, which);
+    if (i < 0) {
+        fq_seterr(err, "Snapshot '%s' not found", which);
+        r = -ENOENT;
+        goto out;
+    }
+    if ((r = qcow2_read_l1(s, v[i].l1_offset, v[i].l1_size, &sl1)) < 0)
+        goto out;
+    gone = v[i];
+    memmove(&v[i], &v[i + 1], (n - (size_t)i - 1) * sizeof(*v));
+    n--;
+    r = write_table(s, v, n, &toff, &tb);
+    if (r == 0)
+        r = switch_table(s, (uint32_t)n, toff);
+    if (r < 0) {
+        v[n] = gone;   /* freed with the rest */
+        n++;
+        goto out;
+    }
+    /* nothing points at the old table nor at the snapshot's tree now */
+    r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
+    if (r == 0)
+        r = qcow2_tree_refs(s, sl1, gone.l1_size, -1);
+    if (r == 0 && gone.l1_size)
+        r = qcow2_free_deferred(s, gone.l1_offset,
+                                FQ_DIV_UP((uint64_t)gone.l1_size * 8, s->cluster_size));
+    int r2 = settle(s);
+    if (r == 0)
+        r = r2;
+    free(gone.id);
+    free(gone.name);
+    free(gone.extra);
+out:
+    if (r < 0 && err && !*err)
+        fq_seterr(err, "Could not delete snapshot '%s': %s", which, strerror(-r));
+    free(sl1);
+    qcow2_snapshots_free(v, n);
     return r;
 }

@@ -1,0 +1,627 @@
+/* image_ops.c: the public API of the whole-image features (fastqcow.h,
+ * "image features"): compressed writes, snapshots, resize, amend, measure,
+ * rebase and commit. Each checks its arguments, finds the qcow2 driver
+ * state under the image handle and calls the driver (qcow2_ops.h,
+ * qcow2_snapshot.h); rebase and commit also move data between the images
+ * of a chain, synchronously, in chunks of at most CHUNK bytes.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+
+#include "bdev.h"
+#include "qcow2_ops.h"
+#include "qcow2_snapshot.h"
+
+#define CHUNK (1u << 20)
+#define MAX_CHAIN 64
+
+/* The qcow2 state of an image, or NULL (then *r is the error). */
+static struct qcow2 *image_qcow2(struct fq_image *img, int *r)
+{
+    struct qcow2 *s = qcow2_of(fq_image_bdev(img));
+
+    *r = s ? 0 : -ENOTSUP;
+    return s;
+}
+
+static int flush_if_writethrough(struct fq_image *img)
+{
+    enum fq_cache_mode m = fq_image_cache_mode(img);
+    struct fq_bdev *bs = fq_image_bdev(img);
+    struct fq_req req = { .op = FQ_OP_FLUSH };
+
+    if (m != FQ_CACHE_WRITETHROUGH && m != FQ_CACHE_DIRECTSYNC)
+        return 0;
+    return bs->ops->io_sync(bs, &req);
+}
+
+/* ---- compressed writes ---- */
+
+int fq_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                          size_t iov_off, size_t len, uint64_t off)
+{
+    struct fq_bdev *bs = fq_image_bdev(img);
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s)
+        return r;
+    if (bs->readonly)
+        return -EROFS;
+    uint64_t cs = s->cluster_size, size = bs->size;
+    if (off % cs || off > size || len > size - off || (len % cs && off + len != size) ||
+        iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len)
+        return -EINVAL;
+    if (len == 0)
+        return 0;
+    CLEANUP_FREE uint8_t *buf = fq_memalign((size_t)cs);
+    if (!buf)
+        return -ENOMEM;
+    for (uint64_t pos = 0; pos < len; pos += cs) {
+        size_t n = (size_t)FQ_MIN(cs, len - pos);
+        fq_iov_to_buf(iov, iovcnt, iov_off + (size_t)pos, buf, n);
+        if ((r = qcow2_write_compressed(s, buf, (off + pos) >> s->cluster_bits)) < 0)
+            return r;
+    }
+    return flush_if_writethrough(img);
+}
+
+int fq_pwrite_compressed(struct fq_image *img, const void *buf, uint64_t off)
+{
+    struct fq_bdev *bs = fq_image_bdev(img);
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s)
+        return r;
+    if (off >= bs->size)
+        return -EINVAL;
+    size_t len = (size_t)FQ_MIN(s->cluster_size, bs->size - off);
+    struct iovec v = { (void *)buf, len };
+    return fq_pwritev_compressed(img, &v, 1, 0, len, off);
+}
+
+struct cdone {
+    struct fq_bh bh;
+    struct fq_ctx *ctx;
+    fq_cb *cb;
+    void *opaque;
+    int ret;
+};
+
+static void cdone_bh(void *opaque)
+{
+    struct cdone *d = opaque;
+    struct fq_ctx *ctx = d->ctx;
+    fq_cb *cb = d->cb;
+    void *cbo = d->opaque;
+    int ret = d->ret;
+
+    free(d);
+    ctx->user_inflight--;
+    ctx->user_completed++;
+    if (cb)
+        cb(cbo, ret);
+}
+
+int fq_aio_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
+                              size_t iov_off, size_t len, uint64_t off,
+                              fq_cb *cb, void *opaque)
+{
+    struct cdone *d = calloc(1, sizeof(*d));
+
+    if (!d)
+        return -ENOMEM;
+    d->ctx = fq_image_ctx(img);
+    d->cb = cb;
+    d->opaque = opaque;
+    d->ret = fq_pwritev_compressed(img, iov, iovcnt, iov_off, len, off);
+    d->ctx->user_inflight++;
+    fq_ctx_defer(d->ctx, &d->bh, cdone_bh, d);
+    return 0;
+}
+
+/* ---- snapshots ---- */
+
+void fq_snapshot_list_free(struct fq_snapshot *list, int count)
+{
+    for (int i = 0; list && i < count; i++) {
+        free(list[i].id);
+        free(list[i].name);
+    }
+    free(list);
+}
+
+int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count)
+{
+    struct qsnap *v;
+    size_t n;
+    uint64_t tb;
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    *out = NULL;
+    *count = 0;
+    if (!s)
+        return r;
+    if ((r = qcow2_read_snapshots(s, &v, &n, &tb, NULL)) < 0)
+        return r;
+    struct fq_snapshot *l = n ? calloc(n, sizeof(*l)) : NULL;
+    if (n && !l)
+        r = -ENOMEM;
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        l[i] = (struct fq_snapshot){ .id = strdup(v[i].id), .name = strdup(v[i].name),
+                                     .vm_state_size = v[i].vm_state_size,
+                                     .disk_size = v[i].disk_size, .date_sec = v[i].date_sec,
+                                     .date_nsec = v[i].date_nsec,
+                                     .vm_clock_nsec = v[i].vm_clock_nsec, .icount = v[i].icount };
+        if (!l[i].id || !l[i].name)
+            r = -ENOMEM;
+    }
+    qcow2_snapshots_free(v, n);
+    if (r < 0) {
+        fq_snapshot_list_free(l, (int)n);
+        return r;
+    }
+    *out = l;
+    *count = (int)n;
+    return 0;
+}
+
+int fq_snapshot_create(struct fq_image *img, const char *name, char *err)
+{
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s) {
+        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
+        return r;
+    }
+    return qcow2_snapshot_create(s, name, err);
+}
+
+int fq_snapshot_apply(struct fq_image *img, const char *which, char *err)
+{
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s) {
+        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
+        return r;
+    }
+    return qcow2_snapshot_apply(s, which, err);
+}
+
+int fq_snapshot_delete(struct fq_image *img, const char *which, char *err)
+{
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s) {
+        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
+        return r;
+    }
+    return qcow2_snapshot_delete(s, which, err);
+}
+
+/* ---- resize, amend ---- */
+
+int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err)
+{
+    struct fq_bdev *bs = fq_image_bdev(img);
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (bs->readonly) {
+        fq_seterr(err, "The image is opened read-only");
+        return -EROFS;
+    }
+    if (s)
+        return qcow2_resize(s, size, flags & FQ_RESIZE_SHRINK, err);
+    if (size < bs->size && !(flags & FQ_RESIZE_SHRINK)) {
+        fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
+        return -EINVAL;
+    }
+    r = bs->ops->truncate ? bs->ops->truncate(bs, size) : -ENOTSUP;
+    if (r < 0)
+        fq_seterr(err, "Could not resize the image: %s", strerror(-r));
+    return r;
+}
+
+void fq_amend_opts_init(struct fq_amend_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->lazy_refcounts = -1;
+}
+
+int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err)
+{
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s) {
+        fq_seterr(err, "Format driver '%s' does not support option amendment", fq_format(img));
+        return r;
+    }
+    if (o->version || o->lazy_refcounts >= 0)
+        r = qcow2_amend(s, o->version, o->lazy_refcounts, err);
+    if (r == 0 && o->size && o->size != fq_size(img))
+        r = qcow2_resize(s, o->size, true, err);
+    if (r == 0 && o->backing_file)
+        r = qcow2_set_backing(s, o->backing_file, o->backing_format, err);
+    return r;
+}
+
+/* ---- measure ---- */
+
+/* Bytes of metadata of a fully allocated qcow2 image of `vsize` bytes
+ * (a multiple of the cluster size): header, L2 tables, L1 table, and the
+ * refcount blocks and table that count all of it and themselves. */
+static uint64_t qcow2_meta_bytes(uint64_t vsize, uint64_t cs, unsigned rbits, bool extl2)
+{
+    uint64_t per_l2 = cs / (extl2 ? 16 : 8), clusters = vsize / cs;
+    uint64_t tables = FQ_DIV_UP(clusters, per_l2);
+    uint64_t meta = cs + tables * cs + FQ_ALIGN_UP(tables * 8, cs);
+    uint64_t counted = (meta + vsize) / cs, per_block = cs * 8 / rbits, per_rt = cs / 8;
+    uint64_t blocks = 0, table = 0;
+
+    /* the fixed point where the refcount structures count themselves */
+    for (;;) {
+        uint64_t nb = FQ_DIV_UP(counted + blocks + table, per_block);
+        uint64_t nt = FQ_DIV_UP(nb, per_rt);
+        if (nb == blocks && nt == table)
+            break;
+        blocks = nb;
+        table = nt;
+    }
+    return meta + (blocks + table) * cs;
+}
+
+int fq_measure(const struct fq_create_opts *t, struct fq_image *src,
+               struct fq_measure_result *out, char *err)
+{
+    const char *fmt = t->format ? t->format : "qcow2";
+    uint64_t size = src ? fq_size(src) : t->size;
+
+    memset(out, 0, sizeof(*out));
+    if (!strcmp(fmt, "raw")) {
+        out->required = out->fully_allocated = FQ_ALIGN_UP(size, 512);
+        return 0;
+    }
+    if (strcmp(fmt, "qcow2")) {
+        fq_seterr(err, "Block driver '%s' does not support size measurement", fmt);
+        return -ENOTSUP;
+    }
+    uint64_t cs = t->cluster_size ? t->cluster_size : 65536;
+    unsigned rbits = t->refcount_bits ? (unsigned)t->refcount_bits : 16;
+    if (cs < 512 || cs > (2u << 20) || (cs & (cs - 1))) {
+        fq_seterr(err, "Cluster size must be a power of two between 512 and 2048k");
+        return -EINVAL;
+    }
+    if (rbits > 64 || (rbits & (rbits - 1))) {
+        fq_seterr(err, "Refcount width must be a power of two and may not exceed 64 bits");
+        return -EINVAL;
+    }
+    if (t->extended_l2 && cs < 16384) {
+        fq_seterr(err, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+        return -EINVAL;
+    }
+    uint64_t vsize = FQ_ALIGN_UP(size, cs), data = 0, counted_end = 0;
+    if (t->backing_file || t->prealloc != FQ_PREALLOC_OFF) {
+        data = vsize;
+    } else if (src) {
+        /* every cluster of the target that would hold some data */
+        for (uint64_t off = 0; off < size;) {
+            struct fq_map_entry m;
+            int r = fq_map(src, off, size - off, &m);
+            if (r < 0 || m.length == 0) {
+                fq_seterr(err, "Could not read the allocation status at offset %llu: %s",
+                          (unsigned long long)off, strerror(r < 0 ? -r : EIO));
+                return r < 0 ? r : -EIO;
+            }
+            if (!(m.flags & FQ_MAP_ZERO) &&
+                (m.flags & (FQ_MAP_DATA | FQ_MAP_ALLOCATED)) == (FQ_MAP_DATA | FQ_MAP_ALLOCATED)) {
+                uint64_t first = FQ_MAX(FQ_ALIGN_DOWN(off, cs), counted_end);
+                uint64_t last = FQ_ALIGN_UP(off + m.length, cs);
+                if (last > first)
+                    data += last - first;
+                counted_end = FQ_MAX(counted_end, last);
+            }
+            off += m.length;
+        }
+    }
+    out->fully_allocated = qcow2_meta_bytes(vsize, cs, rbits, t->extended_l2) + vsize;
+    out->required = out->fully_allocated - vsize + data;
+    out->has_bitmaps = t->version >= 3 && src && !strcmp(fq_format(src), "qcow2");
+    return 0;
+}
+
+/* ---- rebase ---- */
+
+/* "dir/of/image" + "name": a backing file name as the chain opens it. */
+static char *resolve_name(const char *image, const char *name)
+{
+    const char *slash = image ? strrchr(image, '/') : NULL;
+    size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
+    char *p;
+
+    if (name[0] == '/' || dl == 0 || strstr(name, "://"))
+        return strdup(name);
+    if ((p = malloc(dl + strlen(name) + 1))) {
+        memcpy(p, image, dl);
+        strcpy(p + dl, name);
+    }
+    return p;
+}
+
+/* Read [off, off+len) of a device (NULL: none) into buf; zeros past its end. */
+static int read_dev(struct fq_bdev *d, uint64_t off, uint64_t len, uint8_t *buf)
+{
+    uint64_t in = d && off < d->size ? FQ_MIN(len, d->size - off) : 0;
+
+    memset(buf + in, 0, (size_t)(len - in));
+    return in ? fq_bdev_pread_sync(d, buf, (size_t)in, off) : 0;
+}
+
+/* Copy into the image every range it leaves to its backing file where the
+ * old and the new backing files differ. */
+static int rebase_copy(struct qcow2 *s, struct fq_bdev *nb, const struct fq_rebase_opts *o)
+{
+    struct fq_bdev *bs = s->bs, *ob = bs->backing;
+    uint64_t size = bs->size, unit = FQ_MIN(s->cluster_size, (uint64_t)CHUNK);
+    CLEANUP_FREE uint8_t *a = fq_memalign((size_t)unit);
+    CLEANUP_FREE uint8_t *b = fq_memalign((size_t)unit);
+    int r = 0;
+
+    if (!a || !b)
+        return -ENOMEM;
+    for (uint64_t pos = 0; pos < size && r == 0;) {
+        struct qextent x;
+        if ((r = qcow2_lookup(s, pos, size - pos, &x)) < 0)
+            break;
+        if (x.kind != QK_UNALLOC) {
+            pos += x.len;
+            continue;
+        }
+        for (uint64_t end = pos + x.len; pos < end && r == 0;) {
+            uint64_t n = FQ_MIN(end - pos, unit - pos % unit);
+            if ((r = read_dev(ob, pos, n, a)) < 0 || (r = read_dev(nb, pos, n, b)) < 0)
+                break;
+            if (memcmp(a, b, (size_t)n)) {
+                struct iovec v = { a, (size_t)n };
+                struct fq_req w = { .op = FQ_OP_WRITE, .off = pos, .len = n, .iov = &v, .iovcnt = 1 };
+                r = qcow2_io_sync(bs, &w);
+            }
+            pos += n;
+        }
+        if (o->progress)
+            o->progress(o->opaque, pos, size);
+    }
+    return r;
+}
+
+int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err)
+{
+    struct fq_bdev *bs = fq_image_bdev(img), *nb = NULL;
+    const char *name = o->backing_file && *o->backing_file ? o->backing_file : NULL;
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
+
+    if (!s) {
+        fq_seterr(err, "Only qcow2 images have a backing file (this one is %s)", fq_format(img));
+        return r;
+    }
+    if (bs->readonly) {
+        fq_seterr(err, "The image is opened read-only");
+        return -EROFS;
+    }
+    if (name && !o->backing_format) {
+        fq_seterr(err, "Could not change the backing file to '%s': backing format must be specified",
+                  name);
+        return -EINVAL;
+    }
+    if (qcow2_busy(s)) {
+        fq_seterr(err, "Requests are in flight on the image");
+        return -EBUSY;
+    }
+    if (o->unsafe)
+        return qcow2_set_backing(s, name, o->backing_format, err);
+    if (name) {
+        struct fq_open_opts oo;
+        char berr[FQ_ERR_MAX] = "";
+        char *path = resolve_name(bs->filename, name);
+        fq_open_opts_init(&oo);
+        oo.readonly = 1;
+        oo.cache = o->cache;
+        r = path ? fq_bdev_open_chain(bs->ctx, path, o->backing_format, &oo, 1, &nb, berr) : -ENOMEM;
+        if (r < 0) {
+            fq_seterr(err, "Could not open new backing file '%s': %s", path ? path : name,
+                      berr[0] ? berr : strerror(-r));
+            free(path);
+            return r;
+        }
+        free(path);
+    }
+    r = rebase_copy(s, nb, o);
+    if (r == 0) {
+        struct fq_req f = { .op = FQ_OP_FLUSH };
+        r = qcow2_io_sync(bs, &f);
+    }
+    if (r < 0) {
+        fq_seterr(err, "Could not copy the data that differs: %s", strerror(-r));
+        fq_bdev_close(nb);
+        return r;
+    }
+    if ((r = qcow2_set_backing(s, name, o->backing_format, err)) < 0) {
+        fq_bdev_close(nb);
+        return r;
+    }
+    fq_bdev_close(bs->backing);
+    bs->backing = nb;
+    return 0;
+}
+
+/* ---- commit ---- */
+
+struct layer {
+    char *path;               /* as the chain opens it */
+    char *fmt;
+};
+
+static void layers_free(struct layer *l, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(l[i].path);
+        free(l[i].fmt);
+    }
+}
+
+/* Does `want` name the backing file recorded as `recorded` and opened as
+ * `path`? */
+static bool names_match(const char *want, const char *recorded, const char *path)
+{
+    if (!strcmp(want, recorded) || !strcmp(want, path))
+        return true;
+    char *a = realpath(want, NULL), *b = realpath(path, NULL);
+    bool same = a && b && !strcmp(a, b);
+    free(a);
+    free(b);
+    return same;
+}
+
+/* Copy what layer `l` allocates itself into `base`. */
+static int commit_layer(const struct layer *l, struct fq_image *base, const struct fq_commit_opts *o,
+                        uint8_t *buf, uint64_t *done, uint64_t total, char *err)
+{
+    struct fq_open_opts oo;
+    struct fq_image *img;
+    int r;
+
+    fq_open_opts_init(&oo);
+    oo.format = l->fmt;
+    oo.readonly = 1;
+    oo.no_backing = 1;
+    oo.cache = o->cache;
+    oo.ctx = fq_image_ctx(base);
+    if ((r = fq_open(l->path, &oo, &img, err)) < 0)
+        return r;
+    uint64_t size = FQ_MIN(fq_size(img), fq_size(base));
+    for (uint64_t off = 0; off < size && r == 0;) {
+        struct fq_map_entry m;
+        if ((r = fq_map(img, off, FQ_MIN(size - off, (uint64_t)CHUNK), &m)) < 0)
+            break;
+        if (m.length == 0) {
+            r = -EIO;
+            break;
+        }
+        if (m.flags & FQ_MAP_ALLOCATED) {
+            if (m.flags & FQ_MAP_ZERO)
+                r = fq_write_zeroes(base, off, m.length, FQ_ZERO_MAY_UNMAP);
+            else if ((r = fq_pread(img, buf, (size_t)m.length, off)) == 0)
+                r = fq_pwrite(base, buf, (size_t)m.length, off);
+        }
+        off += m.length;
+        *done += m.length;
+        if (o->progress)
+            o->progress(o->opaque, *done, total);
+    }
+    if (r < 0 && err && !*err)
+        fq_seterr(err, "Could not commit '%s': %s", l->path, strerror(-r));
+    fq_close(img);
+    return r;
+}
+
+int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err)
+{
+    struct layer l[MAX_CHAIN + 1];
+    struct fq_open_opts oo;
+    struct fq_image *top = NULL, *base = NULL;
+    uint8_t *buf = NULL;
+    int n = 0, d = -1, r;
+
+    fq_open_opts_init(&oo);
+    oo.format = o->format;
+    oo.readonly = 1;
+    oo.cache = o->cache;
+    if ((r = fq_open(filename, &oo, &top, err)) < 0)
+        return r;
+    /* the chain as opened: path and format of each layer */
+    struct fq_bdev *b = fq_image_bdev(top);
+    memset(l, 0, sizeof(l));
+    l[0].path = strdup(filename);
+    l[0].fmt = strdup(fq_format(top));
+    n = 1;
+    for (; b && n <= MAX_CHAIN; b = b->backing) {
+        const char *name = NULL, *fmt = NULL;
+        if (fq_qcow2_backing(b, &name, &fmt) < 0 || !name || !b->backing)
+            break;
+        l[n].path = resolve_name(l[n - 1].path, name);
+        l[n].fmt = strdup(fmt ? fmt : b->backing->ops->name);
+        if (!l[n].path || !l[n].fmt) {
+            n++;
+            r = -ENOMEM;
+            goto out;
+        }
+        if (d < 0 && o->base && names_match(o->base, name, l[n].path))
+            d = n;
+        n++;
+    }
+    uint64_t top_size = fq_size(top);
+    fq_close(top);
+    top = NULL;
+    if (n == 1) {
+        fq_seterr(err, "Image does not have a backing file");
+        r = -EINVAL;
+        goto out;
+    }
+    if (!o->base)
+        d = 1;
+    if (d < 0) {
+        fq_seterr(err, "Did not find '%s' in the backing chain of '%s'", o->base, filename);
+        r = -ENOENT;
+        goto out;
+    }
+    oo.format = l[d].fmt;
+    oo.readonly = 0;
+    if ((r = fq_open(l[d].path, &oo, &base, err)) < 0)
+        goto out;
+    if (fq_size(base) < top_size && (r = fq_resize(base, top_size, 0, err)) < 0)
+        goto out;
+    if (!(buf = fq_memalign(CHUNK))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    /* lowest layer first: what a higher layer holds wins */
+    uint64_t done = 0, total = (uint64_t)d * top_size;
+    for (int i = d - 1; i >= 0 && r == 0; i--)
+        r = commit_layer(&l[i], base, o, buf, &done, total, err);
+    int cr = fq_close(base);
+    base = NULL;
+    if (r == 0 && cr < 0) {
+        fq_seterr(err, "Could not flush '%s': %s", l[d].path, strerror(-cr));
+        r = cr;
+    }
+    if (r == 0 && !o->keep && d == 1) {
+        /* the data is safe in the base: let the image read through */
+        oo.format = l[0].fmt;
+        oo.no_backing = 1;
+        if ((r = fq_open(filename, &oo, &top, err)) == 0) {
+            struct qcow2 *s = qcow2_of(fq_image_bdev(top));
+            r = s ? qcow2_make_empty(s) : -ENOTSUP;
+            if (r < 0)
+                fq_seterr(err, "Could not empty '%s': %s", filename, strerror(-r));
+            int c2 = fq_close(top);
+            top = NULL;
+            if (r == 0)
+                r = c2;
+        }
+    }
+out:
+    if (top)
+        fq_close(top);
+    if (base)
+        fq_close(base);
+    layers_free(l, n);
+    free(buf);
+    return r;
+}

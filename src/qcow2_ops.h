@@ -1,0 +1,68 @@
+/* qcow2_ops.h: image-level operations of the qcow2 driver beyond the
+ * request planner: compressed cluster writes (qcow2_compress.c); resize,
+ * amend, backing-file changes and emptying (qcow2_resize.c); walking whole
+ * L1 trees (qcow2_snapshot.c, also used by the others).
+ *
+ * Each runs synchronously (metadata and data through io_sync, never the
+ * context loop), so it is safe from completion callbacks. Except for
+ * compressed writes, each needs the image idle (qcow2_busy() false): a
+ * table switch must not race with a request planned on the old tables.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_QCOW2_OPS_H
+#define FQ_QCOW2_OPS_H
+
+#include "qcow2.h"
+
+/* The driver state of a qcow2 device, or NULL if `bs` is not qcow2. */
+struct qcow2 *qcow2_of(struct fq_bdev *bs);
+/* True while requests of this image have host I/O or allocations in flight. */
+bool qcow2_busy(struct qcow2 *s);
+
+/* ---- qcow2_compress.c ---- */
+/* Write guest cluster `gc` compressed from `data` (a whole cluster; for the
+ * last, partial cluster of the disk only the bytes inside the disk are
+ * used). Falls back to an ordinary write when compression saves no
+ * sector. Returns 0 or -errno. */
+int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc);
+
+/* ---- qcow2_snapshot.c: L1 trees ---- */
+/* Add `delta` (+1 or -1) to the refcount of every L2 table and host
+ * cluster reachable from the L1 table `l1` (host byte order), counting
+ * data once per L1 path as the format does. A decrement is deferred
+ * (qcow2_free_deferred): it lands once the tables that dropped the
+ * references are on disk. An increment that fails is undone. */
+int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta);
+/* Release (deferred) what the L2 entry `e` references. */
+int qcow2_release_entry(struct qcow2 *s, uint64_t e);
+/* Set the COPIED flag of every active L1 and L2 entry exactly where the
+ * refcount of what it points to is 1. */
+int qcow2_rebuild_copied(struct qcow2 *s);
+/* Read an L1 table of `n` entries at `off` into host byte order. */
+int qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out);
+/* Write an L1 table (host byte order) to `off`, COPIED flags cleared when
+ * `clear_copied`, padded with zeros to whole clusters. */
+int qcow2_write_l1_at(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t off,
+                      bool clear_copied);
+/* Allocate clusters for, write and flush a new active L1 table of `n`
+ * entries (a copy of the current one, grown or cut); then point the header
+ * at it (with virtual size `size`) and free the old table. */
+int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t size);
+
+/* ---- qcow2_resize.c ---- */
+/* Change the virtual size. Shrinking (only with `shrink`) drops every
+ * cluster past the new end. Growing reads as zeros in the new range, also
+ * where a backing file would show through. */
+int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err);
+/* Change the compat level (2 or 3) and the lazy refcounts bit (-1 keep). */
+int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, char *err);
+/* Record another backing file name and format (NULL name = none), only
+ * in the header: the data is not touched. */
+int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *err);
+/* Drop every cluster of the active state: all reads go to the backing
+ * file (or read zeros). */
+int qcow2_make_empty(struct qcow2 *s);
+/* Cut the host file after its last cluster in use. */
+int qcow2_trim_file(struct qcow2 *s);
+
+#endif
