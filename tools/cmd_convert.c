@@ -17,6 +17,9 @@
 
 #include "img.h"
 
+#define FQ_ALIGN_DOWN_C(v, a) ((v) / (a) * (a))
+#define FQ_ALIGN_UP_C(v, a) (((v) + (a) - 1) / (a) * (a))
+
 /* ---- jobs in flight ---------------------------------------------------------- */
 
 enum { J_FREE, J_READING, J_READY, J_WRITING };
@@ -43,6 +46,8 @@ struct xfer {
     int njobs, busy, err, err_side;
     bool strict, ooo, zero_init, full;
     size_t gran;                          /* convert: zero detection block */
+    uint64_t ccs;                         /* convert -c: target cluster size */
+    size_t chunk;                         /* job buffer size (0 = CHUNK) */
     struct progress pg;
     void (*on_read)(struct job *j);       /* all reads of a job are in */
 };
@@ -173,7 +178,7 @@ static int xfer_alloc(struct xfer *x, int nbuf, size_t niov)
         struct job *j = &x->job[i];
         j->iov = calloc(niov, sizeof(*j->iov));
         for (int b = 0; b < nbuf; b++)
-            j->buf[b] = img_alloc_buf();
+            j->buf[b] = x->chunk > CHUNK ? aligned_alloc(4096, x->chunk) : img_alloc_buf();
         if (!j->iov || !j->buf[0] || (nbuf > 1 && !j->buf[1])) {
             tool_error("Out of memory");
             return -1;
@@ -389,6 +394,38 @@ static void conv_write(struct job *j)
     job_put(j);
 }
 
+/* convert -c: write a job (whole target clusters) cluster by cluster,
+ * compressed; clusters of zeros stay holes in a target that reads as
+ * zeros (written as zeros otherwise). */
+static void conv_write_compressed(struct job *j)
+{
+    struct xfer *x = j->x;
+    int niov = 2;
+
+    j->state = J_WRITING;
+    j->pending = 1;
+    if (j->zero[0])
+        memset(j->buf[0], 0, j->len);
+    for (size_t pos = 0; pos < j->len;) {
+        size_t n = (size_t)MIN(x->ccs, j->len - pos);
+        uint64_t off = j->off + pos;
+        if (x->gran && img_is_zero(j->buf[0] + pos, n)) {
+            conv_emit(j, pos, n, true, &niov);
+        } else if (n < x->ccs && off + n != x->size[1]) {
+            conv_emit(j, pos, n, false, &niov);   /* not a whole cluster of the target */
+        } else {
+            struct iovec *v = &j->iov[niov++];
+            *v = (struct iovec){ j->buf[0] + pos, n };
+            j->pending++;
+            int r = fq_aio_pwritev_compressed(x->img[1], v, 1, 0, n, off, write_cb, j);
+            if (r < 0)
+                job_cb(j, r, 1);
+        }
+        pos += n;
+    }
+    job_put(j);
+}
+
 /* A job's data is in: start the writes of every job whose turn it is (in
  * source order unless -W). After an error, drop them instead. */
 static void conv_job_read(struct job *j)
@@ -406,6 +443,8 @@ static void conv_job_read(struct job *j)
             again = true;
             if (x->err)
                 job_release(k);
+            else if (x->ccs)
+                conv_write_compressed(k);
             else
                 conv_write(k);
         }
@@ -424,6 +463,22 @@ static int conv_run(struct xfer *x)
         if (r < 0) {
             tool_error("error while reading block status at offset %" PRIu64 ": %s", off, strerror(-r));
             x->err = -ECANCELED;
+        } else if (x->ccs && (st & FQ_MAP_ZERO) && x->zero_init &&
+                   FQ_ALIGN_DOWN_C(off + len, x->ccs) > off) {
+            /* -c: jobs stay whole target clusters; skip whole ones only */
+            len = off + len >= x->total ? x->total - off : FQ_ALIGN_DOWN_C(off + len, x->ccs) - off;
+            off += len;
+            x->done += len;
+            img_progress(&x->pg, x->done, x->total, false);
+        } else if (x->ccs) {
+            size_t chunk = x->chunk > CHUNK ? x->chunk : CHUNK;
+            uint64_t jl = MIN(FQ_ALIGN_UP_C(off + len, x->ccs), x->total) - off;
+            if ((j = job_get(x, off, MIN(jl, chunk - off % chunk)))) {
+                if (!(j->zero[0] = (st & FQ_MAP_ZERO) && len >= j->len))
+                    job_read(j, 0);
+                off += j->len;
+                job_put(j);
+            }
         } else if ((st & FQ_MAP_ZERO) && x->zero_init) {
             off += len;
             x->done += len;
@@ -464,10 +519,8 @@ int cmd_convert(int argc, char **argv)
         tool_error("Only one source image is supported");
         return 1;
     }
-    if (a.compress) {
-        tool_error(a.out_fmt && !strcmp(a.out_fmt, "qcow2") ?
-                   "Compressed output (-c) is not supported yet: libfastqcow cannot write compressed clusters" :
-                   "Compression not supported for this file format");
+    if (a.compress && (!a.out_fmt || strcmp(a.out_fmt, "qcow2"))) {
+        tool_error("Compression not supported for this file format");
         return 1;
     }
     x.njobs = a.jobs;
@@ -499,7 +552,18 @@ int cmd_convert(int argc, char **argv)
         if (img_create(&c) < 0)
             goto out;
     }
-    if (xfer_open(&x, 1, &o[1]) < 0 || xfer_alloc(&x, 1, CHUNK / 512 + 3) < 0)
+    if (xfer_open(&x, 1, &o[1]) < 0)
+        goto out;
+    if (a.compress) {
+        /* jobs of whole target clusters, written compressed one by one */
+        if (fq_get_info(x.img[1], &in) < 0 || !in.cluster_size) {
+            tool_error("Compression not supported for this file format");
+            goto out;
+        }
+        x.ccs = in.cluster_size;
+        x.chunk = in.cluster_size > CHUNK ? in.cluster_size : CHUNK;
+    }
+    if (xfer_alloc(&x, 1, (x.chunk ? x.chunk : CHUNK) / 512 + 3) < 0)
         goto out;
     if (x.size[1] < x.total) {
         tool_error("%s: the target is smaller than the source (%" PRIu64 " < %" PRIu64 " bytes)",

@@ -609,6 +609,10 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
     if (!(img = img_open(file, &o)))
         return -1;
     r = fq_get_info(img, &in);
+    struct fq_snapshot *sn = NULL;
+    int nsn = 0;
+    if (r == 0 && in.nb_snapshots)
+        fq_snapshot_list(img, &sn, &nsn);   /* as qemu-img: a bad table is not fatal */
     fq_close(img);
     if (r < 0) {
         tool_error("%s: Could not get the image information: %s", file, strerror(-r));
@@ -626,6 +630,23 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
         jw_open(w, NULL, '{');
         if (in.backing_format[0])
             jw_str(w, "backing-filename-format", in.backing_format);
+        if (nsn) {
+            jw_open(w, "snapshots", '[');
+            for (int i = 0; i < nsn; i++) {
+                jw_open(w, NULL, '{');
+                if (sn[i].icount != UINT64_MAX)
+                    jw_int(w, "icount", (int64_t)sn[i].icount);
+                jw_int(w, "vm-clock-nsec", (int64_t)(sn[i].vm_clock_nsec % 1000000000));
+                jw_str(w, "name", sn[i].name);
+                jw_int(w, "date-sec", sn[i].date_sec);
+                jw_int(w, "date-nsec", sn[i].date_nsec);
+                jw_int(w, "vm-clock-sec", (int64_t)(sn[i].vm_clock_nsec / 1000000000));
+                jw_str(w, "id", sn[i].id);
+                jw_int(w, "vm-state-size", (int64_t)sn[i].vm_state_size);
+                jw_close(w, '}');
+            }
+            jw_close(w, ']');
+        }
         jw_int(w, "virtual-size", (int64_t)vsize);
         jw_str(w, "filename", file);
         if (in.cluster_size)
@@ -656,6 +677,7 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
             jw_str(w, "backing-filename", in.backing_file);
         jw_bool(w, "dirty-flag", in.dirty);
         jw_close(w, '}');
+        fq_snapshot_list_free(sn, nsn);
         return 0;
     }
     size_str(vsize, vs, sizeof(vs));
@@ -674,6 +696,9 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
         printf("backing file: %s\n", in.backing_file);
     if (next[0] && in.backing_format[0])
         printf("backing file format: %s\n", in.backing_format);
+    if (nsn)
+        img_snapshot_dump(sn, nsn);
+    fq_snapshot_list_free(sn, nsn);
     if (qcow2)
         printf("Format specific information:\n    compat: %s\n    compression type: %s\n", compat, ct);
     if (qcow2 && v3)

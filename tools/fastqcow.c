@@ -21,6 +21,12 @@ static const struct {
     { "io", cmd_io, "run qemu-io style commands on an image" },
     { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)" },
     { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images" },
+    { "snapshot", cmd_snapshot, "list, create, apply or delete snapshots (qemu-img snapshot)" },
+    { "resize", cmd_resize, "change the virtual size (qemu-img resize)" },
+    { "amend", cmd_amend, "change options of an image (qemu-img amend)" },
+    { "measure", cmd_measure, "show the size a new image needs (qemu-img measure)" },
+    { "rebase", cmd_rebase, "change the backing file (qemu-img rebase)" },
+    { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)" },
 };
 
 static void usage(FILE *f)

@@ -73,4 +73,7 @@ int img_cspec_parse(struct cspec *c, const struct args *a);
  * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
 int img_create(struct cspec *c);
 
+/* cmd_image2.c: print the "Snapshot list:" table as qemu-img does. */
+void img_snapshot_dump(const struct fq_snapshot *v, int n);
+
 #endif

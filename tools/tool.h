@@ -19,6 +19,13 @@ int cmd_convert(int argc, char **argv);
 int cmd_io(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_gen(int argc, char **argv);
+/* cmd_image2.c */
+int cmd_snapshot(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
 
 /* Print "fastqcow: <message>" to stderr. */
 void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
