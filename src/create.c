@@ -175,6 +175,14 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
         fq_create_opts_init(&def);
         opts = &def;
     }
+    /* sizes are whole 512-byte sectors, as qemu-img rounds them */
+    struct fq_create_opts rounded = *opts;
+    rounded.size = FQ_ALIGN_UP(opts->size, (uint64_t)512);
+    if (rounded.size < opts->size) {
+        fq_seterr(err, "Image size %llu is too large", (unsigned long long)opts->size);
+        return -EFBIG;
+    }
+    opts = &rounded;
     fmt = opts->format ? opts->format : "qcow2";
     if (!strcmp(fmt, "raw")) {
         if (opts->backing_file) {

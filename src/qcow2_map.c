@@ -256,6 +256,40 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
     return 0;
 }
 
+/* The entry that zeroing (or discarding) turns `old` into, following the
+ * mapping qemu uses, so that map/alloc report the same:
+ *  - v3 write-zeroes: a zero cluster (keeping its host cluster when it is
+ *    ours and unmapping is not allowed);
+ *  - v3 discard: a zero cluster where something was allocated or a backing
+ *    file would show through, else left unallocated;
+ *  - v2 (no backing file here): unallocated.
+ * Returns false when `old` stays as it is. */
+static bool zeroed_entry(struct qcow2 *s, uint64_t old, uint64_t oldbm, bool unmap, bool discard,
+                         uint64_t *ne, uint64_t *nb, bool *keep)
+{
+    bool allocated = (old & (L2E_COMPRESSED | L2E_OFFSET_MASK)) || (oldbm & 0xffffffffull);
+
+    *ne = 0;
+    *nb = 0;
+    *keep = false;
+    if (s->version < 3)
+        return allocated;
+    if (discard && !allocated && !s->bs->backing)
+        return false;
+    if (s->extl2) {
+        *nb = 0xffffffffull << 32;
+        return true;
+    }
+    if (!discard && !unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
+        (old & L2E_OFFSET_MASK)) {
+        *ne = (old & (L2E_OFFSET_MASK | L2E_COPIED)) | L2E_ZERO;   /* keep the allocation */
+        *keep = true;
+        return true;
+    }
+    *ne = L2E_ZERO;
+    return true;
+}
+
 int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard)
 {
     bool backing = s->bs->backing != NULL;
@@ -264,16 +298,17 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
         return -ENOTSUP;   /* caller writes zeros instead */
     if (discard && s->version < 3 && backing)
         return 0;          /* nothing can express it; discard is advisory */
-    /* unallocated already reads as zeros when nothing shows through */
-    bool to_unalloc = !backing && (discard || unmap || s->version < 3);
+    /* where no L2 table exists, only a v3 write-zeroes (or a discard that
+     * a backing file would show through) has anything to record */
+    bool need_table = s->version >= 3 && (!discard || backing);
     while (n > 0) {
         struct qcache_entry *l2;
         uint64_t idx;
         uint64_t l1i = gc >> s->l2_bits;
         uint64_t k = FQ_MIN(n, s->l2_entries - (gc & (s->l2_entries - 1)));
-        int r;
+        int r = 0;
 
-        if (l1i < s->l1_size && !(s->l1[l1i] & L1E_OFFSET_MASK) && to_unalloc) {
+        if (l1i < s->l1_size && !(s->l1[l1i] & L1E_OFFSET_MASK) && !need_table) {
             gc += k;
             n -= k;
             continue;
@@ -282,20 +317,11 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
         if (r < 0)
             return r;
         for (uint64_t i = 0; i < k; i++) {
-            uint64_t old = qcow2_l2e_get(s, l2->data, idx + i), ne, nb = 0;
-            bool keep = false;
-            if (to_unalloc) {
-                ne = 0;
-            } else if (s->extl2) {
-                ne = 0;
-                nb = 0xffffffffull << 32;
-            } else if (!unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
-                       (old & L2E_OFFSET_MASK)) {
-                ne = (old & (L2E_OFFSET_MASK | L2E_COPIED)) | L2E_ZERO;   /* keep the allocation */
-                keep = true;
-            } else {
-                ne = L2E_ZERO;
-            }
+            uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
+            uint64_t oldbm = qcow2_l2e_bitmap(s, l2->data, idx + i), ne, nb;
+            bool keep;
+            if (!zeroed_entry(s, old, oldbm, unmap, discard, &ne, &nb, &keep))
+                continue;
             qcow2_l2e_set(s, l2->data, idx + i, ne, nb);
             if (!keep && (r = release_entry(s, old)) < 0)
                 break;

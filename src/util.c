@@ -62,7 +62,7 @@ size_t fq_iov_size(const struct iovec *iov, int cnt)
             size_t n_ = FQ_MIN((iov)[i_].iov_len - o_, l_);                    \
             uint8_t *p_ = (uint8_t *)(iov)[i_].iov_base + o_;                  \
             BODY;                                                              \
-            done_ += n_; l_ -= n_; o_ = 0;                                     \
+            done_ += n_; l_ -= n_; o_ = 0; (void)done_;                        \
         }                                                                      \
     } while (0)
 

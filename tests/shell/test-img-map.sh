@@ -23,9 +23,8 @@ same() {
     cmp -s q.out f.out || { bad "map $*"; diff q.out f.out | head -20; }
 }
 
-# Known differences that need a library feature: qemu asks the host file
-# (SEEK_DATA/SEEK_HOLE) whether data clusters and raw ranges read as zeros;
-# fq_map does not. Reported as XFAIL; XPASS means the gap was closed.
+# For known differences from qemu-img (none at present): reported as XFAIL;
+# XPASS means the gap was closed and the case belongs with `same`.
 known() {
     xfail=1
     same "$@"
@@ -73,12 +72,12 @@ for range in "--start-offset=100 --max-length=1000" "--start-offset=3000000 --ma
     same $range top.qcow2
 done
 same -f qcow2 --output=json top.qcow2
-known --output=json pre.qcow2
-known pre.qcow2
+same --output=json pre.qcow2
+same pre.qcow2
 truncate -s 4M hole.raw
 printf 'abc' | dd of=hole.raw bs=1 seek=1048576 conv=notrunc 2>/dev/null
-known -f raw --output=json hole.raw
-known -f raw hole.raw
+same -f raw --output=json hole.raw
+same -f raw hole.raw
 same --output=xml top.qcow2
 same nonexist.qcow2
 
