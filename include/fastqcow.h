@@ -110,8 +110,9 @@ int fq_preadv(struct fq_image *img, const struct iovec *iov, int iovcnt,
 int fq_pwritev(struct fq_image *img, const struct iovec *iov, int iovcnt,
                size_t iov_off, size_t len, uint64_t off);
 int fq_flush(struct fq_image *img);
-/* Discard: whole clusters in range become unallocated (or read as zeros
- * where a backing file would show through); partial clusters are kept. */
+/* Discard: whole clusters in range read as zeros afterwards (zero clusters
+ * on compat 1.1, unallocated on 0.10 without a backing file; on 0.10 with a
+ * backing file nothing changes); partial clusters are kept. */
 int fq_discard(struct fq_image *img, uint64_t off, uint64_t len);
 #define FQ_ZERO_MAY_UNMAP 1u   /* free host clusters that become zero */
 /* The range reads as zeros afterwards. */
