@@ -379,6 +379,13 @@ static void part_a(const struct icase *c, size_t idx, uint64_t seed)
     r = fq_close(im);
     if (r != 0)
         IFAIL("%s: fq_close = %d", what, r);
+    if (c->dirty) {
+        /* opened read-write, so the refcounts were rebuilt: no longer dirty */
+        st = tl_sh("qemu-img info -U --output=json -f qcow2 '%s' | tr -d ' \\n' | "
+                   "grep -q '\"dirty-flag\":false'", img);
+        if (st != 0)
+            IFAIL("%s: the image is still dirty after the library opened it read-write", what);
+    }
     st = tl_sh("qemu-img check -q -f qcow2 '%s'", img);
     if (st != 0) {
         IFAIL("%s: qemu-img check after the library wrote exited %d", what, st);
