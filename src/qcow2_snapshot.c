@@ -42,7 +42,9 @@ void qcow2_snapshots_free(struct qsnap *v, size_t n)
 int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
                          uint64_t *table_bytes, char *err)
 {
-    uint64_t off = s->snapshots_offset, pos = 0;
+    uint64_t off = s->snapshots_offset, pos = 0, end;
+    int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
+                                             : (int64_t)s->file->size;
     struct qsnap *v;
     int r = 0;
 
@@ -56,6 +58,14 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
         return -ENOMEM;
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         uint8_t h[40];
+        /* an entry past the end of the file would read as zeros: with
+         * nb_snapshots up to 65536 that is a lot of work for nothing */
+        if (fq_add_ovf(off, pos + sizeof(h), &end) || (flen >= 0 && end > (uint64_t)flen)) {
+            fq_seterr(err, "Snapshot %u: its table entry at 0x%llx lies beyond the end of the file",
+                      i, (unsigned long long)(off + pos));
+            r = -EINVAL;
+            goto fail;
+        }
         if ((r = fq_bdev_pread_sync(s->file, h, sizeof(h), off + pos)) < 0)
             goto fail;
         struct qsnap *sn = &v[i];
@@ -77,6 +87,13 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
             (sn->l1_size && sn->l1_offset == 0)) {
             fq_seterr(err, "Snapshot %u: invalid L1 table (offset 0x%llx, %u entries)", i,
                       (unsigned long long)sn->l1_offset, sn->l1_size);
+            r = -EINVAL;
+            goto fail;
+        }
+        if (fq_add_ovf(off, pos + 40 + extra + id_len + name_len, &end) ||
+            (flen >= 0 && end > (uint64_t)flen)) {
+            fq_seterr(err, "Snapshot %u: its table entry at 0x%llx runs past the end of the file",
+                      i, (unsigned long long)(off + pos));
             r = -EINVAL;
             goto fail;
         }

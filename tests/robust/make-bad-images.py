@@ -571,6 +571,8 @@ for k, (d, fn) in SNAP_CASES.items():
     mutate("snap", "snapshot", k, d, snap(fn))
 mutate("snap", "snapshot", "past-eof", "snapshot table beyond the end of the file",
        lambda img: img.p64(64, 1 << 40))
+mutate("snap", "snapshot", "many-past-eof", "65535 snapshots in a table beyond the end of the file",
+       lambda img: (img.p32(60, 65535), img.p64(64, 0xff02000000000000)))
 
 # ---- truncation ----
 for base in ("v3", "c512", "snap"):
