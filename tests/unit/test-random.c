@@ -49,12 +49,14 @@ struct cfg {
     int nops;
     unsigned max_workers;
     uint64_t cache_size;       /* metadata cache bytes, 0 = default */
+    int lazy;                  /* lazy_refcounts=on */
 };
 
 /* The matrix: every value of each dimension appears at least once, and
  * the risky pairings (1-bit refcounts with tiny clusters, 64-bit refcounts
  * with 2 MiB clusters, v2 with O_DIRECT, nesting across very different
- * cluster sizes, offsets above 4 GiB and across L2 tables) are present.
+ * cluster sizes, offsets above 4 GiB and across L2 tables, lazy refcounts
+ * with O_DIRECT) are present.
  * compat=0.10 images always have 16-bit refcounts (the format says so). */
 static const struct cfg configs[] = {
     { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
@@ -65,8 +67,8 @@ static const struct cfg configs[] = {
       8 * MiB, 0, 2000, 0, 0 },
     { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
       4 * MiB, 0, 1000, 0, 0 },
-    { "c4k-rb64-v3-uring-none-oddsize", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      24 * MiB + 1536, 0, 1200, 0, 0 },
+    { "c4k-rb64-v3-uring-none-oddsize-lazy", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
+      24 * MiB + 1536, 0, 1200, 0, 0, 1 },
     { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
       16 * MiB, 0, 1500, 0, 0 },
     { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
@@ -379,6 +381,7 @@ static int create_image(struct run *r)
     o.size = c->size;
     o.cluster_size = c->cluster;
     o.refcount_bits = c->refbits;
+    o.lazy_refcounts = c->lazy;
     o.version = c->version ? c->version : 3;
     o.file_format = c->outer_cluster ? "qcow2" : NULL;
     ret = fq_create(r->path, &o, err);
@@ -862,6 +865,13 @@ static void check_image(struct run *r)
     ret = tl_sh("qemu-img check -q -f qcow2 '%s'", r->path);
     if (ret != 0)
         RFAIL(r, "qemu-img check %s exited %d", r->path, ret);
+    if (r->c->lazy) {
+        /* closed cleanly: the refcounts were written, the dirty bit cleared */
+        ret = tl_sh("qemu-img info -U --output=json -f qcow2 '%s' | tr -d ' \\n' | "
+                    "grep -q '\"dirty-flag\":false'", r->path);
+        if (ret != 0)
+            RFAIL(r, "the lazy-refcount image is still dirty after fq_close");
+    }
     if (r->c->outer_cluster) {
         ret = tl_sh("qemu-img check -q 'json:{\"driver\":\"qcow2\",\"file\":{\"driver\":\"qcow2\","
                     "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}}'", r->path);
@@ -953,6 +963,7 @@ static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uri
         ret = fq_get_info(r.img, &info);
         if (ret != 0 || strcmp(info.format, "qcow2") || info.cluster_size != c->cluster ||
             info.version != c->version || info.refcount_bits != c->refbits ||
+            info.lazy_refcounts != c->lazy ||
             info.virtual_size != c->size)
             RFAIL(&r, "fq_get_info: ret %d format '%s' cluster %u version %d refcount_bits %d "
                   "size %" PRIu64, ret, info.format, info.cluster_size, info.version,
