@@ -2,11 +2,16 @@
  *
  * A guest cluster is compressed whole (raw deflate with a 4 KiB window for
  * zlib, as the format requires, or one zstd frame, per the header's
- * compression_type) and stored at a 512-byte aligned host offset, packed
- * after the previous compressed cluster: s->comp_next is where the next
- * one may start, inside a host cluster that compressed data already holds
- * a reference to. A compressed cluster may run into the next host cluster
- * when that one is the next cluster the allocator hands out.
+ * compression_type) and stored byte-packed right after the previous
+ * compressed cluster, as qemu does: the descriptor names the first byte
+ * and the number of 512-byte sectors touched, and another compressed
+ * cluster may begin in the last sector of this one. s->comp_next is where
+ * the next one may start, inside a host cluster that compressed data
+ * already holds a reference to. A compressed cluster may run into the next
+ * host cluster when that one is the next cluster the allocator hands out.
+ * Each write pads its last sector with zeros (the next one overwrites the
+ * padding), so that the file always holds the whole sectors a descriptor
+ * names.
  *
  * Refcounts: every host cluster a compressed cluster touches holds one
  * reference for it (the first user by allocating the cluster, later ones
@@ -19,8 +24,10 @@
  * cache, the data written, a flush owed, then the L2 entry linked; what it
  * replaces is freed through the deferred frees.
  *
- * Data that compresses to no fewer sectors than a cluster is written as
- * an ordinary cluster instead.
+ * Data that does not compress below a cluster (or only by so little that
+ * the refcount of a shared host cluster would overflow, e.g. with 1-bit
+ * refcounts a host cluster holds one compressed cluster) is written as an
+ * ordinary cluster or packed less tightly, respectively.
  * SPDX-License-Identifier: MIT
  */
 #include <zlib.h>
@@ -65,25 +72,44 @@ static int64_t compress_buf(struct qcow2 *s, const uint8_t *src, size_t len, uin
     return (int64_t)zr;
 }
 
-/* The L2 descriptor of `nbytes` (a multiple of 512) of compressed data at
- * the sector-aligned host offset `host`. */
-static uint64_t compressed_entry(struct qcow2 *s, uint64_t host, uint64_t nbytes)
+/* The L2 descriptor of `len` bytes of compressed data at host offset
+ * `host`: the offset and the number of sectors after the first. */
+static uint64_t compressed_entry(struct qcow2 *s, uint64_t host, uint64_t len)
 {
     unsigned x = 62 - (s->cluster_bits - 8);
+    uint64_t extra = ((host + len - 1) >> 9) - (host >> 9);
 
-    return L2E_COMPRESSED | ((nbytes / 512 - 1) << x) | host;
+    return L2E_COMPRESSED | (extra << x) | host;
 }
 
-/* Reserve `nbytes` (< one cluster, a multiple of 512) of host space for
- * compressed data: after comp_next if it fits there or runs on into the
- * cluster just allocated, else at the start of a new cluster. Raises the
- * refcount of every host cluster the range touches. */
-static int alloc_bytes(struct qcow2 *s, uint64_t nbytes, uint64_t *out)
+/* May more compressed data go into the host cluster of `next`? */
+static int can_pack(struct qcow2 *s, uint64_t next, bool *out)
 {
-    uint64_t cs = s->cluster_size, next = s->comp_next, c;
+    uint64_t rc;
     int r;
 
-    if (next && (next & (cs - 1)) && cs - (next & (cs - 1)) >= nbytes) {
+    *out = false;
+    if (!next || FQ_IS_ALIGNED(next, s->cluster_size))
+        return 0;
+    if ((r = qcow2_get_refcount(s, next >> s->cluster_bits, &rc)) < 0)
+        return r;
+    *out = rc > 0 && rc < s->refcount_max;
+    return 0;
+}
+
+/* Reserve `len` (< one cluster) bytes of host space for compressed data:
+ * after comp_next if it fits there or runs on into the cluster just
+ * allocated, else at the start of a new cluster. Raises the refcount of
+ * every host cluster the range touches. */
+static int alloc_bytes(struct qcow2 *s, uint64_t len, uint64_t *out)
+{
+    uint64_t cs = s->cluster_size, next = s->comp_next, c;
+    bool pack;
+    int r;
+
+    if ((r = can_pack(s, next, &pack)) < 0)
+        return r;
+    if (pack && cs - (next & (cs - 1)) >= len) {
         r = qcow2_update_refcount(s, FQ_ALIGN_DOWN(next, cs), 1, 1);
         if (r < 0)
             return r;
@@ -93,10 +119,9 @@ static int alloc_bytes(struct qcow2 *s, uint64_t nbytes, uint64_t *out)
     r = qcow2_alloc_clusters(s, 1, &c);
     if (r < 0)
         return r;
-    /* the allocation may have freed nothing, but it may have grown the
-     * refcount table: comp_next is still checked against the hook */
-    next = s->comp_next;
-    if (next && (next & (cs - 1)) && FQ_ALIGN_UP(next, cs) == c) {
+    /* growing the refcount table writes back, which may have freed the
+     * cluster of comp_next (the refcount code then reset comp_next) */
+    if (pack && s->comp_next == next && FQ_ALIGN_UP(next, cs) == c) {
         r = qcow2_update_refcount(s, FQ_ALIGN_DOWN(next, cs), 1, 1);
         if (r < 0) {
             qcow2_update_refcount(s, c, 1, -1);
@@ -131,9 +156,9 @@ static int write_plain(struct qcow2 *s, const uint8_t *data, uint64_t off, uint6
 int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
 {
     uint64_t cs = s->cluster_size, off = gc << s->cluster_bits;
-    uint64_t len, host, nbytes;
+    uint64_t len, host, clen, wlen;
     unsigned x = 62 - (s->cluster_bits - 8);
-    int64_t clen;
+    int64_t n;
     int r;
 
     if (s->readonly)
@@ -145,7 +170,7 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
     len = FQ_MIN(cs, s->bs->size - off);
 
     CLEANUP_FREE uint8_t *in = NULL;
-    CLEANUP_FREE uint8_t *out = fq_memalign((size_t)cs);
+    CLEANUP_FREE uint8_t *out = fq_memalign((size_t)cs + 512);
     if (!out)
         return -ENOMEM;
     if (len < cs) {
@@ -155,13 +180,13 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
         memcpy(in, data, (size_t)len);
         data = in;
     }
-    clen = compress_buf(s, data, (size_t)cs, out, (size_t)cs);
-    if (clen < 0)
-        return (int)clen;
-    nbytes = FQ_ALIGN_UP((uint64_t)clen, 512);
-    if (clen == 0 || nbytes >= cs)
+    /* at most a byte under a cluster, or it is not worth it */
+    n = compress_buf(s, data, (size_t)cs, out, (size_t)cs - 1);
+    if (n < 0)
+        return (int)n;
+    if (n == 0)
         return write_plain(s, data, off, len);
-    memset(out + clen, 0, (size_t)(nbytes - (uint64_t)clen));
+    clen = (uint64_t)n;
 
     /* allocating writes in flight over this cluster link later and would
      * hide this one: they rewrite their data over it instead (as for any
@@ -178,22 +203,25 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
         return r;
     qcache_put(&s->l2_cache, l2);
 
-    r = alloc_bytes(s, nbytes, &host);
+    r = alloc_bytes(s, clen, &host);
     if (r < 0)
         return r;
-    if (host >= (1ull << x) || qcow2_overlaps_metadata(s, host, nbytes)) {
-        unalloc_bytes(s, host, nbytes);
+    if (host >= (1ull << x) || qcow2_overlaps_metadata(s, host, clen)) {
+        unalloc_bytes(s, host, clen);
         qcow2_signal_corruption(s, "compressed cluster at 0x%llx would overwrite metadata "
                                 "or lie beyond the compressed-cluster limit",
                                 (unsigned long long)host);
         return -EIO;
     }
-    r = fq_bdev_pwrite_tagged(s->file, out, (size_t)nbytes, host, FQ_TAG_DATA);
+    /* the data, and zeros to the end of its last sector */
+    wlen = FQ_ALIGN_UP(host + clen, 512) - host;
+    memset(out + clen, 0, (size_t)(wlen - clen));
+    r = fq_bdev_pwrite_tagged(s->file, out, (size_t)wlen, host, FQ_TAG_DATA);
     if (r < 0) {
-        unalloc_bytes(s, host, nbytes);
+        unalloc_bytes(s, host, clen);
         return r;
     }
-    s->comp_next = FQ_IS_ALIGNED(host + nbytes, cs) ? 0 : host + nbytes;
+    s->comp_next = FQ_IS_ALIGNED(host + clen, cs) ? 0 : host + clen;
 
     /* the data must be durable before the L2 entry that exposes it */
     s->flush_owed = true;
@@ -201,7 +229,7 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
     if (r < 0)
         return r;   /* the space leaks until a check repairs it */
     uint64_t old = qcow2_l2e_get(s, l2->data, idx);
-    qcow2_l2e_set(s, l2->data, idx, compressed_entry(s, host, nbytes), 0);
+    qcow2_l2e_set(s, l2->data, idx, compressed_entry(s, host, clen), 0);
     qcache_mark_dirty(l2);
     qcache_put(&s->l2_cache, l2);
     return qcow2_release_entry(s, old);
