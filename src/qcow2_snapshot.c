@@ -396,6 +396,31 @@ int qcow2_rebuild_copied(struct qcow2 *s)
     return 0;
 }
 
+/* Clear the COPIED flags of every L2 entry reachable from `l1`: in an
+ * inactive tree they may be stale, and the tree is about to become the
+ * active one while each of its clusters is referenced at least twice. */
+static int clear_copied_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t off = l1[i] & L1E_OFFSET_MASK;
+        struct qcache_entry *t;
+        if (!off)
+            continue;
+        int r = qcache_get(&s->l2_cache, off, false, &t);
+        if (r < 0)
+            return r;
+        for (uint64_t j = 0; j < s->l2_entries; j++) {
+            uint64_t e = qcow2_l2e_get(s, t->data, j);
+            if (e & L2E_COPIED) {
+                qcow2_l2e_set(s, t->data, j, e & ~L2E_COPIED, qcow2_l2e_bitmap(s, t->data, j));
+                qcache_mark_dirty(t);
+            }
+        }
+        qcache_put(&s->l2_cache, t);
+    }
+    return 0;
+}
+
 /* ---- the snapshot table ---- */
 
 static uint64_t entry_bytes(const struct qsnap *sn)
@@ -675,12 +700,14 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
         fq_seterr(err, "Refcounts of %u bits cannot count the references of another copy",
                   s->refcount_bits);
     if (r == 0) {
-        r = qcow2_switch_l1(s, nl1, nn, sn->disk_size);
+        r = clear_copied_tree(s, sl1, sn->l1_size);
+        if (r == 0)
+            r = qcow2_switch_l1(s, nl1, nn, sn->disk_size);
         if (r < 0)
             qcow2_tree_refs(s, sl1, sn->l1_size, -1);
+        else
+            r = qcow2_tree_refs(s, ol1, on, -1);
     }
-    if (r == 0)
-        r = qcow2_tree_refs(s, ol1, on, -1);
     int r2 = settle(s);
     if (r == 0)
         r = r2;
