@@ -271,43 +271,52 @@ static int tree_scan(struct qcow2 *s, const uint64_t *l1, uint32_t n, bool *zero
     return 0;
 }
 
-/* Turn every zero cluster of the active state into one version 2 can
- * express: unallocated when nothing shows through, else written zeros. */
-static int expand_zero_clusters(struct qcow2 *s)
+/* Turn every zero cluster reachable from the L1 table `l1` into one
+ * version 2 can express: a preallocated one gets zeros written into its
+ * cluster; a plain one becomes unallocated where nothing shows through,
+ * else a new cluster of zeros (referenced once per L1 path, like the L2
+ * table holding it). The L2 tables change in place: each L1 table sharing
+ * one reads the same before and after. */
+static int expand_zero_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
 {
     uint64_t cs = s->cluster_size;
+    const void *zeros = fq_zero_buffer((size_t)cs);
     bool backing = s->bs->backing != NULL;
     int r = 0;
 
-    for (uint32_t i = 0; i < s->l1_size && r == 0; i++) {
-        if (!(s->l1[i] & L1E_OFFSET_MASK))
+    if (!zeros)
+        return -ENOMEM;
+    for (uint32_t i = 0; i < n && r == 0; i++) {
+        uint64_t l2off = l1[i] & L1E_OFFSET_MASK, rc;
+        struct qcache_entry *t;
+        if (!l2off)
             continue;
+        if ((r = qcow2_get_refcount(s, l2off >> s->cluster_bits, &rc)) < 0 ||
+            (r = qcache_get(&s->l2_cache, l2off, false, &t)) < 0)
+            break;
         for (uint64_t j = 0; j < s->l2_entries && r == 0; j++) {
-            uint64_t gc = ((uint64_t)i << s->l2_bits) + j;
-            struct qcache_entry *t;
-            uint64_t idx;
-            if ((r = qcow2_get_l2(s, gc, false, &t, &idx)) < 0 || !t)
-                break;
-            uint64_t e = qcow2_l2e_get(s, t->data, idx);
-            qcache_put(&s->l2_cache, t);
+            uint64_t e = qcow2_l2e_get(s, t->data, j), off = e & L2E_OFFSET_MASK, ne;
             if ((e & L2E_COMPRESSED) || !(e & L2E_ZERO))
                 continue;
-            uint64_t off = gc * cs;
-            if (off >= s->bs->size) {
-                /* past the end of the disk: only the entry must go */
-                if ((r = qcow2_get_l2(s, gc, true, &t, &idx)) == 0) {
-                    qcow2_l2e_set(s, t->data, idx, 0, 0);
-                    qcache_mark_dirty(t);
-                    qcache_put(&s->l2_cache, t);
-                    r = qcow2_release_entry(s, e);
-                }
+            if (off) {
+                ne = e & ~L2E_ZERO;
             } else if (!backing) {
-                r = qcow2_zero_clusters(s, gc, 1, true, true);
+                ne = 0;
             } else {
-                uint64_t len = FQ_MIN(cs, s->bs->size - off);
-                r = guest_sync(s, FQ_OP_WRITE, off, len, fq_zero_buffer((size_t)len));
+                if ((r = qcow2_alloc_clusters(s, 1, &off)) < 0)
+                    break;
+                if (rc > 1 && (r = qcow2_update_refcount(s, off, 1, (int64_t)rc - 1)) < 0)
+                    break;
+                ne = off | (rc == 1 ? L2E_COPIED : 0);
             }
+            if (off && (r = fq_bdev_pwrite_tagged(s->file, zeros, (size_t)cs, off, FQ_TAG_DATA)) < 0)
+                break;
+            /* the zeros are durable before the entry that exposes them */
+            s->flush_owed = true;
+            qcow2_l2e_set(s, t->data, j, ne, 0);
+            qcache_mark_dirty(t);
         }
+        qcache_put(&s->l2_cache, t);
     }
     return r;
 }
@@ -317,7 +326,7 @@ static int downgrade(struct qcow2 *s, char *err)
     struct qsnap *v = NULL;
     size_t n = 0;
     uint64_t tb, bad = s->incompat & ~(QCOW2_INCOMPAT_DIRTY | QCOW2_INCOMPAT_COMPRESSION);
-    bool zero = false, snap_zero = false, compressed = false;
+    bool zero = false, compressed = false;
     int r;
 
     if (bad) {
@@ -334,30 +343,37 @@ static int downgrade(struct qcow2 *s, char *err)
             fq_seterr(err, "Cannot downgrade an image with bitmaps");
             return -ENOTSUP;
         }
+    /* every L1 table: the snapshots' first, then the active one; scan
+     * all before changing any */
     if ((r = qcow2_read_snapshots(s, &v, &n, &tb, err)) < 0)
         return r;
+    uint64_t **l1 = calloc(n + 1, sizeof(*l1));
+    uint32_t *l1n = calloc(n + 1, sizeof(*l1n));
+    if (!l1 || !l1n)
+        r = -ENOMEM;
     for (size_t i = 0; i < n && r == 0; i++) {
-        uint64_t *l1;
-        if ((r = qcow2_read_l1(s, v[i].l1_offset, v[i].l1_size, &l1)) < 0)
-            break;
-        r = tree_scan(s, l1, v[i].l1_size, &snap_zero, &compressed);
-        free(l1);
+        l1n[i] = v[i].l1_size;
+        r = qcow2_read_l1(s, v[i].l1_offset, v[i].l1_size, &l1[i]);
     }
-    qcow2_snapshots_free(v, n);
-    if (r == 0)
-        r = tree_scan(s, s->l1, s->l1_size, &zero, &compressed);
-    if (r < 0)
-        return r;
-    if (snap_zero) {
-        fq_seterr(err, "Cannot downgrade an image whose snapshots have zero clusters");
-        return -ENOTSUP;
+    if (r == 0) {
+        l1[n] = s->l1;
+        l1n[n] = s->l1_size;
     }
-    if (s->compression_type && compressed) {
+    for (size_t i = 0; i <= n && r == 0; i++)
+        r = tree_scan(s, l1[i], l1n[i], &zero, &compressed);
+    if (r == 0 && s->compression_type && compressed) {
         fq_seterr(err, "Cannot downgrade an image with zstd compression type and existing "
                   "compressed clusters");
-        return -ENOTSUP;
+        r = -ENOTSUP;
     }
-    if (zero && ((r = expand_zero_clusters(s)) < 0 || (r = sync_meta(s)) < 0))
+    for (size_t i = 0; i <= n && r == 0 && zero; i++)
+        r = expand_zero_tree(s, l1[i], l1n[i]);
+    for (size_t i = 0; l1 && i < n; i++)
+        free(l1[i]);
+    free(l1);
+    free(l1n);
+    qcow2_snapshots_free(v, n);
+    if (r < 0 || (r = sync_meta(s)) < 0)
         return r;
     uint32_t ohl = s->header_length;
     uint64_t oinc = s->incompat, ocompat = s->compat, oac = s->autoclear;
