@@ -350,9 +350,9 @@ int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err);
 
 /* Merge an image into a backing file (qemu-img commit): every range
  * allocated in the image (and in images between it and the base) is
- * written into the base; then the image is emptied, so that it reads
- * through to its backing file, unless `keep` or a base below the
- * immediate backing file. */
+ * written into the base (grown to the image's size if smaller); then,
+ * unless `keep` or a `base` is named (as qemu-img), the image is emptied so
+ * that it reads through to its backing file. */
 struct fq_commit_opts {
     const char *format;        /* of the image; NULL = probe */
     const char *base;          /* backing file to commit into, named as in

@@ -307,8 +307,14 @@ int fq_measure(const struct fq_create_opts *t, struct fq_image *src,
         return -EINVAL;
     }
     uint64_t vsize = FQ_ALIGN_UP(size, cs), data = 0, counted_end = 0;
-    if (t->backing_file || t->prealloc != FQ_PREALLOC_OFF) {
+    if (FQ_DIV_UP(vsize, cs * (cs / (t->extended_l2 ? 16 : 8))) > QCOW2_MAX_L1_BYTES / 8) {
+        fq_seterr(err, "The image size is too large (try using a larger cluster size)");
+        return -EFBIG;
+    }
+    if (t->prealloc == FQ_PREALLOC_FULL || t->prealloc == FQ_PREALLOC_FALLOC) {
         data = vsize;
+    } else if (src && t->backing_file) {
+        data = vsize;   /* as qemu-img: everything may be needed */
     } else if (src) {
         /* every cluster of the target that would hold some data */
         for (uint64_t off = 0; off < size;) {
@@ -601,7 +607,7 @@ int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err)
         fq_seterr(err, "Could not flush '%s': %s", l[d].path, strerror(-cr));
         r = cr;
     }
-    if (r == 0 && !o->keep && d == 1) {
+    if (r == 0 && !o->keep && !o->base) {
         /* the data is safe in the base: let the image read through */
         oo.format = l[0].fmt;
         oo.no_backing = 1;
