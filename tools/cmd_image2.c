@@ -272,7 +272,7 @@ static int parse_bool(const char *key, const char *v, int *out)
 }
 
 /* Parse one amend -o list into `o`. Returns 0, 1 after printing help, -1. */
-static int amend_parse(char *list, struct fq_amend_opts *o, bool *set_backing)
+static int amend_parse(char *list, struct fq_amend_opts *o)
 {
     static const char *const create_only[] = { "cluster_size", "extended_l2", "compression_type",
                                                 "preallocation", "encryption", "encrypt.format",
@@ -319,11 +319,11 @@ static int amend_parse(char *list, struct fq_amend_opts *o, bool *set_backing)
                 tool_error("Parameter 'size' expects a non-negative number below 2^64");
                 return -1;
             }
-        } else if (!strcmp(tok, "backing_file")) {
-            o->backing_file = v;
-            *set_backing = true;
         } else {
-            o->backing_format = v;
+            /* as qemu-img 7.2 (the library can: fq_amend_opts.backing_file) */
+            tool_error("Cannot amend the backing file");
+            fprintf(stderr, "You can use 'fastqcow rebase' instead.\n");
+            return -1;
         }
     }
     return 0;
@@ -334,7 +334,7 @@ int cmd_amend(int argc, char **argv)
     static const char usage[] =
         "usage: fastqcow amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename\n\n"
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
-        "size, backing_file, backing_fmt.\n";
+        "size.\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "force", no_argument, NULL, 'F' }, { 0 } };
     struct fq_amend_opts o;
@@ -342,8 +342,6 @@ int cmd_amend(int argc, char **argv)
     const char *fmt = NULL;
     char *lists[16], err[FQ_ERR_MAX] = "";
     int nl = 0, ch;
-    bool set_backing = false;
-
     fq_amend_opts_init(&o);
     opterr = 0;
     optind = 1;
@@ -365,7 +363,7 @@ int cmd_amend(int argc, char **argv)
         }
     }
     for (int i = 0; i < nl; i++) {
-        int r = amend_parse(lists[i], &o, &set_backing);
+        int r = amend_parse(lists[i], &o);
         if (r)
             return r < 0;
     }
@@ -373,10 +371,6 @@ int cmd_amend(int argc, char **argv)
         return img_usage_err("Must specify options (-o)");
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
-    if (o.backing_format && !set_backing) {
-        tool_error("backing_fmt can only be changed together with backing_file");
-        return 1;
-    }
     struct fq_image *img = open_image(argv[optind], fmt, true, true, cache);
     if (!img)
         return 1;
