@@ -30,15 +30,17 @@ struct cfg {
     const char *opts;          /* fq_create_opts_parse list */
     uint64_t size;
     int nops;
+    int direct;                /* cache=none (O_DIRECT) where the file system allows */
 };
 
 static const struct cfg cfgs[] = {
-    { "c64k", "cluster_size=64k", 2 * MiB, 60 },
-    { "c4k-zstd", "cluster_size=4k,compression_type=zstd", 1 * MiB, 60 },
-    { "c512-rb64", "cluster_size=512,refcount_bits=64", 256 * 1024, 60 },
-    { "c16k-extl2", "cluster_size=16k,extended_l2=on", 1 * MiB, 60 },
-    { "c64k-v2", "cluster_size=64k,compat=0.10", 2 * MiB, 50 },
-    { "c4k-rb2", "cluster_size=4k,refcount_bits=2", 512 * 1024, 40 },
+    { "c64k", "cluster_size=64k", 2 * MiB, 60, 0 },
+    { "c64k-direct", "cluster_size=64k", 2 * MiB, 40, 1 },
+    { "c4k-zstd-direct", "cluster_size=4k,compression_type=zstd", 1 * MiB, 60, 1 },
+    { "c512-rb64", "cluster_size=512,refcount_bits=64", 256 * 1024, 60, 0 },
+    { "c16k-extl2", "cluster_size=16k,extended_l2=on", 1 * MiB, 60, 1 },
+    { "c64k-v2", "cluster_size=64k,compat=0.10", 2 * MiB, 50, 0 },
+    { "c4k-rb2", "cluster_size=4k,refcount_bits=2", 512 * 1024, 40, 0 },
 };
 
 struct state {
@@ -92,6 +94,8 @@ static int reopen(struct m *M)
     }
     fq_open_opts_init(&o);
     o.engine = FQ_ENGINE_THREADS;
+    if (M->c->direct && tl_direct_ok())
+        o.cache = FQ_CACHE_NONE;
     if ((r = fq_open(M->path, &o, &M->img, err)) < 0) {
         MFAIL(M, "open: %s", err);
         M->img = NULL;
