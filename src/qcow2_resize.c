@@ -395,6 +395,10 @@ static int downgrade(struct qcow2 *s, char *err)
 
 static int upgrade(struct qcow2 *s)
 {
+    /* version 3 snapshot entries carry the virtual size and more */
+    int r0 = qcow2_snapshot_fix_extra(s);
+    if (r0 < 0)
+        return r0;
     s->version = 3;
     s->header_length = QH_V3_LENGTH;
     s->refcount_order = 4;

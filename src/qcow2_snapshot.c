@@ -518,6 +518,29 @@ static int switch_table(struct qcow2 *s, uint32_t n, uint64_t off)
     return r;
 }
 
+int qcow2_snapshot_fix_extra(struct qcow2 *s)
+{
+    struct qsnap *v = NULL;
+    size_t n = 0;
+    uint64_t tbytes, old_off = s->snapshots_offset, toff, tb;
+    bool short_extra = false;
+    int r = qcow2_read_snapshots(s, &v, &n, &tbytes, NULL);
+
+    for (size_t i = 0; r == 0 && i < n; i++)
+        short_extra |= v[i].extra_len < 16;
+    if (r == 0 && short_extra) {
+        r = write_table(s, v, n, &toff, &tb);
+        if (r == 0)
+            r = switch_table(s, (uint32_t)n, toff);
+        if (r == 0)
+            r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
+        if (r == 0)
+            r = sync_meta(s);
+    }
+    qcow2_snapshots_free(v, n);
+    return r;
+}
+
 /* Index of the snapshot whose ID, or else name, is `which`; -1 if none. */
 static long find_snapshot(const struct qsnap *v, size_t n, const char *which)
 {

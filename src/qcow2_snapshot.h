@@ -36,5 +36,8 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err);
 int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err);
 /* Delete the snapshot whose ID (or else name) is `which`. */
 int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err);
+/* Rewrite the table if an entry lacks the extra data version 3 requires
+ * (virtual size and VM state size), e.g. before an upgrade. */
+int qcow2_snapshot_fix_extra(struct qcow2 *s);
 
 #endif

@@ -75,6 +75,39 @@ qemu-img snapshot -a s q.qcow2 && qemu-img snapshot -a s f.qcow2
 qemu-img compare -q q.qcow2 f.qcow2 || bad "downgraded snapshot reads differently"
 qemu-img check -q f.qcow2 || bad "downgraded snapshot: check"
 
+# a compat=0.10 snapshot without extra data (old qemu wrote none): the
+# upgrade rewrites the table with the virtual size, as version 3 requires
+if command -v python3 >/dev/null; then
+    qemu-img create -q -f qcow2 -o compat=0.10 old.qcow2 1M
+    qemu-io -c 'write -P 9 0 64k' old.qcow2 >/dev/null
+    qemu-img snapshot -c s old.qcow2
+    qemu-io -c 'write -P 8 0 64k' old.qcow2 >/dev/null
+    python3 - old.qcow2 <<'PY'
+import struct, sys
+f = open(sys.argv[1], 'r+b')
+h = f.read(72)
+nb, so = struct.unpack('>IQ', h[60:72])
+f.seek(so)
+d = f.read(65536)
+out, p = b'', 0
+for i in range(nb):
+    l1o, l1s, il, nl, ds, dn, vc, vs, ex = struct.unpack('>QIHHIIQII', d[p:p + 40])
+    ident = d[p + 40 + ex:p + 40 + ex + il]
+    name = d[p + 40 + ex + il:p + 40 + ex + il + nl]
+    e = struct.pack('>QIHHIIQII', l1o, l1s, il, nl, ds, dn, vc, vs, 0) + ident + name
+    out += e + b'\0' * (-len(e) % 8)
+    p = (p + 40 + ex + il + nl + 7) // 8 * 8
+f.seek(so)
+f.write(out + b'\0' * (p - len(out)))
+PY
+    F amend -o compat=1.1 old.qcow2 || bad "upgrade with an old snapshot table"
+    qemu-img check -q old.qcow2 || bad "upgrade with an old snapshot table: check"
+    F snapshot -l old.qcow2 | grep -q ' s ' || bad "upgrade lost the snapshot"
+    qemu-img snapshot -a s old.qcow2 && qemu-io -c 'read -P 9 0 64k' old.qcow2 | grep -q '^read' ||
+        bad "upgraded old snapshot reads wrong"
+    qemu-img info --output=json old.qcow2 | grep -q '"compat": "1.1"' || bad "not upgraded"
+fi
+
 # downgrade, then back
 qemu-img create -q -f qcow2 orig.qcow2 2M
 qemu-io -c 'write -P 6 0 64k' -c 'write -z 64k 64k' orig.qcow2 >/dev/null
