@@ -43,6 +43,7 @@ struct icase {
 
 static const struct icase cases[] = {
     { "c512-rb1", "cluster_size=512,refcount_bits=1", 4 * MiB, 0 },
+    { "c512-rb64", "cluster_size=512,refcount_bits=64", 4 * MiB, 0 },
     { "c512-v2-meta", "cluster_size=512,compat=0.10,preallocation=metadata", 2 * MiB, 0 },
     { "c4k-v2", "cluster_size=4k,compat=0.10", 16 * MiB, 0 },
     { "c4k-rb8-meta", "cluster_size=4096,refcount_bits=8,preallocation=metadata", 16 * MiB, 0 },

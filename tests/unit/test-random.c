@@ -65,6 +65,10 @@ static const struct cfg configs[] = {
       16 * MiB, 0, 600, 0, 0, 0 },
     { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
       8 * MiB, 0, 2000, 0, 0, 0 },
+    /* 64 entries per refcount block and per table cluster: the refcount
+     * table must grow every 2 MiB of host file */
+    { "c512-rb64-v3-sync-wb-rtgrow", "qcow2", 512, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
+      6 * MiB, 0, 1000, 0, 0, 0 },
     { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
       4 * MiB, 0, 1000, 0, 0, 0 },
     { "c4k-rb64-v3-uring-none-oddsize-lazy", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
