@@ -7,7 +7,8 @@
  *    very end of the disk, out-of-range and overflowing ranges (-EINVAL),
  *    short iovec arrays, more iovec elements than IOV_MAX, writes to a
  *    read-only image (-EROFS), callbacks never run inside the submitting
- *    call, close with requests in flight, two images sharing one context;
+ *    call, close with requests in flight, two images sharing one context,
+ *    one request of ~8000 host-discontiguous extents;
  *  - open and create failures: a missing file, a directory, a non-qcow2
  *    file opened as qcow2, truncated and invalid qcow2 headers, invalid
  *    create options: each a negative errno and a non-empty message;
@@ -622,6 +623,69 @@ static void test_direct_neighbours(const char *fmt, enum fq_engine_kind eng)
     fq_close(img);
 }
 
+/* One large request over a badly fragmented image: 512-byte clusters
+ * allocated in reverse order, so a 4 MiB request is ~8000 extents, each
+ * host-discontiguous from the next. */
+static void test_big_fragmented(enum fq_engine_kind eng, enum fq_cache_mode cache)
+{
+    const uint64_t size = 4 * MiB, cs = 512;
+    const char *path = tl_path("frag.qcow2");
+    uint8_t *w = malloc(size), *rd = malloc(size + 1);
+    struct fq_open_opts o;
+    struct fq_image *img;
+    char err[FQ_ERR_MAX] = "";
+    int r;
+
+    if (make_image(path, "qcow2", size, (uint32_t)cs, 0) < 0)
+        goto out;
+    /* every cluster written alone, from the last to the first (through
+     * the page cache: this is only the setup) */
+    img = open_img(path, "qcow2", 0, FQ_ENGINE_SYNC, NULL);
+    if (!img)
+        goto out;
+    tl_fill_pattern(w, size, 1, 0);
+    for (uint64_t c = size / cs; c-- > 0;) {
+        r = fq_pwrite(img, w + c * cs, cs, c * cs);
+        if (r != 0) {
+            TL_CHECK(0, "frag: write of cluster %" PRIu64 " = %d", c, r);
+            break;
+        }
+    }
+    fq_close(img);
+    fq_open_opts_init(&o);
+    o.format = "qcow2";
+    o.engine = eng == FQ_ENGINE_IO_URING && !tl_uring_ok() ? FQ_ENGINE_THREADS : eng;
+    o.cache = cache == FQ_CACHE_NONE && !tl_direct_ok() ? FQ_CACHE_WRITEBACK : cache;
+    r = fq_open(path, &o, &img, err);
+    TL_CHECK(r == 0, "frag: fq_open = %d: %s", r, err);
+    if (r < 0)
+        goto out;
+    /* one read of nearly everything, unaligned at both ends */
+    rd[size] = 0xa5;
+    r = fq_pread(img, rd, size - 1000, 333);
+    TL_CHECK(r == 0 && !memcmp(rd, w + 333, size - 1000) && rd[size] == 0xa5,
+             "frag: a %" PRIu64 "-byte read over reverse-allocated clusters (%s, %s) = %d, differs",
+             size - 1000, tl_engine_name(eng), tl_cache_name(cache), r);
+    /* one write over everything, then read back in pieces */
+    tl_fill_pattern(w, size, 2, 0);
+    r = fq_pwrite(img, w + 77, size - 154, 77);
+    TL_CHECK(r == 0, "frag: big write = %d", r);
+    for (uint64_t off = 0; off < size && r == 0; off += MiB) {
+        r = fq_pread(img, rd, MiB, off);
+        if (r != 0 || memcmp(rd + (off ? 0 : 77), w + off + (off ? 0 : 77),
+                             MiB - (off ? 0 : 77) - (off + MiB == size ? 77 : 0))) {
+            TL_CHECK(0, "frag: read back at %" PRIu64 " after the big write (%d)", off, r);
+            break;
+        }
+    }
+    TL_CHECK(fq_close(img) == 0, "frag: close");
+    if (tl_have("qemu-img"))
+        TL_CHECK(tl_sh("qemu-img check -q -f qcow2 '%s'", path) == 0, "frag: qemu-img check");
+out:
+    free(w);
+    free(rd);
+}
+
 /* Two images share one context; requests on both complete in one loop. */
 static void test_shared_ctx(void)
 {
@@ -989,6 +1053,8 @@ int main(void)
     test_direct_neighbours("raw", FQ_ENGINE_IO_URING);
     test_direct_neighbours("qcow2", FQ_ENGINE_THREADS);
     test_direct_neighbours("qcow2", FQ_ENGINE_IO_URING);
+    test_big_fragmented(FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK);
+    test_big_fragmented(FQ_ENGINE_THREADS, FQ_CACHE_NONE);
     test_shared_ctx();
     test_open_errors();
     test_create_errors();
