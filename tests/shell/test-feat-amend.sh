@@ -28,6 +28,7 @@ both() {
     qemu-img info f.qcow2 | grep -v -e '^image:' -e '^disk size:' >f.out
     cmp -s q.out f.out || { bad "amend $1 ($2): info"; diff q.out f.out; }
     qemu-img compare -q q.qcow2 f.qcow2 || bad "amend $1 ($2): guest data differs"
+    F compare -q q.qcow2 f.qcow2 || bad "amend $1 ($2): fastqcow reads them differently"
     qemu-img check -q f.qcow2 || { bad "amend $1 ($2): check"; qemu-img check f.qcow2 | head; }
     F info f.qcow2 >/dev/null || bad "amend $1 ($2): fastqcow info"
 }

@@ -44,6 +44,7 @@ both() {
     case "$*" in *"-b l0"*|l1.qcow2) base=l0;; esac
     for l in l0 l1 l2; do
         qemu-img compare -q "q/$l.qcow2" "f/$l.qcow2" || bad "commit $*: $l differs from qemu-img's"
+        F compare -q "q/$l.qcow2" "f/$l.qcow2" || bad "commit $*: fastqcow reads $l differently"
         qemu-img check -q "f/$l.qcow2" || bad "commit $*: $l not clean"
         # the base may allocate differently (zeros), the others not at all
         [ $l = $base ] || [ "$(own f/$l.qcow2)" = "$(own q/$l.qcow2)" ] ||

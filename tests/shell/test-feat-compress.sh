@@ -40,6 +40,13 @@ for opts in "" "compression_type=zstd" "cluster_size=512" "cluster_size=4k,compr
     # and back through our reader
     F convert -O raw c.qcow2 back.raw && cmp -s src.raw back.raw || bad "convert -c $opts: round trip"
 done
+# compressed images qemu-img makes read back exactly
+for opts in "" "compression_type=zstd" "cluster_size=4k,extended_l2=off" "extended_l2=on" \
+            "cluster_size=2M,compression_type=zstd" "compat=0.10,cluster_size=512"; do
+    qemu-img convert -c -O qcow2 ${opts:+-o $opts} src.raw qc.qcow2
+    F convert -O raw qc.qcow2 qback.raw && cmp -s src.raw qback.raw || bad "reading qemu-img convert -c $opts"
+    F compare -q src.raw qc.qcow2 || bad "fastqcow compare with qemu-img convert -c $opts"
+done
 # as small as qemu-img convert -c makes it (packing), give or take a little
 F convert -c -O qcow2 src.raw ours.qcow2
 qemu-img convert -c -O qcow2 src.raw qemu.qcow2

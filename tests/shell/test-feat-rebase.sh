@@ -30,7 +30,8 @@ both() {
     case " $* " in
         *" -u "*) qemu-img compare -q q.qcow2 f.qcow2 || bad "rebase $*: differs from qemu-img's";;
         *) qemu-img compare -q -F raw f.qcow2 view.raw || bad "rebase $*: guest view changed"
-           qemu-img compare -q q.qcow2 f.qcow2 || bad "rebase $*: differs from qemu-img's";;
+           qemu-img compare -q q.qcow2 f.qcow2 || bad "rebase $*: differs from qemu-img's"
+           F compare -q q.qcow2 f.qcow2 || bad "rebase $*: fastqcow reads them differently";;
     esac
 }
 

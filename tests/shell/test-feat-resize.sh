@@ -32,6 +32,7 @@ both() {
     [ $qrc = 0 ] || return
     [ "$(vsize f.qcow2)" = "$(vsize q.qcow2)" ] || bad "resize $*: size $(vsize f.qcow2), qemu-img $(vsize q.qcow2)"
     qemu-img compare -q q.qcow2 f.qcow2 || bad "resize $*: content differs from qemu-img's"
+    F compare -q q.qcow2 f.qcow2 || bad "resize $*: fastqcow reads them differently"
     qemu-img check -q f.qcow2 || { bad "resize $*: check"; qemu-img check f.qcow2 | head -5; }
 }
 

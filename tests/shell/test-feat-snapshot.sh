@@ -19,7 +19,10 @@ bad() { echo "FAIL: $*"; fail=1; }
 F() { "$FASTQCOW" "$@"; }
 clean() { qemu-img check -q "$1" || { bad "$2: qemu-img check"; qemu-img check "$1" 2>&1 | head -5; }; }
 # the active state of $1 must equal raw file $2
-same() { qemu-img compare -q -f qcow2 -F raw "$1" "$2" || bad "$3: $1 differs from $2"; }
+same() {
+    qemu-img compare -q -f qcow2 -F raw "$1" "$2" || bad "$3: $1 differs from $2"
+    F compare -q -f qcow2 -F raw "$1" "$2" || bad "$3: fastqcow reads $1 differently from $2"
+}
 # snapshot tables and info output as qemu-img prints them
 lists() {
     qemu-img snapshot -l "$1" >q.out; F snapshot -l "$1" >f.out
