@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "bdev.h"
+#include "offload.h"
 #include "qcow2_ops.h"
 #include "qcow2_snapshot.h"
 
@@ -81,43 +82,117 @@ int fq_pwrite_compressed(struct fq_image *img, const void *buf, uint64_t off)
     return fq_pwritev_compressed(img, &v, 1, 0, len, off);
 }
 
-struct cdone {
+/* An asynchronous compressed write: one offload job per cluster compresses
+ * on a worker thread; the job's completion, on the context's thread,
+ * stores the result. The request completes when the last job did (and the
+ * submission's own reference went, from the loop: never inside submit). */
+struct cwrite {
     struct fq_bh bh;
-    struct fq_ctx *ctx;
+    struct fq_image *img;
+    struct qcow2 *s;
     fq_cb *cb;
     void *opaque;
-    int ret;
+    unsigned pending;
+    int err;
 };
 
-static void cdone_bh(void *opaque)
-{
-    struct cdone *d = opaque;
-    struct fq_ctx *ctx = d->ctx;
-    fq_cb *cb = d->cb;
-    void *cbo = d->opaque;
-    int ret = d->ret;
+struct cjob {
+    struct fq_job job;        /* first: the pool hands it back */
+    struct cwrite *w;
+    uint64_t gc;
+    int64_t clen;
+    uint8_t *data;            /* the cluster, zero padded */
+    uint8_t *out;             /* cluster size + 512 */
+};
 
-    free(d);
+static void cw_put(struct cwrite *w)
+{
+    if (--w->pending > 0)
+        return;
+    struct fq_ctx *ctx = fq_image_ctx(w->img);
+    int ret = w->err ? w->err : flush_if_writethrough(w->img);
+    fq_cb *cb = w->cb;
+    void *opaque = w->opaque;
+
+    free(w);
     ctx->user_inflight--;
     ctx->user_completed++;
     if (cb)
-        cb(cbo, ret);
+        cb(opaque, ret);
+}
+
+static void cw_release_bh(void *opaque)
+{
+    cw_put(opaque);
+}
+
+static void cjob_run(struct fq_job *job)
+{
+    struct cjob *c = (struct cjob *)job;
+
+    c->clen = qcow2_compress_cluster(c->w->s, c->data, c->out);
+}
+
+static void cjob_done(struct fq_job *job)
+{
+    struct cjob *c = (struct cjob *)job;
+    struct cwrite *w = c->w;
+    int r = w->err ? 0 : qcow2_store_compressed(w->s, c->gc, c->data, c->out, c->clen);
+
+    if (r < 0 && !w->err)
+        w->err = r;
+    free(c->data);
+    free(c->out);
+    free(c);
+    cw_put(w);
 }
 
 int fq_aio_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
                               size_t iov_off, size_t len, uint64_t off,
                               fq_cb *cb, void *opaque)
 {
-    struct cdone *d = calloc(1, sizeof(*d));
+    struct fq_bdev *bs = fq_image_bdev(img);
+    struct fq_ctx *ctx = fq_image_ctx(img);
+    int r;
+    struct qcow2 *s = image_qcow2(img, &r);
 
-    if (!d)
+    if (!s)
+        return r;
+    if (bs->readonly)
+        return -EROFS;
+    uint64_t cs = s->cluster_size, size = bs->size;
+    if (off % cs || off > size || len > size - off || (len % cs && off + len != size) ||
+        iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len)
+        return -EINVAL;
+    struct cwrite *w = calloc(1, sizeof(*w));
+    if (!w)
         return -ENOMEM;
-    d->ctx = fq_image_ctx(img);
-    d->cb = cb;
-    d->opaque = opaque;
-    d->ret = fq_pwritev_compressed(img, iov, iovcnt, iov_off, len, off);
-    d->ctx->user_inflight++;
-    fq_ctx_defer(d->ctx, &d->bh, cdone_bh, d);
+    *w = (struct cwrite){ .img = img, .s = s, .cb = cb, .opaque = opaque, .pending = 1 };
+    ctx->user_inflight++;
+    for (uint64_t pos = 0; pos < len; pos += cs) {
+        size_t n = (size_t)FQ_MIN(cs, len - pos);
+        struct cjob *c = calloc(1, sizeof(*c));
+        if (!c || !(c->data = fq_zalign((size_t)cs)) || !(c->out = fq_memalign((size_t)cs + 512))) {
+            if (c) {
+                free(c->data);
+                free(c);
+            }
+            w->err = -ENOMEM;
+            break;
+        }
+        fq_iov_to_buf(iov, iovcnt, iov_off + (size_t)pos, c->data, n);
+        c->w = w;
+        c->gc = (off + pos) >> s->cluster_bits;
+        c->job.run = cjob_run;
+        c->job.done = cjob_done;
+        w->pending++;
+        if (fq_offload_submit(ctx, &c->job) < 0) {
+            /* no worker: compress here (still completed from the loop) */
+            cjob_run(&c->job);
+            cjob_done(&c->job);
+        }
+    }
+    fq_ctx_defer(ctx, &w->bh, cw_release_bh, w);
     return 0;
 }
 

@@ -47,7 +47,7 @@ bool qcow2_busy(struct qcow2 *s)
 
 /* Compress `len` bytes into `dst` (`cap` bytes). Returns the compressed
  * length, 0 if it does not fit, or -errno. */
-static int64_t compress_buf(struct qcow2 *s, const uint8_t *src, size_t len, uint8_t *dst,
+static int64_t compress_buf(const struct qcow2 *s, const uint8_t *src, size_t len, uint8_t *dst,
                             size_t cap)
 {
     if (s->compression_type == 0) {
@@ -153,12 +153,17 @@ static int write_plain(struct qcow2 *s, const uint8_t *data, uint64_t off, uint6
     return qcow2_io_sync(s->bs, &req);
 }
 
-int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
+int64_t qcow2_compress_cluster(const struct qcow2 *s, const uint8_t *src, uint8_t *dst)
 {
-    uint64_t cs = s->cluster_size, off = gc << s->cluster_bits;
-    uint64_t len, host, clen, wlen;
+    /* at most a byte under a cluster, or it is not worth it */
+    return compress_buf(s, src, (size_t)s->cluster_size, dst, (size_t)s->cluster_size - 1);
+}
+
+int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, uint8_t *blob,
+                           int64_t clen)
+{
+    uint64_t cs = s->cluster_size, off = gc << s->cluster_bits, host, wlen;
     unsigned x = 62 - (s->cluster_bits - 8);
-    int64_t n;
     int r;
 
     if (s->readonly)
@@ -167,26 +172,10 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
         return -EIO;
     if (off >= s->bs->size)
         return -EINVAL;
-    len = FQ_MIN(cs, s->bs->size - off);
-
-    CLEANUP_FREE uint8_t *in = NULL;
-    CLEANUP_FREE uint8_t *out = fq_memalign((size_t)cs + 512);
-    if (!out)
-        return -ENOMEM;
-    if (len < cs) {
-        /* the last cluster of the disk: what lies past the end is zeros */
-        if (!(in = fq_zalign((size_t)cs)))
-            return -ENOMEM;
-        memcpy(in, data, (size_t)len);
-        data = in;
-    }
-    /* at most a byte under a cluster, or it is not worth it */
-    n = compress_buf(s, data, (size_t)cs, out, (size_t)cs - 1);
-    if (n < 0)
-        return (int)n;
-    if (n == 0)
-        return write_plain(s, data, off, len);
-    clen = (uint64_t)n;
+    if (clen < 0)
+        return (int)clen;
+    if (clen == 0)
+        return write_plain(s, data, off, FQ_MIN(cs, s->bs->size - off));
 
     /* allocating writes in flight over this cluster link later and would
      * hide this one: they rewrite their data over it instead (as for any
@@ -203,25 +192,25 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
         return r;
     qcache_put(&s->l2_cache, l2);
 
-    r = alloc_bytes(s, clen, &host);
+    r = alloc_bytes(s, (uint64_t)clen, &host);
     if (r < 0)
         return r;
-    if (host >= (1ull << x) || qcow2_overlaps_metadata(s, host, clen)) {
-        unalloc_bytes(s, host, clen);
+    if (host >= (1ull << x) || qcow2_overlaps_metadata(s, host, (uint64_t)clen)) {
+        unalloc_bytes(s, host, (uint64_t)clen);
         qcow2_signal_corruption(s, "compressed cluster at 0x%llx would overwrite metadata "
                                 "or lie beyond the compressed-cluster limit",
                                 (unsigned long long)host);
         return -EIO;
     }
     /* the data, and zeros to the end of its last sector */
-    wlen = FQ_ALIGN_UP(host + clen, 512) - host;
-    memset(out + clen, 0, (size_t)(wlen - clen));
-    r = fq_bdev_pwrite_tagged(s->file, out, (size_t)wlen, host, FQ_TAG_DATA);
+    wlen = FQ_ALIGN_UP(host + (uint64_t)clen, 512) - host;
+    memset(blob + clen, 0, (size_t)(wlen - (uint64_t)clen));
+    r = fq_bdev_pwrite_tagged(s->file, blob, (size_t)wlen, host, FQ_TAG_DATA);
     if (r < 0) {
-        unalloc_bytes(s, host, clen);
+        unalloc_bytes(s, host, (uint64_t)clen);
         return r;
     }
-    s->comp_next = FQ_IS_ALIGNED(host + clen, cs) ? 0 : host + clen;
+    s->comp_next = FQ_IS_ALIGNED(host + (uint64_t)clen, cs) ? 0 : host + (uint64_t)clen;
 
     /* the data must be durable before the L2 entry that exposes it */
     s->flush_owed = true;
@@ -229,8 +218,29 @@ int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
     if (r < 0)
         return r;   /* the space leaks until a check repairs it */
     uint64_t old = qcow2_l2e_get(s, l2->data, idx);
-    qcow2_l2e_set(s, l2->data, idx, compressed_entry(s, host, clen), 0);
+    qcow2_l2e_set(s, l2->data, idx, compressed_entry(s, host, (uint64_t)clen), 0);
     qcache_mark_dirty(l2);
     qcache_put(&s->l2_cache, l2);
     return qcow2_release_entry(s, old);
+}
+
+int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc)
+{
+    uint64_t cs = s->cluster_size, off = gc << s->cluster_bits, len;
+
+    if (off >= s->bs->size)
+        return -EINVAL;
+    len = FQ_MIN(cs, s->bs->size - off);
+    CLEANUP_FREE uint8_t *in = NULL;
+    CLEANUP_FREE uint8_t *out = fq_memalign((size_t)cs + 512);
+    if (!out)
+        return -ENOMEM;
+    if (len < cs) {
+        /* the last cluster of the disk: what lies past the end is zeros */
+        if (!(in = fq_zalign((size_t)cs)))
+            return -ENOMEM;
+        memcpy(in, data, (size_t)len);
+        data = in;
+    }
+    return qcow2_store_compressed(s, gc, data, out, qcow2_compress_cluster(s, data, out));
 }

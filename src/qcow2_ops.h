@@ -25,6 +25,16 @@ bool qcow2_busy(struct qcow2 *s);
  * used). Falls back to an ordinary write when compression saves no
  * sector. Returns 0 or -errno. */
 int qcow2_write_compressed(struct qcow2 *s, const uint8_t *data, uint64_t gc);
+/* The two halves of it, for compressing on another thread:
+ * qcow2_compress_cluster reads only the cluster size and compression type
+ * (safe on any thread): it compresses the whole cluster `src` into `dst`
+ * (cluster size + 512 bytes) and returns the length, 0 if it does not
+ * shrink, or -errno. qcow2_store_compressed, on the context's thread,
+ * stores that result (`clen` as returned; `data` is written plainly when
+ * it is 0) for guest cluster `gc`. */
+int64_t qcow2_compress_cluster(const struct qcow2 *s, const uint8_t *src, uint8_t *dst);
+int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, uint8_t *blob,
+                           int64_t clen);
 
 /* ---- qcow2_snapshot.c: L1 trees ---- */
 /* Add `delta` (+1 or -1) to the refcount of every L2 table and host
