@@ -262,9 +262,11 @@ int fq_pwrite_compressed(struct fq_image *img, const void *buf, uint64_t off);
  * on its own; -EINVAL if unaligned. */
 int fq_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
                           size_t iov_off, size_t len, uint64_t off);
-/* Asynchronous form, allowed from callbacks: the work is done at
- * submission, the callback runs from the loop. Overlapping requests in
- * flight are ordered as for any two overlapping writes: not at all. */
+/* Asynchronous form, allowed from callbacks: the data is copied at
+ * submission, each cluster is compressed on a worker thread (in parallel)
+ * and stored from the loop; the callback runs from the loop. Overlapping
+ * requests in flight are ordered as for any two overlapping writes: not at
+ * all. */
 int fq_aio_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
                               size_t iov_off, size_t len, uint64_t off,
                               fq_cb *cb, void *opaque);
