@@ -1,0 +1,417 @@
+#!/usr/bin/env python3
+"""bench/lib/table.py: medians, ratios, tables, CSV and gnuplot PNG from the
+raw CSV that bench/seed-table, bench/random-table and bench/workers-sweep
+write (one line per timed run; see bench/lib/common.sh).
+
+    table.py seed    RAW OUTDIR [--size S --count N --runs N]
+    table.py random  RAW OUTDIR
+    table.py workers RAW OUTDIR
+
+Ratios are ratios of medians. Times: lower is better, so a ratio
+fastqcow/qemu-img below 1 means fastqcow is faster. IOPS: higher is better.
+SPDX-License-Identifier: MIT
+"""
+import csv
+import os
+import statistics
+import subprocess
+import sys
+from collections import defaultdict
+
+
+def load(path):
+    """(table,row,mode,tool) -> field -> {run: value}; fields: seconds,
+    user_s, sys_s, rss_kb, ops, cpu_s (user+sys), failed."""
+    cells = defaultdict(lambda: defaultdict(dict))
+    with open(path) as f:
+        for r in csv.DictReader(f):
+            key = (r["table"], r["row"], r["mode"], r["tool"])
+            run = int(r["run"])
+            for k in ("seconds", "user_s", "sys_s", "rss_kb", "ops"):
+                if r[k] not in ("", "NA"):
+                    cells[key][k][run] = float(r[k])
+            if r["user_s"] not in ("", "NA") and r["sys_s"] not in ("", "NA"):
+                cells[key]["cpu_s"][run] = float(r["user_s"]) + float(r["sys_s"])
+            if r["seconds"] in ("", "NA"):
+                cells[key]["failed"][run] = 1.0
+            elif r["ops"] not in ("", "NA") and float(r["seconds"]) > 0:
+                cells[key]["iops"][run] = float(r["ops"]) / float(r["seconds"])
+    return cells
+
+
+def med(cells, key, field="seconds"):
+    v = list(cells.get(key, {}).get(field, {}).values())
+    return statistics.median(v) if v else None
+
+
+def mean(cells, key, field="cpu_s"):
+    """Mean over runs: CPU times from /usr/bin/time have 10 ms steps, so
+    their mean is finer than their median."""
+    v = list(cells.get(key, {}).get(field, {}).values())
+    return sum(v) / len(v) if v else None
+
+
+def paired(cells, num, dens, field="seconds"):
+    """Median over runs of num / min(dens) taken in the same run: the
+    tools of one run ran seconds apart, so slow drifts of the machine
+    cancel out. None when no run has all of them."""
+    a = cells.get(num, {}).get(field, {})
+    ds = [cells.get(d, {}).get(field, {}) for d in dens]
+    v = []
+    for run, x in a.items():
+        den = [d[run] for d in ds if run in d and d[run] > 0]
+        if den:
+            v.append(x / min(den))
+    return statistics.median(v) if v else None
+
+
+def paired_list(cells, num, dens, field="seconds"):
+    """The per-run ratios behind paired()."""
+    a = cells.get(num, {}).get(field, {})
+    ds = [cells.get(d, {}).get(field, {}) for d in dens]
+    v = []
+    for run, x in a.items():
+        den = [d[run] for d in ds if run in d and d[run] > 0]
+        if den:
+            v.append(x / min(den))
+    return v
+
+
+def median_iqr(v):
+    if not v:
+        return None, None, None
+    if len(v) < 2:
+        return v[0], v[0], v[0]
+    q = statistics.quantiles(v, n=4)
+    return statistics.median(v), q[0], q[2]
+
+
+def ratio(a, b):
+    return a / b if a is not None and b not in (None, 0) else None
+
+
+def fmt(v, nd=3):
+    if v is None:
+        return "-"
+    return "%.*f" % (nd, v)
+
+
+def print_table(headers, rows, title=None):
+    w = [len(h) for h in headers]
+    for r in rows:
+        for i, c in enumerate(r):
+            w[i] = max(w[i], len(c))
+    if title:
+        print(title)
+    line = "+" + "+".join("-" * (x + 2) for x in w) + "+"
+    print(line)
+    print("| " + " | ".join(h.ljust(w[i]) for i, h in enumerate(headers)) + " |")
+    print(line)
+    for r in rows:
+        print("| " + " | ".join(c.rjust(w[i]) if i else c.ljust(w[i]) for i, c in enumerate(r)) + " |")
+    print(line)
+
+
+def write_csv(path, headers, rows):
+    with open(path, "w", newline="") as f:
+        wr = csv.writer(f)
+        wr.writerow(headers)
+        for r in rows:
+            wr.writerow(["" if c is None else (("%.6g" % c) if isinstance(c, float) else c) for c in r])
+
+
+def gnuplot(script):
+    try:
+        subprocess.run(["gnuplot"], input=script, text=True, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return True
+    except (OSError, subprocess.CalledProcessError) as e:
+        print("gnuplot failed: %s" % getattr(e, "stderr", e), file=sys.stderr)
+        return False
+
+
+def verdict(ok):
+    return "met" if ok else "NOT met"
+
+
+# ---------------------------------------------------------------- seed table
+
+LAYOUTS = ["seq", "reverse", "rand", "part-rand"]
+SEED_TOOLS = [("serial", "fastqcow serial (--workers 1)"), ("fastqcow", "fastqcow"),
+              ("qemu-n", "qemu-img -n"), ("qemu-uring", "qemu-img -i io_uring"),
+              ("fio", "fio limit"), ("fio-b16", "fio b16")]
+
+
+def seed(raw, out, opts):
+    c = load(raw)
+    rows, csvrows, checks = [], [], []
+    data = {}
+    for l in LAYOUTS:
+        for mode in ("read", "write"):
+            K = {tool: ("seed", l, mode, tool) for tool in ("serial", "fastqcow", "qemu-n", "qemu-uring")}
+            lim = "seq" if l == "seq" else "frag"
+            K["fio"] = ("seed", lim, mode, "fio")
+            K["fio-b16"] = ("seed", "frag", mode, "fio-b16") if l != "seq" else None
+            t = {tool: med(c, k) if k else None for tool, k in K.items()}
+            cpu = {tool: mean(c, K[tool]) for tool in ("serial", "fastqcow", "qemu-n", "qemu-uring")}
+            rss = {tool: med(c, K[tool], "rss_kb") for tool in ("serial", "fastqcow", "qemu-n", "qemu-uring")}
+            qs = [(t[q], q) for q in ("qemu-n", "qemu-uring") if t[q] is not None]
+            best_q, best_qn = min(qs) if qs else (None, None)
+            # ratios: medians of the per-run ratios (see paired())
+            r_q = paired(c, K["fastqcow"], [K["qemu-n"], K["qemu-uring"]])
+            r_fio = paired(c, K["fastqcow"], [K["fio"]])
+            r_b16 = paired(c, K["fastqcow"], [K["fio-b16"]]) if K["fio-b16"] else None
+            r_sa = paired(c, K["serial"], [K["fastqcow"]])
+            name = "t-%s%s" % (l, " -w" if mode == "write" else "")
+            data[(l, mode)] = dict(t=t, cpu=cpu, rss=rss, r_q=r_q, r_fio=r_fio, r_sa=r_sa, best_qn=best_qn)
+            rows.append([name] + [fmt(t[k]) for k, _ in SEED_TOOLS] +
+                        [fmt(r_q, 2), fmt(r_fio, 2), fmt(r_b16, 2), fmt(r_sa, 2)])
+            nfail = sum(len(c.get(k, {}).get("failed", {})) for k in K.values() if k)
+            csvrows.append([l, mode] + [t[k] for k, _ in SEED_TOOLS] +
+                           [best_qn, r_q, r_fio, r_b16, r_sa] +
+                           [cpu[k] for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")] +
+                           [rss[k] for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")] + [nfail])
+    headers = ["file", "serial", "fastqcow", "qemu -n", "qemu uring", "fio", "fio b16",
+               "fq/qemu", "fq/fio", "fq/b16", "serial/fq"]
+    print_table(headers, rows,
+                "Seed table: seconds for %s x 1 MiB requests, -d 1 -t none, %s images, median of %s runs"
+                % (opts.get("count", "?"), opts.get("size", "?"), opts.get("runs", "?")))
+    print("  serial = fastqcow --workers 1 (the seed's master); fastqcow = default workers (async);\n"
+          "  qemu -n = qemu-img bench -n (linux-aio); qemu uring = -i io_uring;\n"
+          "  fio = raw file, seq: 1 MiB depth 1; fragmented: 64 KiB random at 16 in flight;\n"
+          "  fio b16 = the same, 16 submitted at once and all 16 reaped before the next batch;\n"
+          "  fq/qemu = fastqcow / the faster qemu-img (lower is better); serial/fq = speed-up of async;\n"
+          "  ratios are medians of per-run ratios (tools of one run ran seconds apart).")
+    print()
+    rrows = []
+    for l in LAYOUTS:
+        for mode in ("read", "write"):
+            d = data[(l, mode)]
+            rrows.append(["t-%s%s" % (l, " -w" if mode == "write" else "")] +
+                         [fmt(d["cpu"][k], 2) for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")] +
+                         [fmt(d["rss"][k] / 1024 if d["rss"][k] else None, 1) for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")])
+    print_table(["file", "cpu serial", "cpu fq", "cpu qemu -n", "cpu qemu uring",
+                 "rss serial", "rss fq", "rss qemu -n", "rss qemu uring"], rrows,
+                "CPU (user+sys seconds, whole process, mean of runs) and peak RSS (MiB, median)")
+    print()
+
+    # gen vs qemu-io
+    gen_fq = med(c, ("gen", "rand", "write", "fastqcow-gen"))
+    gen_q = med(c, ("gen", "rand", "write", "qemu-io"))
+    gens = {l: med(c, ("gen", l, "write", "fastqcow-gen")) for l in LAYOUTS}
+    print("gen (incl. fsync): " + ", ".join("%s %s s" % (l, fmt(v, 2)) for l, v in gens.items()))
+    if gen_q is not None:
+        print("gen --layout rand: fastqcow %s s, qemu-img create + qemu-io (the seed's method) %s s: %sx faster"
+              % (fmt(gen_fq, 2), fmt(gen_q, 2), fmt(ratio(gen_q, gen_fq), 1)))
+    print()
+
+    # pooled: every per-run ratio of the three fragmented images together
+    # (3 x runs pairs), with the interquartile range: one image and five
+    # runs cannot separate 20% on a noisy machine, fifteen pairs do better
+    pooled = {}
+    prow = []
+    for mode in ("read", "write"):
+        for name, num, dens, lims in (
+                ("fastqcow / qemu-img", "fastqcow", ("qemu-n", "qemu-uring"), None),
+                ("fastqcow / fio", "fastqcow", ("fio",), "frag"),
+                ("fastqcow / fio b16", "fastqcow", ("fio-b16",), "frag"),
+                ("qemu-img / fio b16", "qemu", ("fio-b16",), "frag"),
+                ("serial / fastqcow", "serial", ("fastqcow",), None)):
+            v = []
+            for l in ("reverse", "rand", "part-rand"):
+                if num == "qemu":
+                    # the faster qemu-img of each run over the limit
+                    qa = c.get(("seed", l, mode, "qemu-n"), {}).get("seconds", {})
+                    qb = c.get(("seed", l, mode, "qemu-uring"), {}).get("seconds", {})
+                    lim = c.get(("seed", lims, mode, dens[0]), {}).get("seconds", {})
+                    v += [min(qa[r], qb[r]) / lim[r] for r in qa if r in qb and lim.get(r)]
+                    continue
+                dk = [("seed", lims, mode, d) if lims else ("seed", l, mode, d) for d in dens]
+                v += paired_list(c, ("seed", l, mode, num), dk)
+            m, lo, hi = median_iqr(v)
+            pooled[(mode, name)] = m
+            prow.append(["fragmented %s: %s" % (mode, name), fmt(m, 2),
+                         "%s-%s" % (fmt(lo, 2), fmt(hi, 2)), str(len(v))])
+    print_table(["pooled over reverse, rand, part-rand", "median", "IQR", "pairs"], prow,
+                "Fragmented images pooled (per-run ratios of all three images together)")
+    print()
+
+    # the issue's targets
+    def chk(label, value, op, limit, note=""):
+        if value is None:
+            checks.append([label, "-", "%s %s" % (op, limit), "no data"])
+            return
+        ok = value <= limit if op == "<=" else value >= limit
+        checks.append([label, fmt(value, 2), "%s %s" % (op, limit), verdict(ok) + note])
+
+    for l in ("reverse", "rand", "part-rand"):
+        d = data[(l, "read")]
+        chk("t-%s read: fastqcow / qemu-img" % l, d["r_q"], "<=", 0.8)
+        chk("t-%s read: fastqcow / fio" % l, d["r_fio"], "<=", 1.15)
+    chk("fragmented reads pooled: fastqcow / qemu-img", pooled[("read", "fastqcow / qemu-img")], "<=", 0.8)
+    chk("fragmented reads pooled: fastqcow / fio", pooled[("read", "fastqcow / fio")], "<=", 1.15)
+    for mode in ("read", "write"):
+        d = data[("seq", mode)]
+        chk("t-seq %s: fastqcow / qemu-img" % mode, d["r_q"], "<=", 1.0)
+        chk("t-seq %s: fastqcow / fio" % mode, d["r_fio"], "<=", 1.1)
+    for l in LAYOUTS:
+        chk("t-%s -w: fastqcow / qemu-img" % l, data[(l, "write")]["r_q"], "<=", 0.9)
+    chk("fragmented writes pooled: fastqcow / qemu-img", pooled[("write", "fastqcow / qemu-img")], "<=", 0.9)
+    chk("t-rand read: serial / async", data[("rand", "read")]["r_sa"], ">=", 1.8)
+    if gen_q is not None:
+        chk("gen rand: qemu-io / fastqcow gen", ratio(gen_q, gen_fq), ">=", 5)
+    for l in LAYOUTS:
+        for mode in ("read", "write"):
+            d = data[(l, mode)]
+            qc = [d["cpu"][q] for q in ("qemu-n", "qemu-uring") if d["cpu"][q] is not None]
+            qr = [d["rss"][q] for q in ("qemu-n", "qemu-uring") if d["rss"][q] is not None]
+            chk("t-%s%s: CPU fastqcow / qemu-img" % (l, " -w" if mode == "write" else ""),
+                ratio(d["cpu"]["fastqcow"], min(qc) if qc else None), "<=", 1.0)
+            chk("t-%s%s: RSS fastqcow / qemu-img" % (l, " -w" if mode == "write" else ""),
+                ratio(d["rss"]["fastqcow"], min(qr) if qr else None), "<=", 1.0)
+    print_table(["target", "measured", "goal", "verdict"], checks, "Targets of the issue (seed table)")
+
+    hdr = ["image", "mode"] + ["%s_s" % k for k, _ in SEED_TOOLS] + \
+          ["best_qemu", "fq_over_qemu", "fq_over_fio", "fq_over_fio_b16", "serial_over_fq"] + \
+          ["cpu_s_%s" % k for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")] + \
+          ["rss_kb_%s" % k for k in ("serial", "fastqcow", "qemu-n", "qemu-uring")] + ["failed_runs"]
+    csvp = os.path.join(out, "seed-table.csv")
+    write_csv(csvp, hdr, csvrows)
+    write_csv(os.path.join(out, "seed-targets.csv"), ["target", "measured", "goal", "verdict"], checks)
+    write_csv(os.path.join(out, "seed-pooled.csv"), ["ratio", "median", "iqr", "pairs"], prow)
+    if gen_q is not None:
+        write_csv(os.path.join(out, "gen.csv"), ["layout", "tool", "seconds"],
+                  [[l, "fastqcow gen", gens[l]] for l in LAYOUTS] + [["rand", "qemu-img create + qemu-io", gen_q]])
+
+    # the PNG: clustered bars, seconds per file and tool
+    dat = os.path.join(out, "seed-table.dat")
+    with open(dat, "w") as f:
+        f.write("file " + " ".join('"%s"' % n for _, n in SEED_TOOLS) + "\n")
+        for l in LAYOUTS:
+            for mode in ("read", "write"):
+                t = data[(l, mode)]["t"]
+                f.write('"%s" ' % ("t-%s%s" % (l, " -w" if mode == "write" else "")) +
+                        " ".join(fmt(t[k]) if t[k] is not None else "0" for k, _ in SEED_TOOLS) + "\n")
+    png = os.path.join(out, "seed-table.png")
+    ok = gnuplot("""
+set terminal pngcairo noenhanced size 1280,640 font ',10'
+set output '%s'
+set title 'Seed table: %s x 1 MiB requests, -d 1 -t none, %s images, median of %s runs (lower is better)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set boxwidth 0.9
+set ylabel 'seconds'
+set xtics rotate by -30
+set key top left
+set grid ytics
+plot for [i=2:7] '%s' using i:xtic(1) title columnheader(i)
+""" % (png, opts.get("count", "?"), opts.get("size", "?"), opts.get("runs", "?"), dat))
+    print("\nCSV: %s\nPNG: %s" % (csvp, png if ok else "(gnuplot failed)"))
+
+
+# -------------------------------------------------------------- random table
+
+def random_table(raw, out, opts):
+    c = load(raw)
+    keys = sorted({(k[1], k[2]) for k in c if k[0] == "random"},
+                  key=lambda x: (int(x[0].split("-")[0].rstrip("k")), int(x[0].split("-d")[1]), x[1]))
+    rows, csvrows, checks = [], [], []
+    for row, mode in keys:
+        iops, cpu_us = {}, {}
+        for tool in ("fastqcow", "fio", "qemu-strided"):
+            k = ("random", row, mode, tool)
+            iops[tool] = med(c, k, "iops")
+            ops, cs = med(c, k, "ops"), mean(c, k, "cpu_s")
+            cpu_us[tool] = cs / ops * 1e6 if cs is not None and ops else None
+        # IOPS ratios: medians of the per-run ratios
+        r_fio = paired(c, ("random", row, mode, "fastqcow"), [("random", row, mode, "fio")], "iops")
+        r_q = paired(c, ("random", row, mode, "fastqcow"), [("random", row, mode, "qemu-strided")], "iops")
+        bs, depth = row.split("-d")
+        rows.append(["%s %s d%s" % ("rand" + mode, bs, depth)] +
+                    [fmt(iops[t], 0) for t in ("fastqcow", "fio", "qemu-strided")] +
+                    [fmt(r_fio, 2), fmt(r_q, 2)] +
+                    [fmt(cpu_us[t], 1) for t in ("fastqcow", "fio", "qemu-strided")])
+        csvrows.append([mode, bs, int(depth)] + [iops[t] for t in ("fastqcow", "fio", "qemu-strided")] +
+                       [r_fio, r_q] + [cpu_us[t] for t in ("fastqcow", "fio", "qemu-strided")])
+        if bs == "4k" and depth == "32":
+            checks.append(["rand%s 4k d32: fastqcow / fio IOPS" % mode, fmt(r_fio, 2), ">= 0.95",
+                           verdict(r_fio is not None and r_fio >= 0.95)])
+            checks.append(["rand%s 4k d32: fastqcow / qemu-img strided IOPS" % mode, fmt(r_q, 2), ">= 1.0",
+                           verdict(r_q is not None and r_q >= 1.0)])
+    print_table(["workload", "fastqcow", "fio", "qemu strided", "fq/fio", "fq/qemu",
+                 "cpu us/req fq", "fio", "qemu"], rows,
+                "Random I/O on a fully allocated image (IOPS, median of runs; higher is better)")
+    print("  fastqcow = fastqcow bench --random -n -t none; fio = raw file, io_uring, direct, norandommap;\n"
+          "  qemu strided = qemu-img bench -n -t none -S <golden-ratio step> (its closest mode to random);\n"
+          "  cpu us/req = (user+sys) of the whole process (mean of runs) / requests;\n"
+          "  ratios are medians of per-run ratios.")
+    print()
+    if checks:
+        print_table(["target", "measured", "goal", "verdict"], checks, "Targets of the issue (random table)")
+    csvp = os.path.join(out, "random-table.csv")
+    write_csv(csvp, ["mode", "bs", "depth", "iops_fastqcow", "iops_fio", "iops_qemu_strided",
+                     "fq_over_fio", "fq_over_qemu", "cpu_us_fastqcow", "cpu_us_fio", "cpu_us_qemu"], csvrows)
+    write_csv(os.path.join(out, "random-targets.csv"), ["target", "measured", "goal", "verdict"], checks)
+    dat = os.path.join(out, "random-table.dat")
+    with open(dat, "w") as f:
+        f.write('workload "fastqcow" "fio" "qemu-img strided"\n')
+        for r in csvrows:
+            f.write('"%s %s d%d" %s\n' % ("rand" + r[0], r[1], r[2],
+                                          " ".join(fmt(v, 0) if v else "0" for v in r[3:6])))
+    png = os.path.join(out, "random-table.png")
+    ok = gnuplot("""
+set terminal pngcairo noenhanced size 1100,560 font ',10'
+set output '%s'
+set title 'Random I/O, fully allocated image, -t none (IOPS, higher is better)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set ylabel 'IOPS'
+set xtics rotate by -30
+set key top right
+set grid ytics
+plot for [i=2:4] '%s' using i:xtic(1) title columnheader(i)
+""" % (png, dat))
+    print("\nCSV: %s\nPNG: %s" % (csvp, png if ok else "(gnuplot failed)"))
+
+
+# ------------------------------------------------------------ workers sweep
+
+def workers(raw, out, opts):
+    c = load(raw)
+    keys = sorted({(k[1], k[2], k[3]) for k in c if k[0] == "workers"})
+    rows, csvrows = [], []
+    order = lambda t: (0, int(t[1:])) if t.startswith("w") and t[1:].isdigit() else (1, t)
+    for row, mode in sorted({(k[0], k[1]) for k in keys}):
+        tools = sorted({k[2] for k in keys if k[0] == row and k[1] == mode}, key=order)
+        base = med(c, ("workers", row, mode, "w1"))
+        for tool in tools:
+            k = ("workers", row, mode, tool)
+            s, cpu, rss = med(c, k), mean(c, k, "cpu_s"), med(c, k, "rss_kb")
+            b16 = paired(c, k, [("workers", row, mode, "fio-b16")])
+            rows.append(["%s %s" % (row, mode), tool, fmt(s), fmt(ratio(base, s), 2), fmt(b16, 2),
+                         fmt(cpu, 3), fmt(rss / 1024 if rss else None, 1)])
+            csvrows.append([row, mode, tool, s, ratio(base, s), b16, cpu, rss])
+    print_table(["image", "config", "seconds", "x vs w1", "/ fio-b16", "cpu s", "rss MiB"], rows,
+                "Workers and engines (1 MiB requests, -d 1 -t none; median of runs;\n"
+                "/ fio-b16 = median of per-run ratios to the disk's limit for 16 pieces at once)")
+    csvp = os.path.join(out, "workers.csv")
+    write_csv(csvp, ["image", "mode", "config", "seconds", "speedup_vs_w1", "over_fio_b16", "cpu_s",
+                     "rss_kb"], csvrows)
+    print("\nCSV: %s" % csvp)
+
+
+def main():
+    if len(sys.argv) < 4:
+        sys.exit(__doc__)
+    kind, raw, out = sys.argv[1:4]
+    opts = {}
+    a = sys.argv[4:]
+    for i in range(0, len(a) - 1, 2):
+        opts[a[i].lstrip("-")] = a[i + 1]
+    {"seed": seed, "random": random_table, "workers": workers}[kind](raw, out, opts)
+
+
+if __name__ == "__main__":
+    main()
