@@ -187,6 +187,12 @@ struct qcow2 {
     uint64_t rt_entries;
     uint64_t *rt;             /* host byte order */
     uint64_t rt_hi;           /* entries past this one are all 0 */
+    /* sorted offsets of L2 tables and refcount blocks (overlap checks),
+     * valid while meta_gen and the tables it was built from are unchanged */
+    uint64_t meta_gen, meta_idx_gen, meta_idx_n;
+    uint64_t *meta_idx;
+    const uint64_t *meta_idx_l1, *meta_idx_rt;
+    uint32_t meta_idx_l1_size;
     bool rt_dirty;
     uint32_t refcount_bits;
     uint64_t refcount_max;
@@ -261,6 +267,8 @@ int qcow2_writeback(struct qcow2 *s);
 /* Write the L1 sectors marked dirty. */
 int qcow2_write_l1_dirty(struct qcow2 *s);
 void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index);
+/* The L1 or refcount table changed other than through the calls above. */
+void qcow2_meta_changed(struct qcow2 *s);
 /* Overlap check: true if [off, off+len) touches live metadata. */
 bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len);
 /* Before writing a table of kind `tag` (enum fq_tag) at [off, off+len):

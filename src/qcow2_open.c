@@ -35,6 +35,7 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
+    free(s->meta_idx);
     free(s);
 }
 
@@ -72,6 +73,7 @@ int qcow2_load_l1(struct qcow2 *s, char *err)
     }
     for (uint32_t i = 0; i < s->l1_size; i++)
         s->l1[i] = fq_be64(buf + (size_t)i * 8);
+    qcow2_meta_changed(s);
     return 0;
 }
 

@@ -225,6 +225,7 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
     uint64_t *ol1 = s->l1;
     uint8_t *odirty = s->l1_dirty;
     s->l1 = nl1;
+    qcow2_meta_changed(s);
     s->l1_dirty = ndirty;
     s->l1_offset = off;
     s->l1_size = n;
@@ -236,6 +237,7 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
         /* which header is on disk is unknown: keep the old one in memory
          * (both tables stay allocated, so either is safe) */
         s->l1 = ol1;
+        qcow2_meta_changed(s);
         s->l1_dirty = odirty;
         s->l1_offset = old_off;
         s->l1_size = old_n;
