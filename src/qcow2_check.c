@@ -14,6 +14,7 @@
 #include <stdio.h>
 
 #include "qcow2.h"
+#include "qcow2_ops.h"
 #include "qcow2_snapshot.h"
 
 struct ck {
@@ -153,28 +154,6 @@ static int walk_l1(struct ck *k, const uint64_t *l1, uint32_t l1_size, bool acti
     return 0;
 }
 
-static int read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out)
-{
-    size_t bytes = (size_t)n * 8;
-    CLEANUP_FREE uint8_t *buf = fq_memalign(FQ_MAX(bytes, (size_t)8));
-    uint64_t *l1 = calloc(FQ_MAX(n, 1u), sizeof(uint64_t));
-    int r;
-
-    if (!buf || !l1) {
-        free(l1);
-        return -ENOMEM;
-    }
-    r = bytes ? fq_bdev_pread_sync(s->file, buf, bytes, off) : 0;
-    if (r < 0) {
-        free(l1);
-        return r;
-    }
-    for (uint32_t i = 0; i < n; i++)
-        l1[i] = fq_be64(buf + (size_t)i * 8);
-    *out = l1;
-    return 0;
-}
-
 static void count_bitmaps(struct ck *k)
 {
     struct qcow2 *s = k->s;
@@ -240,7 +219,7 @@ static int count_all(struct ck *k)
         for (size_t i = 0; i < nsn; i++) {
             uint64_t *l1;
             inc(k, sn[i].l1_offset, (uint64_t)sn[i].l1_size * 8);
-            if (read_l1(s, sn[i].l1_offset, sn[i].l1_size, &l1) == 0) {
+            if (qcow2_read_l1(s, sn[i].l1_offset, sn[i].l1_size, &l1) == 0) {
                 walk_l1(k, l1, sn[i].l1_size, false);
                 free(l1);
             } else {

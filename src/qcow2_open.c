@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "qcow2.h"
+#include "qcow2_ops.h"
 
 #define DEFAULT_CACHE_BYTES (32ull << 20)
 
@@ -50,29 +51,23 @@ static void qcow2_close(struct fq_bdev *bs)
     qcow2_free_state(s);
 }
 
-int qcow2_load_l1(struct qcow2 *s, char *err);
+/* (Re)load the active L1 table from the header's offset and size. */
 int qcow2_load_l1(struct qcow2 *s, char *err)
 {
-    size_t bytes = (size_t)s->l1_size * 8;
-    CLEANUP_FREE uint8_t *buf = fq_memalign(FQ_MAX(bytes, (size_t)8));
-    int r;
+    uint64_t *l1;
+    uint8_t *dirty = calloc(FQ_DIV_UP((uint64_t)s->l1_size * 8, 4096) + 1, 1);
+    int r = dirty ? qcow2_read_l1(s, s->l1_offset, s->l1_size, &l1) : -ENOMEM;
 
+    if (r < 0) {
+        free(dirty);
+        fq_seterr(err, "Could not read the L1 table at 0x%llx: %s",
+                  (unsigned long long)s->l1_offset, strerror(-r));
+        return r;
+    }
     free(s->l1);
     free(s->l1_dirty);
-    s->l1 = calloc(FQ_MAX(s->l1_size, 1u), sizeof(uint64_t));
-    s->l1_dirty = calloc(FQ_DIV_UP(bytes, 4096) + 1, 1);
-    if (!buf || !s->l1 || !s->l1_dirty)
-        return -ENOMEM;
-    if (bytes) {
-        r = fq_bdev_pread_sync(s->file, buf, bytes, s->l1_offset);
-        if (r < 0) {
-            fq_seterr(err, "Could not read the L1 table at 0x%llx: %s",
-                      (unsigned long long)s->l1_offset, strerror(-r));
-            return r;
-        }
-    }
-    for (uint32_t i = 0; i < s->l1_size; i++)
-        s->l1[i] = fq_be64(buf + (size_t)i * 8);
+    s->l1 = l1;
+    s->l1_dirty = dirty;
     qcow2_meta_changed(s);
     return 0;
 }
