@@ -63,6 +63,10 @@ extern const struct fq_engine_ops fq_engine_uring_ops;
 extern const struct fq_engine_ops fq_engine_threads_ops;
 extern const struct fq_engine_ops fq_engine_sync_ops;
 
+/* Call the completion of every aio on a list of finished ones (linked by
+ * `next`), counting them out of the engine. Returns how many. */
+int fq_engine_complete_list(struct fq_engine *e, struct fq_aio *list);
+
 /* Block until aio->fd is readable (the is_poll operation); 0 or -errno. */
 int64_t fq_aio_poll_exec(int fd);
 

@@ -65,6 +65,20 @@ static int64_t rw_loop(enum fq_op op, int fd, uint64_t off, const struct iovec *
     return (int64_t)done;
 }
 
+int fq_engine_complete_list(struct fq_engine *e, struct fq_aio *list)
+{
+    int n = 0;
+
+    while (list) {
+        struct fq_aio *a = list;
+        list = a->next;
+        e->inflight--;
+        n++;
+        a->done(a);
+    }
+    return n;
+}
+
 int64_t fq_aio_poll_exec(int fd)
 {
     struct pollfd pfd = { .fd = fd, .events = POLLIN };
@@ -138,18 +152,10 @@ static int sync_wait(struct fq_engine *e, int timeout_ms)
 {
     struct sync_priv *p = e->priv;
     struct fq_aio *list = p->head;
-    int n = 0;
 
     p->head = NULL;
     p->tail = &p->head;
-    while (list) {
-        struct fq_aio *a = list;
-        list = a->next;
-        e->inflight--;
-        n++;
-        a->done(a);
-    }
-    return n;
+    return fq_engine_complete_list(e, list);
 }
 
 static int sync_fd(struct fq_engine *e)

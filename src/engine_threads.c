@@ -123,7 +123,6 @@ static int threads_wait(struct fq_engine *e, int timeout_ms)
 {
     struct threads_priv *p = e->priv;
     struct fq_aio *list;
-    int n = 0;
 
     pthread_mutex_lock(&p->lock);
     list = p->done;
@@ -144,14 +143,7 @@ static int threads_wait(struct fq_engine *e, int timeout_ms)
     if (read(p->efd, &cnt, sizeof(cnt)) < 0) {
         /* EAGAIN: nothing signalled since the last read */
     }
-    while (list) {
-        struct fq_aio *a = list;
-        list = a->next;
-        e->inflight--;
-        n++;
-        a->done(a);
-    }
-    return n;
+    return fq_engine_complete_list(e, list);
 }
 
 static int threads_fd(struct fq_engine *e)
