@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Long power-loss replay: tests/unit/test-crash with more seeds and more
-# reordered/torn variants per log prefix, plus two more failed-flush passes.
+# reordered/torn variants per log prefix, two more failed-flush passes and
+# passes that fail one write of each kind of metadata before the crash.
 #   scripts/long-crash-replay.sh [SEEDS] [FIRST-SEED]   (default 10 seeds)
-# Each seed takes about a minute on one core. Prints test-crash's RESULT line.
+# Each seed takes a few minutes on one core. Prints test-crash's RESULT line.
 # SPDX-License-Identifier: MIT
 set -euo pipefail
 cd "$(dirname "$0")/.."

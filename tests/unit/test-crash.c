@@ -21,6 +21,8 @@
  * A second pass per configuration fails one of the flushes (mem -> record
  * -> fault -> qcow2): a failed flush promises nothing, so the writes around
  * it share one epoch in the log and every reordering of them is replayed.
+ * The long version also fails other flushes and one write of each kind of
+ * metadata, then crashes.
  *
  * Usage: test-crash [SEED [CONFIG-SUBSTRING]]. FQ_CRASH_LONG=N runs N
  * seeds per configuration with more variants per prefix
@@ -70,7 +72,8 @@ struct run {
 };
 
 /* Run the workload with the device stack mem -> record [-> fault] -> qcow2. */
-static int record_workload(struct run *R, const uint8_t *base, size_t blen, uint64_t fail_flush)
+static int record_workload(struct run *R, const uint8_t *base, size_t blen,
+                           const struct fq_fault_spec *fault)
 {
     struct fq_bdev *mem, *rec, *top;
     struct fq_image *img;
@@ -83,11 +86,10 @@ static int record_workload(struct run *R, const uint8_t *base, size_t blen, uint
     if ((r = fq_record_open(mem, R->log, 0, &rec)) < 0)
         return r;
     top = rec;
-    if (fail_flush) {
-        struct fq_fault_spec f = { .kind = FQ_FAULT_FLUSH, .nth = fail_flush, .err = -EIO };
+    if (fault) {
         if ((r = fq_fault_open(rec, 0, &top)) < 0)
             return r;
-        fq_fault_arm(top, &f);
+        fq_fault_arm(top, fault);
     }
     r = wl_open(R->ctx, top, 0, &img, err);
     if (r < 0) {
@@ -99,7 +101,7 @@ static int record_workload(struct run *R, const uint8_t *base, size_t blen, uint
         o->sub = fq_reclog_count(R->log);
         o->ret = wl_run_op(img, o, i, R->buf);
         o->ack = fq_reclog_count(R->log);
-        if (o->ret < 0 && !fail_flush)
+        if (o->ret < 0 && !fault)
             FAIL("%s seed %llu: op %d (%s 0x%llx+0x%llx) failed: %s", R->c->name,
                  (unsigned long long)R->seed, i, wl_names[o->kind], (unsigned long long)o->off,
                  (unsigned long long)o->len, strerror(-o->ret));
@@ -111,7 +113,7 @@ static int record_workload(struct run *R, const uint8_t *base, size_t blen, uint
     o->sub = fq_reclog_count(R->log);
     o->ret = fq_close(img);
     o->ack = fq_reclog_count(R->log);
-    if (o->ret < 0 && !fail_flush)
+    if (o->ret < 0 && !fault)
         FAIL("%s: close: %s", R->c->name, strerror(-o->ret));
     st.records += fq_reclog_count(R->log);
     for (size_t i = 0; i < fq_reclog_count(R->log); i++)
@@ -306,9 +308,22 @@ static void run_config(const struct wl_cfg *c, uint64_t seed, int have_qemu, int
         return;
     }
     /* plain, then with a failed flush (the 2nd, then the 4th) */
-    for (int pass = 0; pass < (long_mode ? 4 : 2); pass++) {
-        uint64_t ff = pass == 0 ? 0 : (uint64_t)(pass * 2);
-        R.what = pass == 0 ? "plain" : "flush-fault";
+    /* plain, then with one failed flush (the 2nd); the long version also
+     * fails the 4th and 6th flush, and one write of each metadata kind */
+    static const struct { const char *what; struct fq_fault_spec f; } passes[] = {
+        { "plain", { FQ_FAULT_NONE, 0, 0, 0, false } },
+        { "flush-fault", { FQ_FAULT_FLUSH, 0, 2, -EIO, false } },
+        { "flush-fault", { FQ_FAULT_FLUSH, 0, 4, -EIO, false } },
+        { "flush-fault", { FQ_FAULT_FLUSH, 0, 6, -EIO, false } },
+        { "refblock-fault", { FQ_FAULT_TAG, FQ_TAG_REFBLOCK, 2, -EIO, false } },
+        { "l2-fault", { FQ_FAULT_TAG, FQ_TAG_L2, 2, -EIO, false } },
+        { "l1-fault", { FQ_FAULT_TAG, FQ_TAG_L1, 1, -ENOSPC, false } },
+        { "data-fault", { FQ_FAULT_TAG, FQ_TAG_DATA, 3, -EIO, false } },
+        { "header-fault", { FQ_FAULT_TAG, FQ_TAG_HEADER, 1, -EIO, false } },
+    };
+    for (size_t pass = 0; pass < (long_mode ? FQ_ARRAY_SIZE(passes) : 2); pass++) {
+        const struct fq_fault_spec *ff = pass == 0 ? NULL : &passes[pass].f;
+        R.what = passes[pass].what;
         for (int i = 0; i <= R.nops; i++)
             R.ops[i].ret = 1;
         if (record_workload(&R, base, blen, ff) == 0)
