@@ -11,7 +11,7 @@
  * runs again with the Nth operation failing, once (EIO, or ENOSPC on odd N)
  * and from then on (sticky). Each time:
  *
- *  - the request during which the fault hit returns an error;
+ *  - the request during which the fault hit returns that error;
  *  - every later request works or fails cleanly (no crash, no sanitizer
  *    report), and every successful read returns the model's content;
  *  - the image reopens on the good storage underneath, fq_check finds no
@@ -42,7 +42,7 @@ static const struct fcfg configs[] = {
 
 static struct {
     uint64_t runs, points, injected, op_errors, reopen_fail, corruptions, lost, badold,
-        badread, silent;
+        badread, silent, other_errno;
 } st;
 static int failures;
 
@@ -159,6 +159,11 @@ static void one_run(struct run *R, const struct fq_fault_spec *spec, struct fq_f
         }
         if (cnt->injected > before && hit_op == -2) {
             hit_op = i;
+            if (o->ret < 0 && spec && o->ret != spec->err) {
+                st.other_errno++;
+                FAIL("%s: op %d (%s) failed with %s, not the injected %s", where, i,
+                     wl_names[o->kind], strerror(-o->ret), strerror(-spec->err));
+            }
             /* the close may end with a flush that had nothing left to make
              * durable (fq_close flushed first), and cannot report it */
             if (o->ret == 0 && o->kind != WL_CLOSE) {
@@ -347,11 +352,11 @@ int main(int argc, char **argv)
                         (unsigned long long)(seed + (uint64_t)k), configs[i].w.name);
         }
     printf("RESULT fault: runs=%llu points=%llu op_errors=%llu reopen_failures=%llu corruptions=%llu "
-           "lost=%llu neither_old_nor_new=%llu bad_reads=%llu silent_errors=%llu\n",
+           "lost=%llu neither_old_nor_new=%llu bad_reads=%llu silent_errors=%llu other_errno=%llu\n",
            (unsigned long long)st.runs, (unsigned long long)st.points,
            (unsigned long long)st.op_errors, (unsigned long long)st.reopen_fail,
            (unsigned long long)st.corruptions, (unsigned long long)st.lost,
            (unsigned long long)st.badold, (unsigned long long)st.badread,
-           (unsigned long long)st.silent);
+           (unsigned long long)st.silent, (unsigned long long)st.other_errno);
     return failures ? 1 : 0;
 }
