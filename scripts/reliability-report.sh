@@ -7,7 +7,7 @@
 #   REPORT_SEEDS=10 FUZZ_SECONDS=1800 scripts/reliability-report.sh  # longer
 #
 # Uses build-asan/fastqcow for the corpus when it exists (scripts/test.sh
-# --asan builds it), else build/fastqcow. Exits 1 if any run found a
+# --asan builds it), else build/fastqcow; ROBUST_TOOL=PATH overrides. Exits 1 if any run found a
 # crash, a hang, a sanitizer report, a corruption or a lost write.
 # SPDX-License-Identifier: MIT
 set -uo pipefail
@@ -18,6 +18,7 @@ dir=${BUILD_DIR:-build}
 BUILD_DIR=$dir bash scripts/build.sh >/dev/null || exit 1
 tool=$dir/fastqcow
 [ -x build-asan/fastqcow ] && tool=build-asan/fastqcow
+tool=${ROBUST_TOOL:-$tool}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 status=0
