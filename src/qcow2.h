@@ -311,6 +311,9 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
 /* Link freshly written clusters: gc..gc+n-1 -> host..; frees what they
  * replace. */
 int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host);
+/* Extended L2: mark subclusters `mask` of guest cluster gc allocated in
+ * host cluster `host` (which becomes, or already is, the cluster's). */
+int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t mask);
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst);
 
 /* ---- qcow2_rw.c ---- */

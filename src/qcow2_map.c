@@ -227,6 +227,29 @@ static int release_entry(struct qcow2 *s, uint64_t e)
     return off ? qcow2_free_deferred(s, off, 1) : 0;
 }
 
+int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t mask)
+{
+    struct qcache_entry *l2;
+    uint64_t idx;
+    int r = qcow2_get_l2(s, gc, true, &l2, &idx);
+
+    if (r < 0)
+        return r;
+    uint64_t old = qcow2_l2e_get(s, l2->data, idx), bm = qcow2_l2e_bitmap(s, l2->data, idx);
+    uint64_t oldhost = old & L2E_OFFSET_MASK;
+    if ((old & L2E_COMPRESSED) || (oldhost && oldhost != host)) {
+        /* the entry changed under us (not expected: writers of a cluster
+         * are serialized); keep it consistent by dropping the old one */
+        r = release_entry(s, old);
+        bm = 0;
+    }
+    bm = (bm | mask) & ~((uint64_t)mask << 32);
+    qcow2_l2e_set(s, l2->data, idx, host | L2E_COPIED, bm);
+    qcache_mark_dirty(l2);
+    qcache_put(&s->l2_cache, l2);
+    return r;
+}
+
 int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 {
     /* the data must be durable before the L2 entries that expose it */

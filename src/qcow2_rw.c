@@ -36,7 +36,7 @@ struct qreq {
     struct fq_bh bh;
 };
 
-enum tkind { T_READ, T_BACKING, T_COMPRESSED, T_WRITE, T_ALLOC, T_FLUSH };
+enum tkind { T_READ, T_BACKING, T_COMPRESSED, T_WRITE, T_ALLOC, T_SUB, T_FLUSH };
 
 struct qtask {
     struct fq_req child;     /* first: the completion gets it back */
@@ -57,6 +57,7 @@ struct qtask {
     int src_cnt;
     size_t src_off;
     bool src_zero;
+    uint32_t sc_mask;        /* T_SUB: the subclusters written */
     /* compressed reads: decompression runs on a CPU worker */
     struct fq_job job;
     int jret;
@@ -183,7 +184,7 @@ static int task_finish(struct qtask *t, int ret)
     struct qcow2 *s = q->s;
     struct fq_req *req = q->req;
 
-    if (t->kind == T_READ || t->kind == T_COMPRESSED || t->kind == T_WRITE || t->kind == T_ALLOC)
+    if (t->kind != T_BACKING && t->kind != T_FLUSH)
         s->data_inflight--;
     switch (t->kind) {
     case T_COMPRESSED:
@@ -193,6 +194,18 @@ static int task_finish(struct qtask *t, int ret)
         if (ret == 0)
             fq_iov_from_buf(req->iov, req->iovcnt, t->iov_off,
                             t->buf2 + (t->guest & (s->cluster_size - 1)), (size_t)t->len);
+        break;
+    case T_WRITE:
+        if (ret == 0 && t->alloc && t->alloc->bypassed)
+            ret = merge_bypassed(t);
+        break;
+    case T_SUB:
+        if (ret < 0)
+            qcow2_update_refcount(s, t->host, t->n, -1);   /* n = 0: in place */
+        else if (t->alloc->bypassed)
+            ret = merge_bypassed(t);
+        else
+            ret = qcow2_link_subclusters(s, t->guest >> s->cluster_bits, t->host, t->sc_mask);
         break;
     case T_ALLOC:
         if (ret < 0)
@@ -268,7 +281,7 @@ static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint
     t->child.cb = task_done;
     fq_pool_start(&q->pool);
     /* host clusters in use by I/O in flight are not freed under it */
-    if (t->kind == T_READ || t->kind == T_COMPRESSED || t->kind == T_WRITE || t->kind == T_ALLOC)
+    if (t->kind != T_BACKING && t->kind != T_FLUSH)
         q->s->data_inflight++;
     if (q->sync)
         task_done(&t->child, dev->ops->io_sync(dev, &t->child));
@@ -433,6 +446,77 @@ fail:
     return r;
 }
 
+/* Extended L2: write the part of one cluster the request covers at
+ * subcluster granularity: only the subclusters touched are written (their
+ * uncovered edges filled with their current content), into the cluster's
+ * own host cluster or into a newly allocated one, and their allocation bits
+ * are set when the write completed. The other subclusters keep reading as
+ * they did (backing file, zeros or data). */
+static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t host, bool copied)
+{
+    struct qcow2 *s = q->s;
+    uint64_t cs = s->cluster_size, scs = s->subcluster_size;
+    uint64_t gc = q->pos >> s->cluster_bits, cstart = gc * cs;
+    uint64_t wend = FQ_MIN(q->end, cstart + cs);
+    unsigned sc0 = (unsigned)((q->pos - cstart) / scs), sc1 = (unsigned)((wend - 1 - cstart) / scs);
+    uint64_t lo = cstart + sc0 * scs, hi = cstart + (uint64_t)(sc1 + 1) * scs;
+    uint64_t head = q->pos - lo, tail = hi - wend;
+    struct qtask *t;
+    int r = wait_allocs(q, gc, 1);
+
+    if (r)
+        return r;
+    if (!(t = task_new(q, T_SUB, q->pos, wend - q->pos)))
+        return -ENOMEM;
+    r = -ENOMEM;
+    if (head && (!(t->buf = fq_memalign((size_t)head)) ||
+                 (r = read_sync(s, t->buf, lo, head)) < 0))
+        goto fail;
+    if (tail && (!(t->buf2 = fq_memalign((size_t)tail)) ||
+                 (r = read_sync(s, t->buf2, wend, tail)) < 0))
+        goto fail;
+    r = -ENOMEM;
+    if (fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
+        fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
+        fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
+        goto fail;
+    if (!host || !copied) {
+        struct qcache_entry *l2;
+        uint64_t idx;
+        if ((r = qcow2_get_l2(s, gc, true, &l2, &idx)) < 0)
+            goto fail;
+        qcache_put(&s->l2_cache, l2);
+        if ((r = qcow2_alloc_clusters(s, 1, &host)) < 0)
+            goto fail;
+        t->n = 1;
+    } else if (qcow2_overlaps_metadata(s, host, cs)) {
+        qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
+                                (unsigned long long)host, (unsigned long long)q->pos);
+        r = -EIO;
+        goto fail;
+    }
+    t->host = host;
+    t->sc_mask = (uint32_t)(((2ull << sc1) - 1) & ~((1ull << sc0) - 1));
+    t->wguest = q->pos;
+    t->wlen = wend - q->pos;
+    t->src_iov = src->iov;
+    t->src_cnt = src->iovcnt;
+    t->src_off = src->iov_off;
+    t->src_zero = src->zero;
+    t->alloc = alloc_register(s, gc, 1);
+    if (!t->alloc) {
+        qcow2_update_refcount(s, host, t->n, -1);
+        r = -ENOMEM;
+        goto fail;
+    }
+    q->pos = wend;
+    task_issue(t, s->file, FQ_OP_WRITE, host + (lo - cstart), t->iovb.v, t->iovb.cnt, 0, hi - lo);
+    return 0;
+fail:
+    task_free(t);
+    return r;
+}
+
 static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
 {
     struct qcow2 *s = q->s;
@@ -441,6 +525,22 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
 
     if (r < 0)
         return r;
+    if (s->extl2 && x.kind != QK_COMPRESSED && !(x.kind == QK_DATA && x.copied &&
+                                                q->pos + x.len >= FQ_MIN(q->end,
+                                                FQ_ALIGN_UP(q->pos + 1, s->cluster_size)))) {
+        /* the cluster's own entry decides: ours (or none) -> subclusters */
+        struct qcache_entry *l2;
+        uint64_t idx, e = 0;
+        if ((r = qcow2_get_l2(s, q->pos >> s->cluster_bits, false, &l2, &idx)) < 0)
+            return r;
+        if (l2) {
+            e = qcow2_l2e_get(s, l2->data, idx);
+            qcache_put(&s->l2_cache, l2);
+        }
+        uint64_t host = e & L2E_OFFSET_MASK;
+        if (!(e & L2E_COMPRESSED) && (!host || (e & L2E_COPIED)))
+            return subcluster_write(q, src, host, (e & L2E_COPIED) != 0);
+    }
     if (x.kind == QK_DATA && x.copied) {
         uint64_t len = x.len;
         if (s->extl2) {
@@ -466,6 +566,22 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
             if (fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)len) < 0) {
                 task_free(t);
                 return -ENOMEM;
+            }
+            if (s->extl2) {
+                /* a subcluster write to this cluster fills partial
+                 * subclusters from what is on disk: it must wait for us */
+                uint64_t gc = q->pos >> s->cluster_bits;
+                t->alloc = alloc_register(s, gc, FQ_DIV_UP(q->pos + len, s->cluster_size) - gc);
+                if (!t->alloc) {
+                    task_free(t);
+                    return -ENOMEM;
+                }
+                t->wguest = q->pos;
+                t->wlen = len;
+                t->src_iov = src->iov;
+                t->src_cnt = src->iovcnt;
+                t->src_off = src->iov_off;
+                t->src_zero = src->zero;
             }
             q->pos += len;
             task_issue(t, s->file, FQ_OP_WRITE, x.host, t->iovb.v, t->iovb.cnt, 0, len);

@@ -50,6 +50,7 @@ struct cfg {
     unsigned max_workers;
     uint64_t cache_size;       /* metadata cache bytes, 0 = default */
     int lazy;                  /* lazy_refcounts=on */
+    int extl2;                 /* extended_l2=on (subclusters) */
 };
 
 /* The matrix: every value of each dimension appears at least once, and
@@ -60,35 +61,40 @@ struct cfg {
  * compat=0.10 images always have 16-bit refcounts (the format says so). */
 static const struct cfg configs[] = {
     { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      16 * MiB, 0, 600, 0, 0, 0 },
+      16 * MiB, 0, 600, 0, 0, 0, 0 },
     { "raw-uring-none", "raw", 0, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      16 * MiB, 0, 600, 0, 0, 0 },
+      16 * MiB, 0, 600, 0, 0, 0, 0 },
     { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      8 * MiB, 0, 2000, 0, 0, 0 },
+      8 * MiB, 0, 2000, 0, 0, 0, 0 },
     /* 64 entries per refcount block and per table cluster: the refcount
      * table must grow every 2 MiB of host file */
     { "c512-rb64-v3-sync-wb-rtgrow", "qcow2", 512, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      6 * MiB, 0, 1000, 0, 0, 0 },
+      6 * MiB, 0, 1000, 0, 0, 0, 0 },
     { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      4 * MiB, 0, 1000, 0, 0, 0 },
+      4 * MiB, 0, 1000, 0, 0, 0, 0 },
     { "c4k-rb64-v3-uring-none-oddsize-lazy", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      24 * MiB + 1536, 0, 1200, 0, 0, 1 },
+      24 * MiB + 1536, 0, 1200, 0, 0, 1, 0 },
     { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
-      16 * MiB, 0, 1500, 0, 0, 0 },
+      16 * MiB, 0, 1500, 0, 0, 0, 0 },
     { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0 },
+      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0, 0 },
     { "c64k-rb1-v3-threads-none-1worker", "qcow2", 65536, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
-      1 * GiB, 8 * MiB, 1000, 1, 0, 0 },
+      1 * GiB, 8 * MiB, 1000, 1, 0, 0, 0 },
     { "c64k-rb64-v3-threads-none-nested64k", "qcow2", 65536, 64, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 65536,
-      1 * GiB, 8 * MiB, 1000, 0, 0, 0 },
+      1 * GiB, 8 * MiB, 1000, 0, 0, 0, 0 },
     { "c2M-rb64-v3-sync-wb-520G", "qcow2", 2 * MiB, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      520 * GiB, 16 * MiB, 300, 0, 0, 0 },
+      520 * GiB, 16 * MiB, 300, 0, 0, 0, 0 },
     { "c2M-rb16-v2-uring-none", "qcow2", 2 * MiB, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      32 * MiB, 0, 300, 0, 0, 0 },
+      32 * MiB, 0, 300, 0, 0, 0, 0 },
     { "c512-rb16-v3-uring-wb-nested2M", "qcow2", 512, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 2 * MiB,
-      4 * MiB, 0, 800, 0, 0, 0 },
+      4 * MiB, 0, 800, 0, 0, 0, 0 },
     { "c64k-rb16-v3-uring-none-nested512", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 512,
-      32 * MiB, 0, 600, 0, 0, 0 },
+      32 * MiB, 0, 600, 0, 0, 0, 0 },
+    /* subclusters: 32 per cluster; writes allocate and zero per subcluster */
+    { "c64k-extl2-v3-uring-wb", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
+      32 * MiB, 0, 1500, 0, 0, 0, 1 },
+    { "c32k-extl2-v3-threads-none", "qcow2", 32768, 16, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
+      16 * MiB, 0, 1500, 0, 0, 0, 1 },
 };
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
@@ -386,6 +392,7 @@ static int create_image(struct run *r)
     o.cluster_size = c->cluster;
     o.refcount_bits = c->refbits;
     o.lazy_refcounts = c->lazy;
+    o.extended_l2 = c->extl2;
     o.version = c->version ? c->version : 3;
     o.file_format = c->outer_cluster ? "qcow2" : NULL;
     ret = fq_create(r->path, &o, err);
@@ -967,7 +974,7 @@ static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uri
         ret = fq_get_info(r.img, &info);
         if (ret != 0 || strcmp(info.format, "qcow2") || info.cluster_size != c->cluster ||
             info.version != c->version || info.refcount_bits != c->refbits ||
-            info.lazy_refcounts != c->lazy ||
+            info.lazy_refcounts != c->lazy || info.extended_l2 != c->extl2 ||
             info.virtual_size != c->size)
             RFAIL(&r, "fq_get_info: ret %d format '%s' cluster %u version %d refcount_bits %d "
                   "size %" PRIu64, ret, info.format, info.cluster_size, info.version,
