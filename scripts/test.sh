@@ -15,4 +15,12 @@ done
 BUILD_DIR=$dir bash scripts/build.sh "${args[@]}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-meson test -C "$dir" --num-processes 2 --print-errorlogs
+set +e
+meson test -C "$dir" --num-processes 2 --print-errorlogs | tee "$dir/test-summary.txt"
+rc=${PIPESTATUS[0]}
+set -e
+# one plain closing line for whoever reads the log
+awk '/^Ok:/ {ok=$2} /^Fail:/ {f+=$2} /^Timeout:/ {f+=$2} /^Unexpected Pass:/ {f+=$3}
+     /^Skipped:/ {sk=$2} END {printf "%d passed, %d failed, %d skipped\n", ok, f, sk}' \
+    "$dir/test-summary.txt"
+exit "$rc"
