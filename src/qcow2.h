@@ -264,6 +264,10 @@ int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n);
 /* Ordered write-back: refblocks, flush, L2 tables, flush, L1 + header,
  * flush; then apply deferred frees. */
 int qcow2_writeback(struct qcow2 *s);
+/* Flush the file; a success pays any flush owed. */
+int qcow2_flush_file(struct qcow2 *s);
+/* Write back every dirty table and refcount block, then flush. */
+int qcow2_sync_meta(struct qcow2 *s);
 /* Write the L1 sectors marked dirty. */
 int qcow2_write_l1_dirty(struct qcow2 *s);
 void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index);

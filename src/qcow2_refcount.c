@@ -473,13 +473,20 @@ static int write_refcount_table(struct qcow2 *s)
 }
 
 /* Flush the file; a success pays any flush owed (see flush_owed). */
-static int flush_file(struct qcow2 *s)
+int qcow2_flush_file(struct qcow2 *s)
 {
     int r = fq_bdev_flush_sync(s->file);
 
     if (r == 0)
         s->flush_owed = false;
     return r;
+}
+
+int qcow2_sync_meta(struct qcow2 *s)
+{
+    int r = qcow2_writeback(s);
+
+    return r < 0 ? r : qcow2_flush_file(s);
 }
 
 /* Write back in dependency order. A flush that failed promises nothing
@@ -501,7 +508,7 @@ int qcow2_writeback(struct qcow2 *s)
                 return r;
         }
         if (s->rt_dirty || s->header_dirty) {
-            if (s->flush_owed && (r = flush_file(s)) < 0)
+            if (s->flush_owed && (r = qcow2_flush_file(s)) < 0)
                 return r;
             if (s->rt_dirty) {
                 r = write_refcount_table(s);
@@ -509,7 +516,7 @@ int qcow2_writeback(struct qcow2 *s)
                     return r;
                 s->rt_dirty = false;
             }
-            if ((r = flush_file(s)) < 0)
+            if ((r = qcow2_flush_file(s)) < 0)
                 return r;
             if (s->header_dirty) {
                 if ((r = qcow2_write_header(s)) < 0)
@@ -518,13 +525,13 @@ int qcow2_writeback(struct qcow2 *s)
             }
         }
         if (tables) {
-            if (s->flush_owed && (r = flush_file(s)) < 0)
+            if (s->flush_owed && (r = qcow2_flush_file(s)) < 0)
                 return r;
             r = qcache_write_dirty(&s->l2_cache);
             if (r < 0)
                 return r;
             if (l1_has_dirty(s)) {
-                if ((r = flush_file(s)) < 0)
+                if ((r = qcow2_flush_file(s)) < 0)
                     return r;
                 r = qcow2_write_l1_dirty(s);
                 if (r < 0)
@@ -535,7 +542,7 @@ int qcow2_writeback(struct qcow2 *s)
          * durable, and no data write may still land in them. */
         if (round > 0 || s->pending_frees.len == 0 || s->data_inflight)
             break;
-        if ((r = flush_file(s)) < 0)
+        if ((r = qcow2_flush_file(s)) < 0)
             return r;
         struct qfree_vec v = s->pending_frees;
         memset(&s->pending_frees, 0, sizeof(s->pending_frees));

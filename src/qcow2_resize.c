@@ -16,27 +16,11 @@
 #include "qcow2_ops.h"
 #include "qcow2_snapshot.h"
 
-static int flush_file(struct qcow2 *s)
-{
-    int r = fq_bdev_flush_sync(s->file);
-
-    if (r == 0)
-        s->flush_owed = false;
-    return r;
-}
-
-static int sync_meta(struct qcow2 *s)
-{
-    int r = qcow2_writeback(s);
-
-    return r < 0 ? r : flush_file(s);
-}
-
 static int write_header_sync(struct qcow2 *s)
 {
     int r = qcow2_write_header(s);
 
-    return r < 0 ? r : flush_file(s);
+    return r < 0 ? r : qcow2_flush_file(s);
 }
 
 /* Preconditions of every operation here. */
@@ -140,13 +124,13 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err)
                   QCOW2_MAX_L1_BYTES);
         return -EFBIG;
     }
-    if ((r = sync_meta(s)) < 0)
+    if ((r = qcow2_sync_meta(s)) < 0)
         goto fail;
     if (size < old) {
         /* everything past the new end goes; the L1 table keeps its size */
         if ((r = drop_from(s, FQ_DIV_UP(size, cs))) < 0)
             goto fail;
-        if ((r = sync_meta(s)) < 0)
+        if ((r = qcow2_sync_meta(s)) < 0)
             goto fail;
         s->bs->size = size;
         if ((r = write_header_sync(s)) < 0) {
@@ -166,7 +150,7 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err)
         r = qcow2_switch_l1(s, nl1, (uint32_t)need, size);
         free(nl1);
         if (r == 0)
-            r = sync_meta(s);   /* frees the old table */
+            r = qcow2_sync_meta(s);   /* frees the old table */
     } else {
         s->bs->size = size;
         if ((r = write_header_sync(s)) < 0)
@@ -187,7 +171,7 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err)
     if (r == 0 && zend > old)
         r = guest_sync(s, FQ_OP_WRITE_ZEROES, old, zend - old, NULL);
     if (r == 0)
-        r = sync_meta(s);
+        r = qcow2_sync_meta(s);
 fail:
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not resize the image: %s", strerror(-r));
@@ -225,7 +209,7 @@ int qcow2_make_empty(struct qcow2 *s)
 
     if ((r = writable(s, NULL)) < 0)
         return r;
-    if ((r = sync_meta(s)) < 0)
+    if ((r = qcow2_sync_meta(s)) < 0)
         return r;
     if (!(old = malloc(FQ_MAX(n, 1u) * sizeof(uint64_t))))
         return -ENOMEM;
@@ -239,7 +223,7 @@ int qcow2_make_empty(struct qcow2 *s)
     r = qcow2_tree_refs(s, old, n, -1);
     free(old);
     if (r == 0)
-        r = sync_meta(s);
+        r = qcow2_sync_meta(s);
     if (r == 0)
         r = qcow2_trim_file(s);
     return r;
@@ -373,7 +357,7 @@ static int downgrade(struct qcow2 *s, char *err)
     free(l1);
     free(l1n);
     qcow2_snapshots_free(v, n);
-    if (r < 0 || (r = sync_meta(s)) < 0)
+    if (r < 0 || (r = qcow2_sync_meta(s)) < 0)
         return r;
     uint32_t ohl = s->header_length;
     uint64_t oinc = s->incompat, ocompat = s->compat, oac = s->autoclear;
@@ -432,7 +416,7 @@ int qcow2_amend(struct qcow2 *s, int version, int lazy, char *err)
                   "(use compat=1.1 or greater)");
         return -EINVAL;
     }
-    if ((r = sync_meta(s)) < 0)
+    if ((r = qcow2_sync_meta(s)) < 0)
         return r;
     if (target == 2 && s->version == 3)
         r = downgrade(s, err);
@@ -471,7 +455,7 @@ int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *
         fq_seterr(err, "Backing format name too long");
         return -EINVAL;
     }
-    if ((r = sync_meta(s)) < 0)
+    if ((r = qcow2_sync_meta(s)) < 0)
         return r;
     s->backing_file = name ? strdup(name) : NULL;
     s->backing_format = name && fmt && *fmt ? strdup(fmt) : NULL;

@@ -174,24 +174,6 @@ int qcow2_write_l1_at(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t 
     return bytes ? fq_bdev_pwrite_tagged(s->file, buf, bytes, off, FQ_TAG_L1) : 0;
 }
 
-/* Flush the file; a success pays any flush owed. */
-static int flush_file(struct qcow2 *s)
-{
-    int r = fq_bdev_flush_sync(s->file);
-
-    if (r == 0)
-        s->flush_owed = false;
-    return r;
-}
-
-/* Write back every dirty table and refcount block, and flush. */
-static int sync_meta(struct qcow2 *s)
-{
-    int r = qcow2_writeback(s);
-
-    return r < 0 ? r : flush_file(s);
-}
-
 int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t size)
 {
     uint64_t cs = s->cluster_size, nc = FQ_DIV_UP((uint64_t)n * 8, cs), off = 0;
@@ -211,11 +193,11 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
     /* the refcounts of the new table, then the table, each durable
      * before the header points at it */
     if (r == 0)
-        r = sync_meta(s);
+        r = qcow2_sync_meta(s);
     if (r == 0)
         r = qcow2_write_l1_at(s, l1, n, off, false);
     if (r == 0)
-        r = flush_file(s);
+        r = qcow2_flush_file(s);
     if (r < 0) {
         free(nl1);
         free(ndirty);
@@ -232,7 +214,7 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
     s->bs->size = size;
     r = qcow2_write_header(s);
     if (r == 0)
-        r = flush_file(s);
+        r = qcow2_flush_file(s);
     if (r < 0) {
         /* which header is on disk is unknown: keep the old one in memory
          * (both tables stay allocated, so either is safe) */
@@ -504,7 +486,7 @@ static int switch_table(struct qcow2 *s, uint32_t n, uint64_t off)
 {
     uint32_t old_n = s->nb_snapshots;
     uint64_t old_off = s->snapshots_offset;
-    int r = sync_meta(s);
+    int r = qcow2_sync_meta(s);
 
     if (r < 0)
         return r;
@@ -512,7 +494,7 @@ static int switch_table(struct qcow2 *s, uint32_t n, uint64_t off)
     s->snapshots_offset = off;
     r = qcow2_write_header(s);
     if (r == 0)
-        r = flush_file(s);
+        r = qcow2_flush_file(s);
     if (r < 0) {
         s->nb_snapshots = old_n;
         s->snapshots_offset = old_off;
@@ -537,7 +519,7 @@ int qcow2_snapshot_fix_extra(struct qcow2 *s)
         if (r == 0)
             r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
         if (r == 0)
-            r = sync_meta(s);
+            r = qcow2_sync_meta(s);
     }
     qcow2_snapshots_free(v, n);
     return r;
@@ -570,7 +552,7 @@ static int begin(struct qcow2 *s, struct qsnap **v, size_t *n, uint64_t *tbytes,
         fq_seterr(err, "Requests are in flight on the image");
         return -EBUSY;
     }
-    int r = sync_meta(s);
+    int r = qcow2_sync_meta(s);
     if (r < 0) {
         fq_seterr(err, "Could not write back the metadata: %s", strerror(-r));
         return r;
@@ -586,7 +568,7 @@ static int settle(struct qcow2 *s)
 
     if (r == 0)
         r = qcow2_rebuild_copied(s);
-    return r < 0 ? r : sync_meta(s);
+    return r < 0 ? r : qcow2_sync_meta(s);
 }
 
 int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
@@ -672,7 +654,7 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
     if (n > 1 && tbytes)
         r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
     if (r == 0)
-        r = sync_meta(s);
+        r = qcow2_sync_meta(s);
     goto out;
 undo_settle:
     settle(s);
