@@ -243,40 +243,38 @@ int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count)
     return 0;
 }
 
+/* The qcow2 state behind a snapshot call, or NULL with `err` set. */
+static struct qcow2 *snapshot_target(struct fq_image *img, int *r, char *err)
+{
+    struct qcow2 *s = image_qcow2(img, r);
+
+    if (!s)
+        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
+    return s;
+}
+
 int fq_snapshot_create(struct fq_image *img, const char *name, char *err)
 {
     int r;
-    struct qcow2 *s = image_qcow2(img, &r);
+    struct qcow2 *s = snapshot_target(img, &r, err);
 
-    if (!s) {
-        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
-        return r;
-    }
-    return qcow2_snapshot_create(s, name, err);
+    return s ? qcow2_snapshot_create(s, name, err) : r;
 }
 
 int fq_snapshot_apply(struct fq_image *img, const char *which, char *err)
 {
     int r;
-    struct qcow2 *s = image_qcow2(img, &r);
+    struct qcow2 *s = snapshot_target(img, &r, err);
 
-    if (!s) {
-        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
-        return r;
-    }
-    return qcow2_snapshot_apply(s, which, err);
+    return s ? qcow2_snapshot_apply(s, which, err) : r;
 }
 
 int fq_snapshot_delete(struct fq_image *img, const char *which, char *err)
 {
     int r;
-    struct qcow2 *s = image_qcow2(img, &r);
+    struct qcow2 *s = snapshot_target(img, &r, err);
 
-    if (!s) {
-        fq_seterr(err, "Snapshots need a qcow2 image (this one is %s)", fq_format(img));
-        return r;
-    }
-    return qcow2_snapshot_delete(s, which, err);
+    return s ? qcow2_snapshot_delete(s, which, err) : r;
 }
 
 /* ---- resize, amend ---- */
