@@ -38,6 +38,21 @@ static int flush_if_writethrough(struct fq_image *img)
 
 /* ---- compressed writes ---- */
 
+/* Compressed writes cover whole clusters (the last, partial cluster of
+ * the disk included). 0 or -EROFS / -EINVAL. */
+static int compressed_args(struct qcow2 *s, struct fq_bdev *bs, const struct iovec *iov,
+                           int iovcnt, size_t iov_off, size_t len, uint64_t off)
+{
+    uint64_t cs = s->cluster_size, size = bs->size;
+
+    if (bs->readonly)
+        return -EROFS;
+    if (off % cs || off > size || len > size - off || (len % cs && off + len != size) ||
+        iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len)
+        return -EINVAL;
+    return 0;
+}
+
 int fq_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iovcnt,
                           size_t iov_off, size_t len, uint64_t off)
 {
@@ -47,12 +62,9 @@ int fq_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int iov
 
     if (!s)
         return r;
-    if (bs->readonly)
-        return -EROFS;
-    uint64_t cs = s->cluster_size, size = bs->size;
-    if (off % cs || off > size || len > size - off || (len % cs && off + len != size) ||
-        iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len)
-        return -EINVAL;
+    if ((r = compressed_args(s, bs, iov, iovcnt, iov_off, len, off)) < 0)
+        return r;
+    uint64_t cs = s->cluster_size;
     if (len == 0)
         return 0;
     CLEANUP_FREE uint8_t *buf = fq_memalign((size_t)cs);
@@ -158,12 +170,9 @@ int fq_aio_pwritev_compressed(struct fq_image *img, const struct iovec *iov, int
 
     if (!s)
         return r;
-    if (bs->readonly)
-        return -EROFS;
-    uint64_t cs = s->cluster_size, size = bs->size;
-    if (off % cs || off > size || len > size - off || (len % cs && off + len != size) ||
-        iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len)
-        return -EINVAL;
+    if ((r = compressed_args(s, bs, iov, iovcnt, iov_off, len, off)) < 0)
+        return r;
+    uint64_t cs = s->cluster_size;
     struct cwrite *w = calloc(1, sizeof(*w));
     if (!w)
         return -ENOMEM;

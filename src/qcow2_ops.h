@@ -18,6 +18,9 @@
 struct qcow2 *qcow2_of(struct fq_bdev *bs);
 /* True while requests of this image have host I/O or allocations in flight. */
 bool qcow2_busy(struct qcow2 *s);
+/* Preconditions of whole-image operations; 0 or -EROFS/-EIO/-EBUSY with
+ * a message in err. */
+int qcow2_op_writable(struct qcow2 *s, char *err);
 
 /* ---- qcow2_compress.c ---- */
 /* Write guest cluster `gc` compressed from `data` (a whole cluster; for the

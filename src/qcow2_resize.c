@@ -23,8 +23,9 @@ static int write_header_sync(struct qcow2 *s)
     return r < 0 ? r : qcow2_flush_file(s);
 }
 
-/* Preconditions of every operation here. */
-static int writable(struct qcow2 *s, char *err)
+/* Preconditions of every whole-image operation (resize, amend, rebase,
+ * commit, snapshots): writable, not corrupt, idle. */
+int qcow2_op_writable(struct qcow2 *s, char *err)
 {
     if (s->readonly) {
         fq_seterr(err, "The image is opened read-only");
@@ -112,7 +113,7 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err)
     uint64_t per_l1 = cs * s->l2_entries, need = FQ_DIV_UP(size, per_l1);
     int r;
 
-    if ((r = writable(s, err)) < 0 || size == old)
+    if ((r = qcow2_op_writable(s, err)) < 0 || size == old)
         return r;
     if (size < old && !shrink) {
         fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
@@ -207,7 +208,7 @@ int qcow2_make_empty(struct qcow2 *s)
     uint64_t *old;
     int r;
 
-    if ((r = writable(s, NULL)) < 0)
+    if ((r = qcow2_op_writable(s, NULL)) < 0)
         return r;
     if ((r = qcow2_sync_meta(s)) < 0)
         return r;
@@ -404,7 +405,7 @@ int qcow2_amend(struct qcow2 *s, int version, int lazy, char *err)
 {
     int r;
 
-    if ((r = writable(s, err)) < 0)
+    if ((r = qcow2_op_writable(s, err)) < 0)
         return r;
     if (version && version != 2 && version != 3) {
         fq_seterr(err, "Invalid compat level %d (2 = 0.10, 3 = 1.1)", version);
@@ -443,7 +444,7 @@ int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *
     char *ob = s->backing_file, *of = s->backing_format;
     int r;
 
-    if ((r = writable(s, err)) < 0)
+    if ((r = qcow2_op_writable(s, err)) < 0)
         return r;
     if (name && !*name)
         name = NULL;

@@ -540,19 +540,11 @@ static long find_snapshot(const struct qsnap *v, size_t n, const char *which)
 /* Common preconditions; reads the table. */
 static int begin(struct qcow2 *s, struct qsnap **v, size_t *n, uint64_t *tbytes, char *err)
 {
-    if (s->readonly) {
-        fq_seterr(err, "The image is opened read-only");
-        return -EROFS;
-    }
-    if (s->corrupt) {
-        fq_seterr(err, "The image is corrupt; run 'check -r all' first");
-        return -EIO;
-    }
-    if (qcow2_busy(s)) {
-        fq_seterr(err, "Requests are in flight on the image");
-        return -EBUSY;
-    }
-    int r = qcow2_sync_meta(s);
+    int r = qcow2_op_writable(s, err);
+
+    if (r < 0)
+        return r;
+    r = qcow2_sync_meta(s);
     if (r < 0) {
         fq_seterr(err, "Could not write back the metadata: %s", strerror(-r));
         return r;
