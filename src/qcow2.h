@@ -318,6 +318,13 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 /* Extended L2: mark subclusters `mask` of guest cluster gc allocated in
  * host cluster `host` (which becomes, or already is, the cluster's). */
 int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t mask);
+/* Extended L2: subclusters `mask` of guest cluster gc read as zeros from
+ * now on: zero subclusters (write-zeroes, or a discard over a backing file)
+ * or unallocated ones (discard, no backing file). A host cluster left with
+ * no allocated subcluster is released if `unmap` or `discard`.
+ * Returns 0, -ENOTSUP for a compressed cluster (write zeros instead), or
+ * another negative errno. */
+int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unmap, bool discard);
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst);
 
 /* ---- qcow2_rw.c ---- */

@@ -359,6 +359,41 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
     return 0;
 }
 
+int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unmap, bool discard)
+{
+    bool backing = s->bs->backing != NULL;
+    struct qcache_entry *l2;
+    uint64_t idx, e = 0, bm = 0;
+    int r = qcow2_get_l2(s, gc, false, &l2, &idx);
+
+    if (r < 0)
+        return r;
+    if (l2) {
+        e = qcow2_l2e_get(s, l2->data, idx);
+        bm = qcow2_l2e_bitmap(s, l2->data, idx);
+        qcache_put(&s->l2_cache, l2);
+    }
+    if (e & L2E_COMPRESSED)
+        return -ENOTSUP;        /* no bitmap: the caller writes zeros */
+    uint64_t nbm = bm & ~(uint64_t)mask;
+    if (discard && !backing)
+        nbm &= ~((uint64_t)mask << 32);    /* unallocated reads as zeros */
+    else
+        nbm |= (uint64_t)mask << 32;
+    uint64_t ne = e;
+    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard))
+        ne = 0;                 /* no subcluster left in the host cluster */
+    if (ne == e && nbm == bm)
+        return 0;
+    /* a writable table (allocated, or copied when a snapshot shares it) */
+    if ((r = qcow2_get_l2(s, gc, true, &l2, &idx)) < 0)
+        return r;
+    qcow2_l2e_set(s, l2->data, idx, ne, nbm);
+    qcache_mark_dirty(l2);
+    qcache_put(&s->l2_cache, l2);
+    return ne != e ? release_entry(s, e) : 0;
+}
+
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst)
 {
     size_t want = (size_t)s->cluster_size;

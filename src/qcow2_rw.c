@@ -621,6 +621,29 @@ static int zero_step(struct qreq *q)
         cend = FQ_MIN(pos + n * cs, q->end);    /* cannot be expressed: write zeros */
     }
     uint64_t len = FQ_MIN(q->end, cend) - pos;
+    if (s->extl2) {
+        /* part of a cluster: whole subclusters change only their bits */
+        uint64_t scs = s->subcluster_size, cstart = FQ_ALIGN_DOWN(pos, cs);
+        uint64_t b = FQ_ALIGN_DOWN(FQ_MIN(reach, cend), scs);
+        if (!FQ_IS_ALIGNED(pos, scs)) {
+            len = FQ_MIN(len, FQ_ALIGN_UP(pos, scs) - pos);   /* head: bytes */
+        } else if (b > pos) {
+            uint64_t gc = pos >> s->cluster_bits;
+            unsigned sc0 = (unsigned)((pos - cstart) / scs), sc1 = (unsigned)((b - cstart) / scs);
+            uint32_t mask = (uint32_t)(((1ull << sc1) - 1) & ~((1ull << sc0) - 1));
+            int r = wait_allocs(q, gc, 1);
+            if (r)
+                return r;
+            r = qcow2_zero_subclusters(s, gc, mask, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
+            if (r == 0) {
+                q->pos = FQ_MIN(b, q->end);
+                return 0;
+            }
+            if (r != -ENOTSUP)
+                return r;
+            /* compressed: written as zeros (discard: left as is) */
+        }
+    }
     if (discard) {
         q->pos += len;          /* partial clusters are not discarded */
         return 0;
