@@ -25,6 +25,7 @@
  */
 #include <signal.h>
 
+#include "chain.h"
 #include "testlib.h"
 
 #define KiB (1ull << 10)
@@ -52,6 +53,7 @@ struct cfg {
     uint64_t cache_size;       /* metadata cache bytes, 0 = default */
     int lazy;                  /* lazy_refcounts=on */
     int extl2;                 /* extended_l2=on (subclusters) */
+    const char *chain;         /* backing chain below the image (chain.h) */
 };
 
 /* The matrix: every value of each dimension appears at least once, and
@@ -62,40 +64,55 @@ struct cfg {
  * compat=0.10 images always have 16-bit refcounts (the format says so). */
 static const struct cfg configs[] = {
     { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      16 * MiB, 0, 600, 0, 0, 0, 0 },
+      16 * MiB, 0, 600, 0, 0, 0, 0, NULL },
     { "raw-uring-none", "raw", 0, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      16 * MiB, 0, 600, 0, 0, 0, 0 },
+      16 * MiB, 0, 600, 0, 0, 0, 0, NULL },
     { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      8 * MiB, 0, 2000, 0, 0, 0, 0 },
+      8 * MiB, 0, 2000, 0, 0, 0, 0, NULL },
     /* 64 entries per refcount block and per table cluster: the refcount
      * table must grow every 2 MiB of host file */
     { "c512-rb64-v3-sync-wb-rtgrow", "qcow2", 512, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      6 * MiB, 0, 1000, 0, 0, 0, 0 },
+      6 * MiB, 0, 1000, 0, 0, 0, 0, NULL },
     { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      4 * MiB, 0, 1000, 0, 0, 0, 0 },
+      4 * MiB, 0, 1000, 0, 0, 0, 0, NULL },
     { "c4k-rb64-v3-uring-none-oddsize-lazy", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      24 * MiB + 1536, 0, 1200, 0, 0, 1, 0 },
+      24 * MiB + 1536, 0, 1200, 0, 0, 1, 0, NULL },
     { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
-      16 * MiB, 0, 1500, 0, 0, 0, 0 },
+      16 * MiB, 0, 1500, 0, 0, 0, 0, NULL },
     { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0, 0 },
+      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0, 0, NULL },
     { "c64k-rb1-v3-threads-none-1worker", "qcow2", 65536, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
-      1 * GiB, 8 * MiB, 1000, 1, 0, 0, 0 },
+      1 * GiB, 8 * MiB, 1000, 1, 0, 0, 0, NULL },
     { "c64k-rb64-v3-threads-none-nested64k", "qcow2", 65536, 64, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 65536,
-      1 * GiB, 8 * MiB, 1000, 0, 0, 0, 0 },
+      1 * GiB, 8 * MiB, 1000, 0, 0, 0, 0, NULL },
     { "c2M-rb64-v3-sync-wb-520G", "qcow2", 2 * MiB, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      520 * GiB, 16 * MiB, 300, 0, 0, 0, 0 },
+      520 * GiB, 16 * MiB, 300, 0, 0, 0, 0, NULL },
     { "c2M-rb16-v2-uring-none", "qcow2", 2 * MiB, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      32 * MiB, 0, 300, 0, 0, 0, 0 },
+      32 * MiB, 0, 300, 0, 0, 0, 0, NULL },
     { "c512-rb16-v3-uring-wb-nested2M", "qcow2", 512, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 2 * MiB,
-      4 * MiB, 0, 800, 0, 0, 0, 0 },
+      4 * MiB, 0, 800, 0, 0, 0, 0, NULL },
     { "c64k-rb16-v3-uring-none-nested512", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 512,
-      32 * MiB, 0, 600, 0, 0, 0, 0 },
+      32 * MiB, 0, 600, 0, 0, 0, 0, NULL },
     /* subclusters: 32 per cluster; writes allocate and zero per subcluster */
     { "c64k-extl2-v3-uring-wb", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      32 * MiB, 0, 1500, 0, 0, 0, 1 },
+      32 * MiB, 0, 1500, 0, 0, 0, 1, NULL },
     { "c32k-extl2-v3-threads-none", "qcow2", 32768, 16, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
-      16 * MiB, 0, 1500, 0, 0, 0, 1 },
+      16 * MiB, 0, 1500, 0, 0, 0, 1, NULL },
+    /* over backing chains built with known content: reads fall through to
+     * raw and qcow2 layers (plain, zero and compressed clusters, a raw file
+     * shorter than the disk), partial writes copy from them */
+    { .name = "c64k-v3-uring-wb-chain-raw", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
+      .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_WRITEBACK, .size = 16 * MiB,
+      .nops = 1200, .chain = "raw" },
+    { .name = "c4k-v3-threads-none-chain-zlib-raw", .fmt = "qcow2", .cluster = 4096, .refbits = 16,
+      .version = 3, .engine = FQ_ENGINE_THREADS, .cache = FQ_CACHE_NONE, .size = 8 * MiB + 4096,
+      .nops = 1200, .chain = "raw,qcow2:65536:zlib" },
+    { .name = "c32k-extl2-v3-uring-wb-chain-zstd-raw", .fmt = "qcow2", .cluster = 32768,
+      .refbits = 16, .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_WRITEBACK,
+      .size = 8 * MiB, .nops = 1200, .extl2 = 1, .chain = "raw,qcow2:4096:zstd" },
+    { .name = "c64k-v2-sync-wb-chain-qcow2-qcow2", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
+      .version = 2, .engine = FQ_ENGINE_SYNC, .cache = FQ_CACHE_WRITEBACK, .size = 16 * MiB,
+      .nops = 1000, .chain = "qcow2:16384,qcow2:65536:zlib" },
 };
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
@@ -141,6 +158,7 @@ struct run {
     struct fq_ctx *ctx;
     enum fq_engine_kind engine;
     enum fq_cache_mode cache;
+    struct chain chain;        /* layers below the image (cfg.chain) */
     long opno;
     uint64_t gen;
     int pending;               /* callbacks not yet run */
@@ -211,6 +229,9 @@ static void model_apply(struct run *r, const struct op *o, const uint8_t *data)
         memset(m, 0, o->len);
         break;
     case OP_DISCARD: {
+        /* a v2 image cannot hide its backing file: discard is a no-op */
+        if (r->c->chain && r->c->version == 2)
+            break;
         /* clusters (subclusters) whose visible part lies wholly in the range */
         uint64_t s = (o->off + r->dg - 1) / r->dg * r->dg;
         uint64_t end = o->off + o->len;
@@ -398,6 +419,16 @@ static int create_image(struct run *r)
     o.extended_l2 = c->extl2;
     o.version = c->version ? c->version : 3;
     o.file_format = c->outer_cluster ? "qcow2" : NULL;
+    if (c->chain) {
+        /* one window over the whole disk: the model is the disk */
+        if (r->nwin != 1 || chain_build(&r->chain, c->chain, r->path, c->size, r->seed,
+                                        r->model[0], err) < 0) {
+            RFAIL(r, "building the chain '%s': %s", c->chain, err);
+            return -1;
+        }
+        o.backing_file = r->chain.path[r->chain.n - 1];
+        o.backing_format = r->chain.fmt[r->chain.n - 1];
+    }
     ret = fq_create(r->path, &o, err);
     if (ret < 0)
         RFAIL(r, "fq_create: %s: %s", strerror(-ret), err);
@@ -454,7 +485,7 @@ static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
         uint64_t a = r->dg < cs && tl_pct(g, 50) ? r->dg : cs;
         o = (ws + tl_below(g, wl - l + 1)) / a * a;
         if (a < cs && tl_pct(g, 50))
-            l = FQ_MAX(1, l / a) * a;
+            l = (l > a ? l / a : 1) * a;
     } else {
         o = (ws + tl_below(g, wl - l + 1)) & ~511ull;
     }
@@ -782,7 +813,7 @@ static void check_map(struct run *r, struct fq_image *img)
                               "but byte %" PRIu64 " is 0x%02x", p, e.length, e.flags, p + i, m[i]);
                         break;
                     }
-            } else if (plain && (e.flags & FQ_MAP_DATA) && (e.flags & FQ_MAP_OFFSET) &&
+            } else if (plain && e.depth == 0 && (e.flags & FQ_MAP_DATA) && (e.flags & FQ_MAP_OFFSET) &&
                        !(e.flags & FQ_MAP_COMPRESSED)) {
                 ndata++;
                 for (uint64_t i = 0; i < e.length && !r->failed;) {
@@ -1030,8 +1061,10 @@ out:
         fq_close(r.img);
     for (int w = 0; w < r.nwin; w++)
         free(r.model[w]);
-    if (!r.failed)
+    if (!r.failed) {
         unlink(r.path);
+        chain_remove(&r.chain);
+    }
     cur = NULL;
     return r.failed ? 1 : 0;
 }
