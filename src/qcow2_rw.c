@@ -58,6 +58,13 @@ struct qtask {
     size_t src_off;
     bool src_zero;
     uint32_t sc_mask;        /* T_SUB: the subclusters written */
+    /* allocating writes: head and tail fills (the current content of the
+     * partially written clusters) read asynchronously before the write */
+    struct fq_req fill[2];
+    struct iovec fill_iov[2];
+    int fills;               /* fill reads in flight */
+    int fill_err;
+    uint64_t wr_off, wr_len; /* the data write issued once filled */
     /* compressed reads: decompression runs on a CPU worker */
     struct fq_job job;
     int jret;
@@ -266,12 +273,19 @@ static void task_done(struct fq_req *child, int ret)
     task_complete(t, ret);
 }
 
-/* Issue a task's child request to `dev`. */
-static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint64_t off,
-                       const struct iovec *iov, int iovcnt, size_t iov_off, uint64_t len)
+/* Count a task as started: a pool slot, and host clusters in use by I/O
+ * in flight are not freed under it. */
+static void task_account(struct qtask *t)
 {
-    struct qreq *q = t->q;
+    fq_pool_start(&t->q->pool);
+    if (t->kind != T_BACKING && t->kind != T_FLUSH)
+        t->q->s->data_inflight++;
+}
 
+/* Send an accounted task's child request to `dev`. */
+static void task_send(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint64_t off,
+                      const struct iovec *iov, int iovcnt, size_t iov_off, uint64_t len)
+{
     t->child.op = op;
     t->child.off = off;
     t->child.len = len;
@@ -279,14 +293,94 @@ static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint
     t->child.iovcnt = iovcnt;
     t->child.iov_off = iov_off;
     t->child.cb = task_done;
-    fq_pool_start(&q->pool);
-    /* host clusters in use by I/O in flight are not freed under it */
-    if (t->kind != T_BACKING && t->kind != T_FLUSH)
-        q->s->data_inflight++;
-    if (q->sync)
+    if (t->q->sync)
         task_done(&t->child, dev->ops->io_sync(dev, &t->child));
     else
         dev->ops->submit(dev, &t->child);
+}
+
+/* Issue a task's child request to `dev`. */
+static void task_issue(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint64_t off,
+                       const struct iovec *iov, int iovcnt, size_t iov_off, uint64_t len)
+{
+    task_account(t);
+    task_send(t, dev, op, off, iov, iovcnt, iov_off, len);
+}
+
+/* A fill read of t completed (or the count held while issuing them is
+ * dropped); the last one sends the data write, or fails the task, whose
+ * clusters were never referenced. */
+static void fill_put(struct qtask *t, int ret)
+{
+    if (ret < 0 && t->fill_err == 0)
+        t->fill_err = ret;
+    if (--t->fills > 0)
+        return;
+    if (t->fill_err < 0) {
+        task_complete(t, t->fill_err);
+        return;
+    }
+    task_send(t, t->q->s->file, FQ_OP_WRITE, t->wr_off, t->iovb.v, t->iovb.cnt, 0, t->wr_len);
+}
+
+static void fill_done(struct fq_req *fill, int ret)
+{
+    fill_put(fill->opaque, ret);
+}
+
+/* Start reading guest range [off, off+len) of this image into buf as fill
+ * `i` of t: through this device's own planner, so it sees the current
+ * mapping (backing file, zeros, compressed or shared data) as any reader
+ * does. What lies past the end of the disk (a partial last cluster) is
+ * zeros. */
+static void fill_start(struct qtask *t, int i, void *buf, uint64_t off, uint64_t len)
+{
+    struct qcow2 *s = t->q->s;
+    uint64_t in = off < s->bs->size ? FQ_MIN(len, s->bs->size - off) : 0;
+    struct fq_req *f = &t->fill[i];
+
+    memset((uint8_t *)buf + in, 0, (size_t)(len - in));
+    if (!in)
+        return;
+    t->fill_iov[i] = (struct iovec){ buf, (size_t)in };
+    *f = (struct fq_req){ .op = FQ_OP_READ, .off = off, .len = in, .iov = &t->fill_iov[i],
+                          .iovcnt = 1, .cb = fill_done, .opaque = t };
+    t->fills++;
+}
+
+/* Issue an allocating write (T_ALLOC, T_SUB) of [host, host+len) from
+ * t->iovb once its fills (head [hoff, hoff+head) and tail [toff,
+ * toff+tail), guest offsets, into t->buf and t->buf2) are read. In sync
+ * mode the fills are read inline. */
+static void alloc_issue(struct qtask *t, uint64_t hoff, uint64_t head, uint64_t toff,
+                        uint64_t tail, uint64_t host, uint64_t len)
+{
+    struct qcow2 *s = t->q->s;
+
+    task_account(t);
+    t->wr_off = host;
+    t->wr_len = len;
+    t->fills = 0;
+    if (head)
+        fill_start(t, 0, t->buf, hoff, head);
+    if (tail)
+        fill_start(t, 1, t->buf2, toff, tail);
+    if (t->fills == 0) {
+        task_send(t, s->file, FQ_OP_WRITE, host, t->iovb.v, t->iovb.cnt, 0, len);
+        return;
+    }
+    /* one count held while submitting, so that no completion sends the
+     * write before both fills are out */
+    t->fills++;
+    for (int i = 0; i < 2; i++) {
+        if (!t->fill[i].cb)
+            continue;
+        if (t->q->sync)
+            fill_put(t, qcow2_io_sync(s->bs, &t->fill[i]));
+        else
+            qcow2_submit(s->bs, &t->fill[i]);
+    }
+    fill_put(t, 0);
 }
 
 /* ---- finishing ---- */
@@ -366,18 +460,6 @@ static int read_step(struct qreq *q)
     return 0;
 }
 
-/* Read guest range [off, off+len) of this image into buf, synchronously;
- * what lies past the end of the disk (a partial last cluster) is zeros. */
-static int read_sync(struct qcow2 *s, void *buf, uint64_t off, uint64_t len)
-{
-    uint64_t in = off < s->bs->size ? FQ_MIN(len, s->bs->size - off) : 0;
-    struct iovec v = { buf, (size_t)in };
-    struct fq_req req = { .op = FQ_OP_READ, .off = off, .len = in, .iov = &v, .iovcnt = 1 };
-
-    memset((uint8_t *)buf + in, 0, (size_t)(len - in));
-    return in ? qcow2_io_sync(s->bs, &req) : 0;
-}
-
 /* ---- write ---- */
 
 /* Write data source for the current step: the request's iovecs, or zeros. */
@@ -404,14 +486,9 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     if (!(t = task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
     r = -ENOMEM;
-    if (head && (!(t->buf = fq_memalign((size_t)head)) ||
-                 (r = read_sync(s, t->buf, gc0 * cs, head)) < 0))
-        goto fail;
-    if (tail && (!(t->buf2 = fq_memalign((size_t)tail)) ||
-                 (r = read_sync(s, t->buf2, wend, tail)) < 0))
-        goto fail;
-    r = -ENOMEM;
-    if (fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
+    if ((head && !(t->buf = fq_memalign((size_t)head))) ||
+        (tail && !(t->buf2 = fq_memalign((size_t)tail))) ||
+        fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
@@ -439,7 +516,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
         return -ENOMEM;
     }
     q->pos = wend;
-    task_issue(t, s->file, FQ_OP_WRITE, t->host, t->iovb.v, t->iovb.cnt, 0, n * cs);
+    alloc_issue(t, gc0 * cs, head, wend, tail, t->host, n * cs);
     return 0;
 fail:
     task_free(t);
@@ -469,14 +546,9 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
     if (!(t = task_new(q, T_SUB, q->pos, wend - q->pos)))
         return -ENOMEM;
     r = -ENOMEM;
-    if (head && (!(t->buf = fq_memalign((size_t)head)) ||
-                 (r = read_sync(s, t->buf, lo, head)) < 0))
-        goto fail;
-    if (tail && (!(t->buf2 = fq_memalign((size_t)tail)) ||
-                 (r = read_sync(s, t->buf2, wend, tail)) < 0))
-        goto fail;
-    r = -ENOMEM;
-    if (fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
+    if ((head && !(t->buf = fq_memalign((size_t)head))) ||
+        (tail && !(t->buf2 = fq_memalign((size_t)tail))) ||
+        fq_iovb_add(&t->iovb, t->buf, (size_t)head) < 0 ||
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
@@ -510,7 +582,7 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
         goto fail;
     }
     q->pos = wend;
-    task_issue(t, s->file, FQ_OP_WRITE, host + (lo - cstart), t->iovb.v, t->iovb.cnt, 0, hi - lo);
+    alloc_issue(t, lo, head, wend, tail, host + (lo - cstart), hi - lo);
     return 0;
 fail:
     task_free(t);
