@@ -81,7 +81,10 @@ struct fq_open_opts {
     uint64_t cache_size;       /* metadata cache bytes; 0 = default */
     int no_backing;            /* do not open the backing file */
     int check_mode;            /* open a corrupt/dirty image as is, for check */
-    const char *backing_format;/* override the backing format (NULL = header) */
+    const char *backing_format;/* override the backing format (NULL = header);
+                                  "probe": guess the format of backing files
+                                  that record none (never done unasked: a
+                                  raw disk may start with qcow2's magic) */
     const char *file_format;   /* format of the layer below: NULL = the plain
                                   file; "qcow2" or "raw" stacks this image on
                                   the guest view of that image (nesting) */

@@ -164,13 +164,17 @@ int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *for
         struct fq_open_opts bo = *opts;
         bo.file_format = NULL;
         bo.check_mode = 0;
-        if (depth == 0 && opts->backing_format)
+        /* "probe" (asked for explicitly) guesses the format of every
+         * backing file down the chain that records none */
+        bool probe = opts->backing_format && !strcmp(opts->backing_format, "probe");
+        if (depth == 0 && opts->backing_format && !probe)
             bfmt = opts->backing_format;
-        bo.backing_format = NULL;
-        if (!bfmt) {
-            /* never guess: a raw disk could start with qcow2's magic */
-            snprintf(berr, sizeof(berr), "the image records no backing format; "
-                     "give it explicitly (backing_format / -F)");
+        bo.backing_format = probe ? opts->backing_format : NULL;
+        if (!bfmt && !probe) {
+            /* never guess unasked: a raw disk could start with qcow2's magic */
+            snprintf(berr, sizeof(berr), "the image records no backing format; give it "
+                     "explicitly (--backing-format FMT) or ask for probing "
+                     "(--backing-format probe)");
             r = -EINVAL;
         } else {
             r = path ? fq_bdev_open_chain(ctx, path, bfmt, &bo, depth + 1, &top->backing, berr)
