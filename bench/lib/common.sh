@@ -1,8 +1,8 @@
 # shellcheck shell=bash
-# bench/lib/common.sh: helpers shared by bench/seed-table, bench/random-table
-# and bench/workers-sweep. Sourced, not run. Every timed run appends one
-# line to $RAW (CSV, header in raw_header) so that bench/lib/table.py can
-# take medians afterwards:
+# bench/lib/common.sh: helpers shared by bench/seed-table, bench/random-table,
+# bench/feature-table and bench/workers-sweep. Sourced, not run. Every timed
+# run appends one line to $RAW (CSV, header in raw_header) so that
+# bench/lib/table.py can take medians afterwards:
 #   table,row,mode,tool,run,seconds,user_s,sys_s,rss_kb,ops
 # seconds is what the tool itself reports for the I/O phase ("Run completed
 # in X seconds." for fastqcow/qemu-img bench, the job runtime for fio);

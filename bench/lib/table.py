@@ -6,6 +6,9 @@ write (one line per timed run; see bench/lib/common.sh).
     table.py seed    RAW OUTDIR [--size S --count N --runs N]
     table.py random  RAW OUTDIR
     table.py workers RAW OUTDIR
+    table.py feature RAW OUTDIR [--size S --count N --runs N --csize S
+                                 --cbytes B --zlib BYTES --zstd BYTES --strict 0|1]
+      (--strict 1: exit 1 if any timed run failed)
 
 Ratios are ratios of medians. Times: lower is better, so a ratio
 fastqcow/qemu-img below 1 means fastqcow is faster. IOPS: higher is better.
@@ -401,6 +404,90 @@ def workers(raw, out, opts):
                      "rss_kb"], csvrows)
     print("\nCSV: %s" % csvp)
 
+# ------------------------------------------------- overlay and compressed
+
+FEATURE_ROWS = [("overlay", "read"), ("overlay", "write"), ("zlib", "read"), ("zstd", "read")]
+FEATURE_TOOLS = [("serial", "fastqcow serial (--workers 1)"), ("fastqcow", "fastqcow"),
+                 ("qemu-n", "qemu-img -n"), ("qemu-uring", "qemu-img -i io_uring"),
+                 ("fio", "fio limit"), ("fio-b16", "fio b16"),
+                 ("cpu1", "decompress 1 thread"), ("cpu2", "decompress 2 threads")]
+FQ_TOOLS = ("serial", "fastqcow", "qemu-n", "qemu-uring")
+
+
+def feature(raw, out, opts):
+    c = load(raw)
+    rows, csvrows, rrows, each = [], [], [], []
+    present = [(r, m) for r, m in FEATURE_ROWS if ("feature", r, m, "fastqcow") in c]
+    for r, m in present:
+        K = {t: ("feature", r, m, t) for t, _ in FEATURE_TOOLS}
+        t = {k: med(c, K[k]) for k, _ in FEATURE_TOOLS}
+        cpu = {k: mean(c, K[k]) for k in FQ_TOOLS}
+        rss = {k: med(c, K[k], "rss_kb") for k in FQ_TOOLS}
+        r_q = paired(c, K["fastqcow"], [K["qemu-n"], K["qemu-uring"]])
+        r_b16 = paired(c, K["fastqcow"], [K["fio-b16"]])
+        r_c2 = paired(c, K["fastqcow"], [K["cpu2"]])
+        r_sa = paired(c, K["serial"], [K["fastqcow"]])
+        r_qn = paired(c, K["fastqcow"], [K["qemu-n"]])
+        r_qu = paired(c, K["fastqcow"], [K["qemu-uring"]])
+        r_nu = paired(c, K["qemu-n"], [K["qemu-uring"]])
+        name = "t-%s%s" % (r, " -w" if m == "write" else "")
+        each.append([name, fmt(r_qn, 2), fmt(r_qu, 2), fmt(r_nu, 2)])
+        nfail = sum(len(c.get(k, {}).get("failed", {})) for k in K.values())
+        rows.append([name] + [fmt(t[k]) for k, _ in FEATURE_TOOLS] +
+                    [fmt(r_q, 2), fmt(r_b16, 2), fmt(r_c2, 2), fmt(r_sa, 2)])
+        rrows.append([name] + [fmt(cpu[k], 2) for k in FQ_TOOLS] +
+                     [fmt(rss[k] / 1024 if rss[k] else None, 1) for k in FQ_TOOLS])
+        csvrows.append([r, m] + [t[k] for k, _ in FEATURE_TOOLS] + [r_q, r_b16, r_c2, r_sa, r_qn, r_qu, r_nu] +
+                       [cpu[k] for k in FQ_TOOLS] + [rss[k] for k in FQ_TOOLS] + [nfail])
+    print_table(["file", "serial", "fastqcow", "qemu -n", "qemu uring", "fio", "fio b16",
+                 "decomp 1t", "decomp 2t", "fq/qemu", "fq/b16", "fq/decomp2t", "serial/fq"], rows,
+                "Overlay and compressed images: seconds for %s x 1 MiB requests, -d 1 -t none, "
+                "median of %s runs" % (opts.get("count", "?"), opts.get("runs", "?")))
+    cb = float(opts.get("cbytes", 0) or 0)
+    comp = ", ".join("%s %.0f%%" % (k, 100.0 * float(opts[k]) / cb)
+                     for k in ("zlib", "zstd") if cb and float(opts.get(k, 0) or 0))
+    print("  t-overlay = %s overlay, a shuffled half of its clusters written, over the rand image;\n"
+          "  t-zlib / t-zstd = qemu-img convert -c of %s of mixed data (file size / data: %s);\n"
+          "  fio / fio b16 = the disk's limit for 16 scattered 64 KiB pieces (as in the seed table);\n"
+          "  decomp 1t / 2t = the same compressed clusters decompressed from memory by 1 / 2 threads;\n"
+          "  fq/qemu = fastqcow / the faster qemu-img; ratios are medians of per-run ratios."
+          % (opts.get("size", "?"), opts.get("csize", "?"), comp or "-"))
+    print()
+    print_table(["file", "fq / qemu-img -n", "fq / qemu-img io_uring", "qemu -n / qemu io_uring"], each,
+                "fastqcow against each qemu-img engine (medians of per-run ratios; the last column,\n"
+                "two engines of one program, shows how far apart two runs of alike tools fall here)")
+    print()
+    print_table(["file", "cpu serial", "cpu fq", "cpu qemu -n", "cpu qemu uring",
+                 "rss serial", "rss fq", "rss qemu -n", "rss qemu uring"], rrows,
+                "CPU (user+sys seconds, whole process, mean of runs) and peak RSS (MiB, median)")
+    hdr = ["image", "mode"] + ["%s_s" % k for k, _ in FEATURE_TOOLS] + \
+          ["fq_over_qemu", "fq_over_fio_b16", "fq_over_decomp2", "serial_over_fq",
+           "fq_over_qemu_n", "fq_over_qemu_uring", "qemu_n_over_qemu_uring"] + \
+          ["cpu_s_%s" % k for k in FQ_TOOLS] + ["rss_kb_%s" % k for k in FQ_TOOLS] + ["failed_runs"]
+    csvp = os.path.join(out, "feature-table.csv")
+    write_csv(csvp, hdr, csvrows)
+    dat = os.path.join(out, "feature-table.dat")
+    with open(dat, "w") as f:
+        f.write("file " + " ".join('"%s"' % n for _, n in FEATURE_TOOLS) + "\n")
+        for row, cr in zip(rows, csvrows):
+            f.write('"%s" ' % row[0] + " ".join(fmt(v) if v is not None else "0"
+                                                 for v in cr[2:2 + len(FEATURE_TOOLS)]) + "\n")
+    png = os.path.join(out, "feature-table.png")
+    ok = gnuplot("""
+set terminal pngcairo noenhanced size 1100,560 font ',10'
+set output '%s'
+set title 'Overlay and compressed images: %s x 1 MiB requests, -d 1 -t none (seconds, lower is better)'
+set style data histograms
+set style histogram clustered gap 1
+set style fill solid 0.85 border -1
+set ylabel 'seconds'
+set key top left
+set grid ytics
+plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)
+""" % (png, opts.get("count", "?"), len(FEATURE_TOOLS) + 1, dat))
+    print("\nCSV: %s\nPNG: %s" % (csvp, png if ok else "(gnuplot failed)"))
+    return sum(r[-1] for r in csvrows)
+
 
 def main():
     if len(sys.argv) < 4:
@@ -410,7 +497,9 @@ def main():
     a = sys.argv[4:]
     for i in range(0, len(a) - 1, 2):
         opts[a[i].lstrip("-")] = a[i + 1]
-    {"seed": seed, "random": random_table, "workers": workers}[kind](raw, out, opts)
+    failed = {"seed": seed, "random": random_table, "workers": workers, "feature": feature}[kind](raw, out, opts)
+    if kind == "feature" and failed and opts.get("strict") == "1":
+        sys.exit("%d timed runs failed (see the FAILED lines above)" % failed)
 
 
 if __name__ == "__main__":

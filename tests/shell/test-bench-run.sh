@@ -4,10 +4,17 @@
 # byte for byte as qemu-img prints it for the same options), writes the
 # --pattern byte where the offsets say (wrapping at the image end), runs
 # the seed's command line, --flush-interval with and without draining,
-# --workers and --random; errors match qemu-img bench's and exit 1.
+# --workers and --random; errors match qemu-img bench's and exit 1. Then
+# smoke runs of the benchmark scripts on tiny images, for correctness only
+# (no timing is judged): bench/feature-table --verify (fastqcow reads the
+# overlay and the compressed images as qemu-img does, written overlays stay
+# clean, every timed run succeeds) and bench/seed-table --features, whose
+# CSVs must hold every row with a figure for every tool.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
+FASTQCOW=$(realpath "$FASTQCOW")
+REPO=$(cd "${TEST_SRCDIR:-$(dirname "${BASH_SOURCE[0]}")/..}/.." && pwd)
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io not installed"; exit 77; }
 T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/bench-run.XXXXXX") || exit 1
@@ -117,6 +124,48 @@ err_same -c 10 -s 17m b.qcow2
 "$FASTQCOW" bench -d 0 b.qcow2 >/dev/null 2>&1 && bad "-d 0 accepted (qemu-img hangs on it)"
 "$FASTQCOW" bench nonexist >/dev/null 2>&1 && bad "missing file accepted"
 "$FASTQCOW" bench --help | grep -q -- '--workers' || bad "--help"
+
+# ---- the benchmark scripts, smoke mode (tiny images, one run) ----
+# raw_complete CSV ROW,MODE,TOOL...: every cell has a line with seconds
+raw_complete() {
+    local csv=$1 cell; shift
+    for cell in "$@"; do
+        grep -Eq "^[a-z]+,$cell,1,[0-9.]+," "$csv" || bad "$csv: no figure for $cell"
+    done
+    ! grep -q ',NA,' "$csv" || { bad "$csv: failed runs"; grep ',NA,' "$csv"; }
+}
+if command -v fio >/dev/null && command -v python3 >/dev/null && [ -x /usr/bin/time ]; then
+    bash "$REPO/bench/feature-table" --help | grep -q -- '--verify' || bad "feature-table --help"
+    bash "$REPO/bench/seed-table" --help | grep -q -- '--features' || bad "seed-table --help: --features"
+    # the images go to a scratch dir the script picks (never tmpfs: O_DIRECT)
+    if bash "$REPO/bench/feature-table" --size 8M --runs 1 --count all --verify --out "$T/feat" >feat.log 2>&1; then
+        raw_complete "$T/feat/feature-raw.csv" \
+            overlay,read,{serial,fastqcow,qemu-n,qemu-uring,fio,fio-b16} \
+            overlay,write,{serial,fastqcow,qemu-n,qemu-uring,fio,fio-b16} \
+            {zlib,zstd},read,{serial,fastqcow,qemu-n,qemu-uring,cpu1,cpu2}
+        [ "$(grep -c '^[a-z]*,\(read\|write\),' "$T/feat/feature-table.csv")" = 4 ] ||
+            { bad "feature-table.csv: not 4 rows"; cat "$T/feat/feature-table.csv"; }
+        grep -q '^| t-overlay -w ' feat.log || { bad "feature table not printed"; cat feat.log; }
+    else
+        bad "bench/feature-table --verify failed"; cat feat.log
+    fi
+    if command -v gnuplot >/dev/null; then
+        if bash "$REPO/bench/seed-table" --size 8M --runs 1 --no-gen-cmp --no-random --features \
+                --out "$T/seed" >seed.log 2>&1; then
+            raw_complete "$T/seed/raw.csv" \
+                {seq,reverse,rand,part-rand},{read,write},{serial,fastqcow,qemu-n,qemu-uring}
+            raw_complete "$T/seed/feature-raw.csv" \
+                overlay,{read,write},{fastqcow,qemu-n} {zlib,zstd},read,{fastqcow,qemu-n,cpu2}
+            [ -s "$T/seed/seed-table.csv" ] && [ -s "$T/seed/feature-table.csv" ] || bad "seed-table --features: CSVs"
+        else
+            bad "bench/seed-table --features failed"; cat seed.log
+        fi
+    else
+        echo "note: gnuplot not installed, bench/seed-table smoke run skipped"
+    fi
+else
+    echo "note: fio, python3 or /usr/bin/time missing, benchmark scripts' smoke runs skipped"
+fi
 
 [ $fail = 0 ] && echo "PASS: bench run"
 exit $fail
