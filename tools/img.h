@@ -1,6 +1,7 @@
-/* img.h: what the qemu-img compatible subcommands share: cmd_img.c
- * (create, info, check, map and these helpers) and cmd_convert.c
- * (compare, convert).
+/* img.h: what the qemu-img compatible subcommands share: cmd_create.c
+ * (create), cmd_img.c (info, check, map), cmd_convert.c (compare,
+ * convert) and cmd_image2.c (snapshot, resize, amend, measure, rebase,
+ * commit). The helpers live in img_util.c unless said otherwise.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_IMG_H
@@ -14,6 +15,7 @@
 
 #define CHUNK (1u << 20)   /* compare/convert: largest range of one job */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define ALIGN_UP512(v) (((v) + 511) & ~(uint64_t)511)   /* qemu sizes images in sectors */
 
 /* Every option of every subcommand; each takes the subset it names. */
 struct args {
@@ -36,8 +38,34 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
                    const char *usage, struct args *a);
 /* A usage error as qemu-img reports it. Returns the exit code 1. */
 int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* The usage error for what getopt returned as `ch` (':' a missing
+ * argument, anything else an unknown option) with opterr = 0 and a
+ * leading ':' in the option string. Returns the exit code 1. */
+int img_getopt_err(int ch, char **argv);
 /* Parse a size as qemu does. Returns 0, -EINVAL, or -ERANGE. */
 int img_qsize(const char *s, uint64_t *out);
+/* img_qsize with qemu-img's messages about `what` ("image size").
+ * Returns 0 or -1. */
+int img_cvtnum(const char *what, const char *s, uint64_t *out);
+
+/* A size as qemu prints it: three digits of the largest binary unit that
+ * leaves at least 1000 of the unit below ("1.5 MiB"). */
+void img_size_str(uint64_t v, char *buf, size_t n);
+/* "dir/of/overlay" + "rel": how qemu names a backing file relative to its
+ * overlay. Absolute names, and overlays without a directory, keep `rel`. */
+void img_path_combine(const char *base, const char *rel, char *out, size_t n);
+
+/* Pretty JSON in qemu's layout: four-space indent, a member per line.
+ * Start from { 0 }; a NULL key is an array element. */
+struct jw {
+    int depth;
+    bool first[8];
+};
+void jw_open(struct jw *w, const char *key, char c);   /* c: '{' or '[' */
+void jw_close(struct jw *w, char c);                   /* c: '}' or ']' */
+void jw_int(struct jw *w, const char *key, int64_t v);
+void jw_bool(struct jw *w, const char *key, bool v);
+void jw_str(struct jw *w, const char *key, const char *s);
 
 /* "    (12.34/100%)\r" whenever a further 1% is done (or when forced). */
 struct progress {
@@ -48,9 +76,15 @@ void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
 
 /* Open an image, printing the library's message on failure. */
 struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
+/* Close an image a subcommand changed. `r` is its result so far; if that
+ * is 0, a failed close (the final flush) is reported in qemu-img's words
+ * and becomes the result. Returns r or fq_close's -errno. */
+int img_close(struct fq_image *img, int r);
 bool img_is_zero(const uint8_t *p, size_t n);
 /* A CHUNK-sized buffer fit for O_DIRECT, or NULL. */
 void *img_alloc_buf(void);
+
+/* ---- cmd_create.c: image creation, for create and convert's target ---- */
 
 /* The -o keys, in the order qemu-img prints them after "Formatting". */
 enum { K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE, K_BFILE, K_BFMT, K_COMPAT,

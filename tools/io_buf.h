@@ -6,8 +6,7 @@
  * them; the request starts part-way into the first iovec (non-zero
  * iov_off) and one more iovec lies past its end. After a read, every byte
  * outside the request's pieces must still be CANARY.
- * Only cmd_io.c includes this; it is a header so that splitting the
- * subcommand needs no change to the build files.
+ * Only io_rw.c includes this.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_IO_BUF_H

@@ -1,8 +1,8 @@
 /* io_fmt.h: qemu-io's number syntax and output formats for `fastqcow io`:
  * byte counts ("1.5k", "0x200"), pattern bytes, human sizes ("3.875 MiB"),
  * the two report lines of every request, and the -v hex dump.
- * Only cmd_io.c includes this; it is a header so that splitting the
- * subcommand needs no change to the build files.
+ * The io subcommand's files (cmd_io.c, io_rw.c, io_query.c) include
+ * this; static inline, so that each uses what it needs.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_IO_FMT_H
@@ -20,7 +20,7 @@
 /* Parse a byte count as qemu-io does: decimal (fraction allowed with a
  * suffix, rounded to nearest) or 0x hex, optional b/k/M/G/T/P/E suffix.
  * Returns 0, -EINVAL or -ERANGE. */
-static int cvtnum(const char *s, int64_t *out)
+static inline int cvtnum(const char *s, int64_t *out)
 {
     const char *p = s;
     uint64_t v = 0, mul = 1;
@@ -74,7 +74,7 @@ static int cvtnum(const char *s, int64_t *out)
 }
 
 /* cvtnum with qemu-io's error line on failure. */
-static int getnum(const char *s, int64_t *out)
+static inline int getnum(const char *s, int64_t *out)
 {
     int r = cvtnum(s, out);
 
@@ -86,7 +86,7 @@ static int getnum(const char *s, int64_t *out)
 }
 
 /* A pattern byte (strtol base 0, 0..255); -1 after printing on error. */
-static int parse_pattern(const char *s)
+static inline int parse_pattern(const char *s)
 {
     char *end;
     long v = strtol(s, &end, 0);
@@ -99,7 +99,7 @@ static int parse_pattern(const char *s)
 }
 
 /* Human size the way qemu-io prints it: "64 KiB", "3.875 MiB", "0 bytes". */
-static void cvtstr(double v, char *buf, size_t len)
+static inline void cvtstr(double v, char *buf, size_t len)
 {
     static const char *const sfx[] = { " bytes", " KiB", " MiB", " GiB", " TiB", " PiB", " EiB" };
     char num[64];
@@ -116,7 +116,7 @@ static void cvtstr(double v, char *buf, size_t len)
     snprintf(buf, len, "%s%s", num, sfx[u]);
 }
 
-static struct timespec now(void)
+static inline struct timespec now(void)
 {
     struct timespec t;
 
@@ -124,7 +124,7 @@ static struct timespec now(void)
     return t;
 }
 
-static double secs_since(struct timespec t0)
+static inline double secs_since(struct timespec t0)
 {
     struct timespec t1 = now();
 
@@ -132,7 +132,7 @@ static double secs_since(struct timespec t0)
 }
 
 /* "00.12 sec" below a second, else (or with `fixed`) "H:MM:SS.ss". */
-static void timestr(double t, bool fixed, char *buf, size_t len)
+static inline void timestr(double t, bool fixed, char *buf, size_t len)
 {
     unsigned s = (unsigned)t;
 
@@ -143,7 +143,7 @@ static void timestr(double t, bool fixed, char *buf, size_t len)
 }
 
 /* qemu-io's two report lines, or its -C "bytes,ops,time,bytes/s,ops/s". */
-static void print_report(const char *op, double t, int64_t off, int64_t count, bool C)
+static inline void print_report(const char *op, double t, int64_t off, int64_t count, bool C)
 {
     char s1[64], s2[64], ts[64];
 
@@ -161,7 +161,7 @@ static void print_report(const char *op, double t, int64_t off, int64_t count, b
 }
 
 /* Hex dump, 16 bytes a line, as `read -v`. */
-static void dump_buffer(const uint8_t *p, int64_t off, size_t len)
+static inline void dump_buffer(const uint8_t *p, int64_t off, size_t len)
 {
     for (size_t i = 0; i < len; i += 16) {
         size_t n = len - i < 16 ? len - i : 16;

@@ -4,6 +4,7 @@
 #ifndef FQ_TOOL_H
 #define FQ_TOOL_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -29,9 +30,18 @@ int cmd_commit(int argc, char **argv);
 
 /* Print "fastqcow: <message>" to stderr. */
 void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* tool_error for callers that have a va_list (their own printf-like
+ * wrappers, which add lines of their own after the message). */
+void tool_verror(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 /* Parse a size with suffix (k, M, G, T); prints an error and returns -1
  * on failure. */
 int tool_parse_size(const char *s, uint64_t *out, const char *what);
+/* Parse a cache mode (fq_cache_parse); on failure print "Invalid <what>
+ * option: <s>" as qemu-img does and return -1. */
+int tool_parse_cache(const char *s, enum fq_cache_mode *out, const char *what);
+/* Parse an I/O engine (fq_engine_parse); on failure print "Invalid aio
+ * option: <s>" as qemu-img and qemu-io do and return -1. */
+int tool_parse_engine(const char *s, enum fq_engine_kind *out);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
 void tool_human_size(uint64_t v, char *buf, size_t len);
 

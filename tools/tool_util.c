@@ -8,15 +8,20 @@
 
 #include "tool.h"
 
+void tool_verror(const char *fmt, va_list ap)
+{
+    fputs("fastqcow: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+}
+
 void tool_error(const char *fmt, ...)
 {
     va_list ap;
 
-    fputs("fastqcow: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    tool_verror(fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 int tool_parse_size(const char *s, uint64_t *out, const char *what)
@@ -26,6 +31,22 @@ int tool_parse_size(const char *s, uint64_t *out, const char *what)
         return -1;
     }
     return 0;
+}
+
+int tool_parse_cache(const char *s, enum fq_cache_mode *out, const char *what)
+{
+    if (fq_cache_parse(s, out) == 0)
+        return 0;
+    tool_error("Invalid %s option: %s", what, s);
+    return -1;
+}
+
+int tool_parse_engine(const char *s, enum fq_engine_kind *out)
+{
+    if (fq_engine_parse(s, out) == 0)
+        return 0;
+    tool_error("Invalid aio option: %s", s);
+    return -1;
 }
 
 void tool_human_size(uint64_t v, char *buf, size_t len)

@@ -1,0 +1,306 @@
+/* img_util.c: what the qemu-img compatible subcommands share (cmd_create.c,
+ * cmd_img.c, cmd_convert.c, cmd_image2.c): one option parser for all of
+ * them with qemu-img's messages, qemu's size syntax, the output helpers
+ * (qemu's sizes and backing-file names, its pretty JSON, the progress
+ * line) and the image helpers of compare and convert.
+ *
+ * Nothing here holds state; every text it prints is qemu-img 7.2's, so
+ * that a change here changes the output of every subcommand alike.
+ * SPDX-License-Identifier: MIT
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "img.h"
+
+/* ---- command line --------------------------------------------------------- */
+
+int img_usage_err(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    tool_verror(fmt, ap);
+    va_end(ap);
+    fputs("Try 'fastqcow --help' for more information\n", stderr);
+    return 1;
+}
+
+int img_getopt_err(int ch, char **argv)
+{
+    if (ch == ':')
+        return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
+    return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+}
+
+/* qemu's sizes: a decimal (or 0x hex) integer, a fraction (only with a
+ * suffix, unless it is zero) and one suffix of B K M G T P E in either
+ * case, at most INT64_MAX. */
+int img_qsize(const char *s, uint64_t *out)
+{
+    static const char sfx[] = "bkmgtpe";
+    const char *p = s, *q;
+    double frac = 0, scale = 0.1;
+    uint64_t v, mult = 1;
+    char *end;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    q = *p == '+' ? p + 1 : p;
+    if (!isdigit((unsigned char)*q))
+        return -EINVAL;
+    bool hex = q[0] == '0' && (q[1] == 'x' || q[1] == 'X');
+    errno = 0;
+    v = strtoull(p, &end, hex ? 16 : 10);
+    if (errno == ERANGE)
+        return -ERANGE;
+    if (*end == '.' && !hex)
+        for (end++; isdigit((unsigned char)*end); end++, scale /= 10)
+            frac += (*end - '0') * scale;
+    if (*end && (q = strchr(sfx, tolower((unsigned char)*end)))) {
+        mult = 1ull << (10 * (q - sfx));
+        if (hex && mult > 1)
+            tool_error("warning: Using a multiplier suffix on hex numbers is deprecated: %s", s);
+        end++;
+    } else if (frac != 0) {
+        return -EINVAL;
+    }
+    if (*end)
+        return -EINVAL;
+    if (v > INT64_MAX / mult || v * mult + (uint64_t)(frac * (double)mult) > INT64_MAX)
+        return -ERANGE;
+    *out = v * mult + (uint64_t)(frac * (double)mult);
+    return 0;
+}
+
+int img_cvtnum(const char *what, const char *s, uint64_t *out)
+{
+    int r = img_qsize(s, out);
+
+    if (r == -ERANGE) {
+        tool_error("Invalid %s specified. Must be between 0 and %" PRId64 ".", what, INT64_MAX);
+    } else if (r < 0) {
+        tool_error("Invalid %s specified. You may use k, M, G, T, P or E suffixes for", what);
+        tool_error("kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.");
+    }
+    return r < 0 ? -1 : 0;
+}
+
+int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
+                   const char *usage, struct args *a)
+{
+    static const struct option lo[] = {
+        { "help", no_argument, NULL, 'h' }, { "force-share", no_argument, NULL, 'U' },
+        { "output", required_argument, NULL, LO_OUTPUT },
+        { "backing-chain", no_argument, NULL, LO_CHAIN },
+        { "start-offset", required_argument, NULL, LO_START },
+        { "max-length", required_argument, NULL, LO_MAXLEN },
+        { "repair", required_argument, NULL, 'r' }, { 0 } };
+    uint64_t v;
+    int ch;
+
+    *a = (struct args){ .jobs = 8, .maxlen = UINT64_MAX, .sparse = 4096 };
+    opterr = 0;
+    while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        if (ch != '?' && ch != ':' && !strchr(shorts, ch) && !strchr(longs, ch))
+            ch = '?';   /* a long option this subcommand does not take */
+        switch (ch) {
+        case 'f': a->fmt = optarg; break;
+        case 'F': a->fmt2 = optarg; break;
+        case 'O': a->out_fmt = optarg; break;
+        case 'b': a->backing = optarg; break;
+        case 'q': a->quiet = true; break;
+        case 'p': a->progress = true; break;
+        case 's': a->strict = true; break;
+        case 'u': a->unsafe = true; break;
+        case 'W': a->ooo = true; break;
+        case 'n': a->no_create = true; break;
+        case 'c': a->compress = true; break;
+        case 'U': break;
+        case LO_CHAIN: a->chain = true; break;
+        case 'h': fputs(usage, stdout); return -1;
+        case 'o':
+            if (a->nolist < 16)
+                a->olist[a->nolist++] = optarg;
+            break;
+        case LO_OUTPUT:
+            if (strcmp(optarg, "human") && strcmp(optarg, "json")) {
+                tool_error("--output must be used with human or json as argument.");
+                return 1;
+            }
+            a->json = !strcmp(optarg, "json");
+            break;
+        case LO_START:
+            if (img_cvtnum("start offset", optarg, &a->start) < 0)
+                return 1;
+            break;
+        case LO_MAXLEN:
+            if (img_cvtnum("max length", optarg, &a->maxlen) < 0)
+                return 1;
+            break;
+        case 'S':
+            if (img_cvtnum("buffer size for sparse output", optarg, &a->sparse) < 0)
+                return 1;
+            break;
+        case 'r':
+            if (strcmp(optarg, "leaks") && strcmp(optarg, "all"))
+                return img_usage_err("Unknown option value for -r (expecting 'leaks' or 'all'): %s", optarg);
+            a->repair = optarg[0] == 'l' ? FQ_CHECK_REPAIR_LEAKS : FQ_CHECK_REPAIR_ALL;
+            break;
+        case 'm':
+            if (img_qsize(optarg, &v) < 0 || v < 1 || v > 16) {
+                tool_error("Invalid number of coroutines. Allowed number of coroutines is between 1 and 16");
+                return 1;
+            }
+            a->jobs = (int)v;
+            break;
+        case 't':
+            if (tool_parse_cache(optarg, &a->cache, "cache") < 0)
+                return 1;
+            break;
+        case 'T':
+            if (tool_parse_cache(optarg, &a->src_cache, "source cache") < 0)
+                return 1;
+            break;
+        default:   /* '?' and ':' */
+            return img_getopt_err(ch, argv);
+        }
+    }
+    return 0;
+}
+
+/* ---- output helpers ------------------------------------------------------- */
+
+void img_size_str(uint64_t v, char *buf, size_t n)
+{
+    static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
+    double div = 1;
+    int i = 0;
+
+    for (; i < 6 && (double)v >= 1000.0 * div; i++)
+        div *= 1024;
+    snprintf(buf, n, "%0.3g %s", (double)v / div, unit[i]);
+}
+
+void img_path_combine(const char *base, const char *rel, char *out, size_t n)
+{
+    const char *slash = strrchr(base, '/');
+
+    if (rel[0] == '/' || !slash)
+        snprintf(out, n, "%s", rel);
+    else
+        snprintf(out, n, "%.*s%s", (int)(slash - base + 1), base, rel);
+}
+
+/* Begin a member (an array element when key is NULL). */
+static void jw_key(struct jw *w, const char *key)
+{
+    if (w->depth)
+        printf("%s%*s", w->first[w->depth] ? "\n" : ",\n", 4 * w->depth, "");
+    w->first[w->depth] = false;
+    if (key)
+        printf("\"%s\": ", key);
+}
+
+void jw_open(struct jw *w, const char *key, char c)
+{
+    jw_key(w, key);
+    putchar(c);
+    w->first[++w->depth] = true;
+}
+
+void jw_close(struct jw *w, char c)
+{
+    w->depth--;
+    printf("\n%*s%c%s", 4 * w->depth, "", c, w->depth ? "" : "\n");
+}
+
+void jw_int(struct jw *w, const char *key, int64_t v)
+{
+    jw_key(w, key);
+    printf("%" PRId64, v);
+}
+
+void jw_bool(struct jw *w, const char *key, bool v)
+{
+    jw_key(w, key);
+    fputs(v ? "true" : "false", stdout);
+}
+
+void jw_str(struct jw *w, const char *key, const char *s)
+{
+    jw_key(w, key);
+    putchar('"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            printf("\\%c", c);
+        else if (c < 0x20)
+            printf("\\u%04x", c);
+        else
+            putchar(c);
+    }
+    putchar('"');
+}
+
+void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
+{
+    double pct = total ? (double)done * 100.0 / (double)total : 100.0;
+
+    if (!p->on || (!force && pct - p->last < 1.0))
+        return;
+    p->last = pct;
+    printf("    (%3.2f/100%%)\r", pct);
+    fflush(stdout);
+}
+
+/* ---- image helpers -------------------------------------------------------- */
+
+struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
+{
+    char err[FQ_ERR_MAX] = "";
+    struct fq_image *img;
+    int r = fq_open(file, o, &img, err);
+
+    if (r == 0)
+        return img;
+    if (err[0])
+        tool_error("%s", err);
+    else
+        tool_error("Could not open '%s': %s", file, strerror(-r));
+    return NULL;
+}
+
+int img_close(struct fq_image *img, int r)
+{
+    int cr = fq_close(img);
+
+    if (r == 0 && cr < 0) {
+        tool_error("Could not flush the image: %s", strerror(-cr));
+        r = cr;
+    }
+    return r;
+}
+
+bool img_is_zero(const uint8_t *p, size_t n)
+{
+    size_t head = MIN(n, 16);
+
+    for (size_t i = 0; i < head; i++)
+        if (p[i])
+            return false;
+    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
+}
+
+void *img_alloc_buf(void)
+{
+    void *p = NULL;
+
+    return posix_memalign(&p, 4096, CHUNK) ? NULL : p;
+}

@@ -1,0 +1,469 @@
+/* io_rw.c: the request commands of `fastqcow io`: read, readv, write,
+ * writev, aio_read, aio_write, aio_flush, flush and discard, and the
+ * option parsing they share.
+ *
+ * Each checks its options and range as qemu-io 7.2 does and prints its
+ * messages and report lines; a request beyond the end of the image fails
+ * with EIO, as in qemu. aio_* requests complete from the context loop
+ * (aio_done), which the interpreter runs while it waits for input, in
+ * sleep and in aio_flush.
+ *
+ * Beyond qemu-io, -R SEED on read/write/readv/writev/aio_* writes or checks
+ * content that depends on SEED and on the absolute guest offset of each
+ * byte (io_util.h). The vectored forms then use a "guarded" buffer: an
+ * iovec array of odd-sized pieces with canary bytes between them, the
+ * request starting part-way into the first iovec (non-zero iov_off) and an
+ * extra iovec past its end, so a misplaced piece, a wrong iov_off or a
+ * write outside the request is caught (io_buf.h).
+ * SPDX-License-Identifier: MIT
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "io_buf.h"
+#include "io_cmd.h"
+#include "io_fmt.h"
+#include "io_util.h"
+
+#define MAX_REQ 2147483136ll /* qemu's per-request limit (INT_MAX & ~511) */
+#define READ_FILL 0xab       /* read buffers start out with this byte */
+#define WRITE_FILL 0xcd      /* default write pattern */
+
+/* ---- option parsing and shared steps ------------------------------------------ */
+
+struct rwopts {
+    bool C, q, v, P, R, z, u, n, f, c, inval, sflag, lflag;
+    struct content d;         /* -P / -R / -s */
+    int64_t pat_off, pat_len; /* read -s / -l */
+};
+
+static int usage(const struct io_cmd *ct)
+{
+    printf("%s %s -- %s\n", ct->name, ct->args ? ct->args : "", ct->oneline);
+    return -EINVAL;
+}
+
+/* getopt over a command's argv into `o`. Returns 0 or -EINVAL (printed). */
+static int parse_rwopts(const struct io_cmd *ct, int argc, char **argv, const char *optstr,
+                        bool is_write, struct rwopts *o)
+{
+    char *end;
+    int c;
+
+    memset(o, 0, sizeof(*o));
+    o->d.pattern = is_write ? WRITE_FILL : 0;
+    optind = 0;
+    while ((c = getopt(argc, argv, optstr)) != -1) {
+        switch (c) {
+        case 'C': o->C = true; break;
+        case 'q': o->q = true; break;
+        case 'v': o->v = true; break;
+        case 'z': o->z = true; break;
+        case 'u': o->u = true; break;
+        case 'n': o->n = true; break;
+        case 'f': o->f = true; break;
+        case 'c': o->c = true; break;
+        case 'i': o->inval = true; break;
+        case 'p': break;
+        case 'P':
+            o->P = true;
+            if ((o->d.pattern = parse_pattern(optarg)) < 0)
+                return -EINVAL;
+            break;
+        case 'R':
+            o->R = o->d.R = true;
+            errno = 0;
+            o->d.seed = strtoull(optarg, &end, 0);
+            if (!*optarg || *end || errno || *optarg == '-') {
+                printf("%s is not a valid seed\n", optarg);
+                return -EINVAL;
+            }
+            break;
+        case 's':
+            o->sflag = true;
+            if (is_write)
+                o->d.src = optarg;
+            else if (getnum(optarg, &o->pat_off) < 0)
+                return -EINVAL;
+            break;
+        case 'l':
+            o->lflag = true;
+            if (getnum(optarg, &o->pat_len) < 0)
+                return -EINVAL;
+            break;
+        default:
+            return usage(ct);
+        }
+    }
+    if (o->P && o->R) {
+        printf("-P and -R cannot be specified at the same time\n");
+        return -EINVAL;
+    }
+    if (is_write && (o->z + o->P + o->R + (o->d.src != NULL)) > 1) {
+        printf(o->R ? "Only one of -z, -P, -R and -s can be specified at the same time\n"
+                    : "Only one of -z, -P, and -s can be specified at the same time\n");
+        return -EINVAL;
+    }
+    if (o->u && !o->z) {
+        printf("-u requires -z to be specified\n");
+        return -EINVAL;
+    }
+    if (o->n && !o->z) {
+        printf("-n requires -z to be specified\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+/* Offset then one or more lengths from argv[first..argc). Returns the
+ * number of lengths or -EINVAL (printed). */
+static int parse_off_lens(char **argv, int first, int argc, int64_t *off, int64_t **lens)
+{
+    int n = argc - first - 1;
+    int64_t total = 0;
+
+    if (getnum(argv[first], off) < 0)
+        return -EINVAL;
+    *lens = calloc((size_t)n, sizeof(**lens));
+    if (!*lens)
+        return -ENOMEM;
+    for (int i = 0; i < n; i++) {
+        const char *a = argv[first + 1 + i];
+        if (getnum(a, &(*lens)[i]) < 0)
+            goto fail;
+        if ((*lens)[i] > MAX_REQ) {
+            printf("Argument '%s' exceeds maximum size %lld\n", a, MAX_REQ);
+            goto fail;
+        }
+        if (total > MAX_REQ - (*lens)[i]) {
+            printf("The total number of bytes exceed the maximum size %lld\n", MAX_REQ);
+            goto fail;
+        }
+        total += (*lens)[i];
+    }
+    return n;
+fail:
+    free(*lens);
+    *lens = NULL;
+    return -EINVAL;
+}
+
+/* qemu reports requests beyond the end of the image as EIO. */
+static int range_ok(struct io *io, int64_t off, int64_t len)
+{
+    uint64_t size = fq_size(io->img);
+
+    return (uint64_t)off <= size && (uint64_t)len <= size - (uint64_t)off;
+}
+
+static int check_writable(struct io *io)
+{
+    if (!io->readonly)
+        return 0;
+    fprintf(stderr, "fastqcow: Block node is read-only\n");
+    return -EACCES;
+}
+
+/* ---- synchronous read/write commands ---------------------------------------- */
+
+/* read, readv (vec) and write, writev share one body. */
+static int rw_common(struct io *io, const struct io_cmd *ct, int argc, char **argv,
+                     bool is_write, bool vec)
+{
+    const char *optstr = is_write ? (vec ? "CfqP:R:" : "cCfnpP:qs:uzR:")
+                                  : (vec ? "CqvP:R:" : "Cl:pP:qs:vR:");
+    const char *what = is_write ? (vec ? "writev" : "write") : (vec ? "readv" : "read");
+    struct rwopts o;
+    struct iobuf b = { 0 };
+    int64_t off, *lens = NULL;
+    int n, r;
+
+    if ((r = parse_rwopts(ct, argc, argv, optstr, is_write, &o)) < 0)
+        return r;
+    if (vec ? optind > argc - 2 : optind != argc - 2)
+        return usage(ct);
+    if (vec) {
+        if ((n = parse_off_lens(argv, optind, argc, &off, &lens)) < 0)
+            return n;
+    } else {
+        lens = calloc(1, sizeof(*lens));
+        n = 1;
+        if (!lens)
+            return -ENOMEM;
+        if (getnum(argv[optind], &off) < 0 || getnum(argv[optind + 1], &lens[0]) < 0) {
+            free(lens);
+            return -EINVAL;
+        }
+        if (lens[0] > MAX_REQ && !(o.z && o.n)) {
+            printf(is_write ? "length cannot exceed %lld without -n, given %s\n"
+                            : "length cannot exceed %lld, given %s\n", MAX_REQ, argv[optind + 1]);
+            free(lens);
+            return -EINVAL;
+        }
+    }
+    if (!is_write) {
+        if (!o.P && (o.sflag || o.lflag)) {
+            free(lens);
+            return usage(ct);
+        }
+        int64_t total = 0;
+        for (int i = 0; i < n; i++)
+            total += lens[i];
+        if (!o.lflag)
+            o.pat_len = total - o.pat_off;
+        if (o.pat_len < 0 || o.pat_off + o.pat_len > total) {
+            printf("pattern verification range exceeds end of read data\n");
+            free(lens);
+            return -EINVAL;
+        }
+    } else if ((r = check_writable(io)) < 0) {
+        free(lens);
+        return r;
+    }
+    if (o.z) {
+        b.len = (size_t)lens[0];
+    } else {
+        r = vec && o.R ? iobuf_guarded(&b, lens, n)
+                       : iobuf_plain(&b, lens, n, is_write ? o.d.pattern : READ_FILL);
+        if (r < 0) {
+            free(lens);
+            printf("%s failed: %s\n", what, strerror(-r));
+            return r;
+        }
+        if (is_write && (r = iobuf_fill(&b, &o.d, off)) < 0)
+            goto out;
+    }
+    if (o.c && !vec && (off % 512 || lens[0] % 512)) {
+        /* qemu-io checks compressed writes for whole sectors first */
+        printf("%s is not a sector-aligned value for '%s'\n", argv[optind + (off % 512 ? 0 : 1)],
+               off % 512 ? "offset" : "count");
+        r = -EINVAL;
+        goto out;
+    }
+    struct timespec t0 = now();
+    if (!range_ok(io, off, (int64_t)b.len))
+        r = -EIO;
+    else if (o.c && !o.z)
+        r = fq_pwritev_compressed(io->img, b.iov, b.cnt, b.iov_off, b.len, (uint64_t)off);
+    else if (o.z)
+        r = fq_write_zeroes(io->img, (uint64_t)off, b.len, o.u ? FQ_ZERO_MAY_UNMAP : 0);
+    else if (b.cnt == 1 && !b.iov_off)
+        r = is_write ? fq_pwrite(io->img, b.iov[0].iov_base, b.len, (uint64_t)off)
+                     : fq_pread(io->img, b.iov[0].iov_base, b.len, (uint64_t)off);
+    else
+        r = is_write ? fq_pwritev(io->img, b.iov, b.cnt, b.iov_off, b.len, (uint64_t)off)
+                     : fq_preadv(io->img, b.iov, b.cnt, b.iov_off, b.len, (uint64_t)off);
+    if (r >= 0 && is_write && o.f)
+        r = fq_flush(io->img);
+    double t = secs_since(t0);
+    if (r < 0) {
+        printf("%s failed: %s\n", what, strerror(-r));
+        goto out;
+    }
+    r = 0;
+    if (!is_write)
+        r = iobuf_verify(&b, &o.d, o.P, off, o.pat_off, o.pat_len);
+    if (!o.q) {
+        if (!is_write && o.v)
+            iobuf_dump(&b, off);
+        print_report(is_write ? "wrote" : "read", t, off, (int64_t)b.len, o.C);
+    }
+out:
+    iobuf_free(&b);
+    free(lens);
+    return r;
+}
+
+int read_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return rw_common(io, ct, argc, argv, false, false);
+}
+
+int readv_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return rw_common(io, ct, argc, argv, false, true);
+}
+
+int write_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return rw_common(io, ct, argc, argv, true, false);
+}
+
+int writev_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return rw_common(io, ct, argc, argv, true, true);
+}
+
+/* ---- asynchronous commands ------------------------------------------------------ */
+
+struct aioreq {
+    struct io *io;
+    bool write, flushing;
+    struct rwopts o;
+    struct iobuf b;
+    int64_t off;
+    struct timespec t0;
+};
+
+/* Completion of aio_read / aio_write: verify and print, like qemu-io. */
+static void aio_done(void *opaque, int ret)
+{
+    struct aioreq *a = opaque;
+
+    if (ret >= 0 && a->write && a->o.f && !a->flushing) {
+        a->flushing = true;
+        ret = fq_aio_flush(a->io->img, aio_done, a);
+        if (ret == 0)
+            return;
+    }
+    double t = secs_since(a->t0);
+    if (ret < 0) {
+        printf("%s failed: %s\n", a->write ? "aio_write" : "readv", strerror(-ret));
+    } else {
+        if (!a->write)
+            iobuf_verify(&a->b, &a->o.d, a->o.P, a->off, 0, (int64_t)a->b.len);
+        if (!a->o.q) {
+            if (!a->write && a->o.v)
+                iobuf_dump(&a->b, a->off);
+            print_report(a->write ? "wrote" : "read", t, a->off, (int64_t)a->b.len, a->o.C);
+        }
+    }
+    iobuf_free(&a->b);
+    free(a);
+}
+
+static int aio_common(struct io *io, const struct io_cmd *ct, int argc, char **argv, bool is_write)
+{
+    struct aioreq *a;
+    int64_t *lens = NULL;
+    int n, r;
+
+    a = calloc(1, sizeof(*a));
+    if (!a)
+        return -ENOMEM;
+    a->io = io;
+    a->write = is_write;
+    if ((r = parse_rwopts(ct, argc, argv, is_write ? "CfiqP:uzR:" : "CiqvP:R:", is_write, &a->o)) < 0)
+        goto fail;
+    if (optind > argc - 2) {
+        r = usage(ct);
+        goto fail;
+    }
+    if (a->o.inval) {
+        printf("injecting invalid %s request\n", is_write ? "write" : "read");
+        free(a);
+        return 0;
+    }
+    if ((n = parse_off_lens(argv, optind, argc, &a->off, &lens)) < 0) {
+        r = n;
+        goto fail;
+    }
+    if (a->o.z && n != 1) {
+        printf("-z supports only a single length parameter\n");
+        r = -EINVAL;
+        goto fail;
+    }
+    if (is_write && (r = check_writable(io)) < 0)
+        goto fail;
+    a->o.pat_len = 0;
+    for (int i = 0; i < n; i++)
+        a->o.pat_len += lens[i];
+    if (a->o.z)
+        a->b.len = (size_t)lens[0];
+    else if ((r = a->o.R ? iobuf_guarded(&a->b, lens, n)
+                         : iobuf_plain(&a->b, lens, n, is_write ? a->o.d.pattern : READ_FILL)) < 0)
+        goto fail;
+    if (is_write && !a->o.z)
+        iobuf_fill(&a->b, &a->o.d, a->off);
+    free(lens);
+    a->t0 = now();
+    if (!range_ok(io, a->off, (int64_t)a->b.len))
+        r = -EIO;
+    else if (a->o.z)
+        r = fq_aio_write_zeroes(io->img, (uint64_t)a->off, a->b.len,
+                                a->o.u ? FQ_ZERO_MAY_UNMAP : 0, aio_done, a);
+    else if (is_write)
+        r = fq_aio_pwritev(io->img, a->b.iov, a->b.cnt, a->b.iov_off, a->b.len, (uint64_t)a->off,
+                           aio_done, a);
+    else
+        r = fq_aio_preadv(io->img, a->b.iov, a->b.cnt, a->b.iov_off, a->b.len, (uint64_t)a->off,
+                          aio_done, a);
+    if (r < 0) /* reported as the completion would be; still "submitted" */
+        aio_done(a, r);
+    return 0;
+fail:
+    free(lens);
+    iobuf_free(&a->b);
+    free(a);
+    return r;
+}
+
+int aio_read_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return aio_common(io, ct, argc, argv, false);
+}
+
+int aio_write_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return aio_common(io, ct, argc, argv, true);
+}
+
+int io_drain(struct io *io)
+{
+    while (fq_ctx_inflight(io->ctx) > 0) {
+        int r = fq_ctx_run(io->ctx, 1, -1);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int aio_flush_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    return io_drain(io);
+}
+
+/* ---- flush and discard ------------------------------------------------------------ */
+
+int flush_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    int r = fq_flush(io->img);
+
+    if (r < 0)
+        printf("flush failed: %s\n", strerror(-r));
+    return r;
+}
+
+int discard_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    struct rwopts o;
+    int64_t off, len;
+    int r;
+
+    if ((r = parse_rwopts(ct, argc, argv, "Cq", false, &o)) < 0)
+        return r;
+    if (optind != argc - 2)
+        return usage(ct);
+    if (getnum(argv[optind], &off) < 0 || getnum(argv[optind + 1], &len) < 0)
+        return -EINVAL;
+    if (len > MAX_REQ) {
+        printf("length cannot exceed %lld, given %s\n", MAX_REQ, argv[optind + 1]);
+        return -EINVAL;
+    }
+    if ((r = check_writable(io)) < 0)
+        return r;
+    struct timespec t0 = now();
+    r = range_ok(io, off, len) ? fq_discard(io->img, (uint64_t)off, (uint64_t)len) : -EIO;
+    if (r < 0) {
+        printf("discard failed: %s\n", strerror(-r));
+        return r;
+    }
+    if (!o.q)
+        print_report("discard", secs_since(t0), off, len, o.C);
+    return 0;
+}
