@@ -340,4 +340,46 @@ static inline void tl_msg_cb(void *opaque, const char *line)
     m->n++;
 }
 
+/* ---- images ---- */
+
+/* Create an image (cluster 0 = the format's default, version 0 = the
+ * library's default), counting a failure with TL_CHECK. Returns fq_create's
+ * result. */
+static inline int tl_create_image(const char *path, const char *fmt, uint64_t size,
+                                  uint32_t cluster, int version)
+{
+    struct fq_create_opts o;
+    char err[FQ_ERR_MAX] = "";
+
+    fq_create_opts_init(&o);
+    o.format = fmt;
+    o.size = size;
+    o.cluster_size = cluster;
+    if (version)
+        o.version = version;
+    int r = fq_create(path, &o, err);
+    TL_CHECK(r == 0, "fq_create(%s, %s, size %" PRIu64 ", cluster %u) = %d: %s", path, fmt, size,
+             cluster, r, err);
+    return r;
+}
+
+/* Open an image (fmt NULL = probe; ctx NULL = a context of its own on
+ * engine `e`), counting a failure with TL_CHECK. Returns NULL on failure. */
+static inline struct fq_image *tl_open_image(const char *path, const char *fmt, int ro,
+                                             enum fq_engine_kind e, struct fq_ctx *ctx)
+{
+    struct fq_open_opts o;
+    struct fq_image *img = NULL;
+    char err[FQ_ERR_MAX] = "";
+
+    fq_open_opts_init(&o);
+    o.format = fmt;
+    o.readonly = ro;
+    o.engine = e;
+    o.ctx = ctx;
+    int r = fq_open(path, &o, &img, err);
+    TL_CHECK(r == 0, "fq_open(%s, %s, ro=%d) = %d: %s", path, fmt ? fmt : "probe", ro, r, err);
+    return r == 0 ? img : NULL;
+}
+
 #endif
