@@ -208,7 +208,7 @@ int cmd_bench(int argc, char **argv)
     int c, ret = 1;
     bool force_share = false;
 
-    fq_open_opts_init(&oo);
+    tool_open_opts_init(&oo);
     oo.cache = FQ_CACHE_WRITEBACK;
     optind = 0;
     while ((c = getopt_long(argc, argv, "hc:d:f:i:no:qs:S:t:wU", lopts, NULL)) != -1) {

@@ -294,7 +294,7 @@ int cmd_compare(int argc, char **argv)
     x.strict = a.strict;
     x.pg.on = a.progress && !a.quiet;
     for (int s = 0; s < 2; s++) {
-        fq_open_opts_init(&o[s]);
+        tool_open_opts_init(&o[s]);
         o[s].format = s ? a.fmt2 : a.fmt;
         o[s].cache = a.src_cache;
         o[s].readonly = 1;
@@ -528,7 +528,7 @@ int cmd_convert(int argc, char **argv)
     x.full = a.sparse == 0;
     x.pg.on = a.progress && !a.quiet;
     for (int s = 0; s < 2; s++) {
-        fq_open_opts_init(&o[s]);
+        tool_open_opts_init(&o[s]);
         x.name[s] = argv[optind + s];
     }
     o[0].format = a.fmt;

@@ -182,7 +182,7 @@ int img_create(struct cspec *c)
     }
     if (c->val[K_BFILE] && !c->unsafe) {   /* a size may come from the backing file */
         img_path_combine(c->file, c->val[K_BFILE], path, sizeof(path));
-        fq_open_opts_init(&oo);
+        tool_open_opts_init(&oo);
         oo.format = c->val[K_BFMT];
         oo.readonly = oo.no_backing = 1;
         if (fq_open(path, &oo, &b, err) < 0) {

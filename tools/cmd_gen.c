@@ -155,7 +155,7 @@ int cmd_gen(int argc, char **argv)
     int layout = -1, c, r, ret = 1;
     bool quiet = false;
 
-    fq_open_opts_init(&oo);
+    tool_open_opts_init(&oo);
     oo.format = "qcow2";
     oo.cache = FQ_CACHE_WRITEBACK;
     g.size = 1ull << 30;

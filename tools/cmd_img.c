@@ -34,7 +34,7 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
     char vs[32], ds[32];
     int r;
 
-    fq_open_opts_init(&o);
+    tool_open_opts_init(&o);
     o.format = fmt;
     o.readonly = o.check_mode = o.no_backing = 1;
     if (!(img = img_open(file, &o)))
@@ -165,6 +165,17 @@ int cmd_info(int argc, char **argv)
             tool_error("Backing file '%s' creates an infinite loop.", name[n]);
             return 1;
         }
+        /* backing files: the format recorded, or given (--backing-format
+         * overrides the first); never probed unless asked for */
+        bool probe = n > 0 && tool_backing_format && !strcmp(tool_backing_format, "probe");
+        if (n == 1 && tool_backing_format && !probe)
+            snprintf(fmt[n], sizeof(fmt[n]), "%s", tool_backing_format);
+        if (n > 0 && !fmt[n][0] && !probe) {
+            tool_error("Could not open backing file '%s': the image records no backing format; "
+                       "give it explicitly (--backing-format FMT) or ask for probing "
+                       "(--backing-format probe)", name[n]);
+            return 1;
+        }
         if (n > 0 && !a.json)
             putchar('\n');
         if (info_one(name[n], fmt[n][0] ? fmt[n] : NULL, a.json, &w, name[n + 1],
@@ -258,7 +269,7 @@ int cmd_check(int argc, char **argv)
         return r < 0 ? 0 : r;
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
-    fq_open_opts_init(&o);
+    tool_open_opts_init(&o);
     o.format = a.fmt;
     o.cache = a.src_cache;
     o.readonly = !a.repair;   /* repair needs a read-write open */
@@ -341,7 +352,7 @@ static void chain_names(const char *file, const char *fmt, char (*names)[4096])
         struct fq_info in;
 
         names[d + 1][0] = '\0';
-        fq_open_opts_init(&o);
+        tool_open_opts_init(&o);
         o.format = d == 0 ? fmt : NULL;
         o.readonly = o.no_backing = o.check_mode = 1;
         if (fq_open(names[d], &o, &img, NULL) < 0)
@@ -371,7 +382,7 @@ int cmd_map(int argc, char **argv)
         return r < 0 ? 0 : r;
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
-    fq_open_opts_init(&o);
+    tool_open_opts_init(&o);
     o.format = a.fmt;
     o.readonly = 1;
     if (!(img = img_open(argv[optind], &o)))

@@ -304,7 +304,7 @@ int cmd_io(int argc, char **argv)
 
     if (!cmdv)
         return 1;
-    fq_open_opts_init(&oo);
+    tool_open_opts_init(&oo);
     oo.cache = FQ_CACHE_WRITETHROUGH; /* qemu-io's default */
     optind = 0;
     while ((c = getopt_long(argc, argv, "+c:f:rnki:t:W:Uh", lopts, NULL)) != -1) {

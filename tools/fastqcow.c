@@ -3,6 +3,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "tool.h"
@@ -31,14 +32,38 @@ static const struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: fastqcow SUBCOMMAND [options]\n\nSubcommands:\n");
+    fprintf(f, "usage: fastqcow [--backing-format FMT] SUBCOMMAND [options]\n\nSubcommands:\n");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].help);
-    fprintf(f, "\nRun 'fastqcow SUBCOMMAND --help' for its options.\n");
+    fprintf(f, "\nRun 'fastqcow SUBCOMMAND --help' for its options.\n\n"
+            "Global options:\n"
+            "  --backing-format FMT  format (raw, qcow2) of the image's backing file,\n"
+            "                        over what the image records; 'probe': guess the\n"
+            "                        format of backing files that record none (by\n"
+            "                        default they are refused: a raw disk may start\n"
+            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n");
 }
 
 int main(int argc, char **argv)
 {
+    tool_backing_format = getenv("FASTQCOW_BACKING_FORMAT");
+    if (tool_backing_format && !tool_backing_format[0])
+        tool_backing_format = NULL;
+    while (argc >= 2 && !strncmp(argv[1], "--backing-format", 16)) {
+        const char *v = argv[1][16] == '=' ? argv[1] + 17 : argv[1][16] ? NULL : argc >= 3 ? argv[2] : NULL;
+        if (!v || !v[0] || (argv[1][16] && argv[1][16] != '=')) {
+            tool_error("--backing-format needs a format (raw, qcow2 or probe)");
+            return 1;
+        }
+        if (strcmp(v, "raw") && strcmp(v, "qcow2") && strcmp(v, "probe")) {
+            tool_error("Unknown backing format '%s' (raw, qcow2 or probe)", v);
+            return 1;
+        }
+        tool_backing_format = v;
+        int used = argv[1][16] == '=' ? 1 : 2;
+        argc -= used;
+        argv += used;
+    }
     if (argc < 2) {
         usage(stderr);
         return 1;

@@ -42,6 +42,13 @@ int tool_parse_cache(const char *s, enum fq_cache_mode *out, const char *what);
 /* Parse an I/O engine (fq_engine_parse); on failure print "Invalid aio
  * option: <s>" as qemu-img and qemu-io do and return -1. */
 int tool_parse_engine(const char *s, enum fq_engine_kind *out);
+/* The global --backing-format option (or FASTQCOW_BACKING_FORMAT): the
+ * format of the image's backing file (over what the image records), or
+ * "probe" to guess the format of backing files that record none; NULL
+ * (the default) refuses to open those. */
+extern const char *tool_backing_format;
+/* fq_open_opts_init plus the tool's global options. */
+void tool_open_opts_init(struct fq_open_opts *o);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
 void tool_human_size(uint64_t v, char *buf, size_t len);
 

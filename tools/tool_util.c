@@ -8,6 +8,14 @@
 
 #include "tool.h"
 
+const char *tool_backing_format;
+
+void tool_open_opts_init(struct fq_open_opts *o)
+{
+    fq_open_opts_init(o);
+    o->backing_format = tool_backing_format;
+}
+
 void tool_verror(const char *fmt, va_list ap)
 {
     fputs("fastqcow: ", stderr);
