@@ -299,9 +299,18 @@ int fq_snapshot_apply(struct fq_image *img, const char *which, char *err);
 int fq_snapshot_delete(struct fq_image *img, const char *which, char *err);
 
 /* Change the virtual size (qcow2 and raw). Growing reads as zeros in the
- * new range (zeros are written where a backing file would show through);
- * shrinking needs FQ_RESIZE_SHRINK and drops all data past the new end. */
+ * new range (zeros are written where a backing file would show through).
+ * Shrinking needs FQ_RESIZE_SHRINK (else -EINVAL) and then only drops
+ * unused space: it fails with -ENOTEMPTY, changing nothing, and `err`
+ * names the first guest offset in use past the new end, when the image
+ * itself holds data there (qcow2: data or compressed clusters of the
+ * active state; raw: anything but holes). Zero clusters, unallocated
+ * ranges (whatever a backing file shows there) and clusters referenced
+ * only by snapshots do not count. FQ_RESIZE_DISCARD_DATA (with
+ * FQ_RESIZE_SHRINK) drops the data past the new end instead, as
+ * `qemu-img resize --shrink` does. */
 #define FQ_RESIZE_SHRINK 1u
+#define FQ_RESIZE_DISCARD_DATA 2u
 int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err);
 
 /* Amend options of an existing qcow2 image; fields left at their
@@ -309,16 +318,24 @@ int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err);
 struct fq_amend_opts {
     int version;               /* 2 (compat=0.10) or 3 (compat=1.1); 0 = keep */
     int lazy_refcounts;        /* 0 or 1; -1 = keep */
-    uint64_t size;             /* new virtual size (may shrink); 0 = keep */
+    uint64_t size;             /* new virtual size; 0 = keep. A smaller one
+                                  drops only unused space (as fq_resize with
+                                  FQ_RESIZE_SHRINK alone) */
     const char *backing_file;  /* NULL = keep; "" = none (header only: data
                                   is not copied, as rebase -u) */
     const char *backing_format;/* with backing_file; NULL = none recorded */
+    int refcount_bits;         /* refcount width: 1, 2, 4, 8, 16, 32 or 64
+                                  (compat=1.1; 0.10 has 16 only); 0 = keep */
 };
 void fq_amend_opts_init(struct fq_amend_opts *o);
-/* Downgrading to version 2 turns zero clusters into unallocated ones (or
- * written zeros where a backing file shows through); it is refused for
- * extended L2 entries, zstd compression, refcount widths other than 16,
- * bitmaps, and snapshots holding zero clusters. */
+/* Every change asked for is checked before any is made: a refusal leaves
+ * the image as it was. Downgrading to version 2 turns zero clusters (also
+ * those of snapshots) into unallocated ones, or written zeros where a
+ * backing file shows through; it is refused for extended L2 entries,
+ * zstd-compressed clusters, refcount widths other than 16 (unless
+ * refcount_bits = 16 comes with it) and bitmaps. A new refcount width is
+ * refused (-EINVAL, `err` names the cluster) while some refcount does not
+ * fit it; a power loss during the change leaks clusters at worst. */
 int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err);
 
 /* Space an image would need (qemu-img measure). */

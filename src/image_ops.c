@@ -288,6 +288,29 @@ int fq_snapshot_delete(struct fq_image *img, const char *which, char *err)
 
 /* ---- resize, amend ---- */
 
+/* The first offset from `from` on that a raw image holds data at (its
+ * size if none): holes of the file do not count. */
+static int raw_first_data(struct fq_image *img, uint64_t from, uint64_t *out)
+{
+    uint64_t size = fq_size(img);
+
+    for (uint64_t off = from; off < size;) {
+        struct fq_map_entry m;
+        int r = fq_map(img, off, size - off, &m);
+        if (r < 0)
+            return r;
+        if (m.length == 0)
+            return -EIO;
+        if ((m.flags & FQ_MAP_DATA) && !(m.flags & FQ_MAP_ZERO)) {
+            *out = off;
+            return 0;
+        }
+        off += m.length;
+    }
+    *out = size;
+    return 0;
+}
+
 int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err)
 {
     struct fq_bdev *bs = fq_image_bdev(img);
@@ -298,11 +321,24 @@ int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err)
         fq_seterr(err, "The image is opened read-only");
         return -EROFS;
     }
+    if (flags & ~(FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA)) {
+        fq_seterr(err, "Unknown resize flags 0x%x", flags);
+        return -EINVAL;
+    }
     if (s)
-        return qcow2_resize(s, size, flags & FQ_RESIZE_SHRINK, err);
+        return qcow2_resize(s, size, flags, err);
     if (size < bs->size && !(flags & FQ_RESIZE_SHRINK)) {
         fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
         return -EINVAL;
+    }
+    if (size < bs->size && !(flags & FQ_RESIZE_DISCARD_DATA)) {
+        uint64_t used = bs->size;
+        if ((r = raw_first_data(img, size, &used)) < 0) {
+            fq_seterr(err, "Could not read the allocation status: %s", strerror(-r));
+            return r;
+        }
+        if (used < bs->size)
+            return qcow2_shrink_refused(err, size, used);
     }
     r = bs->ops->truncate ? bs->ops->truncate(bs, size) : -ENOTSUP;
     if (r < 0)
@@ -325,10 +361,11 @@ int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err)
         fq_seterr(err, "Format driver '%s' does not support option amendment", fq_format(img));
         return r;
     }
-    if (o->version || o->lazy_refcounts >= 0)
-        r = qcow2_amend(s, o->version, o->lazy_refcounts, err);
+    if (o->version || o->lazy_refcounts >= 0 || o->refcount_bits)
+        r = qcow2_amend(s, o->version, o->lazy_refcounts, o->refcount_bits, err);
+    /* a smaller size drops only unused space, as resize --shrink */
     if (r == 0 && o->size && o->size != fq_size(img))
-        r = qcow2_resize(s, o->size, true, err);
+        r = qcow2_resize(s, o->size, FQ_RESIZE_SHRINK, err);
     if (r == 0 && o->backing_file)
         r = qcow2_set_backing(s, o->backing_file, o->backing_format, err);
     return r;

@@ -1,7 +1,8 @@
 /* qcow2_ops.h: image-level operations of the qcow2 driver beyond the
  * request planner: compressed cluster writes (qcow2_compress.c); resize,
- * amend, backing-file changes and emptying (qcow2_resize.c); walking whole
- * L1 trees (qcow2_snapshot.c, also used by the others).
+ * backing-file changes and emptying (qcow2_resize.c); amend, the refcount
+ * width included (qcow2_amend.c); walking whole L1 trees
+ * (qcow2_snapshot.c, also used by the others).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -63,12 +64,15 @@ int qcow2_write_l1_at(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t 
 int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t size);
 
 /* ---- qcow2_resize.c ---- */
-/* Change the virtual size. Shrinking (only with `shrink`) drops every
- * cluster past the new end. Growing reads as zeros in the new range, also
- * where a backing file would show through. */
-int qcow2_resize(struct qcow2 *s, uint64_t size, bool shrink, char *err);
-/* Change the compat level (2 or 3) and the lazy refcounts bit (-1 keep). */
-int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, char *err);
+/* Change the virtual size. Shrinking needs FQ_RESIZE_SHRINK in `flags` and
+ * is refused (-ENOTEMPTY, nothing changed) while the active state maps data
+ * or compressed clusters past the new end, unless FQ_RESIZE_DISCARD_DATA:
+ * then every cluster past the new end is dropped. Growing reads as zeros
+ * in the new range, also where a backing file would show through. */
+int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err);
+/* The message and error (-ENOTEMPTY) of a shrink refused because guest
+ * offset `used` (past the new size) holds data; for raw images too. */
+int qcow2_shrink_refused(char *err, uint64_t size, uint64_t used);
 /* Record another backing file name and format (NULL name = none), only
  * in the header: the data is not touched. */
 int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *err);
@@ -77,5 +81,14 @@ int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *
 int qcow2_make_empty(struct qcow2 *s);
 /* Cut the host file after its last cluster in use. */
 int qcow2_trim_file(struct qcow2 *s);
+/* Rewrite the header and flush. */
+int qcow2_write_header_sync(struct qcow2 *s);
+
+/* ---- qcow2_amend.c ---- */
+/* Amend the compat level (2 or 3; 0 keeps it), the lazy refcounts bit (0
+ * or 1; -1 keeps it) and the refcount width (1, 2, 4, ... 64 bits; 0 keeps
+ * it). Every change is checked before any is made (a refusal changes
+ * nothing); then: upgrade, refcount width, lazy refcounts, downgrade. */
+int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, int refcount_bits, char *err);
 
 #endif

@@ -6,7 +6,10 @@
  * Options, output and exit codes follow qemu-img 7.2 (learnt by running
  * it): success prints what qemu-img prints ("Image resized.", "Image
  * committed.", the measure lines, the "Snapshot list:" table), errors go
- * to stderr as "fastqcow: ..." and exit 1.
+ * to stderr as "fastqcow: ..." and exit 1. One deliberate difference:
+ * `resize --shrink` (and `amend -o size=` smaller) refuses to drop data
+ * past the new end; `resize --shrink --discard-data` does what qemu-img's
+ * --shrink does.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -164,15 +167,20 @@ int cmd_snapshot(int argc, char **argv)
 int cmd_resize(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow resize [-q] [-f fmt] [--shrink] [--preallocation=off] filename [+ | -]size\n\n"
-        "Change the virtual size of an image (qemu-img resize).\n";
+        "usage: fastqcow resize [-q] [-f fmt] [--shrink [--discard-data]] [--preallocation=off] filename [+ | -]size\n\n"
+        "Change the virtual size of an image (qemu-img resize).\n\n"
+        "  --shrink        allow a smaller size; refused if the image holds data past\n"
+        "                  the new end (zero or unallocated ranges may go)\n"
+        "  --discard-data  with --shrink: drop the data past the new end, as\n"
+        "                  qemu-img resize --shrink does\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "shrink", no_argument, NULL, 'S' },
+                                        { "discard-data", no_argument, NULL, 'D' },
                                         { "preallocation", required_argument, NULL, 'P' },
                                         { 0 } };
     const char *fmt = NULL, *arg;
     char err[FQ_ERR_MAX] = "";
-    bool quiet = false, shrink = false;
+    bool quiet = false, shrink = false, discard = false;
     uint64_t v;
     int ch;
 
@@ -191,6 +199,7 @@ int cmd_resize(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'S': shrink = true; break;
+        case 'D': discard = true; break;
         case 'U': break;
         case 'P':
             if (strcmp(optarg, "off")) {
@@ -231,12 +240,12 @@ int cmd_resize(int argc, char **argv)
     }
     if (r == 0 && size < cur && !shrink) {
         tool_error("Use the --shrink option to perform a shrink operation.");
-        tool_error("warning: Shrinking an image will delete all data beyond the shrunken "
-                   "image's end. Before performing such an operation, make sure there is no "
-                   "important data there.");
+        tool_error("warning: --shrink drops only unused space past the new end; with "
+                   "--discard-data it deletes all data beyond the shrunken image's end.");
         r = -EINVAL;
     }
-    if (r == 0 && (r = fq_resize(img, size, shrink ? FQ_RESIZE_SHRINK : 0, err)) < 0)
+    unsigned flags = (shrink ? FQ_RESIZE_SHRINK : 0) | (discard ? FQ_RESIZE_DISCARD_DATA : 0);
+    if (r == 0 && (r = fq_resize(img, size, flags, err)) < 0)
         tool_error("%s", err);
     int cr = fq_close(img);
     if (r == 0 && cr < 0) {
@@ -255,6 +264,7 @@ static const char *const amend_help[][2] = {
     { "backing_fmt=<str>", "Image format of the base image" },
     { "compat=<str>", "Compatibility level (v2 [0.10] or v3 [1.1])" },
     { "lazy_refcounts=<bool (on/off)>", "Postpone refcount updates" },
+    { "refcount_bits=<num>", "Width of a reference count entry in bits" },
     { "size=<size>", "Virtual disk size" },
 };
 
@@ -276,7 +286,7 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
 {
     static const char *const create_only[] = { "cluster_size", "extended_l2", "compression_type",
                                                 "preallocation", "encryption", "encrypt.format",
-                                                "data_file", "data_file_raw", "refcount_bits" };
+                                                "data_file", "data_file_raw" };
     char *save = NULL;
 
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -292,13 +302,12 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
         for (size_t i = 0; i < sizeof(create_only) / sizeof(create_only[0]); i++)
             if (!strcmp(tok, create_only[i])) {
                 tool_error("Invalid parameter '%s'", tok);
-                fprintf(stderr, !strcmp(tok, "refcount_bits") ?
-                        "Changing the refcount width is not supported by fastqcow yet\n" :
-                        "This option is only supported for image creation\n");
+                fprintf(stderr, "This option is only supported for image creation\n");
                 return -1;
             }
         if (!v || (strcmp(tok, "compat") && strcmp(tok, "lazy_refcounts") && strcmp(tok, "size") &&
-                   strcmp(tok, "backing_file") && strcmp(tok, "backing_fmt"))) {
+                   strcmp(tok, "refcount_bits") && strcmp(tok, "backing_file") &&
+                   strcmp(tok, "backing_fmt"))) {
             tool_error("Invalid parameter '%s'", tok);
             return -1;
         }
@@ -314,6 +323,19 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
         } else if (!strcmp(tok, "lazy_refcounts")) {
             if (parse_bool(tok, v, &o->lazy_refcounts) < 0)
                 return -1;
+        } else if (!strcmp(tok, "refcount_bits")) {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (!*v || *end || errno || v[0] == '-') {
+                tool_error("Parameter 'refcount_bits' expects a number");
+                return -1;
+            }
+            if (n == 0 || n > 64 || (n & (n - 1))) {
+                tool_error("Refcount width must be a power of two and may not exceed 64 bits");
+                return -1;
+            }
+            o->refcount_bits = (int)n;
         } else if (!strcmp(tok, "size")) {
             if (img_qsize(v, &o->size) < 0 || o->size == 0) {
                 tool_error("Parameter 'size' expects a non-negative number below 2^64");
@@ -334,7 +356,7 @@ int cmd_amend(int argc, char **argv)
     static const char usage[] =
         "usage: fastqcow amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename\n\n"
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
-        "size.\n";
+        "refcount_bits, size (a smaller size drops only unused space, as resize --shrink).\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "force", no_argument, NULL, 'F' }, { 0 } };
     struct fq_amend_opts o;

@@ -1,10 +1,13 @@
 #!/bin/bash
 # test-feat-amend.sh: `fastqcow amend -o` changes compat (1.1 <-> 0.10,
 # turning zero clusters into what version 2 can express), lazy_refcounts,
-# size and the backing file like `qemu-img amend`: the same `info` output
-# afterwards, the same guest data (qemu-img compare), a clean check, and
-# qemu-img's refusals (extended L2, zstd with compressed clusters, other
-# refcount widths, create-only options).
+# refcount_bits (every width 1..64, up and down, cluster sizes 512 B to
+# 2 MiB), size and the backing file like `qemu-img amend`: the same `info`
+# output afterwards, the same guest data (qemu-img compare), a clean check,
+# images both tools keep writing to, and qemu-img's refusals and messages
+# (extended L2, zstd with compressed clusters, refcount widths compat=0.10
+# cannot hold, refcounts a narrower width cannot hold, create-only
+# options); a refused amend leaves the file as it was.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -31,6 +34,20 @@ both() {
     F compare -q q.qcow2 f.qcow2 || bad "amend $1 ($2): fastqcow reads them differently"
     qemu-img check -q f.qcow2 || { bad "amend $1 ($2): check"; qemu-img check f.qcow2 | head; }
     F info f.qcow2 >/dev/null || bad "amend $1 ($2): fastqcow info"
+}
+
+# mine OPTS WHAT: amend a copy of orig.qcow2 with fastqcow alone (where
+# qemu-img is slow: it takes seconds per refcount width change at 64 KiB
+# clusters, minutes at 2 MiB): it must succeed, check clean, show the
+# refcount width asked for and read like the original
+mine() {
+    cp orig.qcow2 f.qcow2
+    F amend -o "$1" f.qcow2 2>f.err || { bad "amend $1 ($2) failed"; cat f.err; return; }
+    qemu-img check -q f.qcow2 || { bad "amend $1 ($2): check"; qemu-img check f.qcow2 | head; }
+    local w
+    w=$(echo "$1" | sed -n 's/.*refcount_bits=\([0-9]*\).*/\1/p')
+    [ -z "$w" ] || qemu-img info f.qcow2 | grep -q "refcount bits: $w$" || bad "amend $1 ($2): info"
+    qemu-img compare -q orig.qcow2 f.qcow2 || bad "amend $1 ($2): guest data differs"
 }
 
 for mk in "plain" "zeros" "zeros+backing" "v2" "v2+backing" "lazy" "snap" "zstd" "zstd+comp" \
@@ -64,6 +81,15 @@ for mk in "plain" "zeros" "zeros+backing" "v2" "v2+backing" "lazy" "snap" "zstd"
     both lazy_refcounts=off "$mk"
     both compat=1.1,lazy_refcounts=on "$mk"
     both size=4M "$mk"
+    # qemu-img takes seconds per width change here: cross-check a few
+    case $mk in
+        v2*) both refcount_bits=64 "$mk"
+             mine compat=1.1,refcount_bits=2,lazy_refcounts=on "$mk";;
+        extl2|lazy|4k) both refcount_bits=64 "$mk"
+             both compat=0.10,refcount_bits=16 "$mk";;
+        *) mine refcount_bits=64 "$mk"
+           mine refcount_bits=2 "$mk";;
+    esac
 done
 # zero clusters inside a snapshot are expanded too: the snapshot reads the same
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 orig.qcow2 2M
@@ -108,6 +134,88 @@ PY
         bad "upgraded old snapshot reads wrong"
     qemu-img info --output=json old.qcow2 | grep -q '"compat": "1.1"' || bad "not upgraded"
 fi
+
+# refcount widths: every width up and down from 16 (and from the extremes)
+# at cluster sizes 512 B to 2 MiB, over data spread across several refcount
+# blocks and L2 tables; the result must also take more writes from both tools
+widths() {   # widths CLUSTER_SIZE FROM TO...: qemu-img amends a copy too below 64k
+    local cs=$1 from=$2 to
+    shift 2
+    qemu-img create -q -f qcow2 -o cluster_size=$cs,refcount_bits=$from orig.qcow2 64M
+    qemu-io -c 'write -P 1 0 1536k' -c 'write -P 2 9M 64k' -c 'write -z 20M 1M' \
+            -c 'write -P 3 33M 1M' -c 'write -c -P 4 40M 512' -c 'write -P 5 62M 2M' \
+            orig.qcow2 >/dev/null
+    for to; do
+        case $cs in
+            512|4k) both refcount_bits=$to "c$cs-rb$from"
+                    qemu-img info f.qcow2 | grep -q "refcount bits: $to$" || bad "c$cs $from -> $to: info"
+                    qemu-img compare -q orig.qcow2 f.qcow2 || bad "c$cs $from -> $to: differs from the original";;
+            *) mine refcount_bits=$to "c$cs-rb$from";;
+        esac
+        F io -c 'write -P 6 12M 3M' f.qcow2 >/dev/null && qemu-io -c 'write -P 7 50M 1M' f.qcow2 >/dev/null &&
+            qemu-io -c 'read -P 6 12M 3M' -c 'read -P 7 50M 1M' -c 'read -P 1 0 1536k' f.qcow2 |
+            grep -c '^read' | grep -q 3 || bad "c$cs $from -> $to: writes after the change"
+        qemu-img check -q f.qcow2 || bad "c$cs $from -> $to: check after writes"
+    done
+}
+widths 512 16 1 2 4 8 32 64
+widths 512 1 2 64
+widths 512 64 1 16
+widths 4k 16 1 2 4 8 32 64
+widths 64k 16 1 2 4 8 32 64
+widths 64k 8 1 64
+widths 2M 16 1 2 4 8 32 64
+widths 2M 1 64
+widths 2M 64 1
+
+# refcounts the new width cannot hold: qemu-img's refusal and message,
+# naming the first such cluster; the file stays as it was
+refuse_width() {   # refuse_width OPTS
+    cp orig.qcow2 q.qcow2; cp orig.qcow2 f.qcow2
+    qemu-img amend -o "$1" q.qcow2 2>q.err; qrc=$?
+    F amend -o "$1" f.qcow2 2>f.err; frc=$?
+    [ $qrc = $frc ] && [ $frc != 0 ] || bad "amend $1: exit $frc, qemu-img $qrc"
+    [ "$(sed 's/^qemu-img: //' q.err)" = "$(sed 's/^fastqcow: //' f.err)" ] ||
+        { bad "amend $1: message"; cat q.err f.err; }
+    cmp -s orig.qcow2 f.qcow2 || bad "amend $1: the refused amend changed the file"
+}
+qemu-img create -q -f qcow2 -o cluster_size=4k orig.qcow2 4M
+qemu-io -c 'write -P 1 0 1M' orig.qcow2 >/dev/null
+qemu-img snapshot -c s orig.qcow2
+qemu-io -c 'write -P 2 512k 1M' orig.qcow2 >/dev/null
+refuse_width refcount_bits=1
+both refcount_bits=2 "snapshot"
+cp f.qcow2 s.qcow2
+F amend -o refcount_bits=64 s.qcow2 && F amend -o refcount_bits=2 s.qcow2 || bad "snapshot: 2 -> 64 -> 2"
+qemu-img check -q s.qcow2 || bad "snapshot: check after 2 -> 64 -> 2"
+F snapshot -a s s.qcow2 && qemu-io -c 'read -P 1 0 1M' s.qcow2 | grep -q '^read' ||
+    bad "snapshot: reads wrong after width changes"
+qemu-img check -q s.qcow2 || bad "snapshot: check after applying it"
+# compressed clusters packed into one host cluster
+qemu-img create -q -f qcow2 -o cluster_size=4k orig.qcow2 1M
+qemu-io -c 'write -c -P 1 0 4k' -c 'write -c -P 2 4k 4k' -c 'write -c -P 3 8k 4k' orig.qcow2 >/dev/null
+refuse_width refcount_bits=1
+refuse_width refcount_bits=1,compat=1.1
+both refcount_bits=4 "compressed"
+# combinations: the order is sane, refusals change nothing
+qemu-img create -q -f qcow2 -o refcount_bits=8,cluster_size=4k orig.qcow2 2M
+qemu-io -c 'write -P 1 0 128k' -c 'write -z 1M 64k' orig.qcow2 >/dev/null
+both compat=0.10 "rb8"
+both compat=0.10,refcount_bits=16 "rb8"
+both refcount_bits=16,compat=0.10,lazy_refcounts=off "rb8"
+cp orig.qcow2 f.qcow2
+F amend -o refcount_bits=16,compat=0.10,lazy_refcounts=on f.qcow2 2>/dev/null && bad "rb8: compat=0.10 with lazy refcounts"
+cmp -s orig.qcow2 f.qcow2 || bad "rb8: a refused combined amend changed the file"
+qemu-img create -q -f qcow2 -o compat=0.10,cluster_size=4k orig.qcow2 2M
+qemu-io -c 'write -P 1 0 128k' orig.qcow2 >/dev/null
+both refcount_bits=8 "v2"
+both refcount_bits=16 "v2"
+both compat=1.1,refcount_bits=1 "v2"
+both compat=1.1,refcount_bits=64,lazy_refcounts=on "v2"
+both compat=0.10,refcount_bits=4 "v2"
+for o in refcount_bits=3 refcount_bits=128 refcount_bits=0 refcount_bits=x; do
+    both $o "v2"
+done
 
 # downgrade, then back
 qemu-img create -q -f qcow2 orig.qcow2 2M

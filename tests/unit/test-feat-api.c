@@ -273,7 +273,11 @@ static void step(struct m *M, struct tl_rng *g)
                                     : tl_range(g, 1, size / 512) * 512;
         ns = FQ_MIN(ns, 4 * M->c->size);
         snprintf(what, sizeof(what), "resize %llu -> %llu", (unsigned long long)size, (unsigned long long)ns);
-        if ((r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK, err)) == 0)
+        /* a shrink over data is refused (changing nothing) unless told to drop it */
+        r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK, err);
+        if (r == -ENOTEMPTY && ns < size)
+            r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA, err);
+        if (r == 0)
             resize_model(&M->cur, ns);
     } else if (p < 95) {
         snprintf(what, sizeof(what), "flush");

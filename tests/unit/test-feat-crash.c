@@ -1,6 +1,7 @@
 /* test-feat-crash.c: power loss during the whole-image operations:
  * snapshot create / apply / delete, resize (grow across L1 tables and
- * shrink), compressed writes, downgrade to compat=0.10 and emptying.
+ * shrink), compressed writes, downgrade to compat=0.10, changing the
+ * refcount width (up and down) and emptying.
  *
  * Each operation runs on an image whose storage is a recording device
  * (bdev_test.h), after a setup that leaves data, compressed clusters and
@@ -11,8 +12,11 @@
  * mismatches only, see check_state), and read as the state before or after
  * the operation (per operation: the same data, a snapshot that is either
  * absent or complete, a size that is either old or new with zeros beyond
- * the old end, clusters either old or new); it must then take a write and
- * a flush and check clean once repaired.
+ * the old end, clusters either old or new, a refcount width either old or
+ * new); it must then take a write and a flush and check clean once
+ * repaired. The refcount width change also runs with each of its reads,
+ * writes and flushes failing in turn (run_faults), and `qemu-img check`
+ * must find no errors in its states (leaks allowed).
  *
  * Usage: test-feat-crash [SEED [CASE-SUBSTRING]].
  * SPDX-License-Identifier: MIT
@@ -23,13 +27,13 @@
 #define MiB (1024u * 1024u)
 
 enum op { OP_SNAP_CREATE, OP_SNAP_APPLY, OP_SNAP_DELETE, OP_SNAP_DELETE_LAST, OP_GROW, OP_SHRINK, OP_COMPRESS,
-          OP_DOWNGRADE, OP_EMPTY };
+          OP_DOWNGRADE, OP_EMPTY, OP_REFBITS };
 
 struct fcase {
     const char *name;
     struct wl_cfg cfg;         /* only cluster, refbits, version, extl2, size used */
     enum op op;
-    uint64_t arg;              /* new size for resize */
+    uint64_t arg;              /* new size for resize, new width for OP_REFBITS */
 };
 
 static const struct fcase cases[] = {
@@ -47,10 +51,15 @@ static const struct fcase cases[] = {
     { "compress-c64k-v2", { "", 65536, 16, 2, 0, 2 * MiB, 0, 0, 0 }, OP_COMPRESS, 0 },
     { "downgrade-c4k", { "", 4096, 16, 3, 0, 1 * MiB, 0, 0, 0 }, OP_DOWNGRADE, 0 },
     { "empty-c64k", { "", 65536, 16, 3, 0, 2 * MiB, 0, 0, 0 }, OP_EMPTY, 0 },
+    { "refbits-c512-16to64", { "", 512, 16, 3, 0, 2 * MiB, 0, 0, 0 }, OP_REFBITS, 64 },
+    { "refbits-c4k-rb1-to8", { "", 4096, 1, 3, 0, 1 * MiB, 0, 0, 0 }, OP_REFBITS, 8 },
+    { "refbits-c512-16to1", { "", 512, 16, 3, 0, 256 * 1024, 0, 0, 0 }, OP_REFBITS, 1 },
+    { "refbits-c64k-64to2", { "", 65536, 64, 3, 0, 2 * MiB, 0, 0, 0 }, OP_REFBITS, 2 },
 };
 
 static int failures;
-static uint64_t nstates, ncopied;
+static uint64_t nstates, ncopied, nqemu;
+static int have_qemu;
 
 #define FAIL(...)                                                              \
     do {                                                                       \
@@ -115,7 +124,10 @@ static int setup(struct fq_ctx *ctx, const struct fcase *fc, uint8_t **data, siz
     }
     fill(buf, size, 1, 0);
     r = fq_pwrite(img, buf, (size_t)(size / 2), 0);
-    for (uint64_t off = size / 2; r == 0 && off + cs <= size * 3 / 4; off += 2 * cs)
+    /* compressed clusters share host clusters: refcounts above what a
+     * narrower width holds, which would refuse the change */
+    bool narrower = fc->op == OP_REFBITS && fc->arg < (uint64_t)c->refbits;
+    for (uint64_t off = size / 2; r == 0 && !narrower && off + cs <= size * 3 / 4; off += 2 * cs)
         r = fq_pwrite_compressed(img, buf + off, off);
     if (r == 0 && c->version >= 3)
         r = fq_write_zeroes(img, cs, cs, 0);
@@ -171,7 +183,7 @@ static int run_op(struct fq_image *img, const struct fcase *fc, char *err)
     case OP_GROW:
         return fq_resize(img, fc->arg, 0, err);
     case OP_SHRINK:
-        return fq_resize(img, fc->arg, FQ_RESIZE_SHRINK, err);
+        return fq_resize(img, fc->arg, FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA, err);
     case OP_COMPRESS: {
         uint8_t *buf = malloc(cs);
         if (!buf)
@@ -192,6 +204,10 @@ static int run_op(struct fq_image *img, const struct fcase *fc, char *err)
     case OP_EMPTY:
         /* what commit does to the top once its data is in the base */
         return qcow2_make_empty(qcow2_of(fq_image_bdev(img)));
+    case OP_REFBITS:
+        fq_amend_opts_init(&ao);
+        ao.refcount_bits = (int)fc->arg;
+        return fq_amend(img, &ao, err);
     }
     return -EINVAL;
 }
@@ -239,9 +255,26 @@ static const char *allowed(const struct fcase *fc, const struct views *w, const 
         }
         return NULL;
     case OP_DOWNGRADE:
+    case OP_REFBITS:
         return size == w->asize && !memcmp(v, w->a, size) ? NULL : "the data changed";
     }
     return "?";
+}
+
+/* `qemu-img check` must find no errors in the state (leaks allowed: exit
+ * 0 or 3); run for the refcount width change, whose states are few. */
+static void qemu_check(const struct fcase *fc, const uint8_t *data, size_t len, const char *what)
+{
+    const char *path = tl_path("state.qcow2");
+
+    if (!have_qemu || fc->op != OP_REFBITS || wl_save(path, data, len) < 0)
+        return;
+    nqemu++;
+    int rc = tl_sh("qemu-img check -f qcow2 '%s' >/dev/null 2>&1", path);
+    if (rc != 0 && rc != 3) {
+        FAIL("%s: %s: qemu-img check exit %d", fc->name, what, rc);
+        tl_sh("qemu-img check -f qcow2 '%s' 2>&1 | head -5 >&2", path);
+    }
 }
 
 /* Findings of a check: how many, and how many are COPIED flag mismatches. */
@@ -273,6 +306,9 @@ static void check_state(struct fq_ctx *ctx, const struct fcase *fc, const struct
     const char *why;
 
     nstates++;
+    char where[96];
+    snprintf(where, sizeof(where), "%s state after %zu records", what, p);
+    qemu_check(fc, data, len, where);
     if ((r = wl_open_mem(ctx, data, len, 1, &img, err)) < 0) {
         FAIL("%s: %s state after %zu records: open: %s", fc->name, what, p, err);
         return;
@@ -297,6 +333,11 @@ static void check_state(struct fq_ctx *ctx, const struct fcase *fc, const struct
         FAIL("%s: %s state after %zu records: read: %s", fc->name, what, p, strerror(-r));
     else if ((why = allowed(fc, w, v, size, nsn)))
         FAIL("%s: %s state after %zu records: %s", fc->name, what, p, why);
+    struct fq_info info;
+    if (fc->op == OP_REFBITS && fq_get_info(img, &info) == 0 &&
+        info.refcount_bits != fc->cfg.refbits && (uint64_t)info.refcount_bits != fc->arg)
+        FAIL("%s: %s state after %zu records: refcount width %d, neither old nor new", fc->name,
+             what, p, info.refcount_bits);
     fq_close(img);
     free(v);
     /* the state is usable: a write, a flush, leaks repaired, clean */
@@ -328,6 +369,94 @@ static void check_state(struct fq_ctx *ctx, const struct fcase *fc, const struct
         FAIL("%s: %s state after %zu records: after a write and repair: %d, %lld corruptions, "
              "%lld leaks %s", fc->name, what, p, r, (long long)res.corruptions, (long long)res.leaks, err);
     fq_close(img);
+}
+
+/* Failed I/O during the operation: the nth read, write or flush of it
+ * fails, once (then the image must stay usable: it reads as before and
+ * takes a write and a flush) or from then on (the device is gone: the
+ * image must refuse or fail what follows). Either way, once closed, the
+ * storage must open and check without corruptions (leaks allowed), read
+ * as before (plus that write) and have the old or the new refcount width.
+ * For OP_REFBITS: its error paths (the old header written back, what was
+ * written past the end cut off, further writes refused). */
+static void run_faults(struct fq_ctx *ctx, const struct fcase *fc, const uint8_t *base, size_t blen,
+                       const struct views *w)
+{
+    static const enum fq_fault_kind kinds[] = { FQ_FAULT_READ, FQ_FAULT_WRITE, FQ_FAULT_FLUSH };
+    static const char *const kname[] = { "read", "write", "flush" };
+
+    for (size_t k = 0; k < 2 * FQ_ARRAY_SIZE(kinds); k++) {
+        bool sticky = k >= FQ_ARRAY_SIZE(kinds);
+        for (uint64_t nth = 1;; nth++) {
+            struct fq_bdev *mem, *flt;
+            struct fq_image *img;
+            struct fq_fault_spec sp = { kinds[k % 3], 0, nth, -EIO, sticky };
+            struct fq_fault_counts cnt;
+            struct fq_check_result res;
+            struct fq_info info;
+            char err[FQ_ERR_MAX] = "", tag[96];
+            uint8_t *v = NULL, *data = NULL, sec[512];
+            uint64_t size;
+            int nsn, r;
+
+            snprintf(tag, sizeof(tag), "%s: %s fault %llu%s", fc->name, kname[k % 3],
+                     (unsigned long long)nth, sticky ? " (sticky)" : "");
+            if (fq_mem_open(ctx, base, blen, 1u << 30, &mem) < 0 ||
+                fq_fault_open(mem, FQ_TESTDEV_BORROW, &flt) < 0 ||
+                wl_open(ctx, flt, 0, &img, err) < 0) {
+                FAIL("%s: open: %s", tag, err);
+                return;
+            }
+            fq_fault_arm(flt, &sp);
+            r = run_op(img, fc, err);
+            fq_fault_counts(flt, &cnt);
+            bool hit = cnt.injected > 0;
+            if (!sticky) {
+                sp.kind = FQ_FAULT_NONE;
+                fq_fault_arm(flt, &sp);
+            }
+            if (hit && getenv("TL_VERBOSE"))
+                fprintf(stderr, "%s: %d %s\n", tag, r, err);
+            if (hit && read_view(img, &v, &size, &nsn) == 0 &&
+                (size != w->asize || memcmp(v, w->a, size)))
+                FAIL("%s: the image reads differently", tag);
+            free(v);
+            v = NULL;
+            memcpy(sec, w->a, sizeof(sec));
+            if (hit && !sticky) {
+                memset(sec, 0x5a, sizeof(sec));
+                if ((r = fq_pwrite(img, sec, sizeof(sec), 0)) < 0 || (r = fq_flush(img)) < 0)
+                    FAIL("%s: no write after the failure: %s", tag, strerror(-r));
+            }
+            if ((r = fq_close(img)) < 0 && hit && !sticky)
+                FAIL("%s: close: %s", tag, strerror(-r));
+            size_t len = (size_t)mem->size;
+            if (hit && (data = malloc(len)) && fq_bdev_pread_sync(mem, data, len, 0) == 0) {
+                nstates++;
+                qemu_check(fc, data, len, tag);
+                if ((r = wl_open_mem(ctx, data, len, 1, &img, err)) < 0) {
+                    FAIL("%s: reopen: %s", tag, err);
+                } else {
+                    r = fq_check(img, 0, &res, NULL, NULL);
+                    if (r < 0 || res.corruptions || res.check_errors)
+                        FAIL("%s: check %d, %lld corruptions", tag, r, (long long)res.corruptions);
+                    if (fq_get_info(img, &info) == 0 && info.refcount_bits != fc->cfg.refbits &&
+                        (uint64_t)info.refcount_bits != fc->arg)
+                        FAIL("%s: refcount width %d", tag, info.refcount_bits);
+                    if (read_view(img, &v, &size, &nsn) == 0 &&
+                        (size != w->asize || memcmp(v, sec, sizeof(sec)) ||
+                         memcmp(v + sizeof(sec), w->a + sizeof(sec), size - sizeof(sec))))
+                        FAIL("%s: reopened, it reads differently", tag);
+                    free(v);
+                    fq_close(img);
+                }
+            }
+            free(data);
+            fq_bdev_close(mem);
+            if (!hit)
+                break;   /* past the operation's last one */
+        }
+    }
 }
 
 static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed)
@@ -380,6 +509,8 @@ static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed)
                 free(data);
             }
     }
+    if (fc->op == OP_REFBITS)
+        run_faults(ctx, fc, base, blen, &w);
 out:
     fq_reclog_free(log);
     free(base);
@@ -396,6 +527,8 @@ int main(int argc, char **argv)
     tl_name = "test-feat-crash";
     if (fq_ctx_new(FQ_ENGINE_SYNC, &ctx, NULL) < 0)
         return 1;
+    if ((have_qemu = tl_have("qemu-img")))
+        tl_mkdir();
     for (size_t i = 0; i < FQ_ARRAY_SIZE(cases); i++) {
         if (only && !strstr(cases[i].name, only))
             continue;
@@ -406,8 +539,9 @@ int main(int argc, char **argv)
             break;
     }
     fq_ctx_free(ctx);
-    fprintf(stderr, "test-feat-crash: seed %llu, %llu states (%llu with COPIED flags to repair), "
-            "%d failures\n", (unsigned long long)seed, (unsigned long long)nstates,
-            (unsigned long long)ncopied, failures);
+    fprintf(stderr, "test-feat-crash: seed %llu, %llu states (%llu with COPIED flags to repair, "
+            "%llu also checked by qemu-img), %d failures\n", (unsigned long long)seed,
+            (unsigned long long)nstates, (unsigned long long)ncopied, (unsigned long long)nqemu,
+            failures);
     return failures ? 1 : 0;
 }
