@@ -457,7 +457,18 @@ int fq_measure(const struct fq_create_opts *t, struct fq_image *src,
     }
     out->fully_allocated = qcow2_meta_bytes(vsize, cs, rbits, t->extended_l2) + vsize;
     out->required = out->fully_allocated - vsize + data;
-    out->has_bitmaps = t->version >= 3 && src && !strcmp(fq_format(src), "qcow2");
+    /* bitmaps are copied only from a qcow2 source that can hold them (v3)
+     * into a target that can (v3) */
+    out->has_bitmaps = 0;
+    if (t->version >= 3 && src && !strcmp(fq_format(src), "qcow2")) {
+        struct qcow2 *ss = fq_image_bdev(src)->priv;
+        if (ss->version >= 3) {
+            out->has_bitmaps = 1;
+            int r = qcow2_bitmaps_size(ss, cs, &out->bitmaps, err);
+            if (r < 0)
+                return r;
+        }
+    }
     return 0;
 }
 

@@ -13,7 +13,8 @@
  *   qcow2_check.c    consistency check and repair
  *   qcow2_compress.c compressed cluster writes (qcow2_ops.h)
  *   qcow2_snapshot.c internal snapshots: table, create/apply/delete
- *   qcow2_resize.c   resize, amend, rebase, emptying (qcow2_ops.h)
+ *   qcow2_resize.c   resize, rebase, emptying (qcow2_ops.h)
+ *   qcow2_amend.c    amend: compat level, lazy refcounts, refcount width
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
@@ -234,6 +235,16 @@ const char *qcow2_feature_name(struct qcow2 *s, int type, int bit, char *buf, si
 /* The feature-name table this library writes into new images. */
 int qcow2_default_feature_table(uint8_t **out, uint32_t *len);
 int qcow2_load_l1(struct qcow2 *s, char *err);
+/* Bytes the persistent bitmaps need in a copy with clusters of `cs`
+ * bytes (each wholly allocated, with its table and the directory, as
+ * `measure` reports them); 0 without bitmaps. */
+int qcow2_bitmaps_size(struct qcow2 *s, uint64_t cs, uint64_t *out, char *err);
+/* Before the first write: flag every persistent bitmap "in use" (its
+ * content is no longer kept up to date), so that readers know it is
+ * inconsistent while its clusters stay accounted for. Returns 0, or
+ * -EINVAL (message in err) if the directory is damaged or not in clusters
+ * of its own, or an I/O error. */
+int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err);
 /* Mark the image corrupt on disk and in memory; `why` is logged. */
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
 
@@ -253,7 +264,7 @@ void qcache_discard(struct qcache *c, uint64_t offset);
 
 /* ---- qcow2_refcount.c ---- */
 int qcow2_load_refcount_table(struct qcow2 *s, char *err);
-/* Refcount of the cluster containing host offset `off`. */
+/* Refcount of host cluster number `cluster`. */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *out);
 /* Add `delta` to the refcount of n clusters starting at host offset `off`. */
 int qcow2_update_refcount(struct qcow2 *s, uint64_t off, uint64_t n, int64_t delta);

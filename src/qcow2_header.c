@@ -435,3 +435,137 @@ void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...)
             fq_bdev_flush_sync(s->file);
     }
 }
+
+/* Size of one bitmap directory entry: the fixed part, extra data and name,
+ * padded to 8 bytes. */
+static uint64_t bitmap_entry_size(uint32_t extra, uint32_t name)
+{
+    return FQ_ALIGN_UP(24ull + extra + name, 8);
+}
+
+/* The bitmap directory, read and walked: `*dir` (caller frees) holds
+ * `*nb` entries in `*dsize` bytes at host offset `*doff`, each entry's
+ * size and granularity checked. Returns 1 with a directory, 0 without
+ * bitmaps, -EINVAL (message in err) for a bad extension or directory. */
+static int bitmap_dir_load(struct qcow2 *s, uint8_t **dir, uint32_t *nb, uint64_t *dsize,
+                           uint64_t *doff, char *err)
+{
+    const struct qext *x = NULL;
+
+    *dir = NULL;
+    for (size_t i = 0; i < s->exts.len; i++)
+        if (s->exts.ptr[i].type == QEXT_BITMAPS)
+            x = &s->exts.ptr[i];
+    if (!x)
+        return 0;
+    if (x->len < 24) {
+        fq_seterr(err, "Bitmaps extension is %u bytes (at least 24)", x->len);
+        return -EINVAL;
+    }
+    *nb = fq_be32(x->data);
+    *dsize = fq_be64(x->data + 8);
+    *doff = fq_be64(x->data + 16);
+    if (*nb == 0)
+        return 0;
+    if (*nb > 65535 || *dsize < 24ull * *nb || *dsize > (64u << 20) ||
+        (*doff & (s->cluster_size - 1)) || *doff < s->cluster_size || *doff > (1ull << 56)) {
+        fq_seterr(err, "Bitmap directory (%u bitmaps, %llu bytes at 0x%llx) is invalid", *nb,
+                  (unsigned long long)*dsize, (unsigned long long)*doff);
+        return -EINVAL;
+    }
+    uint8_t *d = malloc((size_t)*dsize);
+    if (!d)
+        return -ENOMEM;
+    int r = fq_bdev_pread_sync(s->file, d, (size_t)*dsize, *doff);
+    if (r < 0) {
+        fq_seterr(err, "Could not read the bitmap directory at 0x%llx: %s",
+                  (unsigned long long)*doff, strerror(-r));
+        free(d);
+        return r;
+    }
+    uint64_t pos = 0;
+    for (uint32_t i = 0; i < *nb; i++) {
+        const uint8_t *e = d + pos;
+        uint64_t esz = *dsize - pos >= 24 ? bitmap_entry_size(fq_be32(e + 20), fq_be16(e + 18)) : 0;
+        if (!esz || esz > *dsize - pos || e[17] < 9 || e[17] > 31) {
+            fq_seterr(err, "Bitmap directory entry %u at 0x%llx is invalid", i,
+                      (unsigned long long)(*doff + pos));
+            free(d);
+            return -EINVAL;
+        }
+        pos += esz;
+    }
+    *dir = d;
+    return 1;
+}
+
+int qcow2_bitmaps_size(struct qcow2 *s, uint64_t cs, uint64_t *out, char *err)
+{
+    uint8_t *dir;
+    uint32_t nb;
+    uint64_t dsize, doff;
+    int r = bitmap_dir_load(s, &dir, &nb, &dsize, &doff, err);
+
+    *out = 0;
+    if (r <= 0)
+        return r;
+    /* what a copy needs: each bitmap wholly allocated (its data clusters
+     * and its table, rounded up to clusters), plus the directory, whose
+     * entries carry no extra data */
+    uint64_t total = 0, dir_bytes = 0, pos = 0;
+    for (uint32_t i = 0; i < nb; i++) {
+        const uint8_t *e = dir + pos;
+        uint32_t name = fq_be16(e + 18);
+        uint64_t bits = FQ_DIV_UP(s->bs->size, 1ull << e[17]);
+        uint64_t data_clusters = FQ_DIV_UP(FQ_DIV_UP(bits, 8), cs);
+        total += data_clusters * cs + FQ_ALIGN_UP(data_clusters * 8, cs);
+        dir_bytes += bitmap_entry_size(0, name);
+        pos += bitmap_entry_size(fq_be32(e + 20), name);
+    }
+    free(dir);
+    *out = total + FQ_ALIGN_UP(dir_bytes, cs);
+    return 0;
+}
+
+int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err)
+{
+    uint8_t *dir;
+    uint32_t nb;
+    uint64_t dsize, doff, pos = 0;
+    int r = bitmap_dir_load(s, &dir, &nb, &dsize, &doff, err);
+    bool change = false;
+
+    if (r <= 0)
+        return r;
+    /* the directory must be ours to write: allocated, and no other table */
+    uint64_t first = doff >> s->cluster_bits, last = (doff + dsize - 1) >> s->cluster_bits;
+    for (uint64_t c = first; r >= 0 && c <= last; c++) {
+        uint64_t rc;
+        if ((r = qcow2_get_refcount(s, c, &rc)) == 0 && rc == 0)
+            r = -EINVAL;
+    }
+    if (r >= 0 && qcow2_overlaps_metadata(s, doff, dsize))
+        r = -EINVAL;
+    if (r < 0) {
+        fq_seterr(err, "Bitmap directory at 0x%llx is not in clusters of its own",
+                  (unsigned long long)doff);
+        free(dir);
+        return -EINVAL;
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        uint8_t *e = dir + pos;
+        uint32_t flags = fq_be32(e + 12);
+        if (!(flags & 1)) {
+            fq_put_be32(e + 12, flags | 1);
+            change = true;
+        }
+        pos += bitmap_entry_size(fq_be32(e + 20), fq_be16(e + 18));
+    }
+    r = 0;
+    if (change && (r = fq_bdev_pwrite_tagged(s->file, dir, (size_t)dsize, doff, FQ_TAG_OTHER_META)) == 0)
+        r = fq_bdev_flush_sync(s->file);
+    if (r < 0)
+        fq_seterr(err, "Could not mark the bitmaps in use: %s", strerror(-r));
+    free(dir);
+    return r;
+}

@@ -280,9 +280,23 @@ int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
 
     if (!s->readonly) {
         bool rewrite = false;
-        if (s->autoclear) {
-            /* we keep no autoclear feature consistent: clear them all */
-            s->autoclear = 0;
+        /* persistent bitmaps are not maintained: each is flagged in use
+         * (inconsistent) and stays accounted for, so the bitmaps bit can
+         * stay; a damaged directory is dropped by clearing the bit, as
+         * the format says. Other autoclear features are not kept. */
+        uint64_t keep = 0;
+        if (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) {
+            char berr[FQ_ERR_MAX] = "";
+            r = qcow2_bitmaps_mark_in_use(s, berr);
+            if (r == 0)
+                keep = QCOW2_AUTOCLEAR_BITMAPS;
+            else if (r != -EINVAL) {
+                fq_seterr(err, "%s", berr);
+                goto fail;
+            }
+        }
+        if (s->autoclear & ~keep) {
+            s->autoclear &= keep;
             rewrite = true;
         }
         if (rewrite) {
