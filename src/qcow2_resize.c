@@ -156,6 +156,12 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
         err[0] = '\0';   /* the messages below are kept when set */
     if ((r = qcow2_op_writable(s, err)) < 0 || size == old)
         return r;
+    if (s->version < 3 && s->nb_snapshots) {
+        /* a version 2 snapshot records no disk size: one taken at
+         * another size could not be applied */
+        fq_seterr(err, "Can't resize a v2 image which has snapshots");
+        return -ENOTSUP;
+    }
     if (size < old && !(flags & FQ_RESIZE_SHRINK)) {
         fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
         return -EINVAL;

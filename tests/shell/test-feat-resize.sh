@@ -199,4 +199,15 @@ F resize e.qcow2 -- -2M 2>/dev/null && bad "resize below zero succeeded"
 F resize nosuch.qcow2 2M 2>/dev/null && bad "resize of a missing file succeeded"
 
 [ $fail = 0 ] && echo "PASS: resize"
+# a compat=0.10 image with snapshots cannot change size (its snapshots
+# record none): refused as qemu-img refuses it, the file unchanged
+qemu-img create -q -f qcow2 -o compat=0.10 v2s.qcow2 8M
+qemu-img snapshot -c s1 v2s.qcow2
+cp v2s.qcow2 v2s.orig
+for cmd in "resize v2s.qcow2 16M" "amend -o size=16M v2s.qcow2"; do
+    out=$(F $cmd 2>&1) && bad "$cmd on a v2 image with snapshots succeeded"
+    case $out in *"Can't resize a v2 image which has snapshots"*) ;; *) bad "$cmd: message: $out";; esac
+    cmp -s v2s.qcow2 v2s.orig || bad "$cmd changed the file"
+done
+
 exit $fail
