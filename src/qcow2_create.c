@@ -132,6 +132,16 @@ static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
         r = qcow2_link_clusters(s, gc, n, host);
         if (r < 0)
             return r;
+        if (mode == FQ_PREALLOC_FALLOC) {
+            /* reserve the clusters' blocks (zeroed, allocated) without
+             * writing them; where the file cannot, write zeros */
+            struct fq_req zr = { .op = FQ_OP_WRITE_ZEROES, .off = host, .len = n * cs };
+            r = s->file->ops->io_sync(s->file, &zr);
+            if (r == -EOPNOTSUPP || r == -ENOTSUP || r == -EINVAL)
+                mode = FQ_PREALLOC_FULL;
+            else if (r < 0)
+                return r;
+        }
         if (mode == FQ_PREALLOC_FULL) {
             const void *z = fq_zero_buffer(1 << 20);
             for (uint64_t off = 0; off < n * cs; off += 1 << 20) {
@@ -145,10 +155,6 @@ static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
         gc += n;
     }
     if (s->file->ops->truncate && last_end > s->file->size) {
-        if (mode == FQ_PREALLOC_FALLOC) {
-            struct fq_req req = { .op = FQ_OP_WRITE_ZEROES, .off = 0, .len = last_end };
-            (void)req;
-        }
         int r = s->file->ops->truncate(s->file, last_end);
         if (r < 0 && r != -ENOTSUP)
             return r;
