@@ -3,6 +3,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "bdev.h"
 #include "util.h"
@@ -82,7 +83,7 @@ void fq_bdev_close(struct fq_bdev *bs)
     free(bs);
 }
 
-#define MAX_CHAIN_DEPTH 64
+#define MAX_CHAIN_DEPTH 256
 
 /* Open the format driver `format` (NULL = probe) on `file`. */
 static int open_format(struct fq_bdev *file, const char *format, const struct fq_open_opts *opts,
@@ -118,19 +119,37 @@ static char *resolve_backing(const char *image, const char *name)
     return p;
 }
 
-int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
-                       const struct fq_open_opts *opts, int depth,
-                       struct fq_bdev **out, char *err)
+/* The files opened so far down one chain, to recognize a loop whatever
+ * the spelling of the name (relative, absolute, through a symlink). */
+struct chain_seen {
+    const struct chain_seen *up;
+    dev_t dev;
+    ino_t ino;
+};
+
+static int open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                      const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
+                      struct fq_bdev **out, char *err)
 {
     struct fq_bdev *file = NULL, *top = NULL;
     bool ro = opts->readonly || depth > 0;
     unsigned fflags = 0;
+    struct chain_seen me = { up, 0, 0 };
+    struct stat st;
     int r;
 
     if (depth > MAX_CHAIN_DEPTH) {
-        fq_seterr(err, "Backing chain is deeper than %d images (a loop?) at '%s'",
-                  MAX_CHAIN_DEPTH, filename);
+        fq_seterr(err, "Backing chain is deeper than %d images at '%s'", MAX_CHAIN_DEPTH, filename);
         return -ELOOP;
+    }
+    if (stat(filename, &st) == 0) {
+        me.dev = st.st_dev;
+        me.ino = st.st_ino;
+        for (const struct chain_seen *c = up; c; c = c->up)
+            if (c->dev == me.dev && c->ino == me.ino) {
+                fq_seterr(err, "Backing file '%s' creates an infinite loop.", filename);
+                return -ELOOP;
+            }
     }
     if (ro)
         fflags |= FQ_FILE_RDONLY;
@@ -177,12 +196,17 @@ int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *for
                      "(--backing-format probe)");
             r = -EINVAL;
         } else {
-            r = path ? fq_bdev_open_chain(ctx, path, bfmt, &bo, depth + 1, &top->backing, berr)
+            r = path ? open_chain(ctx, path, bfmt, &bo, depth + 1, &me, &top->backing, berr)
                      : -ENOMEM;
         }
         if (r < 0) {
-            fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
-                      berr[0] ? berr : strerror(-r));
+            /* the deepest failure names its file: pass it up as it is */
+            static const char nested[] = "Could not open backing file";
+            if (!memcmp(berr, nested, FQ_MIN(sizeof(nested) - 1, strlen(berr) + 1)) || r == -ELOOP)
+                fq_seterr(err, "%s", berr);
+            else
+                fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
+                          berr[0] ? berr : strerror(-r));
             free(path);
             fq_bdev_close(top);
             return r;
@@ -191,4 +215,11 @@ int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *for
     }
     *out = top;
     return 0;
+}
+
+int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                       const struct fq_open_opts *opts, int depth,
+                       struct fq_bdev **out, char *err)
+{
+    return open_chain(ctx, filename, format, opts, depth, NULL, out, err);
 }

@@ -7,6 +7,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "bdev.h"
 #include "offload.h"
@@ -474,6 +475,15 @@ int fq_measure(const struct fq_create_opts *t, struct fq_image *src,
 
 /* ---- rebase ---- */
 
+/* True if both names are the same file (after symlinks). */
+static bool same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
+
 /* "dir/of/image" + "name": a backing file name as the chain opens it. */
 static char *resolve_name(const char *image, const char *name)
 {
@@ -560,6 +570,16 @@ int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err)
         fq_seterr(err, "Requests are in flight on the image");
         return -EBUSY;
     }
+    if (name) {
+        /* never a chain that comes back to this image */
+        char *path = resolve_name(bs->filename, name);
+        bool loop = path && same_file(path, bs->filename);
+        free(path);
+        if (loop) {
+            fq_seterr(err, "Backing file '%s' creates an infinite loop.", name);
+            return -ELOOP;
+        }
+    }
     if (o->unsafe)
         return qcow2_set_backing(s, name, o->backing_format, err);
     if (name) {
@@ -577,6 +597,12 @@ int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err)
             return r;
         }
         free(path);
+        for (struct fq_bdev *b = nb; b; b = b->backing)
+            if (b->filename && same_file(b->filename, bs->filename)) {
+                fq_seterr(err, "Backing file '%s' creates an infinite loop.", b->filename);
+                fq_bdev_close(nb);
+                return -ELOOP;
+            }
     }
     r = rebase_copy(s, nb, o);
     if (r == 0) {

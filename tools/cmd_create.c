@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "img.h"
 
@@ -179,6 +180,18 @@ int img_create(struct cspec *c)
     if (c->val[K_BFILE] && is_raw(c)) {
         tool_error("%s: Backing file not supported for file format '%s'", c->file, c->fmt);
         return -1;
+    }
+    if (c->val[K_BFILE]) {
+        /* the same name, or the same file under another name */
+        struct stat sa, sb;
+        img_path_combine(c->file, c->val[K_BFILE], path, sizeof(path));
+        if (!strcmp(c->file, c->val[K_BFILE]) ||
+            (stat(c->file, &sa) == 0 && stat(path, &sb) == 0 && sa.st_dev == sb.st_dev &&
+             sa.st_ino == sb.st_ino)) {
+            tool_error("%s: Error: Trying to create an image with the same filename as the "
+                       "backing file", c->file);
+            return -1;
+        }
     }
     if (c->val[K_BFILE] && !c->unsafe) {   /* a size may come from the backing file */
         img_path_combine(c->file, c->val[K_BFILE], path, sizeof(path));

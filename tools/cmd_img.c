@@ -15,10 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "img.h"
 
-#define MAX_CHAIN 64   /* longest backing chain that info and map follow */
+#define MAX_CHAIN 256  /* longest backing chain that info and map follow */
 
 /* ---- info ----------------------------------------------------------------- */
 
@@ -142,6 +143,8 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
     return 0;
 }
 
+static bool chain_names(const char *file, const char *fmt, char (*names)[4096]);
+
 int cmd_info(int argc, char **argv)
 {
     static const char usage[] =
@@ -158,6 +161,15 @@ int cmd_info(int argc, char **argv)
         return img_usage_err("Expecting one image file name");
     snprintf(name[0], sizeof(name[0]), "%s", argv[optind]);
     snprintf(fmt[0], sizeof(fmt[0]), "%s", a.fmt ? a.fmt : "");
+    if (a.chain && !chain_names(argv[optind], a.fmt, name)) {
+        /* as qemu-img: nothing printed for a chain that loops */
+        int d = 0;
+        while (d < MAX_CHAIN && name[d + 1][0])
+            d++;
+        tool_error("Backing file '%s' creates an infinite loop.", name[d]);
+        return 1;
+    }
+    snprintf(name[0], sizeof(name[0]), "%s", argv[optind]);
     if (a.chain && a.json)
         jw_open(&w, NULL, '[');
     for (int n = 0; n == 0 || (a.chain && name[n][0]); n++) {
@@ -342,9 +354,13 @@ static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*
     return 0;
 }
 
-/* names[d]: the file of layer d of the chain, named as qemu names it. */
-static void chain_names(const char *file, const char *fmt, char (*names)[4096])
+/* names[d]: the file of layer d of the chain, named as qemu names it.
+ * Returns false if the chain comes back to a file already in it (the same
+ * file under any name); names[d] of the last layer is then that file. */
+static bool chain_names(const char *file, const char *fmt, char (*names)[4096])
 {
+    static struct stat seen[MAX_CHAIN + 1];
+
     snprintf(names[0], 4096, "%s", file);
     for (int d = 0; d < MAX_CHAIN; d++) {
         struct fq_open_opts o;
@@ -352,17 +368,22 @@ static void chain_names(const char *file, const char *fmt, char (*names)[4096])
         struct fq_info in;
 
         names[d + 1][0] = '\0';
+        if (stat(names[d], &seen[d]) == 0)
+            for (int i = 0; i < d; i++)
+                if (seen[i].st_dev == seen[d].st_dev && seen[i].st_ino == seen[d].st_ino)
+                    return false;
         tool_open_opts_init(&o);
         o.format = d == 0 ? fmt : NULL;
         o.readonly = o.no_backing = o.check_mode = 1;
         if (fq_open(names[d], &o, &img, NULL) < 0)
-            return;
+            return true;
         int r = fq_get_info(img, &in);
         fq_close(img);
         if (r < 0 || !in.backing_file[0])
-            return;
+            return true;
         img_path_combine(names[d], in.backing_file, names[d + 1], 4096);
     }
+    return true;
 }
 
 int cmd_map(int argc, char **argv)

@@ -1,16 +1,22 @@
 #!/bin/bash
-# test-backing-format.sh: a backing file whose format the image does not
+# test-backing-open.sh: how backing chains are opened.
+# Formats: a backing file whose format the image does not
 # record (as images made before backing formats were required are) is
 # refused with a clear message unless the user names the format or asks
 # for probing (--backing-format FMT|probe, FASTQCOW_BACKING_FORMAT); the
 # image then reads as qemu reads it. A raw disk that starts with qcow2's
 # magic is never taken for qcow2 unless probing is asked for.
+# Loops: a chain that comes back to one of its files, under any name
+# (absolute path, ./name, a symlink), is refused with qemu's message by
+# every subcommand, info --backing-chain printing nothing; rebase and
+# create never make one; a long chain
+# (70 images) opens, and one past the limit fails naming the file.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v python3 >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io/python3 not installed"; exit 77; }
-T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/backing-format.XXXXXX") || exit 1
+T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/backing-open.XXXXXX") || exit 1
 trap 'rm -rf "$T"' EXIT
 cd "$T" || exit 1
 fail=0
@@ -84,4 +90,49 @@ F compare -q -F raw rec.qcow2 base.raw || bad "recorded format"
 # bad option values
 F --backing-format vmdk info top.qcow2 >/dev/null 2>&1 && bad "--backing-format vmdk accepted"
 F --backing-format >/dev/null 2>&1 && bad "--backing-format without a value accepted"
+# loops under other names
+mkdir lp && cd lp || exit 1
+qemu-img create -q -f qcow2 a.qcow2 1M
+qemu-img create -q -f qcow2 -b a.qcow2 -F qcow2 b.qcow2
+ln -s b.qcow2 c.qcow2
+for name in "$PWD/b.qcow2" ./c.qcow2 b.qcow2 "../lp/b.qcow2"; do
+    qemu-img rebase -u -b "$name" -F qcow2 a.qcow2
+    for cmd in "info --backing-chain" "io -c read0" "map" "compare b.qcow2" "convert -O raw"; do
+        case $cmd in
+        "io -c read0") args=(io -c 'read 0 4k' b.qcow2) ;;
+        "convert -O raw") args=(convert -O raw b.qcow2 out.raw) ;;
+        *) read -ra args <<<"$cmd"; args+=(b.qcow2) ;;
+        esac
+        out=$(timeout 20 "$FASTQCOW" "${args[@]}" 2>&1); rc=$?
+        want=1; [ "${args[0]}" = compare ] && want=2    # compare: 2 on errors
+        [ $rc = $want ] || bad "loop via '$name': $cmd exit $rc"
+        case $out in
+        *"creates an infinite loop"*) ;;
+        *) bad "loop via '$name': $cmd: ${out:0:200}" ;;
+        esac
+        [ ${#out} -lt 600 ] || bad "loop via '$name': $cmd printed ${#out} bytes"
+    done
+done
+# no command makes a loop: rebase onto the image itself or onto an image
+# whose chain holds it, create over its own backing file
+qemu-img rebase -u -b "" a.qcow2
+qemu-img create -q -f qcow2 s.qcow2 1M
+qemu-img create -q -f qcow2 -b s.qcow2 -F qcow2 s2.qcow2
+cp s.qcow2 s.orig
+for cmd in "rebase -b s.qcow2 -F qcow2 s.qcow2" "rebase -u -b ./s.qcow2 -F qcow2 s.qcow2" \
+           "rebase -b s2.qcow2 -F qcow2 s.qcow2" "create -q -f qcow2 -b s.qcow2 -F qcow2 s.qcow2 1M" \
+           "create -q -f qcow2 -b ./c.qcow2 -F qcow2 b.qcow2 1M"; do
+    cp b.qcow2 b.orig
+    read -ra args <<<"$cmd"
+    timeout 20 "$FASTQCOW" "${args[@]}" >/dev/null 2>&1 && bad "'$cmd' succeeded"
+    cmp -s s.qcow2 s.orig && cmp -s b.qcow2 b.orig || bad "'$cmd' changed an image"
+done
+cd .. || exit 1
+# a chain of 70 images opens and reads through to the bottom
+qemu-img create -q -f qcow2 d0.qcow2 1M
+qemu-io -c 'write -P 0x77 0 4k' d0.qcow2 >/dev/null
+for i in $(seq 1 69); do qemu-img create -q -f qcow2 -b d$((i - 1)).qcow2 -F qcow2 d$i.qcow2; done
+F io -c 'read -P 0x77 0 4k' d69.qcow2 | grep -q 'verification failed' && bad "70-deep chain content"
+F io -c 'read -P 0x77 0 4k' d69.qcow2 >/dev/null 2>&1 || bad "70-deep chain refused"
+[ "$(F info --backing-chain d69.qcow2 | grep -c '^image:')" = 70 ] || bad "70-deep info --backing-chain"
 exit $fail
