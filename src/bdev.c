@@ -89,8 +89,17 @@ void fq_bdev_close(struct fq_bdev *bs)
 static int open_format(struct fq_bdev *file, const char *format, const struct fq_open_opts *opts,
                        bool readonly, struct fq_bdev **out, char *err)
 {
-    if (!format)
+    if (!format) {
+        uint8_t m[6];
+        /* a LUKS container is not a raw disk: never hand out its ciphertext */
+        if (file->size >= 6 && fq_bdev_pread_sync(file, m, 6, 0) == 0 &&
+            !memcmp(m, "LUKS\xba\xbe", 6)) {
+            fq_seterr(err, "'%s' is a LUKS encrypted image: encryption is not supported yet",
+                      file->filename ? file->filename : "the image");
+            return -ENOTSUP;
+        }
         format = fq_qcow2_probe(file) ? "qcow2" : "raw";
+    }
     if (!strcmp(format, "raw"))
         return fq_raw_open(file, out, err);
     if (!strcmp(format, "qcow2")) {

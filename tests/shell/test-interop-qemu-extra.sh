@@ -189,7 +189,9 @@ cmp -s cor.qcow2 cor.orig || bad "corrupt bit: the image was modified"
 qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=luks,encrypt.key-secret=s0 luks.qcow2 16M
 qemu-img create -q -f qcow2 --object secret,id=s0,data=pw -o encrypt.format=aes,encrypt.key-secret=s0 aes.qcow2 16M 2>/dev/null
 qemu-img create -q -f qcow2 -o data_file=ext.raw df.qcow2 16M
-for i in luks.qcow2 aes.qcow2 df.qcow2; do
+# a bare LUKS container: never probed as a raw disk
+qemu-img create -q -f luks --object secret,id=s0,data=pw -o key-secret=s0,iter-time=10 bare.luks 4M
+for i in luks.qcow2 aes.qcow2 df.qcow2 bare.luks; do
     [ -f $i ] || continue
     for c in info check map "io -c read\ 0\ 4k" "convert -O raw"; do
         eval "\"\$FASTQCOW\" $c $i $([ "$c" = "convert -O raw" ] && echo x.raw)" >out 2>&1
