@@ -289,6 +289,19 @@ struct fq_snapshot {
  * fq_snapshot_list_free. Works on read-only images. */
 int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count);
 void fq_snapshot_list_free(struct fq_snapshot *list, int count);
+/* Persistent dirty bitmaps the image records (qcow2 v3 with its bitmaps
+ * bit set). fastqcow does not maintain them: a read-write open flags each
+ * one in use (inconsistent), so that no reader trusts a stale bitmap. */
+#define FQ_BITMAP_IN_USE 1u        /* inconsistent: not saved by its last writer */
+#define FQ_BITMAP_AUTO   2u        /* enabled: tracks writes */
+struct fq_bitmap {
+    char name[1024];
+    uint64_t granularity;      /* bytes covered by one bit */
+    unsigned flags;            /* FQ_BITMAP_* */
+};
+/* List them into *out (free() it; NULL when there are none). Returns 0,
+ * or -EINVAL with a message in err if the bitmap directory is damaged. */
+int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, char *err);
 /* Take a snapshot of the current state, named `name`; its ID is the next
  * free number. */
 int fq_snapshot_create(struct fq_image *img, const char *name, char *err);

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "bdev.h"
+#include "qcow2.h"
 #include "util.h"
 
 struct fq_image {
@@ -357,4 +358,17 @@ int fq_check(struct fq_image *img, unsigned repair, struct fq_check_result *res,
     if (!img->top->ops->check)
         return -ENOTSUP;
     return img->top->ops->check(img->top, repair, res, msg, opaque);
+}
+
+int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, char *err)
+{
+    struct fq_bdev *bs = fq_image_bdev(img);
+
+    *out = NULL;
+    *count = 0;
+    if (err)
+        err[0] = '\0';
+    if (strcmp(bs->ops->name, "qcow2"))
+        return 0;          /* raw images hold none */
+    return qcow2_bitmap_list(bs->priv, out, count, err);
 }

@@ -245,6 +245,8 @@ int qcow2_bitmaps_size(struct qcow2 *s, uint64_t cs, uint64_t *out, char *err);
  * -EINVAL (message in err) if the directory is damaged or not in clusters
  * of its own, or an I/O error. */
 int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err);
+/* The bitmaps of the directory (fq_bitmap_list). */
+int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char *err);
 /* Mark the image corrupt on disk and in memory; `why` is logged. */
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
 

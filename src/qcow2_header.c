@@ -569,3 +569,37 @@ int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err)
     free(dir);
     return r;
 }
+
+int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char *err)
+{
+    uint8_t *dir;
+    uint32_t nb;
+    uint64_t dsize, doff, pos = 0;
+    int r;
+
+    *out = NULL;
+    *count = 0;
+    if (!(s->autoclear & QCOW2_AUTOCLEAR_BITMAPS))
+        return 0;          /* the directory is stale: there are none */
+    if ((r = bitmap_dir_load(s, &dir, &nb, &dsize, &doff, err)) <= 0)
+        return r;
+    struct fq_bitmap *l = calloc(nb, sizeof(*l));
+    if (!l) {
+        free(dir);
+        return -ENOMEM;
+    }
+    for (uint32_t i = 0; i < nb; i++) {
+        const uint8_t *e = dir + pos;
+        uint32_t flags = fq_be32(e + 12), extra = fq_be32(e + 20);
+        uint16_t name = fq_be16(e + 18);
+        l[i].granularity = 1ull << e[17];
+        l[i].flags = (flags & 1 ? FQ_BITMAP_IN_USE : 0) | (flags & 2 ? FQ_BITMAP_AUTO : 0);
+        snprintf(l[i].name, sizeof(l[i].name), "%.*s", (int)FQ_MIN(name, sizeof(l[i].name) - 1),
+                 (const char *)e + 24 + extra);
+        pos += bitmap_entry_size(extra, name);
+    }
+    free(dir);
+    *out = l;
+    *count = (int)nb;
+    return 0;
+}

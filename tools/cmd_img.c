@@ -45,6 +45,15 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
     int nsn = 0;
     if (r == 0 && in.nb_snapshots)
         fq_snapshot_list(img, &sn, &nsn);   /* as qemu-img: a bad table is not fatal */
+    struct fq_bitmap *bm = NULL;
+    int nbm = 0;
+    char berr[FQ_ERR_MAX] = "";
+    if (r == 0 && fq_bitmap_list(img, &bm, &nbm, berr) < 0) {
+        tool_error("Could not open '%s': %s", file, berr);   /* as qemu: unusable */
+        fq_snapshot_list_free(sn, nsn);
+        fq_close(img);
+        return -1;
+    }
     fq_close(img);
     if (r < 0) {
         tool_error("%s: Could not get the image information: %s", file, strerror(-r));
@@ -93,6 +102,22 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
             jw_str(w, "compression-type", ct);
             if (v3)
                 jw_bool(w, "lazy-refcounts", in.lazy_refcounts);
+            if (nbm) {
+                jw_open(w, "bitmaps", '[');
+                for (int i = 0; i < nbm; i++) {
+                    jw_open(w, NULL, '{');
+                    jw_open(w, "flags", '[');
+                    if (bm[i].flags & FQ_BITMAP_IN_USE)
+                        jw_str(w, NULL, "in-use");
+                    if (bm[i].flags & FQ_BITMAP_AUTO)
+                        jw_str(w, NULL, "auto");
+                    jw_close(w, ']');
+                    jw_str(w, "name", bm[i].name);
+                    jw_int(w, "granularity", (int64_t)bm[i].granularity);
+                    jw_close(w, '}');
+                }
+                jw_close(w, ']');
+            }
             jw_int(w, "refcount-bits", in.refcount_bits);
             if (v3) {
                 jw_bool(w, "corrupt", in.corrupt);
@@ -110,6 +135,7 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
         jw_bool(w, "dirty-flag", in.dirty);
         jw_close(w, '}');
         fq_snapshot_list_free(sn, nsn);
+        free(bm);
         return 0;
     }
     img_size_str(vsize, vs, sizeof(vs));
@@ -135,6 +161,19 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
         printf("Format specific information:\n    compat: %s\n    compression type: %s\n", compat, ct);
     if (qcow2 && v3)
         printf("    lazy refcounts: %s\n", in.lazy_refcounts ? "true" : "false");
+    if (nbm)
+        printf("    bitmaps:\n");
+    for (int i = 0; i < nbm; i++) {
+        int k = 0;
+        printf("        [%d]:\n            flags:\n", i);
+        if (bm[i].flags & FQ_BITMAP_IN_USE)
+            printf("                [%d]: in-use\n", k++);
+        if (bm[i].flags & FQ_BITMAP_AUTO)
+            printf("                [%d]: auto\n", k++);
+        printf("            name: %s\n            granularity: %" PRIu64 "\n", bm[i].name,
+               bm[i].granularity);
+    }
+    free(bm);
     if (qcow2)
         printf("    refcount bits: %d\n", in.refcount_bits);
     if (qcow2 && v3)

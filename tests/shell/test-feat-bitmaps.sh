@@ -4,7 +4,8 @@
 # (inconsistent) before the first write and keeps it accounted for, so
 # qemu-img check stays clean, qemu-img lists them as in use and can remove
 # them; a damaged bitmap directory is dropped by clearing the bitmaps bit
-# (leaked clusters at worst, never a write into it). `measure` reports the
+# (leaked clusters at worst, never a write into it). `info` lists them as
+# qemu-img does (human and json). `measure` reports the
 # bytes the bitmaps need ("bitmaps size") as qemu-img does.
 # SPDX-License-Identifier: MIT
 set -u
@@ -34,6 +35,14 @@ for opts in "" "cluster_size=4k" "cluster_size=2M,refcount_bits=64" "extended_l2
         F measure --output=json -O qcow2 $t a.qcow2 >f.out
         cmp -s q.out f.out || { bad "$tag measure --output=json $t"; diff q.out f.out; }
     done
+    # info lists them as qemu-img does, before and after a write
+    infos() {
+        for o in human json; do
+            qemu-img info --output=$o a.qcow2 >q.out; F info --output=$o a.qcow2 >f.out
+            cmp -s q.out f.out || { bad "$tag info --output=$o ($1)"; diff q.out f.out | head -20; }
+        done
+    }
+    infos "as made"
     # reading changes nothing
     cp a.qcow2 before.qcow2
     F io -r -c 'read -P 7 0 1M' a.qcow2 >/dev/null || bad "$tag read"
@@ -47,6 +56,7 @@ import json, sys
 bm = json.load(sys.stdin)["format-specific"]["data"].get("bitmaps", [])
 print(sum("in-use" in b["flags"] for b in bm), len(bm))')
     [ "$n" = "3 3" ] || bad "$tag bitmaps in use / listed: $n (want 3 3)"
+    infos "after a write"
     qemu-io -c 'read -P 7 0 1M' -c 'read -P 9 1M 64k' a.qcow2 | grep -q 'verification failed' &&
         bad "$tag content"
     # qemu can drop them again, and then the image is clean
