@@ -336,12 +336,25 @@ int fq_map(struct fq_image *img, uint64_t off, uint64_t len, struct fq_map_entry
         out->depth = depth;
         if ((out->flags & FQ_MAP_ALLOCATED) || !bs->backing)
             break;
-        if (off >= bs->backing->size) {
+        uint64_t bsize = bs->backing->size, bvis = FQ_ALIGN_UP(bsize, 512);
+        if (off >= bvis) {
             /* beyond the backing file: zeros, not allocated anywhere */
             out->flags = FQ_MAP_ZERO;
             break;
         }
-        uint64_t l = FQ_MIN(out->length, bs->backing->size - off);
+        if (off >= bsize) {
+            /* the rest of its last 512-byte sector (devices are counted in
+             * sectors, as qemu counts them): the backing file's, as zeros */
+            out->length = FQ_MIN(out->length, bvis - off);
+            out->flags = FQ_MAP_ZERO | FQ_MAP_ALLOCATED;
+            if (!strcmp(bs->backing->ops->name, "raw")) {
+                out->flags |= FQ_MAP_OFFSET;
+                out->host_offset = off;
+            }
+            out->depth = depth + 1;
+            break;
+        }
+        uint64_t l = FQ_MIN(out->length, bsize - off);
         len = l;
         bs = bs->backing;
         depth++;

@@ -80,6 +80,14 @@ same -f raw --output=json hole.raw
 same -f raw hole.raw
 same --output=xml top.qcow2
 same nonexist.qcow2
+# raw backing files whose length is not a multiple of 512 (data and hole)
+truncate -s 1000001 odd1.raw odd2.raw
+qio -f raw -c 'write -P 1 0 1000001' odd1.raw
+for b in odd1 odd2; do
+    qemu-img create -q -f qcow2 -b $b.raw -F raw $b.qcow2 1M
+    same --output=json $b.qcow2
+    same $b.qcow2
+done
 
 [ $fail = 0 ] && echo "PASS: map"
 exit $fail
