@@ -72,6 +72,8 @@ struct fq_bdev {
     struct fq_ctx *ctx;
     uint64_t size;           /* bytes visible to users of this device */
     bool readonly;
+    bool growable;           /* a regular file: may be extended ahead with
+                                allocated blocks (qcow2 allocating writes) */
     unsigned align;          /* offsets and lengths must be multiples */
     struct fq_bdev *child;   /* the device this one stores its data on */
     struct fq_bdev *backing; /* backing device (qcow2), or NULL */

@@ -588,6 +588,7 @@ int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     p->fd = fd;
     p->is_blk = S_ISBLK(st.st_mode);
     p->waiting_tail = &p->waiting;
+    bs->growable = S_ISREG(st.st_mode) && !(flags & FQ_FILE_RDONLY);
     bs->size = (uint64_t)st.st_size;
     if (p->is_blk) {
         uint64_t sz = 0;

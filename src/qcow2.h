@@ -224,6 +224,11 @@ struct qcow2 {
                                  refcount drops to 0 (qcow2_refcount.c). */
     int sparse_prealloc;      /* -1 unknown; 1: many allocated clusters are
                                  holes in the file (metadata preallocation) */
+    /* the file extended ahead of allocating writes (qcow2_extend_ahead):
+     * blocks up to ahead_end are allocated; ahead_base is the file length
+     * before the first extension (0 = none yet) */
+    uint64_t ahead_end, ahead_base;
+    bool ahead_off;           /* the file cannot, or an extension failed */
 };
 
 /* ---- qcow2_header.c ---- */
@@ -277,6 +282,14 @@ int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n);
 /* Ordered write-back: refblocks, flush, L2 tables, flush, L1 + header,
  * flush; then apply deferred frees. */
 int qcow2_writeback(struct qcow2 *s);
+/* Fresh data clusters [start, end) (host offsets) are about to be
+ * written: make sure the file's blocks there and past them are allocated
+ * (extending the file ahead in steps), so that data writes are not
+ * extending writes, which the kernel performs one at a time. Best effort:
+ * nothing is reported. */
+void qcow2_extend_ahead(struct qcow2 *s, uint64_t start, uint64_t end);
+/* At close: cut what the extensions left past the last cluster in use. */
+void qcow2_trim_ahead(struct qcow2 *s);
 /* Flush the file; a success pays any flush owed. */
 int qcow2_flush_file(struct qcow2 *s);
 /* Write back every dirty table and refcount block, then flush. */

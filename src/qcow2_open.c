@@ -45,8 +45,8 @@ static void qcow2_close(struct fq_bdev *bs)
     struct qcow2 *s = bs->priv;
 
     if (!s->readonly && !s->corrupt) {
-        qcow2_writeback(s);
-        fq_bdev_flush_sync(s->file);
+        if (qcow2_writeback(s) == 0 && fq_bdev_flush_sync(s->file) == 0)
+            qcow2_trim_ahead(s);
     }
     qcow2_free_state(s);
 }

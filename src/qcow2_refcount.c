@@ -399,6 +399,82 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
     return 0;
 }
 
+/* Host offset just past the last cluster whose refcount is not 0. */
+static int used_end(struct qcow2 *s, uint64_t *out)
+{
+    *out = 0;
+    for (uint64_t ri = FQ_MIN(s->rt_hi, s->rt_entries); ri-- > 0;) {
+        struct qcache_entry *e;
+        int r = get_block(s, ri, &e);
+        if (r < 0)
+            return r;
+        if (!e)
+            continue;
+        for (uint64_t i = 1ull << s->rb_bits; i-- > 0;)
+            if (rb_entry_get(s, e->data, i)) {
+                *out = ((ri << s->rb_bits) + i + 1) << s->cluster_bits;
+                break;
+            }
+        qcache_put(&s->rb_cache, e);
+        if (*out)
+            return 0;
+    }
+    return 0;
+}
+
+void qcow2_extend_ahead(struct qcow2 *s, uint64_t start, uint64_t end)
+{
+    uint64_t cs = s->cluster_size, used;
+
+    /* one allocating write at a time gains nothing (one extending write
+     * is as fast as a write into allocated blocks, and costs no call):
+     * extend only while others are in flight */
+    if (s->ahead_off || !s->file->growable || end <= s->ahead_end || !s->allocs)
+        return;
+    if (!s->ahead_base) {
+        int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file) : -1;
+        if (flen <= 0) {
+            s->ahead_off = true;
+            return;
+        }
+        s->ahead_base = s->ahead_end = FQ_ALIGN_UP((uint64_t)flen, cs);
+        if (end <= s->ahead_end)
+            return;
+    }
+    /* Only past every cluster whose refcount is not 0 (but the caller's
+     * fresh clusters [start, end), not written yet): whatever may hold
+     * live data (in flight, in the cache or on disk) has a reference, so
+     * what lies past them and past earlier extensions is free. */
+    if (used_end(s, &used) < 0) {
+        s->ahead_off = true;
+        return;
+    }
+    /* steps of an eighth of the file, 1 to 64 MiB: few calls, little
+     * left to cut at close */
+    uint64_t step = FQ_ALIGN_UP(FQ_MIN(FQ_MAX(s->ahead_end / 8, 1ull << 20), 64ull << 20), cs);
+    uint64_t from = FQ_MAX(s->ahead_end, used), to = FQ_ALIGN_UP(end, cs) + step;
+    if (used == end)
+        from = FQ_MAX(s->ahead_end, start);   /* [start, end) is the caller's, unwritten */
+    struct fq_req zr = { .op = FQ_OP_WRITE_ZEROES, .off = from, .len = to - from,
+                         .tag = FQ_TAG_OTHER_META };
+    if (s->file->ops->io_sync(s->file, &zr) < 0) {
+        s->ahead_off = true;     /* not supported here, or no space: plain writes */
+        return;
+    }
+    s->ahead_end = to;
+}
+
+void qcow2_trim_ahead(struct qcow2 *s)
+{
+    uint64_t end;
+
+    if (!s->ahead_base || s->ahead_end <= s->ahead_base || used_end(s, &end) < 0 || !end)
+        return;
+    end = FQ_MAX(end, s->ahead_base);
+    if (end < s->ahead_end && s->file->ops->truncate)
+        s->file->ops->truncate(s->file, end);
+}
+
 int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n)
 {
     struct qfree f = { off, n };

@@ -502,6 +502,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     r = qcow2_alloc_clusters(s, n, &t->host);
     if (r < 0)
         goto fail;
+    qcow2_extend_ahead(s, t->host, t->host + n * cs);
     t->n = n;
     t->wguest = q->pos;
     t->wlen = wend - q->pos;
@@ -560,6 +561,7 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
         qcache_put(&s->l2_cache, l2);
         if ((r = qcow2_alloc_clusters(s, 1, &host)) < 0)
             goto fail;
+        qcow2_extend_ahead(s, host, host + cs);
         t->n = 1;
     } else if (qcow2_overlaps_metadata(s, host, cs)) {
         qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",

@@ -67,13 +67,13 @@ both -f raw -o preallocation=falloc pre.raw 1M
 # as qemu-img's images take, within 10%), read as zeros, check clean
 for mode in falloc full; do
     for cs in 64k 4k; do
-        rm -f pf.qcow2 pq.qcow2
-        "$FASTQCOW" create -q -f qcow2 -o preallocation=$mode,cluster_size=$cs pf.qcow2 8M || bad "create $mode $cs"
-        qemu-img create -q -f qcow2 -o preallocation=$mode,cluster_size=$cs pq.qcow2 8M
-        f=$(du -k pf.qcow2 | cut -f1) q=$(du -k pq.qcow2 | cut -f1)
+        rm -f "$T/pf.qcow2" "$T/pq.qcow2"
+        "$FASTQCOW" create -q -f qcow2 -o preallocation=$mode,cluster_size=$cs "$T/pf.qcow2" 8M || bad "create $mode $cs"
+        qemu-img create -q -f qcow2 -o preallocation=$mode,cluster_size=$cs "$T/pq.qcow2" 8M
+        f=$(du -k "$T/pf.qcow2" | cut -f1) q=$(du -k "$T/pq.qcow2" | cut -f1)
         [ $((f * 10)) -ge $((q * 9)) ] || bad "preallocation=$mode,cluster_size=$cs: $f KiB on disk, qemu-img $q KiB"
-        qemu-img check -q pf.qcow2 || bad "preallocation=$mode,cluster_size=$cs: qemu-img check"
-        qemu-img compare -q pf.qcow2 pq.qcow2 || bad "preallocation=$mode,cluster_size=$cs: content"
+        qemu-img check -q "$T/pf.qcow2" || bad "preallocation=$mode,cluster_size=$cs: qemu-img check"
+        qemu-img compare -q "$T/pf.qcow2" "$T/pq.qcow2" || bad "preallocation=$mode,cluster_size=$cs: content"
     done
 done
 
