@@ -271,6 +271,10 @@ void qcache_discard(struct qcache *c, uint64_t offset);
 
 /* ---- qcow2_refcount.c ---- */
 int qcow2_load_refcount_table(struct qcow2 *s, char *err);
+/* Entry i of a refcount block of `bits`-bit entries; set it to v (which
+ * fits the width). */
+uint64_t qcow2_rc_entry(const uint8_t *blk, unsigned bits, uint64_t i);
+void qcow2_rc_set_entry(uint8_t *blk, unsigned bits, uint64_t i, uint64_t v);
 /* Refcount of host cluster number `cluster`. */
 int qcow2_get_refcount(struct qcow2 *s, uint64_t cluster, uint64_t *out);
 /* Add `delta` to the refcount of n clusters starting at host offset `off`. */

@@ -33,38 +33,6 @@
 
 /* ---- refcount width ---- */
 
-/* Entry i of a refcount block of `bits`-bit entries (below 8 bits, entry
- * i sits at bit (i * bits) % 8 of byte i * bits / 8, as the format says). */
-static uint64_t rc_get(const uint8_t *blk, unsigned bits, uint64_t i)
-{
-    switch (bits) {
-    case 64: return fq_be64(blk + i * 8);
-    case 32: return fq_be32(blk + i * 4);
-    case 16: return fq_be16(blk + i * 2);
-    case 8: return blk[i];
-    default: {
-        uint64_t bit = i * bits;
-        return (blk[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
-    }
-    }
-}
-
-/* Set entry i of a zero-initialised block of `bits`-bit entries to v
- * (v fits: the caller checked it against the width). */
-static void rc_put(uint8_t *blk, unsigned bits, uint64_t i, uint64_t v)
-{
-    switch (bits) {
-    case 64: fq_put_be64(blk + i * 8, v); break;
-    case 32: fq_put_be32(blk + i * 4, (uint32_t)v); break;
-    case 16: fq_put_be16(blk + i * 2, (uint16_t)v); break;
-    case 8: blk[i] = (uint8_t)v; break;
-    default: {
-        uint64_t bit = i * bits;
-        blk[bit / 8] |= (uint8_t)(v << (bit % 8));
-    }
-    }
-}
-
 /* Reads the current refcounts cluster by cluster, holding one refcount
  * block (of the current width) at a time. */
 struct rc_reader {
@@ -95,7 +63,7 @@ static int rc_read(struct rc_reader *rd, uint64_t c, uint64_t *v)
         }
         rd->ri = ri;
     }
-    *v = rd->e ? rc_get(rd->e->data, s->refcount_bits, c & ((1ull << s->rb_bits) - 1)) : 0;
+    *v = rd->e ? qcow2_rc_entry(rd->e->data, s->refcount_bits, c & ((1ull << s->rb_bits) - 1)) : 0;
     return 0;
 }
 
@@ -249,7 +217,7 @@ static int plan_write(struct qcow2 *s, struct rc_plan *p, char *err)
             if (c < p->end && (r = rc_read(&rd, c, &v)) < 0)
                 break;
             if (v)
-                rc_put(blk, p->bits, c - i * per, v);
+                qcow2_rc_set_entry(blk, p->bits, c - i * per, v);
         }
         n++;
         if (r == 0 && (n == batch || i == last)) {

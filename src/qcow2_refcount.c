@@ -68,26 +68,24 @@ int qcow2_load_refcount_table(struct qcow2 *s, char *err)
 
 /* ---- refcount block entries of any width ---- */
 
-static uint64_t rb_entry_get(const struct qcow2 *s, const uint8_t *blk, uint64_t i)
+uint64_t qcow2_rc_entry(const uint8_t *blk, unsigned bits, uint64_t i)
 {
-    unsigned bits = s->refcount_bits;
-
     switch (bits) {
     case 64: return fq_be64(blk + i * 8);
     case 32: return fq_be32(blk + i * 4);
     case 16: return fq_be16(blk + i * 2);
     case 8: return blk[i];
     default: {
+        /* below 8 bits, entry i sits at bit (i * bits) % 8 of byte
+         * i * bits / 8, as the format says */
         uint64_t bit = i * bits;
         return (blk[bit / 8] >> (bit % 8)) & ((1u << bits) - 1);
     }
     }
 }
 
-static void rb_entry_set(const struct qcow2 *s, uint8_t *blk, uint64_t i, uint64_t v)
+void qcow2_rc_set_entry(uint8_t *blk, unsigned bits, uint64_t i, uint64_t v)
 {
-    unsigned bits = s->refcount_bits;
-
     switch (bits) {
     case 64: fq_put_be64(blk + i * 8, v); break;
     case 32: fq_put_be32(blk + i * 4, (uint32_t)v); break;
@@ -99,6 +97,16 @@ static void rb_entry_set(const struct qcow2 *s, uint8_t *blk, uint64_t i, uint64
         blk[bit / 8] = (uint8_t)((blk[bit / 8] & ~mask) | ((v << (bit % 8)) & mask));
     }
     }
+}
+
+static uint64_t rb_entry_get(const struct qcow2 *s, const uint8_t *blk, uint64_t i)
+{
+    return qcow2_rc_entry(blk, s->refcount_bits, i);
+}
+
+static void rb_entry_set(const struct qcow2 *s, uint8_t *blk, uint64_t i, uint64_t v)
+{
+    qcow2_rc_set_entry(blk, s->refcount_bits, i, v);
 }
 
 /* Load the refcount block for table index `ri`; NULL entry if none. */
