@@ -24,18 +24,6 @@
 
 /* ---- shared ------------------------------------------------------------------ */
 
-/* qemu's size_to_str: three significant digits of the largest fitting unit. */
-static void vm_size_str(uint64_t v, char *buf, size_t n)
-{
-    static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-    double div = 1;
-    int i = 0;
-
-    for (; i < 6 && (double)v >= 1000.0 * div; i++)
-        div *= 1024;
-    snprintf(buf, n, "%0.3g %s", (double)v / div, unit[i]);
-}
-
 void img_snapshot_dump(const struct fq_snapshot *v, int n)
 {
     printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
@@ -46,7 +34,7 @@ void img_snapshot_dump(const struct fq_snapshot *v, int n)
         struct tm tm;
         uint64_t ms = v[i].vm_clock_nsec / 1000000;
 
-        vm_size_str(v[i].vm_state_size, size, sizeof(size));
+        img_size_str(v[i].vm_state_size, size, sizeof(size));
         if (localtime_r(&t, &tm))
             strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
         snprintf(clock, sizeof(clock), "%02" PRIu64 ":%02u:%02u.%03u", ms / 3600000,
@@ -63,20 +51,12 @@ static struct fq_image *open_image(const char *file, const char *fmt, bool rw, b
 {
     struct fq_open_opts o;
 
-    fq_open_opts_init(&o);
+    tool_open_opts_init(&o);
     o.format = fmt;
     o.readonly = !rw;
     o.no_backing = !backing;
     o.cache = cache;
     return img_open(file, &o);
-}
-
-static int parse_cache(const char *v, enum fq_cache_mode *out, const char *what)
-{
-    if (fq_cache_parse(v, out) == 0)
-        return 0;
-    tool_error("Invalid %s option: %s", what, v);
-    return -1;
 }
 
 static const struct option help_only[] = { { "help", no_argument, NULL, 'h' },
@@ -375,7 +355,7 @@ int cmd_amend(int argc, char **argv)
             break;
         case 'f': fmt = optarg; break;
         case 't':
-            if (parse_cache(optarg, &cache, "cache") < 0)
+            if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;
             break;
         case 'p': case 'q': case 'F': break;
@@ -538,11 +518,11 @@ int cmd_rebase(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': break;
         case 't':
-            if (parse_cache(optarg, &cache, "cache") < 0)
+            if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;
             break;
         case 'T':
-            if (parse_cache(optarg, &o.cache, "source cache") < 0)
+            if (tool_parse_cache(optarg, &o.cache, "source cache") < 0)
                 return 1;
             break;
         case 'h': fputs(usage, stdout); return 0;
@@ -599,7 +579,7 @@ int cmd_commit(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'r': case 'U': break;
         case 't':
-            if (parse_cache(optarg, &o.cache, "cache") < 0)
+            if (tool_parse_cache(optarg, &o.cache, "cache") < 0)
                 return 1;
             break;
         case 'h': fputs(usage, stdout); return 0;
