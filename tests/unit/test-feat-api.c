@@ -321,13 +321,15 @@ static void part_m(const struct cfg *c, uint64_t seed)
 {
     struct m M = { .c = c, .seed = seed };
     struct fq_create_opts co;
-    char err[FQ_ERR_MAX] = "", name[64];
+    char err[FQ_ERR_MAX] = "", name[64], path[4352];
     struct tl_rng g;
     int r;
 
     tl_rng_seed(&g, seed);
     snprintf(name, sizeof(name), "m-%s.qcow2", c->name);
-    M.path = tl_path(name);
+    /* a copy: tl_path's buffers are reused (tl_direct_ok takes one) */
+    snprintf(path, sizeof(path), "%s", tl_path(name));
+    M.path = path;
     fq_create_opts_init(&co);
     if (fq_create_opts_parse(&co, c->opts, err) < 0) {
         MFAIL(&M, "options: %s", err);
@@ -347,8 +349,10 @@ static void part_m(const struct cfg *c, uint64_t seed)
     if (!M.cur.data || !M.buf || reopen(&M) < 0 || fq_get_info(M.img, &in) < 0)
         goto out;
     M.cs = in.cluster_size;
-    for (M.op = 0; M.op < c->nops && tl_failures < 5; M.op++)
+    for (M.op = 0; M.op < c->nops && tl_failures < 5 && M.img; M.op++)
         step(&M, &g);
+    if (!M.img)
+        goto out;     /* a reopen failed (reported) */
     check_clean(&M, "the end");
     /* every snapshot still reads as it was taken */
     for (int k = 0; k < M.nsnap && tl_failures < 5; k++) {
