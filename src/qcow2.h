@@ -340,6 +340,13 @@ uint64_t qcow2_l2e_bitmap(struct qcow2 *s, const uint8_t *l2, uint64_t idx);
 void qcow2_l2e_set(struct qcow2 *s, uint8_t *l2, uint64_t idx, uint64_t e, uint64_t bitmap);
 /* Decode a compressed L2 entry. */
 void qcow2_compressed_loc(struct qcow2 *s, uint64_t l2e, uint64_t *host, uint64_t *nbytes);
+/* Call fn on each L2 table the L1 table `l1` (n entries, host byte order)
+ * points at, loaded and pinned for the call; stops at the first error. */
+typedef int qcow2_l2_fn(struct qcow2 *s, struct qcache_entry *t, void *opaque);
+int qcow2_for_each_l2(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_l2_fn *fn,
+                      void *opaque);
+/* Release (deferred) whatever host clusters the L2 entry `e` references. */
+int qcow2_release_entry(struct qcow2 *s, uint64_t e);
 /* Set guest clusters [gc, gc+n) to zero / unallocated, freeing their data. */
 int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard);
 /* Link freshly written clusters: gc..gc+n-1 -> host..; frees what they

@@ -354,26 +354,29 @@ static int change_refcount_width(struct qcow2 *s, unsigned bits, char *err)
 
 /* Does any L2 entry reachable from the L1 table `l1` carry the zero flag,
  * or describe a compressed cluster? */
-static int tree_scan(struct qcow2 *s, const uint64_t *l1, uint32_t n, bool *zero, bool *compressed)
+struct scan {
+    bool *zero, *compressed;
+};
+
+static int scan_l2(struct qcow2 *s, struct qcache_entry *t, void *opaque)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t off = l1[i] & L1E_OFFSET_MASK;
-        struct qcache_entry *t;
-        if (!off)
-            continue;
-        int r = qcache_get(&s->l2_cache, off, false, &t);
-        if (r < 0)
-            return r;
-        for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint64_t e = qcow2_l2e_get(s, t->data, j);
-            if (e & L2E_COMPRESSED)
-                *compressed = true;
-            else if (e & L2E_ZERO)
-                *zero = true;
-        }
-        qcache_put(&s->l2_cache, t);
+    struct scan *sc = opaque;
+
+    for (uint64_t j = 0; j < s->l2_entries; j++) {
+        uint64_t e = qcow2_l2e_get(s, t->data, j);
+        if (e & L2E_COMPRESSED)
+            *sc->compressed = true;
+        else if (e & L2E_ZERO)
+            *sc->zero = true;
     }
     return 0;
+}
+
+static int tree_scan(struct qcow2 *s, const uint64_t *l1, uint32_t n, bool *zero, bool *compressed)
+{
+    struct scan sc = { zero, compressed };
+
+    return qcow2_for_each_l2(s, l1, n, scan_l2, &sc);
 }
 
 /* Turn every zero cluster reachable from the L1 table `l1` into one

@@ -213,8 +213,26 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
     return r;
 }
 
-/* Queue the release of whatever host clusters entry `e` references. */
-static int release_entry(struct qcow2 *s, uint64_t e)
+int qcow2_for_each_l2(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_l2_fn *fn,
+                      void *opaque)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t off = l1[i] & L1E_OFFSET_MASK;
+        struct qcache_entry *t;
+        if (!off)
+            continue;
+        int r = qcache_get(&s->l2_cache, off, false, &t);
+        if (r < 0)
+            return r;
+        r = fn(s, t, opaque);
+        qcache_put(&s->l2_cache, t);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int qcow2_release_entry(struct qcow2 *s, uint64_t e)
 {
     if (e & L2E_COMPRESSED) {
         uint64_t host, n;
@@ -240,7 +258,7 @@ int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t
     if ((old & L2E_COMPRESSED) || (oldhost && oldhost != host)) {
         /* the entry changed under us (not expected: writers of a cluster
          * are serialized); keep it consistent by dropping the old one */
-        r = release_entry(s, old);
+        r = qcow2_release_entry(s, old);
         bm = 0;
     }
     bm = (bm | mask) & ~((uint64_t)mask << 32);
@@ -265,7 +283,7 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
             qcow2_l2e_set(s, l2->data, idx + i, (host + i * s->cluster_size) | L2E_COPIED,
                           s->extl2 ? 0xffffffffull : 0);
-            if ((r = release_entry(s, old)) < 0)
+            if ((r = qcow2_release_entry(s, old)) < 0)
                 break;
         }
         qcache_mark_dirty(l2);
@@ -346,7 +364,7 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
             if (!zeroed_entry(s, old, oldbm, unmap, discard, &ne, &nb, &keep))
                 continue;
             qcow2_l2e_set(s, l2->data, idx + i, ne, nb);
-            if (!keep && (r = release_entry(s, old)) < 0)
+            if (!keep && (r = qcow2_release_entry(s, old)) < 0)
                 break;
         }
         qcache_mark_dirty(l2);
@@ -391,7 +409,7 @@ int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unm
     qcow2_l2e_set(s, l2->data, idx, ne, nbm);
     qcache_mark_dirty(l2);
     qcache_put(&s->l2_cache, l2);
-    return ne != e ? release_entry(s, e) : 0;
+    return ne != e ? qcow2_release_entry(s, e) : 0;
 }
 
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst)

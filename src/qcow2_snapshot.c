@@ -309,19 +309,6 @@ static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
     return r;
 }
 
-int qcow2_release_entry(struct qcow2 *s, uint64_t e)
-{
-    if (e & L2E_COMPRESSED) {
-        uint64_t host, n;
-        qcow2_compressed_loc(s, e, &host, &n);
-        uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
-        uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
-        return qcow2_free_deferred(s, first, (last - first) / s->cluster_size + 1);
-    }
-    uint64_t off = e & L2E_OFFSET_MASK;
-    return off ? qcow2_free_deferred(s, off, 1) : 0;
-}
-
 int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta)
 {
     struct walk w = { s, delta, UINT64_MAX, 0 };
@@ -383,26 +370,21 @@ int qcow2_rebuild_copied(struct qcow2 *s)
 /* Clear the COPIED flags of every L2 entry reachable from `l1`: in an
  * inactive tree they may be stale, and the tree is about to become the
  * active one while each of its clusters is referenced at least twice. */
-static int clear_copied_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
+static int clear_copied_l2(struct qcow2 *s, struct qcache_entry *t, void *opaque)
 {
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t off = l1[i] & L1E_OFFSET_MASK;
-        struct qcache_entry *t;
-        if (!off)
-            continue;
-        int r = qcache_get(&s->l2_cache, off, false, &t);
-        if (r < 0)
-            return r;
-        for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint64_t e = qcow2_l2e_get(s, t->data, j);
-            if (e & L2E_COPIED) {
-                qcow2_l2e_set(s, t->data, j, e & ~L2E_COPIED, qcow2_l2e_bitmap(s, t->data, j));
-                qcache_mark_dirty(t);
-            }
+    for (uint64_t j = 0; j < s->l2_entries; j++) {
+        uint64_t e = qcow2_l2e_get(s, t->data, j);
+        if (e & L2E_COPIED) {
+            qcow2_l2e_set(s, t->data, j, e & ~L2E_COPIED, qcow2_l2e_bitmap(s, t->data, j));
+            qcache_mark_dirty(t);
         }
-        qcache_put(&s->l2_cache, t);
     }
     return 0;
+}
+
+static int clear_copied_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
+{
+    return qcow2_for_each_l2(s, l1, n, clear_copied_l2, NULL);
 }
 
 /* ---- the snapshot table ---- */
