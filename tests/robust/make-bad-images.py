@@ -601,6 +601,61 @@ mutate("c512", "lies", "size-1", "virtual size of one byte", lambda img: img.p64
 mutate("v3", "lies", "snap-no-table", "nb_snapshots 1, snapshot table at cluster 0",
        lambda img: (img.p32(60, 1), img.p64(64, 0)))
 
+# ---- damage `check` must find as qemu-img does (classes check-*: the test
+# compares the exit codes and wants `check -r all` to leave an image
+# qemu-img finds clean) ----
+bases["trunc"] = make_base("trunc.qcow2", "16M", writes=("write -P 0x15 0 4M",))
+bases["zx"] = make_base("zx.qcow2", "16M", "compression_type=zstd", "extended_l2=on",
+                        writes=("write -P 0x16 0 200k",))
+bases["extl2c"] = make_base("extl2c.qcow2", "4M", "extended_l2=on",
+                            writes=("write -c -P 0x17 0 64k", "write -c -P 0x18 64k 64k"))
+emit("check-past-eof", "data", open(bases["trunc"], "rb").read()[:3473408],
+     "data clusters past the end of a truncated file")
+
+
+def refblock_past_eof(img):
+    img.set_rt(0, len(img.b) // img.cs * img.cs + img.cs)
+
+
+def l2_self(img):
+    _, l2 = img.first_l2()
+    img.p64(l2 + img.l2e, l2 | (1 << 63))
+
+
+def l1_rt_beyond(img):
+    img.p32(36, img.l1_size + 1)
+    img.set_l1(img.l1_size, img.rt_off | (1 << 63))
+
+
+def snap_extra(n):
+    def f(img):
+        o = img.snap_off
+        x, il, nl = img.u32(o + 36), struct.unpack_from(">H", img.b, o + 12)[0], \
+            struct.unpack_from(">H", img.b, o + 14)[0]
+        h = bytearray(img.b[o:o + 40])
+        struct.pack_into(">I", h, 36, n)
+        e = h + img.b[o + 40:o + 40 + n] + img.b[o + 40 + x:o + 40 + x + il + nl]
+        e += bytes(-len(e) % 8)
+        img.b[o:o + len(e)] = e
+    return f
+
+
+mutate("v3", "check-refblock-past-eof", "v3", "refcount block past the end of the file", refblock_past_eof)
+mutate("zx", "check-meta-as-data", "refblock", "an L2 entry names the refcount block",
+       lambda img: img.p64(img.first_l2()[1], img.rt(0) | (1 << 63)))
+mutate("v3", "check-meta-as-data", "l2-self", "an L2 entry names its own L2 table", l2_self)
+mutate("snap", "check-meta-as-l2", "snap-rt", "a snapshot L1 entry names the refcount table",
+       lambda img: img.p64(img.u64(img.snap_off), img.rt_off))
+mutate("v3", "check-meta-as-l2", "beyond-rt", "an L1 entry past the virtual size names the refcount table",
+       l1_rt_beyond)
+mutate("snap", "check-snapshot-incomplete", "8", "snapshot extra_data_size 8 (version 3)", snap_extra(8))
+mutate("extl2c", "check-compressed-bitmap", "3", "compressed entry with subcluster bits",
+       lambda img: img.p64(img.first_l2()[1] + 8, 3))
+mutate("snap", "check-leak-copied", "nb0", "nb_snapshots 0: leaks whose repair leaves COPIED flags to set",
+       lambda img: img.p32(60, 0))
+mutate("zx", "check-dirty-corrupt", "1b", "dirty and corrupt bits with zstd and extended L2 (0x1b)",
+       lambda img: img.p64(72, img.u64(72) | 3))
+
 # ---- write the manifest ----
 with open(os.path.join(OUT, "MANIFEST"), "w") as f:
     f.write("\n".join(manifest) + "\n")

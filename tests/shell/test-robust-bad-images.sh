@@ -8,7 +8,9 @@
 #
 # After io wrote to a copy, an image whose `qemu-img check` could complete
 # before must still be checkable (writes must not overwrite metadata of a
-# damaged image with other metadata).
+# damaged image with other metadata). For the classes check-*, `check`
+# must exit as `qemu-img check` does, and `check -r all` must leave an
+# image `qemu-img check` finds clean.
 #
 # By default one image of each class and every eighth one run (the whole
 # corpus under ASan would take minutes); ROBUST_ALL=1 runs all of them
@@ -74,6 +76,22 @@ one_image() {
     cp "$f" "$w/rw.qcow2"
     run check-repair check -r all "$w/rw.qcow2"
     run io-after-repair io -c 'read 0 64k' -c 'write 0 4k' "$w/rw.qcow2"
+    case $cls in check-*)
+        # check finds what qemu-img finds; check -r all leaves it clean for qemu-img
+        local q after
+        qemu-img check "$f" >/dev/null 2>&1; q=$?
+        timeout -k 5 "$TO" "$FASTQCOW" check "$f" >/dev/null 2>&1; rc=$?
+        cp "$f" "$w/ck.qcow2"
+        timeout -k 5 "$TO" "$FASTQCOW" check -r all "$w/ck.qcow2" >/dev/null 2>&1
+        qemu-img check "$w/ck.qcow2" >"$w/qc" 2>&1; after=$?
+        if [ $rc -ne $q ] || [ $after -ne 0 ]; then
+            echo "$name $cls check-vs-qemu MISMATCH $rc"
+            { echo "--- $name: check exit $rc, qemu-img $q; after check -r all qemu-img exits $after"
+              head -5 "$w/qc"; } >>"$T/problems"
+        else
+            echo "$name $cls check-vs-qemu ok $rc"
+        fi;;
+    esac
     rm -rf "$w"
 }
 export -f one_image
@@ -108,6 +126,7 @@ crash=$(awk '$4 == "CRASH"' "$T/results" | wc -l)
 hang=$(awk '$4 == "HANG"' "$T/results" | wc -l)
 san=$(awk '$4 == "SANITIZER"' "$T/results" | wc -l)
 silent=$(awk '$4 == "SILENT"' "$T/results" | wc -l)
-echo "RESULT bad-images: images=$nimg classes=$(awk '{ print $2 }' "$T/results" | sort -u | wc -l) runs=$((nrun - worse)) ok=$ok rejected=$rej crashes=$crash hangs=$hang sanitizer=$san silent=$silent made_worse=$worse"
+mismatch=$(awk '$4 == "MISMATCH"' "$T/results" | wc -l)
+echo "RESULT bad-images: images=$nimg classes=$(awk '{ print $2 }' "$T/results" | sort -u | wc -l) runs=$((nrun - worse)) ok=$ok rejected=$rej crashes=$crash hangs=$hang sanitizer=$san silent=$silent made_worse=$worse check_mismatch=$mismatch"
 [ "$bad" -eq 0 ] || exit 1
 exit 0
