@@ -95,9 +95,14 @@ static struct qalloc *alloc_register(struct qcow2 *s, uint64_t first, uint64_t n
     return a;
 }
 
-/* Unregister and restart every request that waited on it. */
-static void alloc_release(struct qcow2 *s, struct qalloc *a)
+/* Unregister and restart every request that waited on it. Returns true
+ * if `self` was one of them (a request may wait for its own allocation:
+ * a zeroing that wrote the head of a cluster, then turns the rest of it
+ * into zero subclusters); it was planned then, and may be gone. */
+static bool alloc_release(struct qcow2 *s, struct qalloc *a, const struct qreq *self)
 {
+    bool woke = false;
+
     struct qalloc **pp = &s->allocs;
 
     while (*pp && *pp != a)
@@ -108,11 +113,13 @@ static void alloc_release(struct qcow2 *s, struct qalloc *a)
     free(a);
     while (w) {
         struct qreq *next = w->next_waiter;
+        woke |= w == self;
         w->parked = false;
         w->next_waiter = NULL;
         plan(w);
         w = next;
     }
+    return woke;
 }
 
 /* Make q wait for the allocating writes in flight over guest clusters
@@ -236,8 +243,8 @@ static void task_complete(struct qtask *t, int ret)
     ret = task_finish(t, ret);
     task_free(t);
     fq_pool_end(&q->pool, ret);
-    if (a)
-        alloc_release(q->s, a);
+    if (a && alloc_release(q->s, a, q))
+        return;            /* q was planned (and maybe finished and freed) */
     plan(q);
 }
 
