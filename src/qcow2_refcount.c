@@ -181,15 +181,18 @@ static int update_covered(struct qcow2 *s, uint64_t c, uint64_t n, int64_t delta
 int qcow2_update_refcount(struct qcow2 *s, uint64_t off, uint64_t n, int64_t delta)
 {
     uint64_t c = off >> s->cluster_bits;
+    int r = update_covered(s, c, n, delta);
 
-    if (delta < 0) {
-        /* a freed metadata cluster must not be written back later */
-        for (uint64_t i = 0; i < n; i++) {
+    /* a freed metadata cluster must not be written back later; one still
+     * referenced (a table a snapshot shared) keeps its cached changes */
+    for (uint64_t i = 0; r == 0 && delta < 0 && i < n; i++) {
+        uint64_t v;
+        if (qcow2_get_refcount(s, c + i, &v) == 0 && v == 0) {
             qcache_discard(&s->l2_cache, off + i * s->cluster_size);
             qcache_discard(&s->rb_cache, off + i * s->cluster_size);
         }
     }
-    return update_covered(s, c, n, delta);
+    return r;
 }
 
 /* ---- growth ---- */
