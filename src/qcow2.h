@@ -10,7 +10,8 @@
  *   qcow2_rw.c       request state machines (read, write, zero, discard)
  *   qcow2_open.c     open / close / info / map, the driver ops table
  *   qcow2_create.c   creating images
- *   qcow2_check.c    consistency check and repair
+ *   qcow2_check.c    consistency check (qcow2_check.h)
+ *   qcow2_check_repair.c  the repairs the check makes
  *   qcow2_compress.c compressed cluster writes (qcow2_ops.h)
  *   qcow2_snapshot.c internal snapshots: table, create/apply/delete
  *   qcow2_resize.c   resize, rebase, emptying (qcow2_ops.h)
