@@ -161,7 +161,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 5: {
             CHECK(fq_discard(img, off, len) == 0, "op %zu: discard", k);
-            uint64_t a = FQ_ALIGN_UP(off, (uint64_t)cs), b = FQ_ALIGN_DOWN(off + len, (uint64_t)cs);
+            /* whole clusters, or whole subclusters with extended L2 */
+            uint64_t dg = shapes[shape].extl2 ? cs / 32 : cs;
+            uint64_t a = FQ_ALIGN_UP(off, dg), b = FQ_ALIGN_DOWN(off + len, dg);
             if (b > a)
                 memset(model + a, 0, (size_t)(b - a));
             break;
