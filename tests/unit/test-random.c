@@ -26,107 +26,15 @@
 #include <signal.h>
 
 #include "chain.h"
+#include "random-configs.h"
 #include "testlib.h"
+#include "vbuf.h"
 
-#define KiB (1ull << 10)
-#define MiB (1ull << 20)
-#define GiB (1ull << 30)
-
-#define MAX_IOV 7
 #define MAX_BATCH 8
 #define MAX_WIN 3
-#define CANARY 0xcc
-
-struct cfg {
-    const char *name;
-    const char *fmt;           /* "qcow2" or "raw" */
-    uint32_t cluster;
-    int refbits;
-    int version;
-    enum fq_engine_kind engine;
-    enum fq_cache_mode cache;
-    uint32_t outer_cluster;    /* != 0: nested in a qcow2 image of this cluster size */
-    uint64_t size;             /* virtual size */
-    uint64_t win;              /* length of each exercised window (large images) */
-    int nops;
-    unsigned max_workers;
-    uint64_t cache_size;       /* metadata cache bytes, 0 = default */
-    int lazy;                  /* lazy_refcounts=on */
-    int extl2;                 /* extended_l2=on (subclusters) */
-    const char *chain;         /* backing chain below the image (chain.h) */
-};
-
-/* The matrix: every value of each dimension appears at least once, and
- * the risky pairings (1-bit refcounts with tiny clusters, 64-bit refcounts
- * with 2 MiB clusters, v2 with O_DIRECT, nesting across very different
- * cluster sizes, offsets above 4 GiB and across L2 tables, lazy refcounts
- * with O_DIRECT) are present.
- * compat=0.10 images always have 16-bit refcounts (the format says so). */
-static const struct cfg configs[] = {
-    { "raw-threads", "raw", 0, 0, 0, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      16 * MiB, 0, 600, 0, 0, 0, 0, NULL },
-    { "raw-uring-none", "raw", 0, 0, 0, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      16 * MiB, 0, 600, 0, 0, 0, 0, NULL },
-    { "c512-rb1-v3-threads-wb", "qcow2", 512, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_WRITEBACK, 0,
-      8 * MiB, 0, 2000, 0, 0, 0, 0, NULL },
-    /* 64 entries per refcount block and per table cluster: the refcount
-     * table must grow every 2 MiB of host file */
-    { "c512-rb64-v3-sync-wb-rtgrow", "qcow2", 512, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      6 * MiB, 0, 1000, 0, 0, 0, 0, NULL },
-    { "c512-rb16-v2-uring-none", "qcow2", 512, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      4 * MiB, 0, 1000, 0, 0, 0, 0, NULL },
-    { "c4k-rb64-v3-uring-none-oddsize-lazy", "qcow2", 4096, 64, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      24 * MiB + 1536, 0, 1200, 0, 0, 1, 0, NULL },
-    { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
-      16 * MiB, 0, 1500, 0, 0, 0, 0, NULL },
-    { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0, 0, NULL },
-    { "c64k-rb1-v3-threads-none-1worker", "qcow2", 65536, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
-      1 * GiB, 8 * MiB, 1000, 1, 0, 0, 0, NULL },
-    { "c64k-rb64-v3-threads-none-nested64k", "qcow2", 65536, 64, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 65536,
-      1 * GiB, 8 * MiB, 1000, 0, 0, 0, 0, NULL },
-    { "c2M-rb64-v3-sync-wb-520G", "qcow2", 2 * MiB, 64, 3, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 0,
-      520 * GiB, 16 * MiB, 300, 0, 0, 0, 0, NULL },
-    { "c2M-rb16-v2-uring-none", "qcow2", 2 * MiB, 16, 2, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 0,
-      32 * MiB, 0, 300, 0, 0, 0, 0, NULL },
-    { "c512-rb16-v3-uring-wb-nested2M", "qcow2", 512, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 2 * MiB,
-      4 * MiB, 0, 800, 0, 0, 0, 0, NULL },
-    { "c64k-rb16-v3-uring-none-nested512", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_NONE, 512,
-      32 * MiB, 0, 600, 0, 0, 0, 0, NULL },
-    /* subclusters: 32 per cluster; writes allocate and zero per subcluster */
-    { "c64k-extl2-v3-uring-wb", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      32 * MiB, 0, 1500, 0, 0, 0, 1, NULL },
-    { "c32k-extl2-v3-threads-none", "qcow2", 32768, 16, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
-      16 * MiB, 0, 1500, 0, 0, 0, 1, NULL },
-    /* over backing chains built with known content: reads fall through to
-     * raw and qcow2 layers (plain, zero and compressed clusters, a raw file
-     * shorter than the disk), partial writes copy from them */
-    { .name = "c64k-v3-uring-wb-chain-raw", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
-      .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_WRITEBACK, .size = 16 * MiB,
-      .nops = 1200, .chain = "raw" },
-    { .name = "c4k-v3-threads-none-chain-zlib-raw", .fmt = "qcow2", .cluster = 4096, .refbits = 16,
-      .version = 3, .engine = FQ_ENGINE_THREADS, .cache = FQ_CACHE_NONE, .size = 8 * MiB + 4096,
-      .nops = 1200, .chain = "raw,qcow2:65536:zlib" },
-    { .name = "c32k-extl2-v3-uring-wb-chain-zstd-raw", .fmt = "qcow2", .cluster = 32768,
-      .refbits = 16, .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_WRITEBACK,
-      .size = 8 * MiB, .nops = 1200, .extl2 = 1, .chain = "raw,qcow2:4096:zstd" },
-    { .name = "c64k-v2-sync-wb-chain-qcow2-qcow2", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
-      .version = 2, .engine = FQ_ENGINE_SYNC, .cache = FQ_CACHE_WRITEBACK, .size = 16 * MiB,
-      .nops = 1000, .chain = "qcow2:16384,qcow2:65536:zlib" },
-};
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
 static const char *const op_names[] = { "read", "write", "write-zeroes", "discard", "flush" };
-
-/* A caller buffer: iovec elements of odd sizes placed in `mem` with canary
- * gaps between them; the request starts `iov_off` bytes into the vector. */
-struct vbuf {
-    uint8_t *mem;
-    size_t memlen;
-    struct iovec iov[MAX_IOV];
-    int cnt;
-    size_t iov_off;
-};
 
 struct op {
     int kind;
@@ -247,89 +155,6 @@ static void model_apply(struct run *r, const struct op *o, const uint8_t *data)
     }
 }
 
-/* ---- caller buffers ---- */
-
-static void vbuf_free(struct vbuf *v)
-{
-    free(v->mem);
-    memset(v, 0, sizeof(*v));
-}
-
-/* Build a vector of `len` request bytes; `aligned` makes every element,
- * offset and length a multiple of 4096 in 4096-aligned memory (the O_DIRECT
- * fast path), otherwise sizes and placement are odd. */
-static void vbuf_build(struct run *r, struct vbuf *v, uint64_t len, int aligned)
-{
-    struct tl_rng *g = &r->rng;
-    size_t cut[MAX_IOV + 1], total, pos;
-    int cnt;
-
-    memset(v, 0, sizeof(*v));
-    if (aligned) {
-        v->iov_off = tl_pct(g, 50) ? 0 : 4096 * tl_range(g, 1, 2);
-        total = v->iov_off + len + (tl_pct(g, 30) ? 4096 : 0);
-    } else {
-        v->iov_off = tl_pct(g, 30) ? 0 : tl_range(g, 1, 700);
-        total = v->iov_off + len + (tl_pct(g, 30) ? tl_range(g, 1, 300) : 0);
-    }
-    cnt = tl_pct(g, 25) ? 1 : (int)tl_range(g, 2, MAX_IOV);
-    cut[0] = 0;
-    cut[cnt] = total;
-    for (int i = 1; i < cnt; i++) {
-        size_t c = tl_below(g, total + 1);
-        if (aligned)
-            c &= ~(size_t)4095;
-        cut[i] = c;
-    }
-    /* sort the inner cut points (insertion sort: cnt is small) */
-    for (int i = 2; i < cnt; i++)
-        for (int j = i; j > 1 && cut[j - 1] > cut[j]; j--) {
-            size_t t = cut[j];
-            cut[j] = cut[j - 1];
-            cut[j - 1] = t;
-        }
-    v->cnt = cnt;
-    v->memlen = total + (size_t)cnt * (aligned ? 4096 : 16) + 64;
-    if (posix_memalign((void **)&v->mem, 4096, v->memlen)) {
-        perror("posix_memalign");
-        exit(1);
-    }
-    memset(v->mem, CANARY, v->memlen);
-    pos = aligned ? 0 : tl_below(g, 8);
-    for (int i = 0; i < cnt; i++) {
-        size_t n = cut[i + 1] - cut[i];
-        v->iov[i].iov_base = v->mem + pos;
-        v->iov[i].iov_len = n;
-        pos += n + (aligned ? (tl_pct(g, 30) ? 4096 : 0) : tl_below(g, 16));
-    }
-}
-
-/* Copy between the request's bytes [roff, roff+n) and `buf`. */
-static void vbuf_copy(struct vbuf *v, size_t roff, uint8_t *buf, size_t n, int to_vec)
-{
-    size_t skip = v->iov_off + roff;
-
-    for (int i = 0; i < v->cnt && n > 0; i++) {
-        if (skip >= v->iov[i].iov_len) {
-            skip -= v->iov[i].iov_len;
-            continue;
-        }
-        size_t k = v->iov[i].iov_len - skip;
-        if (k > n)
-            k = n;
-        uint8_t *p = (uint8_t *)v->iov[i].iov_base + skip;
-        if (to_vec)
-            memcpy(p, buf, k);
-        else
-            memcpy(buf, p, k);
-        buf += k;
-        n -= k;
-        skip = 0;
-    }
-}
-
-/* Check a completed read: the request bytes equal the model and every
- * other byte of the buffer still holds the canary. Returns 0 if good. */
 static int verify_read(struct run *r, struct vbuf *v, uint64_t off, uint64_t len,
                        const char *what)
 {
@@ -546,7 +371,7 @@ static void prep_op(struct run *r, struct op *o)
         }
     }
     if (o->kind == OP_READ || o->kind == OP_WRITE)
-        vbuf_build(r, &o->vb, o->len, aligned);
+        vbuf_build(&r->rng, &o->vb, o->len, aligned);
     if (o->kind == OP_WRITE) {
         uint8_t *data = malloc(o->len);
         o->gen = ++r->gen;
@@ -728,7 +553,7 @@ static void run_batch(struct run *r)
 
         if (o->kind == OP_WRITE && tl_pct(&r->rng, 20)) {
             o->followup = 1;
-            vbuf_build(r, &o->fvb, o->len, 0);
+            vbuf_build(&r->rng, &o->fvb, o->len, 0);
         }
         switch (o->kind) {
         case OP_READ:
