@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate src/libfastqcow.map from the functions declared in the public
+# Regenerate src/api/libfastqcow.map from the functions declared in the public
 # header: the shared library exports exactly those.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,4 +10,4 @@ cd "$(dirname "$0")/.."
   echo "  local:"
   echo "    *;"
   echo "};"
-} > src/libfastqcow.map
+} > src/api/libfastqcow.map

@@ -1,12 +1,12 @@
 /* create.c: fq_create and the qemu-img style "-o" option parser. The
- * format-specific work is done by the qcow2 driver (fq_qcow2_create).
+ * format's driver (found in the registry) writes the new image.
  * SPDX-License-Identifier: MIT
  */
 #include <fcntl.h>
 #include <stdio.h>
 #include <unistd.h>
 
-#include "bdev.h"
+#include "core/core.h"
 #include "util.h"
 
 void fq_create_opts_init(struct fq_create_opts *o)
@@ -145,30 +145,12 @@ int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err)
     return r;
 }
 
-/* Preallocate a raw file of `size` bytes. */
-static int raw_prealloc(int fd, uint64_t size, enum fq_prealloc mode)
-{
-    if (mode == FQ_PREALLOC_FALLOC) {
-        int r = posix_fallocate(fd, 0, (off_t)size);
-        return -r;
-    }
-    if (mode == FQ_PREALLOC_FULL) {
-        const void *z = fq_zero_buffer(1 << 20);
-        for (uint64_t off = 0; off < size;) {
-            size_t n = (size_t)FQ_MIN(size - off, (uint64_t)1 << 20);
-            ssize_t w = pwrite(fd, z, n, (off_t)off);
-            if (w < 0)
-                return -errno;
-            off += (uint64_t)w;
-        }
-    }
-    return 0;
-}
-
 int fq_create(const char *filename, const struct fq_create_opts *opts, char *err)
 {
     struct fq_create_opts def;
-    const char *fmt;
+    struct fq_ctx *ctx;
+    struct fq_bdev *file;
+    const struct fq_driver *d;
     int r;
 
     if (!opts) {
@@ -183,32 +165,13 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
         return -EFBIG;
     }
     opts = &rounded;
-    fmt = opts->format ? opts->format : "qcow2";
-    if (!strcmp(fmt, "raw")) {
-        if (opts->backing_file) {
-            fq_seterr(err, "raw images do not support backing files");
-            return -EINVAL;
-        }
-        int fd = open(filename, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (fd < 0) {
-            r = -errno;
-            fq_seterr(err, "Could not create '%s': %s", filename, strerror(errno));
-            return r;
-        }
-        r = ftruncate(fd, (off_t)opts->size) < 0 ? -errno : 0;
-        if (r == 0)
-            r = raw_prealloc(fd, opts->size, opts->prealloc);
-        if (r < 0)
-            fq_seterr(err, "Could not size '%s': %s", filename, strerror(-r));
-        close(fd);
-        return r;
-    }
-    if (strcmp(fmt, "qcow2")) {
-        fq_seterr(err, "Unknown format '%s' (supported: qcow2, raw)", fmt);
+    if (!opts->format)
+        rounded.format = "qcow2";
+    d = fq_driver_find(opts->format);
+    if (!d || !d->create) {
+        fq_seterr(err, "Unknown format '%s' (supported: %s)", opts->format, fq_format_names());
         return -EINVAL;
     }
-    struct fq_ctx *ctx;
-    struct fq_bdev *file;
     r = fq_ctx_new(FQ_ENGINE_SYNC, &ctx, err);
     if (r < 0)
         return r;
@@ -219,13 +182,13 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
         oo.no_backing = 1;
         r = fq_bdev_open_chain(ctx, filename, opts->file_format, &oo, 0, &file, err);
         if (r == 0) {
-            r = fq_qcow2_create(file, opts, err);
+            r = d->create(file, opts, err);
             fq_bdev_close(file);
         }
     } else {
-        r = fq_file_open(ctx, filename, FQ_FILE_CREATE, &file, err);
+        r = fq_bdev_open_file(ctx, filename, FQ_FILE_CREATE, &file, err);
         if (r == 0) {
-            r = fq_qcow2_create(file, opts, err);
+            r = d->create(file, opts, err);
             fq_bdev_close(file);
             if (r < 0)
                 unlink(filename);

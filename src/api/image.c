@@ -6,8 +6,9 @@
  */
 #include <stdio.h>
 
-#include "bdev.h"
-#include "qcow2.h"
+#include "api/api.h"
+#include "core/core.h"
+#include "core/ctx.h"
 #include "util.h"
 
 struct fq_image {
@@ -40,11 +41,6 @@ int fq_cache_parse(const char *name, enum fq_cache_mode *out)
             return 0;
         }
     return -EINVAL;
-}
-
-void fq_open_opts_init(struct fq_open_opts *o)
-{
-    memset(o, 0, sizeof(*o));
 }
 
 int fq_open(const char *filename, const struct fq_open_opts *opts,
@@ -142,6 +138,15 @@ const char *fq_format(const struct fq_image *img)
     return img->format;
 }
 
+int fq_image_flush_if_writethrough(struct fq_image *img)
+{
+    struct fq_bdev *bs = img->top;
+
+    if (img->cache != FQ_CACHE_WRITETHROUGH && img->cache != FQ_CACHE_DIRECTSYNC)
+        return 0;
+    return fq_bdev_flush_sync(bs);
+}
+
 static void ureq_finish(struct ureq *u, int ret)
 {
     struct fq_ctx *ctx = u->img->ctx;
@@ -149,8 +154,7 @@ static void ureq_finish(struct ureq *u, int ret)
     void *opaque = u->opaque;
 
     free(u);
-    ctx->user_inflight--;
-    ctx->user_completed++;
+    fq_ctx_user_done(ctx);
     if (cb)
         cb(opaque, ret);
 }
@@ -202,7 +206,7 @@ static int submit(struct fq_image *img, enum fq_op op, const struct iovec *iov, 
     u->req.iov_off = iov_off;
     u->req.flags = flags;
     u->req.cb = ureq_done;
-    img->ctx->user_inflight++;
+    fq_ctx_user_start(img->ctx);
     if (op == FQ_OP_FLUSH && img->cache == FQ_CACHE_UNSAFE) {
         fq_req_complete_later(bs, &u->req, 0);
         return 0;
@@ -322,46 +326,7 @@ int fq_get_info(struct fq_image *img, struct fq_info *out)
 
 int fq_map(struct fq_image *img, uint64_t off, uint64_t len, struct fq_map_entry *out)
 {
-    struct fq_bdev *bs = img->top;
-    int depth = 0;
-
-    if (off >= bs->size)
-        return -EINVAL;
-    len = FQ_MIN(len, bs->size - off);
-    /* Walk down the backing chain while the range is not described here. */
-    for (;;) {
-        int r = bs->ops->map(bs, off, len, out);
-        if (r < 0)
-            return r;
-        out->depth = depth;
-        if ((out->flags & FQ_MAP_ALLOCATED) || !bs->backing)
-            break;
-        uint64_t bsize = bs->backing->size, bvis = FQ_ALIGN_UP(bsize, 512);
-        if (off >= bvis) {
-            /* beyond the backing file: zeros, not allocated anywhere */
-            out->flags = FQ_MAP_ZERO;
-            break;
-        }
-        if (off >= bsize) {
-            /* the rest of its last 512-byte sector (devices are counted in
-             * sectors, as qemu counts them): the backing file's, as zeros */
-            out->length = FQ_MIN(out->length, bvis - off);
-            out->flags = FQ_MAP_ZERO | FQ_MAP_ALLOCATED;
-            if (!strcmp(bs->backing->ops->name, "raw")) {
-                out->flags |= FQ_MAP_OFFSET;
-                out->host_offset = off;
-            }
-            out->depth = depth + 1;
-            break;
-        }
-        uint64_t l = FQ_MIN(out->length, bsize - off);
-        len = l;
-        bs = bs->backing;
-        depth++;
-    }
-    if (!(out->flags & FQ_MAP_ALLOCATED) && !(out->flags & FQ_MAP_DATA))
-        out->flags |= FQ_MAP_ZERO;
-    return 0;
+    return fq_bdev_map_chain(img->top, off, len, out);
 }
 
 int fq_check(struct fq_image *img, unsigned repair, struct fq_check_result *res,
@@ -381,7 +346,7 @@ int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, cha
     *count = 0;
     if (err)
         err[0] = '\0';
-    if (strcmp(bs->ops->name, "qcow2"))
+    if (!bs->ops->bitmap_list)
         return 0;          /* raw images hold none */
-    return qcow2_bitmap_list(bs->priv, out, count, err);
+    return bs->ops->bitmap_list(bs, out, count, err);
 }

@@ -1,11 +1,10 @@
-/* bdev.c: helpers common to all block devices, and opening a device stack
- * (file -> format driver -> backing chain) from a filename.
+/* bdev.c: helpers common to all block devices: blocking whole-buffer
+ * I/O over io_sync, closing a stack, completing a request from the loop.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
-#include <sys/stat.h>
 
-#include "bdev.h"
+#include "driver.h"
 #include "util.h"
 
 struct later {
@@ -83,152 +82,54 @@ void fq_bdev_close(struct fq_bdev *bs)
     free(bs);
 }
 
-#define MAX_CHAIN_DEPTH 256
-
-/* Open the format driver `format` (NULL = probe) on `file`. */
-static int open_format(struct fq_bdev *file, const char *format, const struct fq_open_opts *opts,
-                       bool readonly, struct fq_bdev **out, char *err)
+int fq_shrink_refused(char *err, uint64_t size, uint64_t used)
 {
-    if (!format) {
-        uint8_t m[6];
-        /* a LUKS container is not a raw disk: never hand out its ciphertext */
-        if (file->size >= 6 && fq_bdev_pread_sync(file, m, 6, 0) == 0 &&
-            !memcmp(m, "LUKS\xba\xbe", 6)) {
-            fq_seterr(err, "'%s' is a LUKS encrypted image: encryption is not supported yet",
-                      file->filename ? file->filename : "the image");
-            return -ENOTSUP;
+    fq_seterr(err, "Cannot shrink to %llu bytes: the image holds data past the new end (the "
+              "first at guest offset %llu, 0x%llx); resize --shrink --discard-data "
+              "(FQ_RESIZE_DISCARD_DATA) drops it", (unsigned long long)size,
+              (unsigned long long)used, (unsigned long long)used);
+    return -ENOTEMPTY;
+}
+
+int fq_bdev_map_chain(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
+{
+    int depth = 0;
+
+    if (off >= bs->size)
+        return -EINVAL;
+    len = FQ_MIN(len, bs->size - off);
+    /* Walk down the backing chain while the range is not described here. */
+    for (;;) {
+        int r = bs->ops->map(bs, off, len, out);
+        if (r < 0)
+            return r;
+        out->depth = depth;
+        if ((out->flags & FQ_MAP_ALLOCATED) || !bs->backing)
+            break;
+        uint64_t bsize = bs->backing->size, bvis = FQ_ALIGN_UP(bsize, 512);
+        if (off >= bvis) {
+            /* beyond the backing file: zeros, not allocated anywhere */
+            out->flags = FQ_MAP_ZERO;
+            break;
         }
-        format = fq_qcow2_probe(file) ? "qcow2" : "raw";
-    }
-    if (!strcmp(format, "raw"))
-        return fq_raw_open(file, out, err);
-    if (!strcmp(format, "qcow2")) {
-        struct fq_open_opts o = *opts;
-        o.readonly = readonly;
-        return fq_qcow2_open(file, &o, out, err);
-    }
-    fq_seterr(err, "Unknown format '%s' (supported: qcow2, raw)", format);
-    return -EINVAL;
-}
-
-/* Resolve a backing file name relative to the directory of `image`. */
-static char *resolve_backing(const char *image, const char *name)
-{
-    const char *slash = strrchr(image, '/');
-    size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
-    char *p;
-
-    if (name[0] == '/' || dl == 0 || strstr(name, "://"))
-        return strdup(name);
-    p = malloc(dl + strlen(name) + 1);
-    if (p) {
-        memcpy(p, image, dl);
-        strcpy(p + dl, name);
-    }
-    return p;
-}
-
-/* The files opened so far down one chain, to recognize a loop whatever
- * the spelling of the name (relative, absolute, through a symlink). */
-struct chain_seen {
-    const struct chain_seen *up;
-    dev_t dev;
-    ino_t ino;
-};
-
-static int open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
-                      const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
-                      struct fq_bdev **out, char *err)
-{
-    struct fq_bdev *file = NULL, *top = NULL;
-    bool ro = opts->readonly || depth > 0;
-    unsigned fflags = 0;
-    struct chain_seen me = { up, 0, 0 };
-    struct stat st;
-    int r;
-
-    if (depth > MAX_CHAIN_DEPTH) {
-        fq_seterr(err, "Backing chain is deeper than %d images at '%s'", MAX_CHAIN_DEPTH, filename);
-        return -ELOOP;
-    }
-    if (stat(filename, &st) == 0) {
-        me.dev = st.st_dev;
-        me.ino = st.st_ino;
-        for (const struct chain_seen *c = up; c; c = c->up)
-            if (c->dev == me.dev && c->ino == me.ino) {
-                fq_seterr(err, "Backing file '%s' creates an infinite loop.", filename);
-                return -ELOOP;
+        if (off >= bsize) {
+            /* the rest of its last 512-byte sector (devices are counted in
+             * sectors, as qemu counts them): the backing file's, as zeros */
+            out->length = FQ_MIN(out->length, bvis - off);
+            out->flags = FQ_MAP_ZERO | FQ_MAP_ALLOCATED;
+            if (bs->backing->ops->identity_map) {
+                out->flags |= FQ_MAP_OFFSET;
+                out->host_offset = off;
             }
-    }
-    if (ro)
-        fflags |= FQ_FILE_RDONLY;
-    if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
-        fflags |= FQ_FILE_DIRECT;
-    r = fq_file_open(ctx, filename, fflags, &file, err);
-    if (r < 0)
-        return r;
-    if (opts->file_format && depth == 0) {
-        /* nesting: this image lives inside another image's guest view */
-        struct fq_open_opts inner = *opts;
-        struct fq_bdev *container;
-        inner.file_format = NULL;
-        inner.no_backing = 1;
-        r = open_format(file, opts->file_format, &inner, ro, &container, err);
-        if (r < 0) {
-            fq_bdev_close(file);
-            return r;
+            out->depth = depth + 1;
+            break;
         }
-        file = container;
+        uint64_t l = FQ_MIN(out->length, bsize - off);
+        len = l;
+        bs = bs->backing;
+        depth++;
     }
-    r = open_format(file, format, opts, ro, &top, err);
-    if (r < 0) {
-        fq_bdev_close(file);
-        return r;
-    }
-    const char *bname = NULL, *bfmt = NULL;
-    if (!opts->no_backing && fq_qcow2_backing(top, &bname, &bfmt) == 0 && bname) {
-        char *path = resolve_backing(filename, bname);
-        char berr[FQ_ERR_MAX] = "";
-        struct fq_open_opts bo = *opts;
-        bo.file_format = NULL;
-        bo.check_mode = 0;
-        /* "probe" (asked for explicitly) guesses the format of every
-         * backing file down the chain that records none */
-        bool probe = opts->backing_format && !strcmp(opts->backing_format, "probe");
-        if (depth == 0 && opts->backing_format && !probe)
-            bfmt = opts->backing_format;
-        bo.backing_format = probe ? opts->backing_format : NULL;
-        if (!bfmt && !probe) {
-            /* never guess unasked: a raw disk could start with qcow2's magic */
-            snprintf(berr, sizeof(berr), "the image records no backing format; give it "
-                     "explicitly (--backing-format FMT) or ask for probing "
-                     "(--backing-format probe)");
-            r = -EINVAL;
-        } else {
-            r = path ? open_chain(ctx, path, bfmt, &bo, depth + 1, &me, &top->backing, berr)
-                     : -ENOMEM;
-        }
-        if (r < 0) {
-            /* the deepest failure names its file: pass it up as it is */
-            static const char nested[] = "Could not open backing file";
-            if (!memcmp(berr, nested, FQ_MIN(sizeof(nested) - 1, strlen(berr) + 1)) || r == -ELOOP)
-                fq_seterr(err, "%s", berr);
-            else
-                fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
-                          berr[0] ? berr : strerror(-r));
-            free(path);
-            fq_bdev_close(top);
-            return r;
-        }
-        free(path);
-    }
-    *out = top;
+    if (!(out->flags & FQ_MAP_ALLOCATED) && !(out->flags & FQ_MAP_DATA))
+        out->flags |= FQ_MAP_ZERO;
     return 0;
-}
-
-int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
-                       const struct fq_open_opts *opts, int depth,
-                       struct fq_bdev **out, char *err)
-{
-    return open_chain(ctx, filename, format, opts, depth, NULL, out, err);
 }

@@ -6,8 +6,7 @@
 #include <string.h>
 
 #include "config.h"
-#include "engine.h"
-#include "offload.h"
+#include "core/ctx.h"
 #include "util.h"
 
 int fq_engine_parse(const char *name, enum fq_engine_kind *out)
@@ -67,7 +66,11 @@ void fq_ctx_free(struct fq_ctx *ctx)
     while (ctx->eng.inflight > 0 || ctx->bh_head)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
-    fq_offload_free(ctx->offload);
+    while (ctx->finis) {
+        struct fq_ctx_fini *f = ctx->finis;
+        ctx->finis = f->next;
+        f->fn(f->opaque);
+    }
     ctx->eng.ops->fini(&ctx->eng);
     free(ctx);
 }
@@ -90,6 +93,14 @@ int fq_ctx_fd(struct fq_ctx *ctx)
 unsigned fq_ctx_inflight(const struct fq_ctx *ctx)
 {
     return ctx->user_inflight;
+}
+
+void fq_ctx_at_free(struct fq_ctx *ctx, struct fq_ctx_fini *f, void (*fn)(void *), void *opaque)
+{
+    f->fn = fn;
+    f->opaque = opaque;
+    f->next = ctx->finis;
+    ctx->finis = f;
 }
 
 void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void *opaque)

@@ -12,6 +12,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include "core/ctx.h"
 #include "offload.h"
 #include "util.h"
 
@@ -27,6 +28,7 @@ struct fq_offload {
     bool stop, armed;
     int efd;
     struct fq_aio poll;
+    struct fq_ctx_fini fini;
     pthread_t th[OFFLOAD_MAX_THREADS];
 };
 
@@ -101,6 +103,23 @@ static void arm(struct fq_offload *o)
     fq_ctx_submit(o->ctx, &o->poll);
 }
 
+/* Stop the workers: the context is being freed, no job is in flight. */
+static void offload_free(void *opaque)
+{
+    struct fq_offload *o = opaque;
+
+    pthread_mutex_lock(&o->lock);
+    o->stop = true;
+    pthread_cond_broadcast(&o->cond);
+    pthread_mutex_unlock(&o->lock);
+    for (unsigned i = 0; i < o->nthreads; i++)
+        pthread_join(o->th[i], NULL);
+    close(o->efd);
+    pthread_mutex_destroy(&o->lock);
+    pthread_cond_destroy(&o->cond);
+    free(o);
+}
+
 static struct fq_offload *create(struct fq_ctx *ctx)
 {
     struct fq_offload *o = calloc(1, sizeof(*o));
@@ -117,6 +136,7 @@ static struct fq_offload *create(struct fq_ctx *ctx)
     pthread_cond_init(&o->cond, NULL);
     o->todo_tail = &o->todo;
     o->done_tail = &o->done;
+    fq_ctx_at_free(ctx, &o->fini, offload_free, o);
     return o;
 }
 
@@ -143,20 +163,4 @@ int fq_offload_submit(struct fq_ctx *ctx, struct fq_job *job)
     pthread_mutex_unlock(&o->lock);
     arm(o);
     return 0;
-}
-
-void fq_offload_free(struct fq_offload *o)
-{
-    if (!o)
-        return;
-    pthread_mutex_lock(&o->lock);
-    o->stop = true;
-    pthread_cond_broadcast(&o->cond);
-    pthread_mutex_unlock(&o->lock);
-    for (unsigned i = 0; i < o->nthreads; i++)
-        pthread_join(o->th[i], NULL);
-    close(o->efd);
-    pthread_mutex_destroy(&o->lock);
-    pthread_cond_destroy(&o->cond);
-    free(o);
 }

@@ -1,4 +1,4 @@
-/* engine_threads.c: a pool of worker threads running blocking syscalls.
+/* threads.c: a pool of worker threads running blocking syscalls.
  * Workers take operations from a locked queue, run fq_aio_exec, and put
  * them on a completion queue; an eventfd wakes the context thread, which
  * alone calls the completion callbacks.
@@ -9,7 +9,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#include "engine.h"
+#include "engine/engine.h"
 #include "util.h"
 
 #define THREADS_MAX 64

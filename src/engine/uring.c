@@ -1,11 +1,11 @@
-/* engine_uring.c: the io_uring engine. Submissions are batched: submit()
+/* uring.c: the io_uring engine. Submissions are batched: submit()
  * only fills SQEs, and kick()/wait() hand them to the kernel in one call,
  * so the extents of a fragmented request enter the kernel together.
  * Operations that do not fit the ring wait in an overflow list.
  * SPDX-License-Identifier: MIT
  */
 #include "config.h"
-#include "engine.h"
+#include "engine/engine.h"
 #include "util.h"
 
 #if FQ_HAVE_URING

@@ -1,5 +1,8 @@
-/* bdev.h: the block-device interface every driver implements (file, raw,
- * qcow2, and the test devices) and sits on.
+/* driver.h: the driver interface: what a driver (format: qcow2, raw;
+ * protocol: file; the test devices) implements and what it may use. A
+ * driver includes this header (and aio.h, util.h, taskpool.h, offload.h
+ * beside it), never a core-private one; the core finds drivers through the
+ * registry (fq_drivers, drivers/registry.c) and never names one.
  *
  * A request (fq_req) is owned by the caller until its callback runs. The
  * callback always runs from the context loop, never inside submit(). A
@@ -11,14 +14,14 @@
  * from inside completion callbacks and planners.
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_BDEV_H
-#define FQ_BDEV_H
+#ifndef FQ_DRIVER_H
+#define FQ_DRIVER_H
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "engine.h"
+#include "aio.h"
 #include "fastqcow.h"
 
 struct fq_bdev;
@@ -53,6 +56,7 @@ enum fq_tag {
 
 struct fq_bdev_ops {
     const char *name;
+    bool identity_map;       /* guest offset == offset in the child (raw) */
     void (*submit)(struct fq_bdev *bs, struct fq_req *req);
     /* Returns 0 or -errno. */
     int (*io_sync)(struct fq_bdev *bs, struct fq_req *req);
@@ -65,6 +69,36 @@ struct fq_bdev_ops {
                  fq_msg_fn *msg, void *opaque);
     /* Length of the host file (file device) for allocation decisions. */
     int64_t (*file_length)(struct fq_bdev *bs);
+
+    /* ---- whole-image operations of format drivers (each optional: the
+     * public call fails with -ENOTSUP where the driver has none) ---- */
+    /* Backing file name and format the image records (NULL: none). */
+    int (*backing)(struct fq_bdev *bs, const char **name, const char **fmt);
+    /* Record another backing file (NULL name: none); the header only. */
+    int (*set_backing)(struct fq_bdev *bs, const char *name, const char *fmt, char *err);
+    /* True while requests have I/O or allocations in flight. */
+    bool (*busy)(struct fq_bdev *bs);
+    /* Compressed writes of whole clusters (bs->cluster bytes) at `off`:
+     * in one call, or in two halves: compress (on any thread, touching
+     * nothing but its arguments) then store (on the context's thread). */
+    int (*write_compressed)(struct fq_bdev *bs, const uint8_t *data, uint64_t off);
+    int64_t (*compress)(struct fq_bdev *bs, const uint8_t *src, uint8_t *dst);
+    int (*store_compressed)(struct fq_bdev *bs, uint64_t off, const uint8_t *data,
+                            uint8_t *blob, int64_t clen);
+    /* Internal snapshots (fastqcow.h has the contracts). */
+    int (*snapshot_list)(struct fq_bdev *bs, struct fq_snapshot **out, int *count);
+    int (*snapshot_create)(struct fq_bdev *bs, const char *name, char *err);
+    int (*snapshot_apply)(struct fq_bdev *bs, const char *which, char *err);
+    int (*snapshot_delete)(struct fq_bdev *bs, const char *which, char *err);
+    /* fq_resize, fq_amend (the backing file excepted: set_backing). */
+    int (*resize)(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err);
+    int (*amend)(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err);
+    /* Drop every cluster of the active state (reads go to the backing file). */
+    int (*make_empty)(struct fq_bdev *bs);
+    /* Persistent bitmaps: the list, and the bytes a copy with clusters of
+     * `cs` bytes needs for them. */
+    int (*bitmap_list)(struct fq_bdev *bs, struct fq_bitmap **out, int *count, char *err);
+    int (*bitmaps_size)(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *err);
 };
 
 struct fq_bdev {
@@ -75,6 +109,7 @@ struct fq_bdev {
     bool growable;           /* a regular file: may be extended ahead with
                                 allocated blocks (qcow2 allocating writes) */
     unsigned align;          /* offsets and lengths must be multiples */
+    uint64_t cluster;        /* allocation unit of a format (0: none) */
     struct fq_bdev *child;   /* the device this one stores its data on */
     struct fq_bdev *backing; /* backing device (qcow2), or NULL */
     char *filename;
@@ -92,40 +127,43 @@ int fq_bdev_flush_sync(struct fq_bdev *bs);
 void fq_bdev_close(struct fq_bdev *bs);
 /* Complete a request from the loop (for results known at submit time). */
 void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
+/* fq_map over a whole chain: the longest uniform run at `off` (at most
+ * `len` bytes) as the layer that describes it reports it, with its depth;
+ * ranges no layer allocates read as zeros. */
+int fq_bdev_map_chain(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out);
+/* The message and error (-ENOTEMPTY) of a shrink to `size` refused because
+ * guest data lies at `used` or past it. */
+int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 
-/* File device. `flags`: FQ_FILE_* below. */
+/* ---- drivers and the registry ---- */
+
+/* Flags of a protocol driver's open_file. */
 #define FQ_FILE_RDONLY 1u
 #define FQ_FILE_DIRECT 2u
 #define FQ_FILE_CREATE 4u
-int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
-                 struct fq_bdev **out, char *err);
-/* raw format driver over any child. */
-int fq_raw_open(struct fq_bdev *child, struct fq_bdev **out, char *err);
-/* qcow2 driver over any child; `opts` may be NULL for defaults. */
-int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
-                  struct fq_bdev **out, char *err);
-/* Backing file name and format recorded in a qcow2 device (NULL if none);
- * -EINVAL if `bs` is not qcow2. */
-int fq_qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt);
-/* True if the first bytes of the device carry the qcow2 magic. */
-bool fq_qcow2_probe(struct fq_bdev *child);
-/* Create a qcow2 image on an opened, empty, writable device. */
-int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
 
-/* In-memory device (tests, fuzzing): starts with a copy of `data` (may be
- * NULL) of `size` bytes; writes may grow it up to `max_size`. */
-int fq_mem_open(struct fq_ctx *ctx, const void *data, size_t size, size_t max_size,
-                struct fq_bdev **out);
-/* Wrap a device stack in a public image handle; the image owns `top`. */
-int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mode cache,
-                       struct fq_image **out);
-struct fq_bdev *fq_image_bdev(struct fq_image *img);
-/* The cache mode an image was opened with. */
-enum fq_cache_mode fq_image_cache_mode(const struct fq_image *img);
+/* One driver: a format (sits on a child device) or a protocol (opens a
+ * name). Every member but `name` is optional. */
+struct fq_driver {
+    const char *name;
+    /* format: how sure it is that `file` holds this format: 0 not at all,
+     * 1 any content (raw, the fallback), 100 a magic number; or -errno */
+    int (*probe)(struct fq_bdev *file);
+    /* format: open on `child` (owned by the result on success) */
+    int (*open)(struct fq_bdev *child, const struct fq_open_opts *opts,
+                struct fq_bdev **out, char *err);
+    /* format: write a new, empty image on an opened, empty, writable device */
+    int (*create)(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
+    /* format: the size a new image made with `t` needs to hold the guest
+     * data of `src` (NULL: t->size bytes, all unallocated) */
+    int (*measure)(const struct fq_create_opts *t, struct fq_bdev *src,
+                   struct fq_measure_result *out, char *err);
+    /* protocol: open `filename` (FQ_FILE_* flags) */
+    int (*open_file)(struct fq_ctx *ctx, const char *filename, unsigned flags,
+                     struct fq_bdev **out, char *err);
+};
 
-/* Open a whole stack (file, format, backing chain) from a filename. */
-int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
-                       const struct fq_open_opts *opts, int depth,
-                       struct fq_bdev **out, char *err);
+/* The registry: every driver, NULL-terminated (drivers/registry.c). */
+extern const struct fq_driver *const fq_drivers[];
 
 #endif

@@ -8,7 +8,7 @@
 #ifndef FQ_OFFLOAD_H
 #define FQ_OFFLOAD_H
 
-#include "engine.h"
+#include "aio.h"
 
 struct fq_job {
     void (*run)(struct fq_job *job);      /* on a worker thread */
@@ -18,7 +18,5 @@ struct fq_job {
 
 /* Queue a job; 0 or -errno (then nothing was queued). */
 int fq_offload_submit(struct fq_ctx *ctx, struct fq_job *job);
-/* Stop the workers (the context is being freed; no job is in flight). */
-void fq_offload_free(struct fq_offload *o);
 
 #endif

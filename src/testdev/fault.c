@@ -1,4 +1,4 @@
-/* bdev_fault.c: a fault-injecting pass-through device (see bdev_test.h).
+/* fault.c: a fault-injecting pass-through device (see bdev_test.h).
  *
  * Every request is counted at submission, by kind and (for writes) by tag.
  * When the armed fault matches, the request is failed with the chosen errno
@@ -7,7 +7,7 @@
  * loop like any other completion, never inside submit().
  * SPDX-License-Identifier: MIT
  */
-#include "bdev_test.h"
+#include "testdev.h"
 #include "util.h"
 
 struct fault_priv {

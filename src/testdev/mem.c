@@ -1,9 +1,9 @@
-/* bdev_mem.c: an in-memory device for tests and fuzzing. Requests complete
+/* mem.c: an in-memory device for tests and fuzzing. Requests complete
  * through the context's deferred-call queue, like a real device would
  * (never inside submit). Writes beyond the end grow it up to max_size.
  * SPDX-License-Identifier: MIT
  */
-#include "bdev.h"
+#include "testdev.h"
 #include "util.h"
 
 struct mem_priv {

@@ -1,4 +1,4 @@
-/* bdev_record.c: a recording pass-through device and the crash replayer
+/* record.c: a recording pass-through device and the crash replayer
  * (see bdev_test.h).
  *
  * Writes, write-zeroes, discards, truncates and flushes are appended to the
@@ -15,7 +15,7 @@
  * the unit a disk writes atomically).
  * SPDX-License-Identifier: MIT
  */
-#include "bdev_test.h"
+#include "testdev.h"
 #include "util.h"
 
 #define SECTOR 512u

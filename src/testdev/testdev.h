@@ -1,4 +1,4 @@
-/* bdev_test.h: block devices for testing failure paths.
+/* testdev.h: block devices for testing failure paths.
  *
  * fault:  a pass-through device that counts the operations it sees and
  *         fails the Nth one of a chosen kind (reads, writes, flushes,
@@ -22,7 +22,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "bdev.h"
+#include "driver.h"
+
+/* In-memory device (tests, fuzzing): starts with a copy of `data` (may be
+ * NULL) of `size` bytes; writes may grow it up to `max_size`. */
+int fq_mem_open(struct fq_ctx *ctx, const void *data, size_t size, size_t max_size,
+                struct fq_bdev **out);
 
 /* Flags for fq_fault_open / fq_record_open. */
 #define FQ_TESTDEV_BORROW 1u   /* closing the device leaves the child open */

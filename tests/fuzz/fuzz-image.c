@@ -14,7 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bdev.h"
+#include "testdev.h"
+#include "api/api.h"
+#include "core/core.h"
 #include "util.h"
 
 #define MAX_INPUT (4u << 20)
@@ -41,7 +43,7 @@ static int open_img(const uint8_t *data, size_t size, int readonly, int check_mo
     o.readonly = readonly;
     o.check_mode = check_mode;
     o.cache_size = 1u << 20;
-    if (fq_qcow2_open(mem, &o, &q, err) < 0) {
+    if (fq_bdev_open_format(mem, "qcow2", &o, &q, err) < 0) {
         fq_bdev_close(mem);
         return -1;
     }

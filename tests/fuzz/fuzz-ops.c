@@ -16,7 +16,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bdev.h"
+#include "testdev.h"
+#include "api/api.h"
+#include "core/core.h"
 #include "util.h"
 
 #define DISK (2u << 20)
@@ -51,7 +53,7 @@ static struct fq_image *open_bytes(const uint8_t *d, size_t n)
     char err[FQ_ERR_MAX] = "";
 
     CHECK(fq_mem_open(ctx, d, n, 1u << 28, &mem) == 0, "mem");
-    CHECK(fq_qcow2_open(mem, NULL, &q, err) == 0, "open: %s", err);
+    CHECK(fq_bdev_open_format(mem, "qcow2", NULL, &q, err) == 0, "open: %s", err);
     CHECK(fq_image_from_bdev(ctx, q, FQ_CACHE_WRITEBACK, &img) == 0, "image");
     return img;
 }
@@ -121,7 +123,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     co.version = shapes[shape].version;
     co.extended_l2 = shapes[shape].extl2;
     CHECK(fq_mem_open(ctx, NULL, 0, 1u << 28, &mem) == 0, "mem");
-    CHECK(fq_qcow2_create(mem, &co, err) == 0, "create: %s", err);
+    CHECK(fq_bdev_create_format(mem, &co, err) == 0, "create: %s", err);
     n = (size_t)mem->size;
     free(img_bytes);
     img_bytes = malloc(n);

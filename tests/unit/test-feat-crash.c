@@ -21,7 +21,6 @@
  * Usage: test-feat-crash [SEED [CASE-SUBSTRING]].
  * SPDX-License-Identifier: MIT
  */
-#include "qcow2_ops.h"
 #include "wl.h"
 
 #define MiB (1024u * 1024u)
@@ -203,7 +202,10 @@ static int run_op(struct fq_image *img, const struct fcase *fc, char *err)
         return fq_amend(img, &ao, err);
     case OP_EMPTY:
         /* what commit does to the top once its data is in the base */
-        return qcow2_make_empty(qcow2_of(fq_image_bdev(img)));
+    {
+        struct fq_bdev *bs = fq_image_bdev(img);
+        return bs->ops->make_empty(bs);
+    }
     case OP_REFBITS:
         fq_amend_opts_init(&ao);
         ao.refcount_bits = (int)fc->arg;

@@ -12,7 +12,9 @@
 #ifndef FQ_TEST_WL_H
 #define FQ_TEST_WL_H
 
-#include "bdev_test.h"
+#include "testdev.h"
+#include "api/api.h"
+#include "core/core.h"
 #include "testlib.h"
 #include "util.h"
 
@@ -303,7 +305,7 @@ static inline int wl_create(struct fq_ctx *ctx, const struct wl_cfg *c, uint8_t 
     o.extended_l2 = c->extl2;
     if ((r = fq_mem_open(ctx, NULL, 0, 1u << 30, &mem)) < 0)
         return r;
-    r = fq_qcow2_create(mem, &o, err);
+    r = fq_bdev_create_format(mem, &o, err);
     if (r < 0) {
         fprintf(stderr, "create %s: %s\n", c->name, err);
         fq_bdev_close(mem);
@@ -326,7 +328,7 @@ static inline int wl_open(struct fq_ctx *ctx, struct fq_bdev *dev, int readonly,
 
     fq_open_opts_init(&o);
     o.readonly = readonly;
-    r = fq_qcow2_open(dev, &o, &q, err);
+    r = fq_bdev_open_format(dev, "qcow2", &o, &q, err);
     if (r < 0)
         return r;
     r = fq_image_from_bdev(ctx, q, FQ_CACHE_WRITEBACK, img);

@@ -1,4 +1,4 @@
-/* bdev_file.c: the file device: a regular file or block device accessed
+/* file.c: the file device: a regular file or block device accessed
  * through the context's I/O engine. With O_DIRECT it bounces any request
  * whose buffers, offset or length are not aligned; aligned requests go
  * straight through. An unaligned write is a read-modify-write of its edge
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bdev.h"
+#include "driver.h"
 #include "util.h"
 
 struct file_io;
@@ -527,8 +527,9 @@ static int file_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_ma
 }
 
 static const struct fq_bdev_ops file_ops = {
-    .map = file_map,
     .name = "file",
+    .identity_map = true,
+    .map = file_map,
     .submit = file_submit,
     .io_sync = file_io_sync,
     .close = file_close,
@@ -554,8 +555,9 @@ static unsigned direct_align(int fd, bool is_blk)
     return 4096;
 }
 
-int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
-                 struct fq_bdev **out, char *err)
+/* Open `filename` (FQ_FILE_* flags) as a device. */
+static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
+                     struct fq_bdev **out, char *err)
 {
     int oflags = O_CLOEXEC | ((flags & FQ_FILE_RDONLY) ? O_RDONLY : O_RDWR);
     struct stat st;
@@ -618,3 +620,8 @@ int fq_file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     *out = bs;
     return 0;
 }
+
+const struct fq_driver fq_driver_file = {
+    .name = "file",
+    .open_file = file_open,
+};

@@ -1,4 +1,4 @@
-/* qcow2_amend.c: amending the options of an existing image: the compat
+/* amend.c: amending the options of an existing image: the compat
  * level (version 2 <-> 3), the lazy refcounts bit and the refcount width.
  *
  * One amend checks every change it was asked for before it makes any, so
@@ -28,8 +28,8 @@
  */
 #include <stdio.h>
 
-#include "qcow2_ops.h"
-#include "qcow2_snapshot.h"
+#include "ops.h"
+#include "snapshot.h"
 
 /* ---- refcount width ---- */
 

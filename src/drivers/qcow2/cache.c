@@ -1,4 +1,4 @@
-/* qcow2_cache.c: a cache of cluster-sized metadata tables (L2 tables or
+/* cache.c: a cache of cluster-sized metadata tables (L2 tables or
  * refcount blocks), keyed by host offset, with LRU eviction.
  *
  * Invariants: an entry is in the hash iff offset != 0. Pinned entries
@@ -6,7 +6,10 @@
  * time (refcount increases are always safe to persist, decreases are only
  * applied after the references are gone from disk). A dirty L2 table may
  * only be written after the refcounts it depends on: evicting one runs the
- * whole ordered write-back (qcow2_writeback).
+ * owner's `evict_dirty` hook (the whole ordered write-back of refcount.c).
+ * Every write first passes the owner's `check_write` hook (the overlap
+ * check), so that this module calls no other module of the driver but the
+ * header's corruption signal.
  * SPDX-License-Identifier: MIT
  */
 #include "qcow2.h"
@@ -17,12 +20,13 @@ static size_t hash_of(const struct qcache *c, uint64_t off)
     return (size_t)(h >> 20) & (c->hsize - 1);
 }
 
-int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, bool is_l2, const char *what)
+int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, const struct qcache_hooks *h)
 {
     memset(c, 0, sizeof(*c));
     c->s = s;
-    c->what = what;
-    c->is_l2 = is_l2;
+    c->what = h->what;
+    c->is_l2 = h->tag == FQ_TAG_L2;
+    c->hooks = h;
     c->n = FQ_MAX(entries, (size_t)4);
     c->hsize = 16;
     while (c->hsize < c->n * 2)
@@ -73,7 +77,7 @@ static int write_entry(struct qcache *c, struct qcache_entry *e)
 {
     struct qcow2 *s = c->s;
     unsigned tag = c->is_l2 ? FQ_TAG_L2 : FQ_TAG_REFBLOCK;
-    int r = qcow2_check_meta_write(s, e->offset, s->cluster_size, tag);
+    int r = c->hooks->check_write(s, e->offset, s->cluster_size, tag);
 
     if (r < 0)
         return r;
@@ -119,7 +123,7 @@ static int find_victim(struct qcache *c, struct qcache_entry **out)
         c->n = nn;
     }
     if (best->offset && best->dirty) {
-        int r = c->is_l2 ? qcow2_writeback(c->s) : write_entry(c, best);
+        int r = c->hooks->evict_dirty ? c->hooks->evict_dirty(c->s) : write_entry(c, best);
         if (r < 0)
             return r;
     }

@@ -1,4 +1,4 @@
-/* qcow2_check.c: consistency check and repair.
+/* check.c: consistency check and repair.
  *
  * The check counts every reference to every host cluster (header, L1 and
  * L2 tables of the active state and of each snapshot, data and compressed
@@ -17,7 +17,7 @@
  *    then the data entries are walked; an entry pointing into metadata
  *    marked before it is the bad reference.
  *
- * Repair (qcow2_check_repair.c holds the actions) zeroes the bad
+ * Repair (check_repair.c holds the actions) zeroes the bad
  * references it can (data and compressed entries, L1 entries), writes
  * them before any refcount changes, then sets refcounts to the counted
  * values (never raising the refcount of shared metadata), fixes COPIED
@@ -29,7 +29,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "qcow2_check.h"
+#include "check.h"
 
 void ck_say(struct ck *k, const char *fmt, ...)
 {

@@ -1,13 +1,13 @@
-/* qcow2_check.h: the state of one check pass, shared by the check
- * (qcow2_check.c) and its repair actions (qcow2_check_repair.c).
+/* check.h: the state of one check pass, shared by the check
+ * (check.c) and its repair actions (check_repair.c).
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_CHECK_H
 #define FQ_QCOW2_CHECK_H
 
 #include "qcow2.h"
-#include "qcow2_ops.h"
-#include "qcow2_snapshot.h"
+#include "ops.h"
+#include "snapshot.h"
 
 /* What a cluster holds, as far as the count has seen (struct ck.kind). */
 enum {
@@ -46,7 +46,7 @@ void ck_say(struct ck *k, const char *fmt, ...) FQ_PRINTF(2, 3);
 /* True if [off, off+len) ends a cluster or more past the end of the file. */
 bool ck_past_eof(const struct ck *k, uint64_t off, uint64_t len);
 
-/* ---- qcow2_check_repair.c ---- */
+/* ---- check_repair.c ---- */
 /* Whether the cluster at `off` reads as an L2 table. */
 bool ck_looks_like_l2(const struct ck *k, uint64_t off);
 /* Zero a bad L2 entry (i of table t) or L1 entry (i of l1: the active

@@ -1,11 +1,11 @@
-/* qcow2_check_repair.c: the repair actions of the check (qcow2_check.c):
+/* check_repair.c: the repair actions of the check (check.c):
  * zeroing bad references, growing a truncated file to hold its refcount
  * blocks, rewriting an incomplete snapshot table, clearing the dirty and
  * corrupt bits. The pass that repairs writes the zeroed entries before it
  * changes any refcount (a crash in between leaks clusters at worst).
  * SPDX-License-Identifier: MIT
  */
-#include "qcow2_check.h"
+#include "check.h"
 
 /* Whether the cluster at `off` reads as an L2 table: every entry valid
  * and inside the file. Refcounts, read as L2 entries, name offsets far

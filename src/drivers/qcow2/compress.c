@@ -1,4 +1,4 @@
-/* qcow2_compress.c: writing compressed clusters.
+/* compress.c: writing compressed clusters.
  *
  * A guest cluster is compressed whole (raw deflate with a 4 KiB window for
  * zlib, as the format requires, or one zstd frame, per the header's
@@ -33,12 +33,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
-#include "qcow2_ops.h"
-
-struct qcow2 *qcow2_of(struct fq_bdev *bs)
-{
-    return bs && bs->ops && !strcmp(bs->ops->name, "qcow2") ? bs->priv : NULL;
-}
+#include "ops.h"
 
 bool qcow2_busy(struct qcow2 *s)
 {

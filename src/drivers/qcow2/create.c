@@ -1,4 +1,4 @@
-/* qcow2_create.c: creating qcow2 images.
+/* create.c: creating qcow2 images.
  *
  * A new image starts as header (cluster 0), refcount table (cluster 1) and
  * one refcount block (cluster 2) that counts those three; it is then opened
@@ -162,7 +162,7 @@ static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
     return 0;
 }
 
-int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err)
+int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err)
 {
     uint64_t cs = o->cluster_size ? o->cluster_size : 65536;
     int rbits = o->refcount_bits ? o->refcount_bits : 16;
@@ -187,7 +187,7 @@ int fq_qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char 
     if (r < 0)
         return r;
     fq_open_opts_init(&oo);
-    r = fq_qcow2_open(child, &oo, &bs, err);
+    r = qcow2_open(child, &oo, &bs, err);
     if (r < 0)
         return r;
     struct qcow2 *s = bs->priv;

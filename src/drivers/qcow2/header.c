@@ -1,4 +1,4 @@
-/* qcow2_header.c: reading, validating and rewriting the qcow2 header and
+/* header.c: reading, validating and rewriting the qcow2 header and
  * its extensions.
  *
  * Every field is checked against the format's limits before use; the

@@ -1,4 +1,4 @@
-/* qcow2_map.c: guest-to-host mapping through the L1 and L2 tables:
+/* map.c: guest-to-host mapping through the L1 and L2 tables:
  * classifying runs of clusters (subclusters with extended L2), allocating
  * and copying L2 tables, linking freshly written clusters, and turning
  * clusters into zero or unallocated ones. Also decompression of clusters.

@@ -1,7 +1,7 @@
-/* qcow2_open.c: opening and closing qcow2 images, the driver's ops table,
+/* open.c: opening and closing qcow2 images, the driver's ops table,
  * and the read-only queries (info, map).
  *
- * Opening validates the header (qcow2_header.c), loads the L1 and refcount
+ * Opening validates the header (header.c), loads the L1 and refcount
  * tables, sizes the metadata caches and, for a read-write open, clears
  * unknown autoclear bits and repairs a dirty image before any write.
  * SPDX-License-Identifier: MIT
@@ -9,18 +9,9 @@
 #include <stdio.h>
 
 #include "qcow2.h"
-#include "qcow2_ops.h"
+#include "ops.h"
 
 #define DEFAULT_CACHE_BYTES (32ull << 20)
-
-bool fq_qcow2_probe(struct fq_bdev *child)
-{
-    uint8_t b[4];
-
-    if (child->size < QH_V2_LENGTH || fq_bdev_pread_sync(child, b, 4, 0) < 0)
-        return false;
-    return fq_be32(b) == QCOW2_MAGIC;
-}
 
 static void qcow2_free_state(struct qcow2 *s)
 {
@@ -40,7 +31,7 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s);
 }
 
-static void qcow2_close(struct fq_bdev *bs)
+void qcow2_close(struct fq_bdev *bs)
 {
     struct qcow2 *s = bs->priv;
 
@@ -72,7 +63,7 @@ int qcow2_load_l1(struct qcow2 *s, char *err)
     return 0;
 }
 
-static int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
+int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
 {
     struct qcow2 *s = bs->priv;
 
@@ -128,7 +119,7 @@ static bool sparse_prealloc(struct qcow2 *s)
     return s->sparse_prealloc;
 }
 
-static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
+int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out)
 {
     struct qcow2 *s = bs->priv;
     struct qextent x;
@@ -169,39 +160,27 @@ static int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_m
     return 0;
 }
 
-static int64_t qcow2_file_length(struct fq_bdev *bs)
+int64_t qcow2_file_length(struct fq_bdev *bs)
 {
     return (int64_t)bs->size;
 }
 
-static int qcow2_truncate(struct fq_bdev *bs, uint64_t size)
+int qcow2_truncate(struct fq_bdev *bs, uint64_t size)
 {
     return -ENOTSUP;
 }
 
-static const struct fq_bdev_ops qcow2_ops = {
-    .name = "qcow2",
-    .submit = qcow2_submit,
-    .io_sync = qcow2_io_sync,
-    .close = qcow2_close,
-    .get_info = qcow2_get_info,
-    .map = qcow2_map,
-    .check = qcow2_check,
-    .truncate = qcow2_truncate,
-    .file_length = qcow2_file_length,
+/* Dirty L2 tables depend on refcount blocks (and data) reaching the disk
+ * first: evicting one runs the ordered write-back. A refcount block may be
+ * written alone at any time. */
+static const struct qcache_hooks l2_hooks = {
+    .what = "L2 table", .tag = FQ_TAG_L2,
+    .check_write = qcow2_check_meta_write, .evict_dirty = qcow2_writeback,
 };
-
-int fq_qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt)
-{
-    struct qcow2 *s;
-
-    if (bs->ops != &qcow2_ops)
-        return -EINVAL;
-    s = bs->priv;
-    *name = s->backing_file;
-    *fmt = s->backing_format;
-    return 0;
-}
+static const struct qcache_hooks rb_hooks = {
+    .what = "refcount block", .tag = FQ_TAG_REFBLOCK,
+    .check_write = qcow2_check_meta_write,
+};
 
 static int init_caches(struct qcow2 *s, uint64_t cache_bytes)
 {
@@ -215,14 +194,14 @@ static int init_caches(struct qcow2 *s, uint64_t cache_bytes)
     uint64_t rbn = FQ_MIN(rb_need, FQ_MAX(budget / 4, (uint64_t)8));
     int r;
 
-    r = qcache_init(&s->l2_cache, s, (size_t)FQ_MAX(l2n, (uint64_t)8), true, "L2 table");
+    r = qcache_init(&s->l2_cache, s, (size_t)FQ_MAX(l2n, (uint64_t)8), &l2_hooks);
     if (r == 0)
-        r = qcache_init(&s->rb_cache, s, (size_t)FQ_MAX(rbn, (uint64_t)8), false, "refcount block");
+        r = qcache_init(&s->rb_cache, s, (size_t)FQ_MAX(rbn, (uint64_t)8), &rb_hooks);
     return r;
 }
 
-int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
-                  struct fq_bdev **out, char *err)
+int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
+               struct fq_bdev **out, char *err)
 {
     struct fq_open_opts def;
     struct fq_bdev *bs = calloc(1, sizeof(*bs));
@@ -238,7 +217,7 @@ int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         free(s);
         return -ENOMEM;
     }
-    bs->ops = &qcow2_ops;
+    bs->ops = &qcow2_dev_ops;
     bs->ctx = child->ctx;
     bs->priv = s;
     bs->align = 1;
@@ -254,6 +233,7 @@ int fq_qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     r = qcow2_read_header(s, err);
     if (r < 0)
         goto fail;
+    bs->cluster = s->cluster_size;
     if (child->align > s->cluster_size) {
         /* metadata and data clusters would share O_DIRECT blocks */
         fq_seterr(err, "Cluster size %llu is smaller than the O_DIRECT alignment %u of '%s'; "

@@ -1,8 +1,8 @@
-/* qcow2_ops.h: image-level operations of the qcow2 driver beyond the
- * request planner: compressed cluster writes (qcow2_compress.c); resize,
- * backing-file changes and emptying (qcow2_resize.c); amend, the refcount
- * width included (qcow2_amend.c); walking whole L1 trees
- * (qcow2_snapshot.c, also used by the others).
+/* ops.h: image-level operations of the qcow2 driver beyond the
+ * request planner: compressed cluster writes (compress.c); resize,
+ * backing-file changes and emptying (resize.c); amend, the refcount
+ * width included (amend.c); walking whole L1 trees
+ * (snapshot.c, also used by the others).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -15,15 +15,13 @@
 
 #include "qcow2.h"
 
-/* The driver state of a qcow2 device, or NULL if `bs` is not qcow2. */
-struct qcow2 *qcow2_of(struct fq_bdev *bs);
 /* True while requests of this image have host I/O or allocations in flight. */
 bool qcow2_busy(struct qcow2 *s);
 /* Preconditions of whole-image operations; 0 or -EROFS/-EIO/-EBUSY with
  * a message in err. */
 int qcow2_op_writable(struct qcow2 *s, char *err);
 
-/* ---- qcow2_compress.c ---- */
+/* ---- compress.c ---- */
 /* Write guest cluster `gc` compressed from `data` (a whole cluster; for the
  * last, partial cluster of the disk only the bytes inside the disk are
  * used). Falls back to an ordinary write when compression saves no
@@ -40,7 +38,7 @@ int64_t qcow2_compress_cluster(const struct qcow2 *s, const uint8_t *src, uint8_
 int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, uint8_t *blob,
                            int64_t clen);
 
-/* ---- qcow2_snapshot.c: L1 trees ---- */
+/* ---- snapshot.c: L1 trees ---- */
 /* Add `delta` (+1 or -1) to the refcount of every L2 table and host
  * cluster reachable from the L1 table `l1` (host byte order), counting
  * data once per L1 path as the format does. A decrement is deferred
@@ -61,16 +59,13 @@ int qcow2_write_l1_at(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t 
  * at it (with virtual size `size`) and free the old table. */
 int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t size);
 
-/* ---- qcow2_resize.c ---- */
+/* ---- resize.c ---- */
 /* Change the virtual size. Shrinking needs FQ_RESIZE_SHRINK in `flags` and
  * is refused (-ENOTEMPTY, nothing changed) while the active state maps data
  * or compressed clusters past the new end, unless FQ_RESIZE_DISCARD_DATA:
  * then every cluster past the new end is dropped. Growing reads as zeros
  * in the new range, also where a backing file would show through. */
 int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err);
-/* The message and error (-ENOTEMPTY) of a shrink refused because guest
- * offset `used` (past the new size) holds data; for raw images too. */
-int qcow2_shrink_refused(char *err, uint64_t size, uint64_t used);
 /* Record another backing file name and format (NULL name = none), only
  * in the header: the data is not touched. */
 int qcow2_set_backing(struct qcow2 *s, const char *name, const char *fmt, char *err);
@@ -82,7 +77,7 @@ int qcow2_trim_file(struct qcow2 *s);
 /* Rewrite the header and flush. */
 int qcow2_write_header_sync(struct qcow2 *s);
 
-/* ---- qcow2_amend.c ---- */
+/* ---- amend.c ---- */
 /* Amend the compat level (2 or 3; 0 keeps it), the lazy refcounts bit (0
  * or 1; -1 keeps it) and the refcount width (1, 2, 4, ... 64 bits; 0 keeps
  * it). Every change is checked before any is made (a refusal changes

@@ -1,21 +1,23 @@
 /* qcow2.h: the qcow2 on-disk format (every field, flag and limit) and the
  * driver's internal state shared by the qcow2_*.c modules.
  *
- * Module map:
- *   qcow2_header.c   parse / validate / write the header and extensions
- *   qcow2_cache.c    cluster-sized metadata cache (L2 tables, refblocks)
- *   qcow2_refcount.c refcounts, cluster allocation, refcount table growth,
- *                    deferred frees, ordered metadata write-back (flush)
- *   qcow2_map.c      L1/L2 lookup, extent classification, L2 allocation
- *   qcow2_rw.c       request state machines (read, write, zero, discard)
- *   qcow2_open.c     open / close / info / map, the driver ops table
- *   qcow2_create.c   creating images
- *   qcow2_check.c    consistency check (qcow2_check.h)
- *   qcow2_check_repair.c  the repairs the check makes
- *   qcow2_compress.c compressed cluster writes (qcow2_ops.h)
- *   qcow2_snapshot.c internal snapshots: table, create/apply/delete
- *   qcow2_resize.c   resize, rebase, emptying (qcow2_ops.h)
- *   qcow2_amend.c    amend: compat level, lazy refcounts, refcount width
+ * Module map (src/drivers/qcow2/):
+ *   driver.c        the device ops table, the registry entry (probe, open,
+ *                   create, measure) and the whole-image calls' adapters
+ *   header.c        parse / validate / write the header and extensions
+ *   cache.c         cluster-sized metadata cache (L2 tables, refblocks)
+ *   refcount.c      refcounts, cluster allocation, refcount table growth,
+ *                   deferred frees, ordered metadata write-back (flush)
+ *   map.c           L1/L2 lookup, extent classification, L2 allocation
+ *   rw.c            request state machines (read, write, zero, discard)
+ *   open.c          open / close / info / map
+ *   create.c        creating images
+ *   check.c         consistency check (check.h)
+ *   check_repair.c  the repairs the check makes
+ *   compress.c      compressed cluster writes (ops.h)
+ *   snapshot.c      internal snapshots: table, create/apply/delete
+ *   resize.c        resize, rebase, emptying (ops.h)
+ *   amend.c         amend: compat level, lazy refcounts, refcount width
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
@@ -24,7 +26,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "bdev.h"
+#include "driver.h"
 #include "taskpool.h"
 #include "util.h"
 
@@ -112,8 +114,22 @@ struct qcache_entry {
     struct qcache_entry *hnext;
 };
 
+struct qcow2;
+
+/* What a cache's owner decides for it. */
+struct qcache_hooks {
+    const char *what;         /* "L2 table" / "refcount block" for messages */
+    unsigned tag;             /* FQ_TAG_L2 or FQ_TAG_REFBLOCK */
+    /* before any write of an entry: 0, or -errno to refuse it */
+    int (*check_write)(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag);
+    /* a dirty entry must go: write back whatever it depends on and it
+     * (NULL: the entry alone may be written at any time) */
+    int (*evict_dirty)(struct qcow2 *s);
+};
+
 struct qcache {
     struct qcow2 *s;
+    const struct qcache_hooks *hooks;
     const char *what;         /* "L2 table" / "refcount block" for messages */
     size_t n;                 /* entries */
     struct qcache_entry **e;
@@ -222,7 +238,7 @@ struct qcow2 {
                                  cluster may go, inside a cluster that
                                  compressed data already holds a reference
                                  to; 0 = none. Reset when that cluster's
-                                 refcount drops to 0 (qcow2_refcount.c). */
+                                 refcount drops to 0 (refcount.c). */
     int sparse_prealloc;      /* -1 unknown; 1: many allocated clusters are
                                  holes in the file (metadata preallocation) */
     /* the file extended ahead of allocating writes (qcow2_extend_ahead):
@@ -232,7 +248,7 @@ struct qcow2 {
     bool ahead_off;           /* the file cannot, or an extension failed */
 };
 
-/* ---- qcow2_header.c ---- */
+/* ---- header.c ---- */
 int qcow2_read_header(struct qcow2 *s, char *err);
 /* Rewrite the header cluster (fields, extensions, backing name). */
 int qcow2_write_header(struct qcow2 *s);
@@ -256,8 +272,8 @@ int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char 
 /* Mark the image corrupt on disk and in memory; `why` is logged. */
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
 
-/* ---- qcow2_cache.c ---- */
-int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, bool is_l2, const char *what);
+/* ---- cache.c ---- */
+int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, const struct qcache_hooks *h);
 void qcache_destroy(struct qcache *c);
 /* Get the table at `offset` (loaded from disk unless `fresh`, which gives a
  * zeroed, dirty entry). Pinned until qcache_put. */
@@ -270,7 +286,7 @@ bool qcache_has_dirty(struct qcache *c);
 /* Drop an entry without writing it (its cluster was freed). */
 void qcache_discard(struct qcache *c, uint64_t offset);
 
-/* ---- qcow2_refcount.c ---- */
+/* ---- refcount.c ---- */
 int qcow2_load_refcount_table(struct qcow2 *s, char *err);
 /* Entry i of a refcount block of `bits`-bit entries; set it to v (which
  * fits the width). */
@@ -311,7 +327,7 @@ bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len);
  * another kind, as the tables of a damaged image may point into each other. */
 int qcow2_check_meta_write(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag);
 
-/* ---- qcow2_map.c ---- */
+/* ---- map.c ---- */
 enum qkind {
     QK_UNALLOC,      /* not allocated here: backing file or zeros */
     QK_ZERO,         /* reads as zeros */
@@ -365,11 +381,25 @@ int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t
 int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unmap, bool discard);
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst);
 
-/* ---- qcow2_rw.c ---- */
+/* ---- open.c: the device's calls (the table is in driver.c) ---- */
+extern const struct fq_bdev_ops qcow2_dev_ops;
+int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
+               struct fq_bdev **out, char *err);
+void qcow2_close(struct fq_bdev *bs);
+int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out);
+int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out);
+int64_t qcow2_file_length(struct fq_bdev *bs);
+int qcow2_truncate(struct fq_bdev *bs, uint64_t size);
+
+/* ---- create.c ---- */
+/* Write a new, empty image on an opened, empty, writable device. */
+int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
+
+/* ---- rw.c ---- */
 void qcow2_submit(struct fq_bdev *bs, struct fq_req *req);
 int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req);
 
-/* ---- qcow2_check.c ---- */
+/* ---- check.c ---- */
 int qcow2_check(struct fq_bdev *bs, unsigned repair, struct fq_check_result *res,
                 fq_msg_fn *msg, void *opaque);
 

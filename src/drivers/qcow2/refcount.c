@@ -1,4 +1,4 @@
-/* qcow2_refcount.c: reference counts, cluster allocation, growth of the
+/* refcount.c: reference counts, cluster allocation, growth of the
  * refcount structures, deferred frees and the ordered metadata write-back.
  *
  * Crash-safety invariants enforced here:

@@ -1,7 +1,7 @@
-/* qcow2_resize.c: changes to a whole image: the virtual size (growing
+/* resize.c: changes to a whole image: the virtual size (growing
  * the L1 table, or shrinking: only over unused space unless asked to drop
  * data), the recorded backing file, and emptying the active state (after a
- * commit). Amend lives in qcow2_amend.c.
+ * commit). Amend lives in amend.c.
  *
  * Ordering, as everywhere: a new L1 table is written and flushed before
  * the header points at it (qcow2_switch_l1); clusters are dropped by
@@ -12,8 +12,8 @@
  */
 #include <stdio.h>
 
-#include "qcow2_ops.h"
-#include "qcow2_snapshot.h"
+#include "ops.h"
+#include "snapshot.h"
 
 /* Rewrite the header and flush. */
 int qcow2_write_header_sync(struct qcow2 *s)
@@ -137,15 +137,6 @@ static int first_data(struct qcow2 *s, uint64_t from, uint64_t to, uint64_t *out
     return 0;
 }
 
-int qcow2_shrink_refused(char *err, uint64_t size, uint64_t used)
-{
-    fq_seterr(err, "Cannot shrink to %llu bytes: the image holds data past the new end (the "
-              "first at guest offset %llu, 0x%llx); resize --shrink --discard-data "
-              "(FQ_RESIZE_DISCARD_DATA) drops it", (unsigned long long)size,
-              (unsigned long long)used, (unsigned long long)used);
-    return -ENOTEMPTY;
-}
-
 int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
 {
     uint64_t old = s->bs->size, cs = s->cluster_size;
@@ -170,7 +161,7 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
         if ((r = first_data(s, size, old, &used)) < 0)
             goto fail;
         if (used < old)
-            return qcow2_shrink_refused(err, size, used);
+            return fq_shrink_refused(err, size, used);
     }
     if (size > (1ull << 62) || need * 8 > QCOW2_MAX_L1_BYTES) {
         fq_seterr(err, "Virtual size %llu is too large for %llu-byte clusters (the L1 table "

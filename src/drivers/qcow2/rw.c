@@ -1,4 +1,4 @@
-/* qcow2_rw.c: the request state machines. "Metadata is planned, data is
+/* rw.c: the request state machines. "Metadata is planned, data is
  * asynchronous": a request walks its range with qcow2_lookup (metadata from
  * the cache; a miss is a blocking load for now), turning each uniform run
  * into a task (a host-contiguous data read or write, a backing read, a

@@ -1,4 +1,4 @@
-/* qcow2_snapshot.c: internal snapshots: reading and writing the snapshot
+/* snapshot.c: internal snapshots: reading and writing the snapshot
  * table, the reference changes of whole L1 trees, and the create / apply /
  * delete operations.
  *
@@ -10,7 +10,7 @@
  * only in the active tables and are rebuilt from the refcounts after every
  * change.
  *
- * Crash safety, as in qcow2_refcount.c: new structures (raised refcounts,
+ * Crash safety, as in refcount.c: new structures (raised refcounts,
  * an L1 copy, a new snapshot table, a new active L1) are written and
  * flushed before the header points at them with one header write; what the
  * header stopped pointing at is freed only afterwards, through the deferred
@@ -24,8 +24,8 @@
 #include <stdio.h>
 #include <time.h>
 
-#include "qcow2_ops.h"
-#include "qcow2_snapshot.h"
+#include "ops.h"
+#include "snapshot.h"
 
 #define SNAP_EXTRA_LEN 24     /* vm_state_size, disk_size, icount */
 

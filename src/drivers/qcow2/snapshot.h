@@ -1,5 +1,5 @@
-/* qcow2_snapshot.h: internal snapshots: the snapshot table and the
- * create / apply / delete operations (qcow2_snapshot.c).
+/* snapshot.h: internal snapshots: the snapshot table and the
+ * create / apply / delete operations (snapshot.c).
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_SNAPSHOT_H
@@ -26,7 +26,7 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
                          uint64_t *table_bytes, char *err);
 void qcow2_snapshots_free(struct qsnap *v, size_t n);
 
-/* Each needs a writable, idle image (see qcow2_ops.h) and names what went
+/* Each needs a writable, idle image (see ops.h) and names what went
  * wrong in `err`. Returns 0 or -errno (-ENOENT: no such snapshot). */
 /* Take a snapshot of the active state named `name`; its ID is the next
  * free number. */

@@ -1,0 +1,147 @@
+/* chain.c: opening a whole device stack from a filename: the file
+ * (protocol driver), the format driver on it (probed only when the
+ * caller gives none), and the backing chain the image records: the
+ * backing format from the image (or the caller; probed only when asked),
+ * loops recognized by file identity, at most MAX_CHAIN_DEPTH layers; the
+ * deepest failure's message is passed up as it is.
+ * SPDX-License-Identifier: MIT
+ */
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "core/core.h"
+#include "util.h"
+
+/* The defaults of every open option (the public fq_open_opts_init; here
+ * because drivers open images too). */
+void fq_open_opts_init(struct fq_open_opts *o)
+{
+    memset(o, 0, sizeof(*o));
+}
+
+#define MAX_CHAIN_DEPTH 256
+
+/* Resolve a backing file name relative to the directory of `image`. */
+static char *resolve_backing(const char *image, const char *name)
+{
+    const char *slash = strrchr(image, '/');
+    size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
+    char *p;
+
+    if (name[0] == '/' || dl == 0 || strstr(name, "://"))
+        return strdup(name);
+    p = malloc(dl + strlen(name) + 1);
+    if (p) {
+        memcpy(p, image, dl);
+        strcpy(p + dl, name);
+    }
+    return p;
+}
+
+/* The files opened so far down one chain, to recognize a loop whatever
+ * the spelling of the name (relative, absolute, through a symlink). */
+struct chain_seen {
+    const struct chain_seen *up;
+    dev_t dev;
+    ino_t ino;
+};
+
+static int open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                      const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
+                      struct fq_bdev **out, char *err)
+{
+    struct fq_bdev *file = NULL, *top = NULL;
+    bool ro = opts->readonly || depth > 0;
+    unsigned fflags = 0;
+    struct chain_seen me = { up, 0, 0 };
+    struct stat st;
+    int r;
+
+    if (depth > MAX_CHAIN_DEPTH) {
+        fq_seterr(err, "Backing chain is deeper than %d images at '%s'", MAX_CHAIN_DEPTH, filename);
+        return -ELOOP;
+    }
+    if (stat(filename, &st) == 0) {
+        me.dev = st.st_dev;
+        me.ino = st.st_ino;
+        for (const struct chain_seen *c = up; c; c = c->up)
+            if (c->dev == me.dev && c->ino == me.ino) {
+                fq_seterr(err, "Backing file '%s' creates an infinite loop.", filename);
+                return -ELOOP;
+            }
+    }
+    if (ro)
+        fflags |= FQ_FILE_RDONLY;
+    if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
+        fflags |= FQ_FILE_DIRECT;
+    r = fq_bdev_open_file(ctx, filename, fflags, &file, err);
+    if (r < 0)
+        return r;
+    if (opts->file_format && depth == 0) {
+        /* nesting: this image lives inside another image's guest view */
+        struct fq_open_opts inner = *opts;
+        struct fq_bdev *container;
+        inner.file_format = NULL;
+        inner.no_backing = 1;
+        inner.readonly = ro;
+        r = fq_bdev_open_format(file, opts->file_format, &inner, &container, err);
+        if (r < 0) {
+            fq_bdev_close(file);
+            return r;
+        }
+        file = container;
+    }
+    struct fq_open_opts fo = *opts;
+    fo.readonly = ro;
+    r = fq_bdev_open_format(file, format, &fo, &top, err);
+    if (r < 0) {
+        fq_bdev_close(file);
+        return r;
+    }
+    const char *bname = NULL, *bfmt = NULL;
+    if (!opts->no_backing && fq_bdev_backing(top, &bname, &bfmt) == 0 && bname) {
+        char *path = resolve_backing(filename, bname);
+        char berr[FQ_ERR_MAX] = "";
+        struct fq_open_opts bo = *opts;
+        bo.file_format = NULL;
+        bo.check_mode = 0;
+        /* "probe" (asked for explicitly) guesses the format of every
+         * backing file down the chain that records none */
+        bool probe = opts->backing_format && !strcmp(opts->backing_format, "probe");
+        if (depth == 0 && opts->backing_format && !probe)
+            bfmt = opts->backing_format;
+        bo.backing_format = probe ? opts->backing_format : NULL;
+        if (!bfmt && !probe) {
+            /* never guess unasked: a raw disk could start with qcow2's magic */
+            snprintf(berr, sizeof(berr), "the image records no backing format; give it "
+                     "explicitly (--backing-format FMT) or ask for probing "
+                     "(--backing-format probe)");
+            r = -EINVAL;
+        } else {
+            r = path ? open_chain(ctx, path, bfmt, &bo, depth + 1, &me, &top->backing, berr)
+                     : -ENOMEM;
+        }
+        if (r < 0) {
+            /* the deepest failure names its file: pass it up as it is */
+            static const char nested[] = "Could not open backing file";
+            if (!memcmp(berr, nested, FQ_MIN(sizeof(nested) - 1, strlen(berr) + 1)) || r == -ELOOP)
+                fq_seterr(err, "%s", berr);
+            else
+                fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
+                          berr[0] ? berr : strerror(-r));
+            free(path);
+            fq_bdev_close(top);
+            return r;
+        }
+        free(path);
+    }
+    *out = top;
+    return 0;
+}
+
+int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                       const struct fq_open_opts *opts, int depth,
+                       struct fq_bdev **out, char *err)
+{
+    return open_chain(ctx, filename, format, opts, depth, NULL, out, err);
+}

@@ -1,0 +1,35 @@
+/* core.h: the core's calls for the layers above it (the public API in
+ * src/api, and tests): finding drivers in the registry, opening a device
+ * stack from a name, creating an image on a device. Drivers never include
+ * this header.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_CORE_H
+#define FQ_CORE_H
+
+#include "driver.h"
+
+/* The driver named `name`, or NULL. */
+const struct fq_driver *fq_driver_find(const char *name);
+/* "qcow2, raw": the names of the format drivers, for messages. */
+const char *fq_format_names(void);
+
+/* Open the protocol driver "file" on `filename` (FQ_FILE_* flags). */
+int fq_bdev_open_file(struct fq_ctx *ctx, const char *filename, unsigned flags,
+                      struct fq_bdev **out, char *err);
+/* Open format `format` (NULL: probe) on `file`, which the result owns on
+ * success. */
+int fq_bdev_open_format(struct fq_bdev *file, const char *format, const struct fq_open_opts *opts,
+                        struct fq_bdev **out, char *err);
+/* Create an empty image of format o->format on a writable, empty device. */
+int fq_bdev_create_format(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
+/* The backing file a device records (NULL name: none; -ENOTSUP: the
+ * format has no backing files). */
+int fq_bdev_backing(struct fq_bdev *bs, const char **name, const char **fmt);
+
+/* Open a whole stack (file, format, backing chain) from a filename. */
+int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                       const struct fq_open_opts *opts, int depth,
+                       struct fq_bdev **out, char *err);
+
+#endif

@@ -1,0 +1,64 @@
+/* aio.h: the asynchronous operations a device hands to its context, and
+ * the deferred calls ("bottom halves") it may queue on the context's loop.
+ * This is what protocol drivers (the file device) and any code that must
+ * complete later use; the engines behind it are core-private.
+ *
+ * An operation is submitted with fq_ctx_submit; its `done` runs later from
+ * the context loop (fq_ctx_run), on the context's thread, never inside the
+ * submitting call.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_AIO_H
+#define FQ_AIO_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "fastqcow.h"
+
+enum fq_op {
+    FQ_OP_READ,
+    FQ_OP_WRITE,
+    FQ_OP_FLUSH,
+    FQ_OP_DISCARD,
+    FQ_OP_WRITE_ZEROES,
+};
+
+struct fq_aio {
+    enum fq_op op;
+    int fd;
+    uint64_t off;
+    uint64_t len;             /* discard / write-zeroes length */
+    const struct iovec *iov;
+    int iovcnt;
+    int64_t res;              /* filled by the engine: bytes or -errno */
+    bool is_poll;             /* instead of `op`: wait until `fd` is readable */
+    void (*done)(struct fq_aio *aio);
+    struct fq_aio *next;      /* engine-internal queue link */
+};
+
+/* Hand an operation to the context's engine. */
+void fq_ctx_submit(struct fq_ctx *ctx, struct fq_aio *aio);
+/* Push queued submissions unless the loop is running (it will). */
+void fq_ctx_kick(struct fq_ctx *ctx);
+
+/* A deferred call run from the context loop ("bottom half"). */
+struct fq_bh {
+    void (*fn)(void *opaque);
+    void *opaque;
+    struct fq_bh *next;
+};
+
+/* Queue a bottom half; it runs from the loop, after the current callback. */
+void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void *opaque);
+
+/* Perform one operation synchronously (the sync and thread engines, and
+ * blocking paths of devices). Returns bytes or -errno; reads and writes
+ * loop over short transfers (a read at EOF stops short). */
+int64_t fq_aio_exec(enum fq_op op, int fd, uint64_t off, uint64_t len,
+                    const struct iovec *iov, int iovcnt);
+/* Block until `fd` is readable (the is_poll operation); 0 or -errno. */
+int64_t fq_aio_poll_exec(int fd);
+
+#endif
