@@ -23,7 +23,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "io_util.h"
+#include "common/seeded.h"
 #include "tool.h"
 
 struct bench;

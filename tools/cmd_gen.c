@@ -22,7 +22,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "io_util.h"
+#include "common/seeded.h"
 #include "tool.h"
 
 enum layout { L_SEQ, L_REVERSE, L_RAND, L_PART_RAND };

@@ -1,12 +1,12 @@
-/* io_fmt.h: qemu-io's number syntax and output formats for `fastqcow io`:
+/* io/format.h: qemu-io's number syntax and output formats for `fastqcow io`:
  * byte counts ("1.5k", "0x200"), pattern bytes, human sizes ("3.875 MiB"),
  * the two report lines of every request, and the -v hex dump.
- * The io subcommand's files (cmd_io.c, io_rw.c, io_query.c) include
+ * The io subcommand's files (interpreter.c, requests.c, query.c) include
  * this; static inline, so that each uses what it needs.
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_IO_FMT_H
-#define FQ_IO_FMT_H
+#ifndef FQ_TOOLS_IO_FORMAT_H
+#define FQ_TOOLS_IO_FORMAT_H
 
 #include <ctype.h>
 #include <errno.h>

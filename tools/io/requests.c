@@ -1,4 +1,4 @@
-/* io_rw.c: the request commands of `fastqcow io`: read, readv, write,
+/* io/requests.c: the request commands of `fastqcow io`: read, readv, write,
  * writev, aio_read, aio_write, aio_flush, flush and discard, and the
  * option parsing they share.
  *
@@ -10,11 +10,11 @@
  *
  * Beyond qemu-io, -R SEED on read/write/readv/writev/aio_* writes or checks
  * content that depends on SEED and on the absolute guest offset of each
- * byte (io_util.h). The vectored forms then use a "guarded" buffer: an
+ * byte (common/seeded.h). The vectored forms then use a "guarded" buffer: an
  * iovec array of odd-sized pieces with canary bytes between them, the
  * request starting part-way into the first iovec (non-zero iov_off) and an
  * extra iovec past its end, so a misplaced piece, a wrong iov_off or a
- * write outside the request is caught (io_buf.h).
+ * write outside the request is caught (buffers.h).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -25,10 +25,10 @@
 #include <string.h>
 #include <time.h>
 
-#include "io_buf.h"
-#include "io_cmd.h"
-#include "io_fmt.h"
-#include "io_util.h"
+#include "../common/seeded.h"
+#include "buffers.h"
+#include "commands.h"
+#include "format.h"
 
 #define MAX_REQ 2147483136ll /* qemu's per-request limit (INT_MAX & ~511) */
 #define READ_FILL 0xab       /* read buffers start out with this byte */

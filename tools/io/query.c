@@ -1,7 +1,7 @@
-/* io_query.c: the commands of `fastqcow io` that report on the image
+/* io/query.c: the commands of `fastqcow io` that report on the image
  * rather than move data: map and alloc (allocation in the top layer, as
  * qemu-io's bdrv_is_allocated sees it), length and info, with qemu-io
- * 7.2's wording and sizes ("64 KiB", io_fmt.h).
+ * 7.2's wording and sizes ("64 KiB", format.h).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -9,8 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "io_cmd.h"
-#include "io_fmt.h"
+#include "commands.h"
+#include "format.h"
 
 /* Length of the run at `off` (at most len) whose allocation in the top
  * layer is uniform; *alloc gets that status. */

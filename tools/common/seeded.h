@@ -1,6 +1,7 @@
-/* io_util.h: small helpers shared by the io, bench and gen subcommands:
- * a seeded PRNG, the seeded content pattern used by `io -R`, and iovec
- * walking. Header-only (static inline) so that it needs no build change.
+/* common/seeded.h: seeded randomness for the io, bench and gen
+ * subcommands: a PRNG (bench and gen's random offsets and orders), the
+ * seeded content that `io -R` writes and checks, and the iovec walker that
+ * applies it. Header-only (static inline).
  *
  * Seeded content: the byte at absolute guest offset `o` is byte (o % 8),
  * little-endian, of fqio_word(seed, o / 8). Every 8-byte word of the image
@@ -9,8 +10,8 @@
  * alignment of the request.
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_IO_UTIL_H
-#define FQ_IO_UTIL_H
+#ifndef FQ_TOOLS_SEEDED_H
+#define FQ_TOOLS_SEEDED_H
 
 #include <endian.h>
 #include <stdbool.h>

@@ -1,4 +1,4 @@
-/* io_buf.h: the request buffers of `fastqcow io`.
+/* io/buffers.h: the request buffers of `fastqcow io`.
  *
  * A plain buffer is what qemu-io uses: one 4 KiB-aligned piece per length.
  * A guarded buffer (used with -R on vectored commands) is an iovec array
@@ -6,11 +6,11 @@
  * them; the request starts part-way into the first iovec (non-zero
  * iov_off) and one more iovec lies past its end. After a read, every byte
  * outside the request's pieces must still be CANARY.
- * Only io_rw.c includes this.
+ * Only requests.c includes this.
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_IO_BUF_H
-#define FQ_IO_BUF_H
+#ifndef FQ_TOOLS_IO_BUFFERS_H
+#define FQ_TOOLS_IO_BUFFERS_H
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +22,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "io_fmt.h"
-#include "io_util.h"
+#include "../common/seeded.h"
+#include "format.h"
 
 #define CANARY 0xa5 /* guard bytes of a guarded buffer */
 

@@ -1,7 +1,7 @@
-/* cmd_io.c: `fastqcow io`, a qemu-io compatible exerciser: its options,
- * the command table with each command's help, dispatch and the stdin
- * loop. The commands themselves live in io_rw.c and io_query.c
- * (io_cmd.h).
+/* io/interpreter.c: `fastqcow io`, a qemu-io compatible exerciser: its
+ * options, the command table with each command's help, dispatch and the
+ * stdin loop. The commands themselves live in requests.c and query.c
+ * (commands.h).
  *
  * Commands come from -c (in order) or, without -c, from stdin one per line
  * with qemu-io's "qemu-io> " prompt. Output lines, error texts and the exit
@@ -21,8 +21,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "io_cmd.h"
-#include "io_fmt.h"
+#include "commands.h"
+#include "format.h"
 
 /* ---- interpreter commands ------------------------------------------------------ */
 
