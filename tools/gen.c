@@ -1,4 +1,4 @@
-/* cmd_gen.c: `fastqcow gen`, the seed's four test images made in-process.
+/* gen.c: `fastqcow gen`, the seed's four test images made in-process.
  *
  * Creates a qcow2 image and writes every block (block = cluster size) once,
  * filled with a pattern, in the order of the layout:

@@ -1,4 +1,4 @@
-/* cmd_bench.c: `fastqcow bench`, compatible with `qemu-img bench` 7.2
+/* bench.c: `fastqcow bench`, compatible with `qemu-img bench` 7.2
  * (options, defaults, the two printed lines), plus --workers (extents in
  * flight per request) and --random[=SEED] (random step-aligned offsets).
  *
