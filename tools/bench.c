@@ -23,8 +23,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli.h"
 #include "common/seeded.h"
-#include "tool.h"
+#include "subcommands.h"
 
 struct bench;
 

@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tool.h"
+#include "common/cli.h"
+#include "subcommands.h"
 
 static const struct {
     const char *name;

@@ -22,8 +22,9 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/cli.h"
 #include "common/seeded.h"
-#include "tool.h"
+#include "subcommands.h"
 
 enum layout { L_SEQ, L_REVERSE, L_RAND, L_PART_RAND };
 static const char *const layout_names[] = { "seq", "reverse", "rand", "part-rand" };

@@ -11,7 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "tool.h"
+#include "common/cli.h"
+#include "subcommands.h"
 
 #define CHUNK (1u << 20)   /* compare/convert: largest range of one job */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

@@ -15,7 +15,7 @@
 
 #include <stdbool.h>
 
-#include "../tool.h"
+#include "../common/cli.h"
 
 /* The state of one run: the open image and its context. */
 struct io {

@@ -21,6 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../subcommands.h"
 #include "commands.h"
 #include "format.h"
 

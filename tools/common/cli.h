@@ -1,32 +1,16 @@
-/* tool.h: shared declarations of the fastqcow command-line tool.
+/* common/cli.h: what every subcommand shares: the "fastqcow: " error
+ * messages, the parsing of sizes, cache modes and I/O engines, the global
+ * --backing-format option and human-readable sizes (cli.c).
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_TOOL_H
-#define FQ_TOOL_H
+#ifndef FQ_TOOLS_CLI_H
+#define FQ_TOOLS_CLI_H
 
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 
 #include "fastqcow.h"
-
-/* Each subcommand: argv[0] is the subcommand name. Returns the exit code. */
-int cmd_create(int argc, char **argv);
-int cmd_info(int argc, char **argv);
-int cmd_check(int argc, char **argv);
-int cmd_map(int argc, char **argv);
-int cmd_compare(int argc, char **argv);
-int cmd_convert(int argc, char **argv);
-int cmd_io(int argc, char **argv);
-int cmd_bench(int argc, char **argv);
-int cmd_gen(int argc, char **argv);
-/* cmd_image2.c */
-int cmd_snapshot(int argc, char **argv);
-int cmd_resize(int argc, char **argv);
-int cmd_amend(int argc, char **argv);
-int cmd_measure(int argc, char **argv);
-int cmd_rebase(int argc, char **argv);
-int cmd_commit(int argc, char **argv);
 
 /* Print "fastqcow: <message>" to stderr. */
 void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,4 +1,6 @@
-/* tool_util.c: helpers shared by the subcommands.
+/* common/cli.c: helpers every subcommand shares (cli.h): the "fastqcow: "
+ * error messages, size, cache and engine option values, the global
+ * --backing-format option and human-readable sizes.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -6,7 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "tool.h"
+#include "cli.h"
 
 const char *tool_backing_format;
 

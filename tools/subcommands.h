@@ -1,0 +1,35 @@
+/* subcommands.h: the handler of every subcommand, grouped by the file
+ * that owns it; fastqcow.c's command table is the only caller. Private to
+ * the tool.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_TOOLS_SUBCOMMANDS_H
+#define FQ_TOOLS_SUBCOMMANDS_H
+
+/* Each handler gets the subcommand's command line (argv[0] is its name)
+ * and returns the exit code. */
+
+/* cmd_create.c */
+int cmd_create(int argc, char **argv);
+/* cmd_img.c */
+int cmd_info(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+/* cmd_convert.c */
+int cmd_compare(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+/* cmd_image2.c */
+int cmd_snapshot(int argc, char **argv);
+int cmd_resize(int argc, char **argv);
+int cmd_amend(int argc, char **argv);
+int cmd_measure(int argc, char **argv);
+int cmd_rebase(int argc, char **argv);
+int cmd_commit(int argc, char **argv);
+/* bench.c */
+int cmd_bench(int argc, char **argv);
+/* gen.c */
+int cmd_gen(int argc, char **argv);
+/* io/interpreter.c */
+int cmd_io(int argc, char **argv);
+
+#endif
