@@ -15,7 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "img.h"
+#include "common/args.h"
+#include "subcommands.h"
 
 #define FQ_ALIGN_DOWN_C(v, a) ((v) / (a) * (a))
 #define FQ_ALIGN_UP_C(v, a) (((v) + (a) - 1) / (a) * (a))

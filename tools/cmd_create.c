@@ -16,7 +16,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "img.h"
+#include "common/args.h"
+#include "subcommands.h"
 
 /* Each -o key: its name, its type and its line of '-o help'. */
 enum otype { OT_SIZE, OT_BOOL, OT_NUM, OT_STR };

@@ -20,7 +20,8 @@
 #include <string.h>
 #include <time.h>
 
-#include "img.h"
+#include "common/args.h"
+#include "subcommands.h"
 
 /* ---- shared ------------------------------------------------------------------ */
 

@@ -17,7 +17,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "img.h"
+#include "common/args.h"
+#include "subcommands.h"
 
 #define MAX_CHAIN 256  /* longest backing chain that info and map follow */
 

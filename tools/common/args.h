@@ -11,8 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "common/cli.h"
-#include "subcommands.h"
+#include "cli.h"
 
 #define CHUNK (1u << 20)   /* compare/convert: largest range of one job */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))

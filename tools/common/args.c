@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "img.h"
+#include "args.h"
 
 /* ---- command line --------------------------------------------------------- */
 
