@@ -15,7 +15,7 @@ int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
-/* cmd_convert.c */
+/* convert.c */
 int cmd_compare(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 /* cmd_image2.c */

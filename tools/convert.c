@@ -1,4 +1,4 @@
-/* cmd_convert.c: the qemu-img compatible subcommands compare and convert.
+/* convert.c: the qemu-img compatible subcommands compare and convert.
  *
  * Both put their two images on one context and keep up to N jobs (ranges
  * of at most CHUNK bytes) in flight. A range that fq_map says reads as
