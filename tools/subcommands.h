@@ -15,8 +15,9 @@ int cmd_create(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);
-/* convert.c */
+/* compare.c */
 int cmd_compare(int argc, char **argv);
+/* convert.c */
 int cmd_convert(int argc, char **argv);
 /* cmd_image2.c */
 int cmd_snapshot(int argc, char **argv);

@@ -287,20 +287,3 @@ int img_close(struct fq_image *img, int r)
     }
     return r;
 }
-
-bool img_is_zero(const uint8_t *p, size_t n)
-{
-    size_t head = MIN(n, 16);
-
-    for (size_t i = 0; i < head; i++)
-        if (p[i])
-            return false;
-    return n <= 16 || memcmp(p, p + 16, n - 16) == 0;
-}
-
-void *img_alloc_buf(void)
-{
-    void *p = NULL;
-
-    return posix_memalign(&p, 4096, CHUNK) ? NULL : p;
-}

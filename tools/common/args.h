@@ -13,7 +13,6 @@
 
 #include "cli.h"
 
-#define CHUNK (1u << 20)   /* compare/convert: largest range of one job */
 #define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define ALIGN_UP512(v) (((v) + 511) & ~(uint64_t)511)   /* qemu sizes images in sectors */
 
@@ -80,9 +79,6 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
  * is 0, a failed close (the final flush) is reported in qemu-img's words
  * and becomes the result. Returns r or fq_close's -errno. */
 int img_close(struct fq_image *img, int r);
-bool img_is_zero(const uint8_t *p, size_t n);
-/* A CHUNK-sized buffer fit for O_DIRECT, or NULL. */
-void *img_alloc_buf(void);
 
 /* ---- cmd_create.c: image creation, for create and convert's target ---- */
 
