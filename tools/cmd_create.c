@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "common/args.h"
+#include "common/image.h"
 #include "subcommands.h"
 
 /* Each -o key: its name, its type and its line of '-o help'. */

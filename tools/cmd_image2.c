@@ -21,6 +21,8 @@
 #include <time.h>
 
 #include "common/args.h"
+#include "common/image.h"
+#include "common/output.h"
 #include "subcommands.h"
 
 /* ---- shared ------------------------------------------------------------------ */

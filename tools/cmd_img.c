@@ -18,6 +18,8 @@
 #include <sys/stat.h>
 
 #include "common/args.h"
+#include "common/image.h"
+#include "common/output.h"
 #include "subcommands.h"
 
 #define MAX_CHAIN 256  /* longest backing chain that info and map follow */

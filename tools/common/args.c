@@ -1,8 +1,6 @@
-/* img_util.c: what the qemu-img compatible subcommands share (cmd_create.c,
- * cmd_img.c, cmd_convert.c, cmd_image2.c): one option parser for all of
- * them with qemu-img's messages, qemu's size syntax, the output helpers
- * (qemu's sizes and backing-file names, its pretty JSON, the progress
- * line) and the image helpers of compare and convert.
+/* common/args.c: the command line of the qemu-img compatible subcommands
+ * (args.h): one option parser for all of them with qemu-img's messages,
+ * and qemu's size syntax.
  *
  * Nothing here holds state; every text it prints is qemu-img 7.2's, so
  * that a change here changes the output of every subcommand alike.
@@ -18,8 +16,6 @@
 #include <string.h>
 
 #include "args.h"
-
-/* ---- command line --------------------------------------------------------- */
 
 int img_usage_err(const char *fmt, ...)
 {
@@ -173,117 +169,4 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         }
     }
     return 0;
-}
-
-/* ---- output helpers ------------------------------------------------------- */
-
-void img_size_str(uint64_t v, char *buf, size_t n)
-{
-    static const char *unit[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB" };
-    double div = 1;
-    int i = 0;
-
-    for (; i < 6 && (double)v >= 1000.0 * div; i++)
-        div *= 1024;
-    snprintf(buf, n, "%0.3g %s", (double)v / div, unit[i]);
-}
-
-void img_path_combine(const char *base, const char *rel, char *out, size_t n)
-{
-    const char *slash = strrchr(base, '/');
-
-    if (rel[0] == '/' || !slash)
-        snprintf(out, n, "%s", rel);
-    else
-        snprintf(out, n, "%.*s%s", (int)(slash - base + 1), base, rel);
-}
-
-/* Begin a member (an array element when key is NULL). */
-static void jw_key(struct jw *w, const char *key)
-{
-    if (w->depth)
-        printf("%s%*s", w->first[w->depth] ? "\n" : ",\n", 4 * w->depth, "");
-    w->first[w->depth] = false;
-    if (key)
-        printf("\"%s\": ", key);
-}
-
-void jw_open(struct jw *w, const char *key, char c)
-{
-    jw_key(w, key);
-    putchar(c);
-    w->first[++w->depth] = true;
-}
-
-void jw_close(struct jw *w, char c)
-{
-    w->depth--;
-    printf("\n%*s%c%s", 4 * w->depth, "", c, w->depth ? "" : "\n");
-}
-
-void jw_int(struct jw *w, const char *key, int64_t v)
-{
-    jw_key(w, key);
-    printf("%" PRId64, v);
-}
-
-void jw_bool(struct jw *w, const char *key, bool v)
-{
-    jw_key(w, key);
-    fputs(v ? "true" : "false", stdout);
-}
-
-void jw_str(struct jw *w, const char *key, const char *s)
-{
-    jw_key(w, key);
-    putchar('"');
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            printf("\\%c", c);
-        else if (c < 0x20)
-            printf("\\u%04x", c);
-        else
-            putchar(c);
-    }
-    putchar('"');
-}
-
-void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
-{
-    double pct = total ? (double)done * 100.0 / (double)total : 100.0;
-
-    if (!p->on || (!force && pct - p->last < 1.0))
-        return;
-    p->last = pct;
-    printf("    (%3.2f/100%%)\r", pct);
-    fflush(stdout);
-}
-
-/* ---- image helpers -------------------------------------------------------- */
-
-struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
-{
-    char err[FQ_ERR_MAX] = "";
-    struct fq_image *img;
-    int r = fq_open(file, o, &img, err);
-
-    if (r == 0)
-        return img;
-    if (err[0])
-        tool_error("%s", err);
-    else
-        tool_error("Could not open '%s': %s", file, strerror(-r));
-    return NULL;
-}
-
-int img_close(struct fq_image *img, int r)
-{
-    int cr = fq_close(img);
-
-    if (r == 0 && cr < 0) {
-        tool_error("Could not flush the image: %s", strerror(-cr));
-        r = cr;
-    }
-    return r;
 }

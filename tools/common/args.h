@@ -1,11 +1,10 @@
-/* img.h: what the qemu-img compatible subcommands share: cmd_create.c
- * (create), cmd_img.c (info, check, map), cmd_convert.c (compare,
- * convert) and cmd_image2.c (snapshot, resize, amend, measure, rebase,
- * commit). The helpers live in img_util.c unless said otherwise.
+/* common/args.h: the command line of the qemu-img compatible subcommands
+ * (create, info, check, map, compare, convert; args.c): one option parser
+ * for all of them with qemu-img's messages, and qemu's size syntax.
  * SPDX-License-Identifier: MIT
  */
-#ifndef FQ_IMG_H
-#define FQ_IMG_H
+#ifndef FQ_TOOLS_ARGS_H
+#define FQ_TOOLS_ARGS_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -13,7 +12,6 @@
 
 #include "cli.h"
 
-#define MIN(a, b) ((a) < (b) ? (a) : (b))
 #define ALIGN_UP512(v) (((v) + 511) & ~(uint64_t)511)   /* qemu sizes images in sectors */
 
 /* Every option of every subcommand; each takes the subset it names. */
@@ -46,39 +44,6 @@ int img_qsize(const char *s, uint64_t *out);
 /* img_qsize with qemu-img's messages about `what` ("image size").
  * Returns 0 or -1. */
 int img_cvtnum(const char *what, const char *s, uint64_t *out);
-
-/* A size as qemu prints it: three digits of the largest binary unit that
- * leaves at least 1000 of the unit below ("1.5 MiB"). */
-void img_size_str(uint64_t v, char *buf, size_t n);
-/* "dir/of/overlay" + "rel": how qemu names a backing file relative to its
- * overlay. Absolute names, and overlays without a directory, keep `rel`. */
-void img_path_combine(const char *base, const char *rel, char *out, size_t n);
-
-/* Pretty JSON in qemu's layout: four-space indent, a member per line.
- * Start from { 0 }; a NULL key is an array element. */
-struct jw {
-    int depth;
-    bool first[8];
-};
-void jw_open(struct jw *w, const char *key, char c);   /* c: '{' or '[' */
-void jw_close(struct jw *w, char c);                   /* c: '}' or ']' */
-void jw_int(struct jw *w, const char *key, int64_t v);
-void jw_bool(struct jw *w, const char *key, bool v);
-void jw_str(struct jw *w, const char *key, const char *s);
-
-/* "    (12.34/100%)\r" whenever a further 1% is done (or when forced). */
-struct progress {
-    bool on;
-    double last;
-};
-void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force);
-
-/* Open an image, printing the library's message on failure. */
-struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
-/* Close an image a subcommand changed. `r` is its result so far; if that
- * is 0, a failed close (the final flush) is reported in qemu-img's words
- * and becomes the result. Returns r or fq_close's -errno. */
-int img_close(struct fq_image *img, int r);
 
 /* ---- cmd_create.c: image creation, for create and convert's target ---- */
 

@@ -12,6 +12,8 @@
 
 #include "fastqcow.h"
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+
 /* Print "fastqcow: <message>" to stderr. */
 void tool_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* tool_error for callers that have a va_list (their own printf-like

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "xfer.h"
 
 /* A CHUNK-sized buffer fit for O_DIRECT, or NULL. */

@@ -15,7 +15,8 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
-#include "args.h"
+#include "image.h"
+#include "output.h"
 
 #define CHUNK (1u << 20)   /* largest range of one job */
 

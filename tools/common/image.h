@@ -1,0 +1,24 @@
+/* common/image.h: images as the qemu-img compatible subcommands open them
+ * (image.c): opening and closing with the tool's messages, and backing
+ * files named as qemu names them.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_TOOLS_IMAGE_H
+#define FQ_TOOLS_IMAGE_H
+
+#include <stddef.h>
+
+#include "fastqcow.h"
+
+/* Open an image, printing the library's message on failure. */
+struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
+/* Close an image a subcommand changed. `r` is its result so far; if that
+ * is 0, a failed close (the final flush) is reported in qemu-img's words
+ * and becomes the result. Returns r or fq_close's -errno. */
+int img_close(struct fq_image *img, int r);
+
+/* "dir/of/overlay" + "rel": how qemu names a backing file relative to its
+ * overlay. Absolute names, and overlays without a directory, keep `rel`. */
+void img_path_combine(const char *base, const char *rel, char *out, size_t n);
+
+#endif

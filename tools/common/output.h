@@ -1,0 +1,36 @@
+/* common/output.h: output in qemu-img's formats, shared by the qemu-img
+ * compatible subcommands (output.c): sizes, pretty JSON, the progress
+ * line.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_TOOLS_OUTPUT_H
+#define FQ_TOOLS_OUTPUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* A size as qemu prints it: three digits of the largest binary unit that
+ * leaves at least 1000 of the unit below ("1.5 MiB"). */
+void img_size_str(uint64_t v, char *buf, size_t n);
+
+/* Pretty JSON in qemu's layout: four-space indent, a member per line.
+ * Start from { 0 }; a NULL key is an array element. */
+struct jw {
+    int depth;
+    bool first[8];
+};
+void jw_open(struct jw *w, const char *key, char c);   /* c: '{' or '[' */
+void jw_close(struct jw *w, char c);                   /* c: '}' or ']' */
+void jw_int(struct jw *w, const char *key, int64_t v);
+void jw_bool(struct jw *w, const char *key, bool v);
+void jw_str(struct jw *w, const char *key, const char *s);
+
+/* "    (12.34/100%)\r" whenever a further 1% is done (or when forced). */
+struct progress {
+    bool on;
+    double last;
+};
+void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force);
+
+#endif
