@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/create_opts.h"
 #include "common/xfer.h"
 #include "subcommands.h"
 

@@ -9,7 +9,7 @@
 /* Each handler gets the subcommand's command line (argv[0] is its name)
  * and returns the exit code. */
 
-/* cmd_create.c */
+/* create.c */
 int cmd_create(int argc, char **argv);
 /* cmd_img.c */
 int cmd_info(int argc, char **argv);

@@ -17,7 +17,7 @@
 /* Every option of every subcommand; each takes the subset it names. */
 struct args {
     const char *fmt, *fmt2, *out_fmt, *backing;
-    char *olist[16];           /* -o lists, split in place by img_cspec_parse */
+    char *olist[16];           /* -o lists, split in place by img_cspec_parse (create_opts.h) */
     int nolist, json, jobs;
     unsigned repair;
     bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress;
@@ -44,29 +44,6 @@ int img_qsize(const char *s, uint64_t *out);
 /* img_qsize with qemu-img's messages about `what` ("image size").
  * Returns 0 or -1. */
 int img_cvtnum(const char *what, const char *s, uint64_t *out);
-
-/* ---- cmd_create.c: image creation, for create and convert's target ---- */
-
-/* The -o keys, in the order qemu-img prints them after "Formatting". */
-enum { K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE, K_BFILE, K_BFMT, K_COMPAT,
-       K_LAZY, K_REFBITS, K_NUM };
-
-/* What to create: the -o values as given (NULL = not given). */
-struct cspec {
-    const char *file, *fmt, *val[K_NUM];
-    char norm[K_NUM][24];      /* numbers in decimal, as printed */
-    uint64_t num[K_NUM];
-    bool on[K_NUM], quiet, unsafe, print;
-};
-
-/* Set a numeric key. */
-void img_cspec_num(struct cspec *c, int k, uint64_t v);
-/* Parse every -o list of `a` into `c`. Returns 0, 1 after printing the
- * help, -1 after printing an error. */
-int img_cspec_parse(struct cspec *c, const struct args *a);
-/* Create c->file as qemu-img create would: its checks and messages, the
- * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
-int img_create(struct cspec *c);
 
 /* cmd_image2.c: print the "Snapshot list:" table as qemu-img does. */
 void img_snapshot_dump(const struct fq_snapshot *v, int n);

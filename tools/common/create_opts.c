@@ -1,6 +1,7 @@
-/* cmd_create.c: `fastqcow create` and img_create, which convert -O also
- * uses: the -o keys of qcow2 and raw, their parsing and help, qemu-img's
- * checks of their values and the "Formatting ..." line.
+/* common/create_opts.c: image creation as create and convert -O do it
+ * (create_opts.h): the -o keys of qcow2 and raw, their parsing and help,
+ * qemu-img's checks of their values, the "Formatting ..." line and
+ * img_create.
  *
  * Where this file repeats a check the library makes (create option
  * values), it does so only to print qemu-img 7.2's wording; the library
@@ -16,9 +17,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "common/args.h"
-#include "common/image.h"
-#include "subcommands.h"
+#include "args.h"
+#include "create_opts.h"
+#include "image.h"
 
 /* Each -o key: its name, its type and its line of '-o help'. */
 enum otype { OT_SIZE, OT_BOOL, OT_NUM, OT_STR };
@@ -275,44 +276,4 @@ int img_cspec_parse(struct cspec *c, const struct args *a)
     for (int i = 0; i < a->nolist && r == 0; i++)
         r = cspec_parse(c, a->olist[i]);   /* values point into argv */
     return r;
-}
-
-int cmd_create(int argc, char **argv)
-{
-    static const char usage[] =
-        "usage: fastqcow create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u]\n"
-        "                       [-o options] filename [size]\n\n"
-        "Create a qcow2 or raw image (qemu-img create). Sizes take the suffixes\n"
-        "k, M, G, T, P, E; '-o help' lists the options of the format.\n";
-    struct args a;
-    struct cspec c = { .print = true };
-    uint64_t sz;
-    int r = img_parse_args(argc, argv, ":f:o:b:F:qhu", "", usage, &a);
-
-    if (r)
-        return r < 0 ? 0 : r;
-    c.fmt = a.fmt ? a.fmt : "raw";
-    c.quiet = a.quiet;
-    c.unsafe = a.unsafe;
-    c.file = optind < argc ? argv[optind++] : "";
-    if ((r = img_cspec_parse(&c, &a)))
-        return r > 0 ? 0 : 1;
-    if (!c.file[0])
-        return img_usage_err("Expecting image file name");
-    if (a.backing)   /* -b and -F win over -o */
-        c.val[K_BFILE] = a.backing;
-    if (a.fmt2)
-        c.val[K_BFMT] = a.fmt2;
-    if (optind < argc) {
-        if (img_cvtnum("image size", argv[optind++], &sz) < 0)
-            return 1;
-        if (c.val[K_SIZE]) {
-            tool_error("%s: The image size must be specified only once", c.file);
-            return 1;
-        }
-        img_cspec_num(&c, K_SIZE, sz);
-    }
-    if (optind < argc)
-        return img_usage_err("Unexpected argument: %s", argv[optind]);
-    return img_create(&c) < 0 ? 1 : 0;
 }

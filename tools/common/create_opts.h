@@ -1,0 +1,35 @@
+/* common/create_opts.h: image creation as `create` and `convert -O` do it
+ * (create_opts.c): the -o values of the new image and img_create, which
+ * checks them in qemu-img's words and creates the file.
+ * SPDX-License-Identifier: MIT
+ */
+#ifndef FQ_TOOLS_CREATE_OPTS_H
+#define FQ_TOOLS_CREATE_OPTS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "args.h"
+
+/* The -o keys, in the order qemu-img prints them after "Formatting". */
+enum { K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE, K_BFILE, K_BFMT, K_COMPAT,
+       K_LAZY, K_REFBITS, K_NUM };
+
+/* What to create: the -o values as given (NULL = not given). */
+struct cspec {
+    const char *file, *fmt, *val[K_NUM];
+    char norm[K_NUM][24];      /* numbers in decimal, as printed */
+    uint64_t num[K_NUM];
+    bool on[K_NUM], quiet, unsafe, print;
+};
+
+/* Set a numeric key. */
+void img_cspec_num(struct cspec *c, int k, uint64_t v);
+/* Parse every -o list of `a` into `c`. Returns 0, 1 after printing the
+ * help, -1 after printing an error. */
+int img_cspec_parse(struct cspec *c, const struct args *a);
+/* Create c->file as qemu-img create would: its checks and messages, the
+ * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
+int img_create(struct cspec *c);
+
+#endif
