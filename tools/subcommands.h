@@ -11,7 +11,7 @@
 
 /* create.c */
 int cmd_create(int argc, char **argv);
-/* cmd_img.c */
+/* info.c */
 int cmd_info(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_map(int argc, char **argv);

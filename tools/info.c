@@ -1,4 +1,4 @@
-/* cmd_img.c: the qemu-img compatible subcommands that report on an
+/* info.c: the qemu-img compatible subcommands that report on an
  * existing image: info (with --backing-chain), check (and repair with -r)
  * and map.
  *
