@@ -13,7 +13,9 @@
 int cmd_create(int argc, char **argv);
 /* info.c */
 int cmd_info(int argc, char **argv);
+/* check.c */
 int cmd_check(int argc, char **argv);
+/* map.c */
 int cmd_map(int argc, char **argv);
 /* compare.c */
 int cmd_compare(int argc, char **argv);

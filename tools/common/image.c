@@ -1,10 +1,11 @@
 /* common/image.c: images as the qemu-img compatible subcommands open them
  * (image.h): open and close with the tool's messages, and the names qemu
- * gives backing files.
+ * gives backing files (one, or those of a whole chain).
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 #include "image.h"
@@ -43,4 +44,36 @@ void img_path_combine(const char *base, const char *rel, char *out, size_t n)
         snprintf(out, n, "%s", rel);
     else
         snprintf(out, n, "%.*s%s", (int)(slash - base + 1), base, rel);
+}
+
+/* names[d]: the file of layer d of the chain, named as qemu names it.
+ * Returns false if the chain comes back to a file already in it (the same
+ * file under any name); names[d] of the last layer is then that file. */
+bool img_chain_names(const char *file, const char *fmt, char (*names)[4096])
+{
+    static struct stat seen[MAX_CHAIN + 1];
+
+    snprintf(names[0], 4096, "%s", file);
+    for (int d = 0; d < MAX_CHAIN; d++) {
+        struct fq_open_opts o;
+        struct fq_image *img;
+        struct fq_info in;
+
+        names[d + 1][0] = '\0';
+        if (stat(names[d], &seen[d]) == 0)
+            for (int i = 0; i < d; i++)
+                if (seen[i].st_dev == seen[d].st_dev && seen[i].st_ino == seen[d].st_ino)
+                    return false;
+        tool_open_opts_init(&o);
+        o.format = d == 0 ? fmt : NULL;
+        o.readonly = o.no_backing = o.check_mode = 1;
+        if (fq_open(names[d], &o, &img, NULL) < 0)
+            return true;
+        int r = fq_get_info(img, &in);
+        fq_close(img);
+        if (r < 0 || !in.backing_file[0])
+            return true;
+        img_path_combine(names[d], in.backing_file, names[d + 1], 4096);
+    }
+    return true;
 }

@@ -6,9 +6,12 @@
 #ifndef FQ_TOOLS_IMAGE_H
 #define FQ_TOOLS_IMAGE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "fastqcow.h"
+
+#define MAX_CHAIN 256  /* longest backing chain that info and map follow */
 
 /* Open an image, printing the library's message on failure. */
 struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
@@ -20,5 +23,11 @@ int img_close(struct fq_image *img, int r);
 /* "dir/of/overlay" + "rel": how qemu names a backing file relative to its
  * overlay. Absolute names, and overlays without a directory, keep `rel`. */
 void img_path_combine(const char *base, const char *rel, char *out, size_t n);
+/* names[d]: the file of layer d of the chain of `file` (format `fmt`,
+ * NULL = probe), named as qemu names it; "" after the last layer. names
+ * holds MAX_CHAIN + 1 entries. Returns false if the chain comes back to a
+ * file already in it (the same file under any name); names[d] of the last
+ * layer is then that file. */
+bool img_chain_names(const char *file, const char *fmt, char (*names)[4096]);
 
 #endif
