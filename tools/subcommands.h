@@ -21,7 +21,7 @@ int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 /* convert.c */
 int cmd_convert(int argc, char **argv);
-/* cmd_image2.c */
+/* amend.c */
 int cmd_snapshot(int argc, char **argv);
 int cmd_resize(int argc, char **argv);
 int cmd_amend(int argc, char **argv);

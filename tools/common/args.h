@@ -45,7 +45,7 @@ int img_qsize(const char *s, uint64_t *out);
  * Returns 0 or -1. */
 int img_cvtnum(const char *what, const char *s, uint64_t *out);
 
-/* cmd_image2.c: print the "Snapshot list:" table as qemu-img does. */
+/* amend.c: print the "Snapshot list:" table as qemu-img does. */
 void img_snapshot_dump(const struct fq_snapshot *v, int n);
 
 #endif

@@ -1,4 +1,4 @@
-/* cmd_image2.c: the qemu-img compatible subcommands that change a whole
+/* amend.c: the qemu-img compatible subcommands that change a whole
  * image: snapshot, resize, amend, measure, rebase and commit, over the
  * library's image-feature API (fastqcow.h). Also the snapshot table that
  * `info` prints.
