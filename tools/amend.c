@@ -92,8 +92,7 @@ int cmd_snapshot(int argc, char **argv)
         case 'q': quiet = true; break;
         case 'U': break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (optind != argc - 1)
@@ -137,11 +136,7 @@ int cmd_snapshot(int argc, char **argv)
         break;
     }
     fq_snapshot_list_free(v, n);
-    int cr = fq_close(img);
-    if (r == 0 && cr < 0) {
-        tool_error("Could not flush the image: %s", strerror(-cr));
-        r = cr;
-    }
+    r = img_close(img, r);
     return r < 0;
 }
 
@@ -191,8 +186,7 @@ int cmd_resize(int argc, char **argv)
             }
             break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (optind != argc - 1)
@@ -230,11 +224,7 @@ int cmd_resize(int argc, char **argv)
     unsigned flags = (shrink ? FQ_RESIZE_SHRINK : 0) | (discard ? FQ_RESIZE_DISCARD_DATA : 0);
     if (r == 0 && (r = fq_resize(img, size, flags, err)) < 0)
         tool_error("%s", err);
-    int cr = fq_close(img);
-    if (r == 0 && cr < 0) {
-        tool_error("Could not flush the image: %s", strerror(-cr));
-        r = cr;
-    }
+    r = img_close(img, r);
     if (r == 0 && !quiet)
         printf("Image resized.\n");
     return r < 0;
@@ -363,8 +353,7 @@ int cmd_amend(int argc, char **argv)
             break;
         case 'p': case 'q': case 'F': break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     for (int i = 0; i < nl; i++) {
@@ -382,11 +371,7 @@ int cmd_amend(int argc, char **argv)
     int r = fq_amend(img, &o, err);
     if (r < 0)
         tool_error("%s", err);
-    int cr = fq_close(img);
-    if (r == 0 && cr < 0) {
-        tool_error("Could not flush the image: %s", strerror(-cr));
-        r = cr;
-    }
+    r = img_close(img, r);
     return r < 0;
 }
 
@@ -438,8 +423,7 @@ int cmd_measure(int argc, char **argv)
             tool_error("Snapshot parameters (-l) are not supported by fastqcow measure");
             return 1;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (has_size && optind < argc) {
@@ -529,8 +513,7 @@ int cmd_rebase(int argc, char **argv)
                 return 1;
             break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (!has_b && !o.unsafe)
@@ -547,11 +530,7 @@ int cmd_rebase(int argc, char **argv)
     int r = fq_rebase(img, &o, err);
     if (r < 0)
         tool_error("%s", err);
-    int cr = fq_close(img);
-    if (r == 0 && cr < 0) {
-        tool_error("Could not flush the image: %s", strerror(-cr));
-        r = cr;
-    }
+    r = img_close(img, r);
     if (r == 0 && pg.on) {
         img_progress(&pg, 1, 1, true);
         putchar('\n');
@@ -586,8 +565,7 @@ int cmd_commit(int argc, char **argv)
                 return 1;
             break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (optind != argc - 1)
