@@ -21,12 +21,17 @@ int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 /* convert.c */
 int cmd_convert(int argc, char **argv);
-/* amend.c */
+/* snapshot.c */
 int cmd_snapshot(int argc, char **argv);
+/* resize.c */
 int cmd_resize(int argc, char **argv);
+/* amend.c */
 int cmd_amend(int argc, char **argv);
+/* measure.c */
 int cmd_measure(int argc, char **argv);
+/* rebase.c */
 int cmd_rebase(int argc, char **argv);
+/* commit.c */
 int cmd_commit(int argc, char **argv);
 /* bench.c */
 int cmd_bench(int argc, char **argv);

@@ -17,6 +17,10 @@
 
 #include "args.h"
 
+const struct option img_help_only[] = { { "help", no_argument, NULL, 'h' },
+                                       { "force-share", no_argument, NULL, 'U' },
+                                       { 0 } };
+
 int img_usage_err(const char *fmt, ...)
 {
     va_list ap;

@@ -1,11 +1,13 @@
 /* common/args.h: the command line of the qemu-img compatible subcommands
- * (create, info, check, map, compare, convert; args.c): one option parser
- * for all of them with qemu-img's messages, and qemu's size syntax.
+ * (args.c): one option parser for create, info, check, map, compare and
+ * convert, the usage errors and long options of those that parse their
+ * own, all with qemu-img's messages, and qemu's size syntax.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_TOOLS_ARGS_H
 #define FQ_TOOLS_ARGS_H
 
+#include <getopt.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +35,9 @@ enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y' };
  * 0), or the exit code after printing an error. */
 int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
                    const char *usage, struct args *a);
+/* The long options of subcommands that parse their own: --help and
+ * --force-share (which, as for qemu-img, changes nothing here). */
+extern const struct option img_help_only[];
 /* A usage error as qemu-img reports it. Returns the exit code 1. */
 int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The usage error for what getopt returned as `ch` (':' a missing
@@ -44,8 +49,5 @@ int img_qsize(const char *s, uint64_t *out);
 /* img_qsize with qemu-img's messages about `what` ("image size").
  * Returns 0 or -1. */
 int img_cvtnum(const char *what, const char *s, uint64_t *out);
-
-/* amend.c: print the "Snapshot list:" table as qemu-img does. */
-void img_snapshot_dump(const struct fq_snapshot *v, int n);
 
 #endif

@@ -25,6 +25,19 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
     return NULL;
 }
 
+struct fq_image *img_open_file(const char *file, const char *fmt, bool rw, bool backing,
+                              enum fq_cache_mode cache)
+{
+    struct fq_open_opts o;
+
+    tool_open_opts_init(&o);
+    o.format = fmt;
+    o.readonly = !rw;
+    o.no_backing = !backing;
+    o.cache = cache;
+    return img_open(file, &o);
+}
+
 int img_close(struct fq_image *img, int r)
 {
     int cr = fq_close(img);

@@ -15,6 +15,11 @@
 
 /* Open an image, printing the library's message on failure. */
 struct fq_image *img_open(const char *file, const struct fq_open_opts *o);
+/* img_open of `file` (format `fmt`, NULL = probe), read-write if rw, with
+ * its backing chain if backing, with cache mode `cache`. Returns NULL
+ * after printing. */
+struct fq_image *img_open_file(const char *file, const char *fmt, bool rw, bool backing,
+                              enum fq_cache_mode cache);
 /* Close an image a subcommand changed. `r` is its result so far; if that
  * is 0, a failed close (the final flush) is reported in qemu-img's words
  * and becomes the result. Returns r or fq_close's -errno. */

@@ -1,11 +1,13 @@
 /* common/output.c: output in qemu-img's formats (output.h): sizes as qemu
- * prints them, its pretty JSON layout and the progress line. Every text
+ * prints them, its pretty JSON layout, the progress line and the snapshot
+ * table. Every text
  * here is qemu-img 7.2's, so that a change here changes the output of
  * every subcommand alike.
  * SPDX-License-Identifier: MIT
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 
 #include "output.h"
 
@@ -80,4 +82,30 @@ void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
     p->last = pct;
     printf("    (%3.2f/100%%)\r", pct);
     fflush(stdout);
+}
+
+void img_progress_cb(void *opaque, uint64_t done, uint64_t total)
+{
+    img_progress(opaque, done, total, false);
+}
+
+void img_snapshot_dump(const struct fq_snapshot *v, int n)
+{
+    printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",
+           "VM CLOCK", "ICOUNT");
+    for (int i = 0; i < n; i++) {
+        char size[32], date[32] = "", clock[48], icount[32] = "";
+        time_t t = (time_t)v[i].date_sec;
+        struct tm tm;
+        uint64_t ms = v[i].vm_clock_nsec / 1000000;
+
+        img_size_str(v[i].vm_state_size, size, sizeof(size));
+        if (localtime_r(&t, &tm))
+            strftime(date, sizeof(date), "%Y-%m-%d %H:%M:%S", &tm);
+        snprintf(clock, sizeof(clock), "%02" PRIu64 ":%02u:%02u.%03u", ms / 3600000,
+                 (unsigned)(ms / 60000 % 60), (unsigned)(ms / 1000 % 60), (unsigned)(ms % 1000));
+        if (v[i].icount != UINT64_MAX)
+            snprintf(icount, sizeof(icount), "%" PRIu64, v[i].icount);
+        printf("%-9s %-16s %8s%20s%13s%11s\n", v[i].id, v[i].name, size, date, clock, icount);
+    }
 }

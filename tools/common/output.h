@@ -1,6 +1,6 @@
 /* common/output.h: output in qemu-img's formats, shared by the qemu-img
  * compatible subcommands (output.c): sizes, pretty JSON, the progress
- * line.
+ * line, the snapshot table.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_TOOLS_OUTPUT_H
@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "fastqcow.h"
 
 /* A size as qemu prints it: three digits of the largest binary unit that
  * leaves at least 1000 of the unit below ("1.5 MiB"). */
@@ -32,5 +34,10 @@ struct progress {
     double last;
 };
 void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force);
+/* img_progress as a library progress callback; opaque: the progress. */
+void img_progress_cb(void *opaque, uint64_t done, uint64_t total);
+
+/* Print the "Snapshot list:" table as qemu-img does (info, snapshot -l). */
+void img_snapshot_dump(const struct fq_snapshot *v, int n);
 
 #endif

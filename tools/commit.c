@@ -1,0 +1,66 @@
+/* commit.c: `fastqcow commit`, qemu-img commit: write the data of an image
+ * into its backing file (or a deeper one with -b), then empty the image
+ * unless -d (fq_commit); prints "Image committed.".
+ *
+ * Options, output and exit codes follow qemu-img 7.2 (learnt by running
+ * it); errors go to stderr as "fastqcow: ..." and exit 1.
+ * SPDX-License-Identifier: MIT
+ */
+#include <getopt.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/args.h"
+#include "common/output.h"
+#include "subcommands.h"
+
+int cmd_commit(int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: fastqcow commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n\n"
+        "Write the data of an image into its backing file (qemu-img commit); then empty\n"
+        "the image unless -d (or -b names a deeper backing file).\n";
+    struct fq_commit_opts o = { 0 };
+    struct progress pg = { 0 };
+    char err[FQ_ERR_MAX] = "";
+    bool quiet = false;
+    int ch;
+
+    opterr = 0;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, ":f:t:b:r:dpqhU", img_help_only, NULL)) != -1) {
+        switch (ch) {
+        case 'f': o.format = optarg; break;
+        case 'b': o.base = optarg; break;
+        case 'd': o.keep = 1; break;
+        case 'p': pg.on = true; break;
+        case 'q': quiet = true; break;
+        case 'r': case 'U': break;
+        case 't':
+            if (tool_parse_cache(optarg, &o.cache, "cache") < 0)
+                return 1;
+            break;
+        case 'h': fputs(usage, stdout); return 0;
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
+        }
+    }
+    if (optind != argc - 1)
+        return img_usage_err("Expecting one image file name");
+    pg.on = pg.on && !quiet;
+    o.progress = img_progress_cb;
+    o.opaque = &pg;
+    img_progress(&pg, 0, 1, true);
+    int r = fq_commit(argv[optind], &o, err);
+    if (r < 0) {
+        tool_error("%s", err[0] ? err : strerror(-r));
+        return 1;
+    }
+    if (pg.on) {
+        img_progress(&pg, 1, 1, true);
+        putchar('\n');
+    }
+    if (!quiet)
+        printf("Image committed.\n");
+    return 0;
+}
