@@ -1,5 +1,7 @@
-/* fastqcow.c: the command-line tool's entry point: dispatch to the
- * subcommands (qemu-img / qemu-io compatible where the name is the same).
+/* fastqcow.c: the command-line tool's entry point: the global options and
+ * the command table, the one list of subcommands (qemu-img / qemu-io
+ * compatible where the name is the same). Each subcommand lives in the
+ * file (or folder) of its name; its handler is declared in subcommands.h.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
@@ -9,11 +11,16 @@
 #include "common/cli.h"
 #include "subcommands.h"
 
-static const struct {
+/* One subcommand: its name, its handler (argv[0] is the name; returns the
+ * exit code) and the line `fastqcow --help` prints for it. */
+struct subcommand {
     const char *name;
-    int (*fn)(int argc, char **argv);
-    const char *help;
-} cmds[] = {
+    int (*handler)(int argc, char **argv);
+    const char *summary;
+};
+
+/* In the order --help lists them. */
+static const struct subcommand cmds[] = {
     { "create", cmd_create, "create a new image (qemu-img create)" },
     { "info", cmd_info, "show image information (qemu-img info)" },
     { "check", cmd_check, "check (and repair) an image (qemu-img check)" },
@@ -31,11 +38,12 @@ static const struct {
     { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)" },
 };
 
+/* The tool's help: the subcommands of the table, the global options. */
 static void usage(FILE *f)
 {
     fprintf(f, "usage: fastqcow [--backing-format FMT] SUBCOMMAND [options]\n\nSubcommands:\n");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].help);
+        fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
     fprintf(f, "\nRun 'fastqcow SUBCOMMAND --help' for its options.\n\n"
             "Global options:\n"
             "  --backing-format FMT  format (raw, qcow2) of the image's backing file,\n"
@@ -45,6 +53,7 @@ static void usage(FILE *f)
             "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n");
 }
 
+/* Take the global options, then run the subcommand argv[1] names. */
 int main(int argc, char **argv)
 {
     tool_backing_format = getenv("FASTQCOW_BACKING_FORMAT");
@@ -79,7 +88,7 @@ int main(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         if (!strcmp(argv[1], cmds[i].name))
-            return cmds[i].fn(argc - 1, argv + 1);
+            return cmds[i].handler(argc - 1, argv + 1);
     tool_error("unknown subcommand '%s'", argv[1]);
     usage(stderr);
     return 1;

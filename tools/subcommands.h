@@ -1,6 +1,8 @@
 /* subcommands.h: the handler of every subcommand, grouped by the file
- * that owns it; fastqcow.c's command table is the only caller. Private to
- * the tool.
+ * that owns it, in the order of fastqcow.c's command table (its only
+ * user). Private to the tool. A subcommand of several files has a folder
+ * of its own (io/, and the exports to come: serve/, mount/); its handler
+ * lives in the folder and is declared here like the others.
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_TOOLS_SUBCOMMANDS_H
@@ -21,6 +23,12 @@ int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 /* convert.c */
 int cmd_convert(int argc, char **argv);
+/* io/interpreter.c */
+int cmd_io(int argc, char **argv);
+/* bench.c */
+int cmd_bench(int argc, char **argv);
+/* gen.c */
+int cmd_gen(int argc, char **argv);
 /* snapshot.c */
 int cmd_snapshot(int argc, char **argv);
 /* resize.c */
@@ -33,11 +41,5 @@ int cmd_measure(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 /* commit.c */
 int cmd_commit(int argc, char **argv);
-/* bench.c */
-int cmd_bench(int argc, char **argv);
-/* gen.c */
-int cmd_gen(int argc, char **argv);
-/* io/interpreter.c */
-int cmd_io(int argc, char **argv);
 
 #endif
