@@ -229,6 +229,9 @@ int fq_get_info(struct fq_image *img, struct fq_info *out);
 #define FQ_MAP_ALLOCATED  4u  /* described by this layer (present) */
 #define FQ_MAP_OFFSET     8u  /* host_offset is valid */
 #define FQ_MAP_COMPRESSED 16u
+#define FQ_MAP_PAST_BACKING 32u /* zeros, not allocated: past the end of the
+                                   backing file at depth + 1 (qemu counts the
+                                   range as that backing file's) */
 
 struct fq_map_entry {
     uint64_t start;
