@@ -5,7 +5,8 @@
  *                          zeros (as the image's map reports them);
  *   qemu:allocation-depth  0 where no layer of the chain allocates the
  *                          range, 1 where the image itself does, 2 for its
- *                          backing file, and so on.
+ *                          backing file, and so on (a range past the end
+ *                          of a backing file counts as that file's).
  *
  * Each context is a kind plus (for kinds to come, such as a dirty bitmap)
  * an argument; the walk over the image's map is shared by every selected
@@ -15,6 +16,7 @@
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "server.h"
@@ -41,7 +43,11 @@ static uint32_t status_of(enum meta_kind k, const struct fq_map_entry *m)
         return ((m->flags & FQ_MAP_DATA) ? 0 : NBD_STATE_HOLE) |
                ((m->flags & FQ_MAP_ZERO) ? NBD_STATE_ZERO : 0);
     case META_ALLOCATION_DEPTH:
-        return (m->flags & FQ_MAP_ALLOCATED) ? (uint32_t)m->depth + 1 : 0;
+        /* 1-based layers; a range past the end of a backing file counts
+         * as that backing file's */
+        if (m->flags & FQ_MAP_ALLOCATED)
+            return (uint32_t)m->depth + 1;
+        return (m->flags & FQ_MAP_PAST_BACKING) ? (uint32_t)m->depth + 2 : 0;
     }
     return 0;
 }
