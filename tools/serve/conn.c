@@ -110,6 +110,10 @@ static void conn_close(struct conn *c)
     close(c->fd);
     c->fd = -1;
     xmit_drop(c);
+    if (c->held) {
+        c->held->done(c->held);
+        c->held = NULL;
+    }
     while (c->out_head) {
         struct out *o = c->out_head;
         c->out_head = o->next;
@@ -194,6 +198,13 @@ void conn_queue(struct conn *c, struct out *o)
     if (c->st == CS_DEAD) {
         o->done(o);
         return;
+    }
+    if (c->hold_reply) {
+        c->hold_reply = false;
+        if (c->skip_left) {
+            c->held = o;
+            return;
+        }
     }
     o->next = NULL;
     o->idx = 0;
@@ -406,6 +417,7 @@ static bool hs_event(struct conn *c, enum nbd_hs_event ev)
     case NBD_HS_CLOSE:
         conn_log(c, "handshake ended%s", "");
         c->st = CS_CLOSING;
+        conn_kick(c);          /* closes once the replies queued left */
         return false;
     case NBD_HS_STARTTLS:
         if (c->rend != c->rstart) {
@@ -438,6 +450,11 @@ static void conn_process(struct conn *c)
             size_t n = avail < c->skip_left ? avail : (size_t)c->skip_left;
             c->rstart += n;
             c->skip_left -= n;
+            if (!c->skip_left && c->held) {
+                struct out *o = c->held;
+                c->held = NULL;
+                conn_queue(c, o);
+            }
             continue;
         }
         if (c->rx_left) {
@@ -665,14 +682,11 @@ void conn_stop_all(struct server *s)
             conn_close(c);
             continue;
         }
-        if (c->rx_req || c->rx_left) {
-            /* a payload still arriving: the client wants its write, but a
-             * stopping server takes nothing new; drop it */
-            conn_close(c);
-            continue;
-        }
+        /* no new request is read; a payload still arriving belongs to a
+         * request the client sent, so it is received and served (the
+         * drain deadline bounds a client that never finishes it) */
         conn_rewatch(c);
-        if (!c->inflight && !c->out_head)
+        if (!c->inflight && !c->out_head && !c->rx_left && !c->skip_left)
             conn_close(c);
     }
 }

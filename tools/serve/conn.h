@@ -55,6 +55,10 @@ struct conn {
     uint8_t *rx_ptr;           /* a payload being received */
     size_t rx_left;
     uint64_t skip_left;        /* payload of a refused write, dropped */
+    bool hold_reply;           /* the next reply queued is its reply: */
+    struct out *held;          /* sent once the payload is in (a client
+                                  expects no reply to a request it is
+                                  still sending) */
     uint64_t last_rx_ns;
     uint64_t deadline_ns;      /* handshake deadline, 0 = none */
 

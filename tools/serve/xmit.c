@@ -377,6 +377,7 @@ size_t xmit_input(struct conn *c, const uint8_t *in, size_t len)
     conn_request_start(c, r->mem);
     if (v) {
         c->skip_left = payload;
+        c->hold_reply = true;
         reply_status(r, (uint32_t)v);
         return NBD_REQUEST_SIZE;
     }
@@ -396,6 +397,7 @@ size_t xmit_input(struct conn *c, const uint8_t *in, size_t len)
         r->buf = bufpool_get(c->s->pool, r->buflen);
         if (!r->buf) {
             c->skip_left = payload;
+            c->hold_reply = true;
             reply_status(r, NBD_ENOMEM);
             break;
         }
