@@ -36,9 +36,7 @@ static int uring_init(struct fq_engine *e, char *err)
         free(p);
         return r;
     }
-    p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (p->efd >= 0)
-        io_uring_register_eventfd(&p->ring, p->efd);
+    p->efd = -1;               /* made on the first fq_ctx_fd (uring_fd) */
     p->overflow_tail = &p->overflow;
     e->priv = p;
     return 0;
@@ -219,9 +217,24 @@ static int uring_wait(struct fq_engine *e, int timeout_ms)
     return n;
 }
 
+/* The eventfd that signals completions, registered on first use only: a
+ * program that never polls it does not pay a read of it per wait. */
 static int uring_fd(struct fq_engine *e)
 {
-    return ((struct uring_priv *)e->priv)->efd;
+    struct uring_priv *p = e->priv;
+
+    if (p->efd < 0) {
+        p->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (p->efd >= 0 && io_uring_register_eventfd(&p->ring, p->efd) < 0) {
+            close(p->efd);
+            p->efd = -1;
+        }
+        uint64_t one = 1;
+        if (p->efd >= 0 && io_uring_cq_ready(&p->ring) && write(p->efd, &one, sizeof(one)) < 0) {
+            /* cannot fail on a fresh eventfd */
+        }
+    }
+    return p->efd;
 }
 
 const struct fq_engine_ops fq_engine_uring_ops = {

@@ -3,7 +3,8 @@
  * counts for min_complete, pausing and changing events, POLLHUP, stopping a
  * watch from its own callback and from another's in the same round (the
  * stopped one never runs), closing and reusing the descriptor after a
- * stop, hundreds of watches at once, watches and image I/O in one loop,
+ * stop, hundreds of watches at once, watches and image I/O in one loop
+ * (fq_ctx_fd signalling a completion),
  * timeouts with nothing ready, bad arguments, and a context freed with
  * watches still armed.
  * SPDX-License-Identifier: MIT
@@ -265,6 +266,12 @@ static void test_with_io(struct fq_ctx *ctx, const char *eng, const char *dir)
     s.drain_fd = p[0];
     TL_CHECK(fq_watch_start(ctx, p[0], POLLIN, wcb, &s, &w) == 0, "start");
     TL_CHECK(fq_aio_pwritev(img, &v, 1, 0, sizeof(buf), 65536, io_cb, &io) == 0, "aio write");
+    /* the context's fd signals the completion (made on first use) */
+    int cfd = fq_ctx_fd(ctx);
+    if (cfd >= 0) {
+        struct pollfd pf = { .fd = cfd, .events = POLLIN };
+        TL_CHECK(poll(&pf, 1, 5000) == 1, "%s: fq_ctx_fd not readable after a completion", eng);
+    }
     TL_CHECK(write(p[1], "q", 1) == 1, "write");
     int got = 0;
     for (int i = 0; i < 10 && got < 2; i++) {
