@@ -18,7 +18,8 @@ cd "$T" || exit 1
 qemu-img create -q -f qcow2 d.qcow2 64M
 qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' d.qcow2 >/dev/null
 start_fq rw -t -e 0 --handshake-limit 2 d.qcow2 || bad "serve rw"
-start_fq ro -t -e 0 -r d.qcow2 || bad "serve ro"
+cp d.qcow2 ro.qcow2             # its own image: a writer keeps d.qcow2 locked
+start_fq ro -t -e 0 -r ro.qcow2 || bad "serve ro"
 
 "$PY" - "$T/rw.sock" "$T/ro.sock" "$(cat "$T/rw.pid")" <<'PY' || bad "bad clients (see above)"
 import os, socket, struct, sys, time

@@ -24,7 +24,8 @@ qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 4M 64k' -c 'write -z 8M 1M'
 qemu-img create -q -f raw base.raw 8M
 qemu-img create -q -f qcow2 -o compat=0.10 -b base.raw -F raw v2.qcow2 8M
 start_fq rw -t -e 4 -A --discard=unmap --detect-zeroes=unmap rw.qcow2 || bad "serve rw"
-start_fq ro -t -r rw.qcow2 || bad "serve ro"
+cp rw.qcow2 ro.qcow2           # its own image: a writer keeps rw.qcow2 locked
+start_fq ro -t -r ro.qcow2 || bad "serve ro"
 start_fq v2 -t v2.qcow2 || bad "serve v2"
 
 "$NBDPY" - "$(uri rw)" "$(uri ro)" "$(uri v2)" <<'PY' || bad "protocol checks (see above)"
