@@ -28,8 +28,8 @@
 
 #include "conn.h"
 
-#define RBUF_XMIT (256u << 10)     /* receive buffer in transmission */
-#define RBUF_HS 4096               /* receive buffer during the handshake */
+#define RBUF_MAX (256u << 10)      /* receive buffer of a busy connection */
+#define RBUF_MIN 4096              /* ... of a new or quiet one */
 #define READS_PER_WAKE 8
 #define STALL_MS 30000             /* output blocked this long, under memory pressure */
 #define PAYLOAD_IDLE_MS 60000      /* nothing received in the middle of a request */
@@ -432,10 +432,6 @@ static bool hs_event(struct conn *c, enum nbd_hs_event ev)
         c->deadline_ns = 0;
         conn_log(c, "export '%s'", c->exp->name);
         xmit_start(c);
-        if (rbuf_reserve(c, RBUF_XMIT) < 0) {
-            conn_fail(c, "out of memory");
-            return false;
-        }
         return true;
     }
     return false;
@@ -525,6 +521,13 @@ static void conn_readable(struct conn *c)
                 c->rend += (size_t)n;
                 c->last_rx_ns = now_ns();
                 conn_process(c);
+                /* a full buffer: a busy client, give it room for many
+                 * requests per receive (idle ones keep 4 KiB) */
+                if ((size_t)n == space && c->st == CS_XMIT && c->rcap < RBUF_MAX &&
+                    rbuf_reserve(c, c->rcap * 4 < RBUF_MAX ? c->rcap * 4 : RBUF_MAX) < 0) {
+                    conn_fail(c, "out of memory");
+                    return;
+                }
             }
         }
         if (n == 0) {
@@ -618,8 +621,8 @@ void conn_new(struct server *s, int fd)
     c->fd = fd;
     c->id = ++next_id;
     c->out_tail = &c->out_head;
-    c->rbuf = malloc(RBUF_HS);
-    c->rcap = RBUF_HS;
+    c->rbuf = malloc(RBUF_MIN);
+    c->rcap = RBUF_MIN;
     nbd_hs_init(&c->hs);
     nbd_buf_init(&c->hsout, 256u << 10);
     c->last_rx_ns = now_ns();
@@ -648,6 +651,9 @@ int conn_timers(struct server *s, uint64_t now)
 {
     uint64_t next = now + 1000000000ull;
 
+    /* accepting paused for want of descriptors: try again */
+    if (s->listen_paused && !s->stopping && s->nconns < s->max_conns)
+        listen_pause(s, false);
     for (struct conn *c = s->conns, *n; c; c = n) {
         n = c->next;
         if (c->st == CS_DEAD)
