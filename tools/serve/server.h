@@ -1,7 +1,8 @@
 /* server.h: the NBD server's state, shared by its files:
  *
- *   serve.c     the subcommand: options, startup, signals, the main loop
+ *   serve.c     the subcommand: startup, --fork, signals, the main loop
  *   options.c   command-line parsing into struct serve_opts
+ *   exports.c   the images opened, and what clients are told of them
  *   listen.c    listening sockets (TCP, Unix, socket activation), accept
  *   conn.c      a connection: input, handshake, output queue, lifetime
  *   xmit.c      the transmission phase: requests to image calls, replies
@@ -121,6 +122,13 @@ struct server {
     bool served;               /* a client connected once */
     int exit_code;
 };
+
+/* ---- exports.c ---- */
+/* Open every export's image on s->ctx and describe it for the handshake;
+ * messages on failure. Returns 0 or -1. */
+int exports_open(struct server *s);
+/* Flush and close them; -1 if a flush failed. */
+int exports_close(struct server *s);
 
 /* ---- listen.c ---- */
 /* Open the listening sockets (or take the activated ones); messages on
