@@ -109,7 +109,7 @@ int fq_bdev_map_chain(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_
         uint64_t bsize = bs->backing->size, bvis = FQ_ALIGN_UP(bsize, 512);
         if (off >= bvis) {
             /* beyond the backing file: zeros, not allocated anywhere */
-            out->flags = FQ_MAP_ZERO;
+            out->flags = FQ_MAP_ZERO | FQ_MAP_PAST_BACKING;
             break;
         }
         if (off >= bsize) {

@@ -117,7 +117,8 @@ int xfer_status(struct xfer *x, int s, uint64_t off, uint64_t *len, unsigned *st
         }
     }
     *len = m->start + m->length - off;
-    *st = (m->flags & ~FQ_MAP_COMPRESSED) | (m->start + m->length >= x->size[s] ? 0x100 : 0);
+    *st = (m->flags & ~(FQ_MAP_COMPRESSED | FQ_MAP_PAST_BACKING)) |
+          (m->start + m->length >= x->size[s] ? 0x100 : 0);
     return 0;
 }
 
