@@ -59,6 +59,31 @@ unsigned fq_ctx_inflight(const struct fq_ctx *ctx);
 /* Parse "io_uring", "threads", "sync", "native" (= io_uring). */
 int fq_engine_parse(const char *name, enum fq_engine_kind *out);
 
+/* ---- file descriptors in the loop --------------------------------------
+ * A program that drives sockets, pipes or devices together with image I/O
+ * (an NBD or FUSE server) watches their descriptors from the context's
+ * loop instead of polling them on the side. io_uring polls them with its
+ * other operations (no extra system call per wake-up); the thread and sync
+ * engines poll() them together with their completion eventfd. */
+struct fq_watch;
+/* revents: POLLIN/POLLOUT/POLLERR/POLLHUP bits of <poll.h>, or a negative errno */
+typedef void fq_watch_cb(void *opaque, int revents);
+/* Watch fd for events (POLLIN and/or POLLOUT) from the context's loop; stays armed
+   until fq_watch_stop; the callback runs from fq_ctx_run whenever fd is ready
+   (level-triggered) and counts as a completion for fq_ctx_run's min_complete.
+   POLLERR and POLLHUP are reported whatever `events` says. A negative errno
+   (e.g. -EBADF) pauses the watch until fq_watch_modify. An armed watch keeps
+   fq_ctx_run waiting (it does not count in fq_ctx_inflight). The callback may
+   start, modify and stop watches (its own included) and submit requests. */
+int fq_watch_start(struct fq_ctx *ctx, int fd, unsigned events, fq_watch_cb *cb,
+                   void *opaque, struct fq_watch **out);
+/* Change the events watched (0 pauses the watch). */
+int fq_watch_modify(struct fq_watch *w, unsigned events);
+/* Stop and free: the callback never runs after this returns, even from inside a
+   callback of the same context; the fd may be closed afterwards. fq_ctx_free
+   stops the watches left. */
+void fq_watch_stop(struct fq_watch *w);
+
 /* ---- opening ------------------------------------------------------------ */
 
 enum fq_cache_mode {

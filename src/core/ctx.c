@@ -1,7 +1,17 @@
 /* ctx.c: the context: one I/O engine plus a queue of deferred calls, and
  * the loop (fq_ctx_run) that delivers completions. Single-threaded.
+ *
+ * Watched descriptors (fq_watch_*): with an engine that polls natively
+ * (io_uring) a watch is a poll operation in the engine, re-armed after each
+ * wake-up, so it is level-triggered and rides the same submissions as the
+ * disk I/O; a change of events or a stop cancels it in the engine. With the
+ * other engines the loop poll()s the watched descriptors beside the
+ * engine's eventfd. A watch stopped while the engine still holds its poll,
+ * or while a watch callback runs, is kept on the zombie list and freed when
+ * both are over, so a callback may stop any watch, its own included.
  * SPDX-License-Identifier: MIT
  */
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -63,6 +73,8 @@ void fq_ctx_free(struct fq_ctx *ctx)
 {
     if (!ctx)
         return;
+    while (ctx->watches)
+        fq_watch_stop(ctx->watches);
     while (ctx->eng.inflight > 0 || ctx->bh_head)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
@@ -72,6 +84,8 @@ void fq_ctx_free(struct fq_ctx *ctx)
         f->fn(f->opaque);
     }
     ctx->eng.ops->fini(&ctx->eng);
+    free(ctx->pfd);
+    free(ctx->pfd_watch);
     free(ctx);
 }
 
@@ -136,6 +150,267 @@ static void run_bhs(struct fq_ctx *ctx)
     }
 }
 
+/* ---- watches ---- */
+
+#define WATCH_EVENTS (POLLIN | POLLOUT | POLLPRI | POLLRDHUP)
+
+static void watch_link(struct fq_watch **head, struct fq_watch *w)
+{
+    w->prev = NULL;
+    w->next = *head;
+    if (*head)
+        (*head)->prev = w;
+    *head = w;
+}
+
+static void watch_unlink(struct fq_watch **head, struct fq_watch *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        *head = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
+/* Free a stopped watch once the engine holds nothing of it and no watch
+ * callback is running. */
+static void watch_reap(struct fq_watch *w)
+{
+    if (w->stopped && !w->polling && !w->cancelling && !w->ctx->dispatching) {
+        watch_unlink(&w->ctx->zombies, w);
+        free(w);
+    }
+}
+
+/* Free every zombie that can go (after the last callback returned). */
+static void watch_reap_all(struct fq_ctx *ctx)
+{
+    struct fq_watch *w = ctx->zombies, *next;
+
+    for (; w; w = next) {
+        next = w->next;
+        watch_reap(w);
+    }
+}
+
+/* Report `rev` (revents filtered to what is watched, or -errno) to the
+ * owner of a live watch. An error pauses the watch. Returns 1 if the
+ * callback ran. */
+static int watch_dispatch(struct fq_watch *w, int rev)
+{
+    struct fq_ctx *ctx = w->ctx;
+
+    if (w->stopped || !w->events || rev == 0)
+        return 0;
+    if (rev < 0) {
+        if (!ctx->eng.ops->cancel_poll)
+            ctx->watch_armed--;
+        w->events = 0;
+    }
+    ctx->user_completed++;
+    ctx->dispatching++;
+    w->cb(w->opaque, rev);
+    ctx->dispatching--;
+    if (!ctx->dispatching)
+        watch_reap_all(ctx);
+    return 1;
+}
+
+/* What a poll's revents mean for watch w: the events it wants (errors and
+ * hang-ups always), or -EBADF for a descriptor that is not open. */
+static int watch_revents(const struct fq_watch *w, int revents)
+{
+    if (revents < 0)
+        return revents;
+    if (revents & POLLNVAL)
+        return -EBADF;
+    return revents & (int)(w->events | POLLERR | POLLHUP);
+}
+
+static void watch_poll_done(struct fq_aio *aio);
+
+/* Engine-polled watch: put a poll for its current events in the engine. */
+static void watch_arm(struct fq_watch *w)
+{
+    memset(&w->poll, 0, sizeof(w->poll));
+    w->poll.is_poll = true;
+    w->poll.fd = w->fd;
+    w->poll.poll_events = w->events;
+    w->poll.done = watch_poll_done;
+    w->polling = true;
+    fq_ctx_submit(w->ctx, &w->poll);
+}
+
+/* The cancel of a watch's poll came back (whatever it found). */
+static void watch_cancel_done(struct fq_aio *aio)
+{
+    struct fq_watch *w = (struct fq_watch *)((char *)aio - offsetof(struct fq_watch, cancel));
+
+    w->cancelling = false;
+    watch_reap(w);
+}
+
+/* Ask the engine to drop the watch's poll; it completes with -ECANCELED
+ * (or with readiness, if that came first). Requests queued after this
+ * cannot be hit by it: the engine keeps submission order. */
+static void watch_cancel(struct fq_watch *w)
+{
+    if (!w->polling || w->cancelling)
+        return;
+    memset(&w->cancel, 0, sizeof(w->cancel));
+    w->cancel.is_cancel = true;
+    w->cancel.fd = -1;
+    w->cancel.target = &w->poll;
+    w->cancel.done = watch_cancel_done;
+    w->cancelling = true;
+    fq_ctx_submit(w->ctx, &w->cancel);
+}
+
+/* An engine poll of a watch completed: report, then re-arm while watched. */
+static void watch_poll_done(struct fq_aio *aio)
+{
+    struct fq_watch *w = (struct fq_watch *)((char *)aio - offsetof(struct fq_watch, poll));
+    int res = (int)aio->res;
+
+    w->polling = false;
+    w->ctx->dispatching++;      /* keep w while its callback may stop it */
+    if (res != -ECANCELED)
+        watch_dispatch(w, watch_revents(w, res));
+    if (!w->stopped && w->events && !w->polling)
+        watch_arm(w);
+    w->ctx->dispatching--;
+    if (!w->ctx->dispatching)
+        watch_reap_all(w->ctx);
+}
+
+int fq_watch_start(struct fq_ctx *ctx, int fd, unsigned events, fq_watch_cb *cb,
+                   void *opaque, struct fq_watch **out)
+{
+    struct fq_watch *w;
+
+    if (fd < 0)
+        return -EBADF;
+    if ((events & ~(unsigned)WATCH_EVENTS) || !cb)
+        return -EINVAL;
+    w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->ctx = ctx;
+    w->fd = fd;
+    w->cb = cb;
+    w->opaque = opaque;
+    watch_link(&ctx->watches, w);
+    *out = w;
+    return fq_watch_modify(w, events);
+}
+
+int fq_watch_modify(struct fq_watch *w, unsigned events)
+{
+    struct fq_ctx *ctx = w->ctx;
+
+    if ((events & ~(unsigned)WATCH_EVENTS) || w->stopped)
+        return -EINVAL;
+    if (!ctx->eng.ops->cancel_poll) {
+        ctx->watch_armed += (events != 0) - (w->events != 0);
+        w->events = events;
+        return 0;
+    }
+    w->events = events;
+    if (w->polling) {
+        /* a poll that misses a wanted event (or a paused watch) is replaced
+         * when its cancel lands; extra events it waits for are filtered */
+        if (!events || (events & ~w->poll.poll_events))
+            watch_cancel(w);
+    } else if (events) {
+        watch_arm(w);
+    }
+    fq_ctx_kick(ctx);
+    return 0;
+}
+
+void fq_watch_stop(struct fq_watch *w)
+{
+    struct fq_ctx *ctx;
+
+    if (!w || w->stopped)
+        return;
+    ctx = w->ctx;
+    if (!ctx->eng.ops->cancel_poll && w->events)
+        ctx->watch_armed--;
+    watch_unlink(&ctx->watches, w);
+    w->stopped = true;
+    w->cb = NULL;
+    watch_link(&ctx->zombies, w);
+    if (w->polling) {
+        watch_cancel(w);
+        fq_ctx_kick(ctx);
+    }
+    watch_reap(w);
+}
+
+/* One wait of the loop for an engine that does not poll natively, with
+ * watches armed: complete what the engine finished, poll() the watched
+ * descriptors and the engine's eventfd together, report the ready ones.
+ * Returns the number of completions and callbacks, or negative errno. */
+static int wait_polled(struct fq_ctx *ctx, int timeout_ms)
+{
+    struct fq_engine *e = &ctx->eng;
+    int n = 0, efd = e->ops->fd(e);
+
+    if (e->inflight) {
+        n = e->ops->wait(e, 0);
+        if (n < 0)
+            return n;
+    }
+    size_t need = (size_t)ctx->watch_armed + 1, cnt = 0;
+    if (need > ctx->pfd_cap) {
+        size_t cap = need * 2;
+        struct pollfd *p = realloc(ctx->pfd, cap * sizeof(*p));
+        if (!p)
+            return -ENOMEM;
+        ctx->pfd = p;
+        struct fq_watch **pw = realloc(ctx->pfd_watch, cap * sizeof(*pw));
+        if (!pw)
+            return -ENOMEM;
+        ctx->pfd_watch = pw;
+        ctx->pfd_cap = cap;
+    }
+    if (efd >= 0 && e->inflight) {
+        ctx->pfd[cnt] = (struct pollfd){ .fd = efd, .events = POLLIN };
+        ctx->pfd_watch[cnt++] = NULL;
+    }
+    for (struct fq_watch *w = ctx->watches; w && cnt < need; w = w->next) {
+        if (!w->events)
+            continue;
+        ctx->pfd[cnt] = (struct pollfd){ .fd = w->fd, .events = (short)w->events };
+        ctx->pfd_watch[cnt++] = w;
+    }
+    /* finished work waits for nobody; an engine without an eventfd (sync)
+     * finished its work at submission */
+    bool busy = n > 0 || ctx->bh_head || (e->inflight && efd < 0);
+    int pr = poll(ctx->pfd, (nfds_t)cnt, busy ? 0 : timeout_ms);
+    if (pr < 0)
+        return errno == EINTR ? n : -errno;
+    ctx->dispatching++;
+    for (size_t i = 0; i < cnt && pr > 0; i++) {
+        if (!ctx->pfd[i].revents || !ctx->pfd_watch[i])
+            continue;
+        n += watch_dispatch(ctx->pfd_watch[i], watch_revents(ctx->pfd_watch[i], ctx->pfd[i].revents));
+    }
+    ctx->dispatching--;
+    if (!ctx->dispatching)
+        watch_reap_all(ctx);
+    if (e->inflight) {
+        int m = e->ops->wait(e, 0);
+        if (m < 0)
+            return m;
+        n += m;
+    }
+    return n;
+}
+
 int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms)
 {
     uint64_t start = ctx->user_completed;
@@ -149,7 +424,7 @@ int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms)
         run_bhs(ctx);
         if (ctx->user_completed - start >= min_complete && min_complete > 0)
             break;
-        if (ctx->eng.inflight == 0) {
+        if (ctx->eng.inflight == 0 && ctx->watch_armed == 0) {
             if (ctx->bh_head)
                 continue;
             break;
@@ -162,7 +437,10 @@ int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms)
             else
                 t = (int)((deadline - now) / 1000000ull) + 1;
         }
-        r = ctx->eng.ops->wait(&ctx->eng, t);
+        if (ctx->watch_armed && !ctx->eng.ops->cancel_poll)
+            r = wait_polled(ctx, t);
+        else
+            r = ctx->eng.ops->wait(&ctx->eng, t);
         if (r < 0)
             break;
         run_bhs(ctx);

@@ -18,6 +18,25 @@ struct fq_ctx_fini {
 };
 
 struct fq_offload;
+struct pollfd;
+
+/* A watched descriptor (fq_watch_start). With a cancel_poll engine it is a
+ * poll operation re-armed after each wake-up (level-triggered); otherwise
+ * the context's loop poll()s it. A watch stopped while its poll (or the
+ * cancel of it) is in the engine, or while the loop dispatches, is freed
+ * once that is over. */
+struct fq_watch {
+    struct fq_ctx *ctx;
+    int fd;
+    unsigned events;          /* wanted; 0 = paused */
+    fq_watch_cb *cb;
+    void *opaque;
+    bool stopped;
+    bool polling;             /* `poll` is in the engine */
+    bool cancelling;          /* `cancel` is in the engine */
+    struct fq_aio poll, cancel;
+    struct fq_watch *prev, *next; /* ctx->watches, or ctx->zombies once stopped */
+};
 
 struct fq_ctx {
     struct fq_engine eng;
@@ -27,6 +46,13 @@ struct fq_ctx {
     unsigned user_inflight;   /* public requests not yet completed */
     uint64_t user_completed;  /* public callbacks run, ever */
     int running;              /* inside fq_ctx_run */
+    struct fq_watch *watches; /* started, not stopped */
+    struct fq_watch *zombies; /* stopped, waiting for the engine or the dispatch */
+    unsigned watch_armed;     /* watches with events (poll()ed by the loop) */
+    int dispatching;          /* the loop is calling watch callbacks */
+    struct pollfd *pfd;       /* poll() set of the fallback loop */
+    struct fq_watch **pfd_watch;
+    size_t pfd_cap;
     char engine_note[FQ_ERR_MAX];
 };
 

@@ -27,6 +27,10 @@ struct fq_engine_ops {
     int (*wait)(struct fq_engine *e, int timeout_ms);
     /* Readable when completions are ready, or -1. */
     int (*fd)(struct fq_engine *e);
+    /* Polls are cheap kernel operations that an is_cancel operation
+     * cancels (io_uring): watches are polls in the engine. Otherwise the
+     * context poll()s watched descriptors itself beside the engine's fd. */
+    bool cancel_poll;
 };
 
 struct fq_engine {

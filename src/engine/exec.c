@@ -78,14 +78,14 @@ int fq_engine_complete_list(struct fq_engine *e, struct fq_aio *list)
     return n;
 }
 
-int64_t fq_aio_poll_exec(int fd)
+int64_t fq_aio_poll_exec(int fd, unsigned events)
 {
-    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    struct pollfd pfd = { .fd = fd, .events = (short)(events ? events : POLLIN) };
 
     for (;;) {
         int r = poll(&pfd, 1, -1);
         if (r > 0)
-            return 0;
+            return pfd.revents;
         if (r < 0 && errno != EINTR)
             return -errno;
     }

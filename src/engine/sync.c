@@ -30,7 +30,7 @@ static void sync_submit(struct fq_engine *e, struct fq_aio *aio)
 {
     struct sync_priv *p = e->priv;
 
-    aio->res = aio->is_poll ? fq_aio_poll_exec(aio->fd)
+    aio->res = aio->is_poll ? fq_aio_poll_exec(aio->fd, aio->poll_events)
                             : fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
     aio->next = NULL;
     *p->tail = aio;

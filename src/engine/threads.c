@@ -43,7 +43,7 @@ static void *worker(void *arg)
         if (!p->todo)
             p->todo_tail = &p->todo;
         pthread_mutex_unlock(&p->lock);
-        a->res = a->is_poll ? fq_aio_poll_exec(a->fd)
+        a->res = a->is_poll ? fq_aio_poll_exec(a->fd, a->poll_events)
                             : fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
         pthread_mutex_lock(&p->lock);
         a->next = NULL;
@@ -123,7 +123,14 @@ static int threads_wait(struct fq_engine *e, int timeout_ms)
 {
     struct threads_priv *p = e->priv;
     struct fq_aio *list;
+    uint64_t cnt;
 
+    /* Reset the eventfd before taking the list: a completion queued after
+     * that leaves it readable, so a poll() on it (here or in the context's
+     * loop) never sleeps over a finished operation. */
+    if (read(p->efd, &cnt, sizeof(cnt)) < 0) {
+        /* EAGAIN: nothing signalled since the last read */
+    }
     pthread_mutex_lock(&p->lock);
     list = p->done;
     p->done = NULL;
@@ -138,10 +145,6 @@ static int threads_wait(struct fq_engine *e, int timeout_ms)
         p->done = NULL;
         p->done_tail = &p->done;
         pthread_mutex_unlock(&p->lock);
-    }
-    uint64_t cnt;
-    if (read(p->efd, &cnt, sizeof(cnt)) < 0) {
-        /* EAGAIN: nothing signalled since the last read */
     }
     return fq_engine_complete_list(e, list);
 }

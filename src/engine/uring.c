@@ -63,8 +63,11 @@ static bool fill_sqe(struct uring_priv *p, struct fq_aio *a)
 
     if (!sqe)
         return false;
-    if (a->is_poll) {
-        io_uring_prep_poll_add(sqe, a->fd, POLLIN);
+    if (a->is_poll || a->is_cancel) {
+        if (a->is_poll)
+            io_uring_prep_poll_add(sqe, a->fd, a->poll_events ? a->poll_events : POLLIN);
+        else
+            io_uring_prep_poll_remove(sqe, (__u64)(uintptr_t)a->target);
         io_uring_sqe_set_data(sqe, a);
         p->queued++;
         return true;
@@ -150,13 +153,22 @@ static int uring_wait(struct fq_engine *e, int timeout_ms)
 {
     struct uring_priv *p = e->priv;
     struct io_uring_cqe *cqe;
+    unsigned batch = 0;
     int n = 0, r;
 
     uring_kick(e);
+    /* Reap the completions ready when reaping starts (one batch): those
+     * of work submitted meanwhile wait for the next call, so an operation
+     * that completes as soon as it is queued again (a poll on a descriptor
+     * that stays ready) cannot keep this call from returning. */
     for (;;) {
-        r = io_uring_peek_cqe(&p->ring, &cqe);
-        if (r == -EAGAIN) {
-            if (n > 0 || timeout_ms == 0)
+        if (batch == 0) {
+            if (n > 0)
+                break;
+            batch = io_uring_cq_ready(&p->ring);
+        }
+        if (batch == 0) {
+            if (timeout_ms == 0)
                 break;
             if (timeout_ms < 0) {
                 r = io_uring_wait_cqe(&p->ring, &cqe);
@@ -171,18 +183,25 @@ static int uring_wait(struct fq_engine *e, int timeout_ms)
                 break;
             if (r < 0)
                 return r;
-        } else if (r < 0) {
-            return r;
+            batch = io_uring_cq_ready(&p->ring);
+            continue;
         }
+        r = io_uring_peek_cqe(&p->ring, &cqe);
+        if (r == -EAGAIN)
+            break;
+        if (r < 0)
+            return r;
+        batch--;
         struct fq_aio *a = io_uring_cqe_get_data(cqe);
         a->res = cqe->res;
         io_uring_cqe_seen(&p->ring, cqe);
-        if (a->is_poll)
-            a->res = a->res < 0 ? a->res : 0;
-        else if (a->res == -EINTR || a->res == -EAGAIN)
-            a->res = fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
-        if (!a->is_poll)
+        /* a poll's result is its revents (or -errno), a cancel's 0 or
+         * -ENOENT / -EALREADY: both are passed on as they are */
+        if (!a->is_poll && !a->is_cancel) {
+            if (a->res == -EINTR || a->res == -EAGAIN)
+                a->res = fq_aio_exec(a->op, a->fd, a->off, a->len, a->iov, a->iovcnt);
             finish_short(a);
+        }
         e->inflight--;
         n++;
         a->done(a);
@@ -213,6 +232,7 @@ const struct fq_engine_ops fq_engine_uring_ops = {
     .kick = uring_kick,
     .wait = uring_wait,
     .fd = uring_fd,
+    .cancel_poll = true,
 };
 #else
 static int uring_init(struct fq_engine *e, char *err)

@@ -33,7 +33,12 @@ struct fq_aio {
     const struct iovec *iov;
     int iovcnt;
     int64_t res;              /* filled by the engine: bytes or -errno */
-    bool is_poll;             /* instead of `op`: wait until `fd` is readable */
+    bool is_poll;             /* instead of `op`: wait until `fd` is ready for
+                                 poll_events (0 = POLLIN); res = revents */
+    unsigned poll_events;
+    bool is_cancel;           /* instead of `op`: cancel the poll `target`
+                                 (engines with cancel_poll only) */
+    struct fq_aio *target;
     void (*done)(struct fq_aio *aio);
     struct fq_aio *next;      /* engine-internal queue link */
 };
@@ -58,7 +63,8 @@ void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void
  * loop over short transfers (a read at EOF stops short). */
 int64_t fq_aio_exec(enum fq_op op, int fd, uint64_t off, uint64_t len,
                     const struct iovec *iov, int iovcnt);
-/* Block until `fd` is readable (the is_poll operation); 0 or -errno. */
-int64_t fq_aio_poll_exec(int fd);
+/* Block until fd is ready for `events` (0 = POLLIN) (the is_poll
+ * operation); returns revents or -errno. */
+int64_t fq_aio_poll_exec(int fd, unsigned events);
 
 #endif
