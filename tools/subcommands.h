@@ -41,5 +41,8 @@ int cmd_measure(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 /* commit.c */
 int cmd_commit(int argc, char **argv);
+/* mount/options.c */
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
 
 #endif
