@@ -140,7 +140,10 @@ static int check_file(const char *file, bool *created)
 
     *created = false;
     if (!path) {
-        tool_error("%s: %s", file, strerror(errno == ENOENT ? ENOENT : errno));
+        if (errno == ENOENT || errno == ENOTDIR)
+            tool_error("Could not create '%s': %s", file, strerror(errno));
+        else
+            tool_error("%s: %s", file, strerror(errno));
         return -1;
     }
     int mp = find_mount(path, type, sizeof(type));
@@ -171,6 +174,10 @@ static int check_file(const char *file, bool *created)
     }
     if (stat("/dev/fuse", &st) < 0) {
         tool_error("FUSE is not available: /dev/fuse: %s", strerror(errno));
+        goto fail;
+    }
+    if (!S_ISCHR(st.st_mode)) {
+        tool_error("FUSE is not available: /dev/fuse is not a character device");
         goto fail;
     }
     if (geteuid() == 0) {
@@ -424,7 +431,10 @@ int cmd_umount(int argc, char **argv)
         return 1;
     }
     const char *file = argv[optind];
-    char *path = abs_path(file);
+    /* a dead mount cannot be resolved itself: then only its directory */
+    char *path = realpath(file, NULL);
+    if (!path)
+        path = abs_path(file);
     if (!path) {
         tool_error("%s: %s", file, strerror(errno));
         return 1;

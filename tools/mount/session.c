@@ -323,7 +323,10 @@ int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code
         m->st.st_mode &= ~(mode_t)0222;
     r = fq_open(o->image, &o->open, &m->img, err);
     if (r < 0) {
-        tool_error("Could not open '%s': %s", o->image, err[0] ? err : strerror(-r));
+        if (!strncmp(err, "Could not open", 14))
+            tool_error("%s", err);
+        else
+            tool_error("Could not open '%s': %s", o->image, err[0] ? err : strerror(-r));
         goto out;
     }
     m->ctx = fq_image_ctx(m->img);
