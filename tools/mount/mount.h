@@ -38,9 +38,10 @@
  * of the kernel's largest request (1 MiB of data plus headers), allocated
  * on first use: the export's memory is bounded by FQ_MOUNT_SLOTS MiB. */
 #define FQ_MOUNT_SLOTS 64
-/* Largest read or write: libfuse 3's buffer (256 pages) and the kernel's
- * default max_pages_limit. */
-#define FQ_MOUNT_MAX_IO (256u * 4096u)
+/* Readahead of the mounted file's page cache (the kernel offers 128 KiB;
+ * raised through sysfs when writable: buffered sequential reads become
+ * one 1 MiB request after another, several in flight). */
+#define FQ_MOUNT_READAHEAD_KB 4096
 
 struct mount_opts {
     const char *image;
@@ -101,16 +102,24 @@ struct mnt {
 
     bool stopping;               /* signal or unmount: read no more requests */
     bool unmounted;              /* the kernel ended the session */
+    bool got_init;               /* the INIT request was answered */
+    bool tuned;                  /* readahead set (or given up) */
     int exit_code;
 };
 
 /* options.c (cmd_mount and cmd_umount are in subcommands.h) */
+/* Whether `path` is a mount point in /proc/self/mountinfo: 1 (the type
+ * and major:minor of the top mount copied to type and dev, either may be
+ * NULL), 0 if not, -errno. */
+int mount_find(const char *path, char *type, size_t typelen, char *dev, size_t devlen);
 
 /* session.c */
 /* Open the image, mount, and serve until unmounted or signalled. `ready`
  * (may be NULL) is called once the file is served. Returns the exit code. */
 int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code),
                 void *opaque);
+/* Largest read or write (libfuse 3's buffer: 256 pages of data). */
+size_t mount_max_io(void);
 /* The ops table for fuse_session_new. */
 extern const struct fuse_lowlevel_ops mount_ops;
 /* Give the current request's slot to an operation that completes later. */

@@ -51,12 +51,14 @@ void mount_fill_stat(struct mnt *m, struct stat *st)
  * requests the kernel sends, replies from memory. */
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
-    (void)userdata;
+    struct mnt *m = userdata;
+
+    m->got_init = true;
     conn->want |= conn->capable & (FUSE_CAP_ASYNC_READ | FUSE_CAP_ASYNC_DIO);
     conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
                               FUSE_CAP_SPLICE_MOVE | FUSE_CAP_ATOMIC_O_TRUNC |
                               FUSE_CAP_WRITEBACK_CACHE);
-    conn->max_write = (unsigned)getpagesize() * 256u;
+    conn->max_write = (unsigned)mount_max_io();
     conn->max_background = FQ_MOUNT_SLOTS;
     conn->congestion_threshold = FQ_MOUNT_SLOTS * 3 / 4;
 }
@@ -170,6 +172,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     uint64_t len = size;
     if (len > m->size - (uint64_t)off)
         len = m->size - (uint64_t)off;
+    if (len > mount_max_io())
+        len = mount_max_io(); /* never: the kernel asks at most max_pages */
     struct mslot *s = mount_keep_slot(m, req);
     s->iov.iov_base = s->base;
     s->iov.iov_len = (size_t)len;

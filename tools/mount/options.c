@@ -58,9 +58,7 @@ static void mount_usage(FILE *f)
 "  -h, --help            this help\n");
 }
 
-/* Where FILE is in /proc/self/mountinfo: 1 if it is a mount point (its
- * type copied to `type`), 0 if not, -errno. Octal escapes are decoded. */
-static int find_mount(const char *path, char *type, size_t typelen)
+int mount_find(const char *path, char *type, size_t typelen, char *dev, size_t devlen)
 {
     FILE *f = fopen("/proc/self/mountinfo", "re");
     char *line = NULL;
@@ -70,9 +68,9 @@ static int find_mount(const char *path, char *type, size_t typelen)
     if (!f)
         return -errno;
     while (getline(&line, &cap, f) > 0) {
-        char mp[4096], fstype[256];
+        char mp[4096], fstype[256], majmin[64];
         /* id parent maj:min root mountpoint options ... - type source ... */
-        if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+        if (sscanf(line, "%*s %*s %63s %*s %4095s", majmin, mp) != 2)
             continue;
         char *dash = strstr(line, " - ");
         if (!dash || sscanf(dash + 3, "%255s", fstype) != 1)
@@ -89,8 +87,12 @@ static int find_mount(const char *path, char *type, size_t typelen)
         }
         *w = 0;
         if (!strcmp(mp, path)) {
+            /* the last one is on top */
             found = 1;
-            snprintf(type, typelen, "%s", fstype);
+            if (type)
+                snprintf(type, typelen, "%s", fstype);
+            if (dev)
+                snprintf(dev, devlen, "%s", majmin);
         }
     }
     free(line);
@@ -146,7 +148,7 @@ static int check_file(const char *file, bool *created)
             tool_error("%s: %s", file, strerror(errno));
         return -1;
     }
-    int mp = find_mount(path, type, sizeof(type));
+    int mp = mount_find(path, type, sizeof(type), NULL, 0);
     if (mp > 0) {
         tool_error("%s is already a mount point (%s); unmount it first", file, type);
         goto out;
@@ -439,7 +441,7 @@ int cmd_umount(int argc, char **argv)
         tool_error("%s: %s", file, strerror(errno));
         return 1;
     }
-    int mp = find_mount(path, type, sizeof(type));
+    int mp = mount_find(path, type, sizeof(type), NULL, 0);
     if (mp <= 0 || strcmp(type, "fuse.fastqcow")) {
         if (mp < 0)
             tool_error("/proc/self/mountinfo: %s", strerror(-mp));

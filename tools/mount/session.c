@@ -62,7 +62,12 @@ static void slots_layout(void)
 
     recv_off = page - hdr;
     /* libfuse reads up to 256 pages of data plus one page of headers */
-    slot_bytes = recv_off + 256 * page + page;
+    slot_bytes = recv_off + mount_max_io() + page;
+}
+
+size_t mount_max_io(void)
+{
+    return 256 * (size_t)getpagesize();
 }
 
 /* Pause the device watch unless a request can be read now. */
@@ -132,6 +137,28 @@ static void begin_stop(struct mnt *m)
     }
 }
 
+/* Once INIT is answered (the kernel has then capped the readahead at what
+ * it offered), raise the file's readahead through sysfs. Never stat()s the
+ * mount point: that would wait for this very thread. */
+static void tune_readahead(struct mnt *m)
+{
+    char dev[64], path[128];
+
+    m->tuned = true;
+    if (mount_find(m->mountpoint, NULL, 0, dev, sizeof(dev)) <= 0)
+        return;
+    snprintf(path, sizeof(path), "/sys/class/bdi/%s/read_ahead_kb", dev);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return; /* not root: the kernel's default stays */
+    char v[32];
+    int n = snprintf(v, sizeof(v), "%d\n", FQ_MOUNT_READAHEAD_KB);
+    if (write(fd, v, (size_t)n) != n) {
+        /* the default stays */
+    }
+    close(fd);
+}
+
 /* The device is readable: read and dispatch requests until it would
  * block or no slot is free. */
 static void dev_ready(void *opaque, int revents)
@@ -185,6 +212,8 @@ static void dev_ready(void *opaque, int revents)
             m->free = s;
             m->busy--;
         }
+        if (m->got_init && !m->tuned)
+            tune_readahead(m);
     }
     update_dev_watch(m);
 }
