@@ -63,17 +63,27 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->congestion_threshold = FQ_MOUNT_SLOTS * 3 / 4;
 }
 
-/* Count an aio call in flight. */
-static void io_start(struct mnt *m)
-{
-    m->io_inflight++;
-}
-
 /* Answer a request that kept its slot with an error and free the slot. */
 static void fail_slot(struct mslot *s, int err)
 {
     fuse_reply_err(s->req, err);
     mount_release_slot(s);
+}
+
+/* Count an aio call in flight (called before submitting it). */
+static void io_start(struct mnt *m)
+{
+    m->io_inflight++;
+}
+
+/* The result of submitting an aio call counted with io_start: a refusal
+ * answers the request at once. */
+static void io_submitted(struct mslot *s, int r)
+{
+    if (r < 0) {
+        s->m->io_inflight--;
+        fail_slot(s, -r);
+    }
 }
 
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -179,10 +189,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     s->iov.iov_len = (size_t)len;
     io_start(m);
     int r = fq_aio_preadv(m->img, &s->iov, 1, 0, (size_t)len, (uint64_t)off, read_done, s);
-    if (r < 0) {
-        m->io_inflight--;
-        fail_slot(s, -r);
-    }
+    io_submitted(s, r);
 }
 
 static void write_done(void *opaque, int ret)
@@ -204,10 +211,7 @@ static void issue_write(struct mslot *s)
 
     io_start(m);
     int r = fq_aio_pwritev(m->img, &s->iov, 1, 0, s->iov.iov_len, s->off, write_done, s);
-    if (r < 0) {
-        m->io_inflight--;
-        fail_slot(s, -r);
-    }
+    io_submitted(s, r);
 }
 
 static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
@@ -290,10 +294,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
     struct mslot *s = mount_keep_slot(m, req);
     io_start(m);
     int r = fq_aio_flush(m->img, simple_done, s);
-    if (r < 0) {
-        m->io_inflight--;
-        fail_slot(s, -r);
-    }
+    io_submitted(s, r);
 }
 
 /* Issue a fallocate request (kept slot; s->off, s->len inside the
@@ -312,10 +313,7 @@ static void issue_fallocate(struct mslot *s)
     r = fq_aio_write_zeroes(m->img, s->off, s->len,
                             (s->mode & FALLOC_FL_PUNCH_HOLE) ? FQ_ZERO_MAY_UNMAP : 0,
                             simple_done, s);
-    if (r < 0) {
-        m->io_inflight--;
-        fail_slot(s, -r);
-    }
+    io_submitted(s, r);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
