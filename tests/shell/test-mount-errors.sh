@@ -4,7 +4,8 @@
 # or created: FILE a directory, a missing parent directory, an image that
 # does not open (missing, not an image, corrupt header), a second mount on
 # the same FILE (the first keeps serving), no FUSE device (a mount
-# namespace where /dev/fuse is a plain file), conflicting options; umount
+# namespace where /dev/fuse is a plain file), conflicting options, bad
+# --image-opts; umount
 # of a file that is not mounted or not served by fastqcow.
 # SPDX-License-Identifier: MIT
 set -u
@@ -42,6 +43,8 @@ refused "No such file" keep -- missing.qcow2 keep
 [ -e keep ] || bad "an existing FILE was removed by a failed mount"
 refused "exclude" keep -- --growable -r img.qcow2 keep
 refused "needs IMAGE and FILE" keep -- img.qcow2
+refused "unknown key 'bogus'" keep -- --image-opts driver=qcow2,file.filename=img.qcow2,bogus=1 keep
+refused "no file.filename" keep -- --image-opts driver=qcow2 keep
 F mount --frobnicate img.qcow2 keep >/dev/null 2>&1 && bad "an unknown option was accepted"
 
 # a second mount on the same file

@@ -3,8 +3,8 @@
 # ext4 file system holding a directory tree (mke2fs -d: no loop device)
 # on a qcow2 image served by `fastqcow mount`; e2fsck -fn finds it clean
 # through the mount; after `fastqcow umount` qemu-img check finds the image
-# clean; mounted again read-only, debugfs reads the tree back equal to the
-# original, and writes are refused (EROFS).
+# clean; mounted again read-only (--image-opts ...,read-only=on), debugfs
+# reads the tree back equal to the original, and writes are refused (EROFS).
 # SPDX-License-Identifier: MIT
 set -u
 MT_NAME=mount-fs
@@ -31,9 +31,10 @@ is_mounted disk && bad "still mounted after umount"
 [ -e disk ] && bad "the file made by mount was not removed"
 out=$(qemu-img check img.qcow2 2>&1) || { bad "qemu-img check after umount"; echo "$out"; }
 
-# read back read-only
+# read back read-only (the image named as --image-opts)
 : > disk
-mnt -r img.qcow2 disk || { bad "mount -r"; exit 1; }
+mnt --image-opts driver=qcow2,file.filename=img.qcow2,cache.direct=on,read-only=on disk ||
+    { bad "mount --image-opts ...,read-only=on"; exit 1; }
 [ "$(stat -c %s disk)" = $((128 << 20)) ] || bad "size is not the virtual size"
 mkdir out
 debugfs -R "rdump / out" disk >debugfs.log 2>&1 || { bad "debugfs rdump"; cat debugfs.log; }
@@ -41,6 +42,7 @@ diff -r tree/a out/a >/dev/null || bad "the tree read back differs"
 [ -d out/empty ] || bad "the empty directory is missing"
 [ "$(readlink out/a/link)" = b/big ] || bad "the symlink differs"
 e2fsck -fn disk >/dev/null 2>&1 || bad "e2fsck -fn on the read-only mount"
+[ "$(stat -c %A disk)" = "-r--r--r--" ] || bad "read-only mount shows mode $(stat -c %A disk)"
 if dd if=/dev/zero of=disk bs=512 count=1 conv=notrunc 2>err.log; then
     bad "a write on the read-only mount succeeded"
 else

@@ -30,6 +30,7 @@
 
 #include "mount.h"
 #include "../common/cli.h"
+#include "../common/image_opts.h"
 #include "../subcommands.h"
 
 static void mount_usage(FILE *f)
@@ -47,6 +48,10 @@ static void mount_usage(FILE *f)
 "  -t, --cache MODE      none, writeback (default), writethrough, directsync,\n"
 "                        unsafe\n"
 "  -i, --aio ENGINE      io_uring (default), threads, sync\n"
+"      --image-opts      IMAGE is qemu's option syntax: driver=FMT,\n"
+"                        file.filename=PATH[,cache.direct=on|off]\n"
+"                        [,cache.no-flush=on|off][,file.aio=ENGINE]\n"
+"                        [,read-only=on|off][,cache-size=SIZE]\n"
 "      --growable        writes past the end and truncate resize the image\n"
 "                        (without it the size is fixed: truncate fails with\n"
 "                        EPERM, writes past the end with EFBIG)\n"
@@ -282,7 +287,8 @@ static int go_background(struct bg *b)
 
 int cmd_mount(int argc, char **argv)
 {
-    enum { O_GROWABLE = 256, O_ALLOW_OTHER, O_FOREGROUND, O_PID_FILE, O_DIRECT_IO };
+    enum { O_GROWABLE = 256, O_ALLOW_OTHER, O_FOREGROUND, O_PID_FILE, O_DIRECT_IO,
+           O_IMAGE_OPTS };
     static const struct option lopts[] = {
         { "format", required_argument, NULL, 'f' },
         { "read-only", no_argument, NULL, 'r' },
@@ -293,10 +299,12 @@ int cmd_mount(int argc, char **argv)
         { "foreground", no_argument, NULL, O_FOREGROUND },
         { "pid-file", required_argument, NULL, O_PID_FILE },
         { "direct-io", no_argument, NULL, O_DIRECT_IO },
+        { "image-opts", no_argument, NULL, O_IMAGE_OPTS },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     struct mount_opts o;
+    bool image_opts = false;
     int c;
 
     memset(&o, 0, sizeof(o));
@@ -333,6 +341,9 @@ int cmd_mount(int argc, char **argv)
         case O_DIRECT_IO:
             o.direct_io = true;
             break;
+        case O_IMAGE_OPTS:
+            image_opts = true;
+            break;
         case 'h':
             mount_usage(stdout);
             return 0;
@@ -348,6 +359,13 @@ int cmd_mount(int argc, char **argv)
     }
     o.image = argv[optind];
     o.file = argv[optind + 1];
+    if (image_opts) {
+        /* lives as long as the process: the options point into it */
+        char *spec = strdup(o.image);
+        if (!spec || tool_image_opts(spec, &o.open, &o.image) < 0)
+            return 1;
+        o.readonly = o.readonly || o.open.readonly;
+    }
     o.open.readonly = o.readonly;
     if (o.growable && o.readonly) {
         tool_error("--growable and --read-only exclude each other");
