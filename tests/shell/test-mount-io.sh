@@ -12,7 +12,8 @@
 #    qemu-img convert -f raw skip the holes;
 #  - the size is fixed: truncate fails (EPERM), writes past the end fail
 #    (EFBIG); with --growable truncate and writes past the end resize;
-#  - SIGTERM drains, flushes, unmounts and exits 0; after kill -9 the dead
+#  - SIGTERM drains, flushes, unmounts and exits 0; fusermount3 -u ends
+#    the server with the image closed; after kill -9 the dead
 #    mount is removed by fastqcow umount and the image opens with what was
 #    fsync'ed.
 # SPDX-License-Identifier: MIT
@@ -135,6 +136,19 @@ qemu-img check -q img.qcow2 || bad "qemu-img check after SIGTERM"
 qemu-img convert -O raw img.qcow2 full.raw
 cmp -i $((50 * M)):0 -n $M full.raw last.bin ||
     bad "data written before SIGTERM is lost"
+
+# fusermount3 -u: the server sees the unmount, closes the image and exits
+if command -v fusermount3 >/dev/null; then
+    mnt img.qcow2 disk || bad "mount before fusermount3 -u"
+    dd if=last.bin of=disk bs=1M seek=51 conv=notrunc status=none || bad "write before fusermount3 -u"
+    fusermount3 -u disk || bad "fusermount3 -u"
+    p=${MT_PID_OF[disk]}
+    for _ in $(seq 200); do alive "$p" || break; sleep 0.05; done
+    alive "$p" && bad "the server still runs 10 s after fusermount3 -u"
+    qemu-img check -q img.qcow2 || bad "qemu-img check after fusermount3 -u"
+    qemu-img convert -O raw img.qcow2 full.raw
+    cmp -i $((51 * M)):0 -n $M full.raw last.bin || bad "data written before fusermount3 -u is lost"
+fi
 
 # kill -9: the dead mount is removed by fastqcow umount; the image opens
 # and holds what was fsync'ed
