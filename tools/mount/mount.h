@@ -34,9 +34,10 @@
  * can wait until the image is flushed and closed). */
 #define FQ_MOUNT_IOC_PID _IOR('Q', 0x51, uint64_t)
 
-/* Requests read from the FUSE device at once, at most; each holds a buffer
- * of the kernel's largest request (1 MiB of data plus headers), allocated
- * on first use: the export's memory is bounded by FQ_MOUNT_SLOTS MiB. */
+/* Requests held at once, at most (also the kernel's max_background); each
+ * holds a buffer of the kernel's largest request (1 MiB of data plus
+ * headers), allocated on first use: the export's memory is bounded by
+ * about FQ_MOUNT_SLOTS MiB. */
 #define FQ_MOUNT_SLOTS 64
 /* Readahead of the mounted file's page cache (the kernel offers 128 KiB;
  * raised through sysfs when writable: buffered sequential reads become
@@ -64,7 +65,7 @@ struct mnt;
 struct mslot {
     struct mnt *m;
     fuse_req_t req;
-    char *base;                  /* aligned buffer, FQ_MOUNT_SLOT_BYTES */
+    char *base;                  /* page-aligned, mount_max_io() + 2 pages */
     struct iovec iov;
     uint64_t off, len;           /* of a request that waits for an idle image */
     int op;                      /* MOP_*: what it waits to do */
