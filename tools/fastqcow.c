@@ -37,6 +37,8 @@ static const struct subcommand cmds[] = {
     { "rebase", cmd_rebase, "change the backing file (qemu-img rebase)" },
     { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)" },
     { "serve", cmd_serve, "serve an image over NBD (qemu-nbd)" },
+    { "mount", cmd_mount, "serve the guest view of an image as a regular file (FUSE)" },
+    { "umount", cmd_umount, "unmount a file served by mount, wait until the image is closed" },
 };
 
 /* The tool's help: the subcommands of the table, the global options. */

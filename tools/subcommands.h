@@ -43,5 +43,8 @@ int cmd_rebase(int argc, char **argv);
 int cmd_commit(int argc, char **argv);
 /* serve/serve.c */
 int cmd_serve(int argc, char **argv);
+/* mount/options.c */
+int cmd_mount(int argc, char **argv);
+int cmd_umount(int argc, char **argv);
 
 #endif

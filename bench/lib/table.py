@@ -8,6 +8,7 @@ write (one line per timed run; see bench/lib/common.sh).
     table.py workers RAW OUTDIR
     table.py feature RAW OUTDIR [--size S --count N --runs N --csize S
                                  --cbytes B --zlib BYTES --zstd BYTES --strict 0|1]
+    table.py mount   RAW OUTDIR [--nbd SERVER --time S --runs N]
       (--strict 1: exit 1 if any timed run failed)
 
 Ratios are ratios of medians. Times: lower is better, so a ratio
@@ -489,6 +490,66 @@ plot for [i=2:%d] '%s' using i:xtic(1) title columnheader(i)
     return sum(r[-1] for r in csvrows)
 
 
+# ------------------------------------------------------------ mount table
+
+MOUNT_TOOLS = [("fastqcow", "fastqcow mount"), ("qsd", "qemu-storage-daemon"),
+               ("nbdfuse", "nbdfuse"), ("disk", "disk (raw file)")]
+
+
+def mount_table(raw, out, opts):
+    """bench/mount-table: IOPS (4 KiB) or MiB/s (1 MiB) per tool, ratios of
+    fastqcow to the other exports (medians of per-run ratios), and the
+    server's CPU per request (mean of runs; user_s holds it)."""
+    c = load(raw)
+    order = ["randread-4k-d1", "randread-4k-d32", "randwrite-4k-d1", "randwrite-4k-d32",
+             "read-1M-d1", "write-1M-d1"]
+    rows_seen = {k[1] for k in c if k[0] == "mount"}
+    rows, csvrows, checks = [], [], []
+    for row in [r for r in order if r in rows_seen] + sorted(rows_seen - set(order)):
+        mode = row.split("-")[0]
+        big = "-1M-" in row
+        scale = (1.0 / 1.0) if not big else 1.0   # 1 MiB requests: IOPS = MiB/s
+        k = {t: ("mount", row, mode, t) for t, _ in MOUNT_TOOLS}
+        iops = {t: med(c, k[t], "iops") for t, _ in MOUNT_TOOLS}
+        cpu_us = {}
+        for t, _ in MOUNT_TOOLS:
+            cs, ops = mean(c, k[t], "cpu_s"), med(c, k[t], "ops")
+            cpu_us[t] = cs / ops * 1e6 if cs is not None and ops and t != "disk" else None
+        r_q = paired(c, k["fastqcow"], [k["qsd"]], "iops")
+        r_n = paired(c, k["fastqcow"], [k["nbdfuse"]], "iops")
+        r_d = paired(c, k["fastqcow"], [k["disk"]], "iops")
+        unit = "MiB/s" if big else "IOPS"
+        rows.append(["%s (%s)" % (row, unit)] + [fmt(iops[t] and iops[t] * scale, 0) for t, _ in MOUNT_TOOLS] +
+                    [fmt(r_q, 2), fmt(r_n, 2), fmt(r_d, 2)] +
+                    [fmt(cpu_us[t], 1) for t, _ in MOUNT_TOOLS[:3]])
+        csvrows.append([row, unit] + [iops[t] for t, _ in MOUNT_TOOLS] + [r_q, r_n, r_d] +
+                       [cpu_us[t] for t, _ in MOUNT_TOOLS[:3]])
+        if row.endswith("-4k-d32"):
+            checks.append(["%s: fastqcow / qsd IOPS" % row, fmt(r_q, 2), ">= 2.0",
+                           verdict(r_q is not None and r_q >= 2.0)])
+        if big:
+            checks.append(["%s: fastqcow / qsd MiB/s" % row, fmt(r_q, 2), ">= 1.0",
+                           verdict(r_q is not None and r_q >= 1.0)])
+    print_table(["workload", "fastqcow", "qsd", "nbdfuse", "disk", "fq/qsd", "fq/nbdfuse", "fq/disk",
+                 "cpu us/req fq", "qsd", "nbdfuse"], rows,
+                "FUSE export, fio libaio O_DIRECT on the served file (median of %s runs of %s s)"
+                % (opts.get("runs", "?"), opts.get("time", "?")))
+    print("  fastqcow = fastqcow mount -t none; qsd = qemu-storage-daemon --export type=fuse\n"
+          "  (cache.direct=on, aio=io_uring); nbdfuse = nbdfuse over %s on a Unix socket;\n"
+          "  disk = fio on a raw file of the same size. Ratios: medians of per-run ratios.\n"
+          "  cpu us/req = the server's user+sys (all threads; nbdfuse: with its NBD server)\n"
+          "  per request, mean of runs." % opts.get("nbd", "an NBD server"))
+    print()
+    if checks:
+        print_table(["target", "measured", "goal", "verdict"], checks, "Targets of the issue (mount table)")
+    csvp = os.path.join(out, "mount-table.csv")
+    write_csv(csvp, ["workload", "unit"] + ["%s" % t for t, _ in MOUNT_TOOLS] +
+              ["fq_over_qsd", "fq_over_nbdfuse", "fq_over_disk", "cpu_us_fastqcow", "cpu_us_qsd",
+               "cpu_us_nbdfuse"], csvrows)
+    write_csv(os.path.join(out, "mount-targets.csv"), ["target", "measured", "goal", "verdict"], checks)
+    print("\nCSV: %s" % csvp)
+
+
 def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
@@ -497,7 +558,8 @@ def main():
     a = sys.argv[4:]
     for i in range(0, len(a) - 1, 2):
         opts[a[i].lstrip("-")] = a[i + 1]
-    failed = {"seed": seed, "random": random_table, "workers": workers, "feature": feature}[kind](raw, out, opts)
+    failed = {"seed": seed, "random": random_table, "workers": workers, "feature": feature,
+              "mount": mount_table}[kind](raw, out, opts)
     if kind == "feature" and failed and opts.get("strict") == "1":
         sys.exit("%d timed runs failed (see the FAILED lines above)" % failed)
 
