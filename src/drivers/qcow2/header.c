@@ -322,7 +322,9 @@ int qcow2_read_header(struct qcow2 *s, char *err)
                   s->rt_clusters, (unsigned long long)(QCOW2_MAX_RT_BYTES / s->cluster_size));
         return -EINVAL;
     }
-    if (!FQ_IS_ALIGNED(s->rt_offset, s->cluster_size) || s->rt_offset == 0 ||
+    /* a table at cluster 0 (the header read as one) opens for a check
+     * only, which rebuilds the refcount structures elsewhere */
+    if (!FQ_IS_ALIGNED(s->rt_offset, s->cluster_size) || (s->rt_offset == 0 && !s->check_mode) ||
         s->rt_offset > (1ull << 56)) {
         fq_seterr(err, "Refcount table offset 0x%llx is not a valid cluster offset",
                   (unsigned long long)s->rt_offset);

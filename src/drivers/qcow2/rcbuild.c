@@ -38,7 +38,18 @@ struct rc_plan {
     uint64_t total;      /* start + rt_clusters + blocks: the new end */
     uint64_t *rt;        /* the new table, host byte order */
     uint64_t rt_entries;
+    uint64_t old_len;    /* the file's length before: what is cut back to */
 };
+
+/* Cut what was written past the old end of the file (nothing refers to
+ * it); never below the old end, whatever the refcounts say. */
+static void cut_back(struct qcow2 *s, const struct rc_plan *p)
+{
+    struct fq_bdev *f = s->file;
+
+    if (p->old_len && f->ops->truncate && f->size > p->old_len)
+        (void)f->ops->truncate(f, p->old_len);
+}
 
 static bool need_test(const struct rc_plan *p, uint64_t i)
 {
@@ -95,7 +106,8 @@ static int plan_layout(struct qcow2 *s, struct rc_plan *p, char *err)
                                              : (int64_t)s->file->size;
     uint64_t last;
 
-    p->start = FQ_MAX(p->end, flen > 0 ? FQ_DIV_UP((uint64_t)flen, cs) : 0);
+    p->old_len = flen > 0 ? (uint64_t)flen : 0;
+    p->start = FQ_MAX(p->end, FQ_DIV_UP(p->old_len, cs));
     if (p->start > limit) {
         fq_seterr(err, "The image file ends beyond the addressable range");
         return -EFBIG;
@@ -254,7 +266,7 @@ static int plan_switch(struct qcow2 *s, struct rc_plan *p, char *err)
                       strerror(-r2));
         } else {
             fq_seterr(err, "Could not switch to the new refcount structures: %s", strerror(-r));
-            (void)qcow2_trim_file(s);   /* what was written past the end */
+            cut_back(s, p);
         }
         return r;   /* p->rt is still the plan's */
     }
@@ -291,8 +303,7 @@ int qcow2_rc_build(struct qcow2 *s, unsigned bits, struct qcow2_rc_source *src, 
         if ((r = plan_write(s, &p)) < 0) {
             if (err && !*err)
                 fq_seterr(err, "Could not write the new refcount structures: %s", strerror(-r));
-            /* nothing refers to what was written past the end: cut it */
-            (void)qcow2_trim_file(s);
+            cut_back(s, &p);
         } else {
             r = plan_switch(s, &p, err);
         }
