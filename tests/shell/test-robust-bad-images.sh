@@ -86,6 +86,7 @@ one_image() {
         qemu-img check "$f" >/dev/null 2>&1; q=$?
         timeout -k 5 "$TO" "$FASTQCOW" check "$f" >/dev/null 2>&1; rc=$?
         cp "$f" "$w/ck.qcow2"
+        cp "$T/img/backing.qcow2" "$w/backing.qcow2"   # for overlays
         timeout -k 5 "$TO" "$FASTQCOW" check -r all "$w/ck.qcow2" >/dev/null 2>&1
         qemu-img check "$w/ck.qcow2" >"$w/qc" 2>&1; after=$?
         local same=0
@@ -100,7 +101,6 @@ one_image() {
         if [ $cls = check-rebuild ]; then
             # every data cluster's content survived the rebuild
             cp "$T/img/base-$base.qcow2" "$w/base.qcow2"
-            cp "$T/img/backing.qcow2" "$w/backing.qcow2"
             if (cd "$w" && qemu-img compare -q base.qcow2 ck.qcow2) >"$w/cmp" 2>&1; then
                 echo "$name $cls data-intact ok 0"
             else
