@@ -193,7 +193,7 @@ HOLD_PID=
 exec 8>&-
 [ -z "$(lockbytes img.qcow2)" ] || bad "locks left after kill -9: $(lockbytes img.qcow2)"
 works qemu-io -c 'write -P 0x66 0 512' img.qcow2
-# (a failed open inside a process that goes on: tests/unit/test-lock.c)
+# (a failed open inside a process that goes on: tests/unit/test-lock-api.c)
 
 # ---- 6. no such locks: said once, and the image opens ----
 if command -v cc >/dev/null; then

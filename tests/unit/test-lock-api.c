@@ -1,4 +1,4 @@
-/* test-lock.c: image locks inside one process, where a test can look at
+/* test-lock-api.c: image locks inside one process, where a test can look at
  * them while the process goes on: fq_open holds the bytes QEMU's programs
  * hold (read-write, read-only, forced share, backing files), fq_close and
  * every failed open (a missing backing file, a header cut short, a
@@ -16,7 +16,7 @@ static int failures;
 
 #define FAIL(...)                                                              \
     do {                                                                       \
-        fprintf(stderr, "test-lock: FAIL: " __VA_ARGS__);                     \
+        fprintf(stderr, "test-lock-api: FAIL: " __VA_ARGS__);                     \
         fputc('\n', stderr);                                                   \
         failures++;                                                            \
     } while (0)
@@ -82,7 +82,7 @@ static void expect(const char *what, const char *path, unsigned want)
     unsigned m = held(path);
 
     if (m & 0x4000) {
-        fprintf(stderr, "test-lock: SKIP: no OFD locks on this file system\n");
+        fprintf(stderr, "test-lock-api: SKIP: no OFD locks on this file system\n");
         exit(TL_SKIP);
     }
     if (m != want)
@@ -96,7 +96,7 @@ int main(void)
     const char *dir;
     int r;
 
-    tl_name = "test-lock";
+    tl_name = "test-lock-api";
     dir = tl_mkdir();
     (void)dir;
     char img[4300], base[4300], top[4300], orphan[4300], cut[4300];
@@ -107,7 +107,7 @@ int main(void)
     snprintf(cut, sizeof(cut), "%s", tl_path("cut.qcow2"));
     if (create_img(img, NULL, err) < 0 || create_img(base, NULL, err) < 0 ||
         create_img(top, "base.qcow2", err) < 0) {
-        fprintf(stderr, "test-lock: create: %s\n", err);
+        fprintf(stderr, "test-lock-api: create: %s\n", err);
         return 1;
     }
 
@@ -225,6 +225,6 @@ int main(void)
         expect("the overlay after its refused open", top, 0);
         fq_close(b);
     }
-    fprintf(stderr, "test-lock: %d failures\n", failures);
+    fprintf(stderr, "test-lock-api: %d failures\n", failures);
     return failures ? 1 : 0;
 }
