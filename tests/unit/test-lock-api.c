@@ -16,7 +16,7 @@ static int failures;
 
 #define FAIL(...)                                                              \
     do {                                                                       \
-        fprintf(stderr, "test-lock-api: FAIL: " __VA_ARGS__);                     \
+        fprintf(stderr, "test-lock-api: FAIL: " __VA_ARGS__);                 \
         fputc('\n', stderr);                                                   \
         failures++;                                                            \
     } while (0)
