@@ -230,7 +230,9 @@ int fcntl64(int fd, int cmd, ...)
 }
 EOF
     if cc -shared -fPIC -o shim.so shim.c -ldl 2>cc.err; then
-        LD_PRELOAD=$PWD/shim.so "$F" io -c 'read -P 0x22 1M 64k' top.qcow2 >out 2>err ||
+        # a sanitizer's runtime must come first in the preload list
+        pre=$(ldd "$F" 2>/dev/null | awk '/libasan|libubsan/ { printf "%s:", $3 }')
+        LD_PRELOAD=$pre$PWD/shim.so "$F" io -c 'read -P 0x22 1M 64k' top.qcow2 >out 2>err ||
             { bad "io without OFD locks failed"; cat err; }
         n=$(grep -c "warning:.*no open file description locks" err)
         [ "$n" = 1 ] || { bad "without OFD locks: $n warnings (one expected)"; cat err; }
