@@ -113,12 +113,27 @@ struct fq_open_opts {
     const char *file_format;   /* format of the layer below: NULL = the plain
                                   file; "qcow2" or "raw" stacks this image on
                                   the guest view of that image (nesting) */
+    int force_share;           /* read-only opens only (else -EINVAL): let
+                                  other programs write the image meanwhile
+                                  (qemu-img -U); reads may then see it
+                                  change or look inconsistent */
 };
 
 struct fq_image;
 
 /* Fill `o` with defaults. */
 void fq_open_opts_init(struct fq_open_opts *o);
+/* Open an image and its backing chain. The image files are locked while
+ * they are open, in the byte-range locks QEMU takes (so that neither it
+ * nor another fastqcow writes an image this one uses): a read-write open
+ * may use and resize the image and lets no other open write or resize it;
+ * a read-only open (and every backing file) reads it and lets no other
+ * open write or resize it; force_share lets others do anything. An image
+ * another process holds in a conflicting way is refused with -EAGAIN and
+ * qemu-img's message ('Failed to get "write" lock' ... 'Is another
+ * process using the image [NAME]?'). The locks go with fq_close (or the
+ * process). Where the file system has no such locks, a warning is printed
+ * once per process on stderr and images open without them. */
 int fq_open(const char *filename, const struct fq_open_opts *opts,
             struct fq_image **out, char *err);
 /* Flush and close. Returns the flush result (the image is closed anyway). */
@@ -196,6 +211,9 @@ void fq_create_opts_init(struct fq_create_opts *o);
  * (backing_file, backing_format) live until fq_create_opts_release(). */
 int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err);
 void fq_create_opts_release(struct fq_create_opts *o);
+/* Create an image (an existing file is emptied, but only once it is
+ * locked: a file another program holds open is refused, -EAGAIN, and left
+ * as it is). */
 int fq_create(const char *filename, const struct fq_create_opts *opts, char *err);
 
 /* ---- information -------------------------------------------------------- */

@@ -324,9 +324,13 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     oo.readonly = !b.write;
+    oo.force_share = force_share;
     int r = fq_open(file, &oo, &b.img, err);
     if (r < 0) {
-        tool_error("Could not open '%s': %s", file, *err ? err : strerror(-r));
+        if (*err)
+            tool_error("%s", err);
+        else
+            tool_error("Could not open '%s': %s", file, strerror(-r));
         return 1;
     }
     b.ctx = fq_image_ctx(b.img);

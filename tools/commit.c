@@ -29,14 +29,14 @@ int cmd_commit(int argc, char **argv)
 
     opterr = 0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, ":f:t:b:r:dpqhU", img_help_only, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":f:t:b:r:dpqh", img_help_only, NULL)) != -1) {
         switch (ch) {
         case 'f': o.format = optarg; break;
         case 'b': o.base = optarg; break;
         case 'd': o.keep = 1; break;
         case 'p': pg.on = true; break;
         case 'q': quiet = true; break;
-        case 'r': case 'U': break;
+        case 'r': break;
         case 't':
             if (tool_parse_cache(optarg, &o.cache, "cache") < 0)
                 return 1;

@@ -221,6 +221,7 @@ int cmd_convert(int argc, char **argv)
     o[0].readonly = 1;
     o[1].format = c.fmt = a.out_fmt ? a.out_fmt : "raw";
     o[1].cache = a.cache;
+    o[1].force_share = 0;   /* -U shares the source only */
     c.file = x.name[1];
     r = 1;
     if (xfer_open(&x, 0, &o[0]) < 0)

@@ -44,7 +44,7 @@ int cmd_measure(int argc, char **argv)
             if (nl < 16)
                 lists[nl++] = optarg;
             break;
-        case 'U': break;
+        case 'U': tool_force_share = true; break;
         case 'J':
             if (strcmp(optarg, "human") && strcmp(optarg, "json")) {
                 tool_error("--output must be used with human or json as argument.");

@@ -49,13 +49,12 @@ int cmd_resize(int argc, char **argv)
     arg = argv[--argc];   /* the size may look like an option ("-1G") */
     opterr = 0;
     optind = 1;
-    while ((ch = getopt_long(argc, argv, ":f:qhU", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, ":f:qh", lo, NULL)) != -1) {
         switch (ch) {
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'S': shrink = true; break;
         case 'D': discard = true; break;
-        case 'U': break;
         case 'P':
             if (strcmp(optarg, "off")) {
                 tool_error("Preallocation mode '%s' is not supported by resize", optarg);

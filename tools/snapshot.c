@@ -39,7 +39,7 @@ int cmd_snapshot(int argc, char **argv)
             break;
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
-        case 'U': break;
+        case 'U': tool_force_share = true; break;
         case 'h': fputs(usage, stdout); return 0;
         default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }

@@ -70,8 +70,15 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
                 return -ELOOP;
             }
     }
+    if (opts->force_share && !opts->readonly && depth == 0) {
+        fq_seterr(err, "Could not open '%s': force-share=on can only be used with read-only images",
+                  filename);
+        return -EINVAL;
+    }
+    /* the file driver locks each file as it opens it: backing files are
+     * read-only, and a forced share goes down the whole chain */
     if (ro)
-        fflags |= FQ_FILE_RDONLY;
+        fflags |= FQ_FILE_RDONLY | (opts->force_share ? FQ_FILE_SHARE : 0);
     if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
         fflags |= FQ_FILE_DIRECT;
     r = fq_bdev_open_file(ctx, filename, fflags, &file, err);

@@ -137,10 +137,15 @@ int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 
 /* ---- drivers and the registry ---- */
 
-/* Flags of a protocol driver's open_file. */
+/* Flags of a protocol driver's open_file. The file driver locks what it
+ * opens as the flags say (src/drivers/file/lock.c): read-write, read-only
+ * (also every backing file), read-only sharing every permission, or
+ * created; it refuses a file another open holds in a conflicting way. */
 #define FQ_FILE_RDONLY 1u
 #define FQ_FILE_DIRECT 2u
-#define FQ_FILE_CREATE 4u
+#define FQ_FILE_CREATE 4u    /* create, or empty once locked */
+#define FQ_FILE_SHARE 8u     /* with RDONLY: let others write and resize
+                                (fq_open_opts.force_share) */
 
 /* One driver: a format (sits on a child device) or a protocol (opens a
  * name). Every member but `name` is optional. */

@@ -11,8 +11,10 @@ entries with huge sizes, unknown feature bits, encryption, an external
 data file, an unknown compression type, truncation, snapshot table damage,
 refcounts of 0 for used clusters, loops and shared tables...
 
-Writes OUTDIR/NNN-CLASS-VARIANT.qcow2 and OUTDIR/MANIFEST (one line per
-image: name, class, description). Python 3 standard library only.
+Writes OUTDIR/NNN-CLASS-VARIANT.qcow2, OUTDIR/MANIFEST (one line per
+image: name, class, description, the base image it was made from) and the
+undamaged bases (OUTDIR/base-BASE.qcow2) the check-rebuild class compares
+with. Python 3 standard library only.
 SPDX-License-Identifier: MIT
 """
 import os
@@ -166,19 +168,19 @@ manifest = []
 counter = [0]
 
 
-def emit(cls, variant, img_or_bytes, desc):
+def emit(cls, variant, img_or_bytes, desc, base=""):
     counter[0] += 1
     name = "%03d-%s-%s.qcow2" % (counter[0], cls, variant)
     data = img_or_bytes.b if isinstance(img_or_bytes, Img) else img_or_bytes
     with open(os.path.join(OUT, name), "wb") as f:
         f.write(bytes(data))
-    manifest.append("%s\t%s\t%s" % (name, cls, desc))
+    manifest.append("%s\t%s\t%s\t%s" % (name, cls, desc, base))
 
 
 def mutate(base, cls, variant, desc, fn):
     img = Img(bases[base])
     fn(img)
-    emit(cls, variant, img, desc)
+    emit(cls, variant, img, desc, base)
 
 
 def field(base, cls, off, width, values, what):
@@ -343,7 +345,7 @@ for nm, target in (("%03d-backing-loop-self.qcow2" % counter[0], None),
     img = Img(bases["v3"])
     backing_is((target or nm).encode())(img)
     open(os.path.join(OUT, nm), "wb").write(bytes(img.b))
-    manifest.append("%s\tbacking-loop\t%s" % (nm, "backing file chain loops back to %s" % (target or "itself")))
+    manifest.append("%s\tbacking-loop\t%s\t" % (nm, "backing file chain loops back to %s" % (target or "itself")))
 mutate("overlay", "backing-name", "nul", "backing file name with NUL bytes",
        lambda img: img.b.__setitem__(slice(img.u64(8), img.u64(8) + 4), b"a\x00b\x00"))
 mutate("overlay", "backing-name", "dir", "backing file is a directory",
@@ -656,9 +658,88 @@ mutate("snap", "check-leak-copied", "nb0", "nb_snapshots 0: leaks whose repair l
 mutate("zx", "check-dirty-corrupt", "1b", "dirty and corrupt bits with zstd and extended L2 (0x1b)",
        lambda img: img.p64(72, img.u64(72) | 3))
 
+# ---- refcount structures damaged: `check -r all` rebuilds them from the
+# references it counts (classes check-rebuild-*: the test wants `check -r
+# all` to leave an image qemu-img finds clean, with the guest content of the
+# undamaged image, written as OUTDIR/base-BASE.qcow2; the manifest's fourth
+# column names the base) ----
+# 512-byte clusters, 64-bit refcounts: a block covers 32 KiB, a table
+# cluster 2 MiB, so this image has a refcount table of several clusters
+bases["rc64"] = make_base("rc64.qcow2", "4M", "cluster_size=512", "refcount_bits=64",
+                          writes=("write -P 0x19 0 2500k", "write -c -P 0x1a 3M 64k",
+                                  "write -z 3200k 64k", "write -P 0x1b 3300k 5k"))
+bases["rc1"] = make_base("rc1.qcow2", "16M", "refcount_bits=1", "cluster_size=4k",
+                         writes=("write -P 0x1c 0 300k", "write -P 0x1d 10M 4k"))
+
+
+def rt_set(*pairs):
+    """Set refcount table entries: pairs of (index, value function)."""
+    def f(img):
+        for i, fn in pairs:
+            img.set_rt(i, fn(img))
+    return f
+
+
+def rb_fill(pattern, which=(0,)):
+    """Overwrite refcount blocks (by table index) with a repeated pattern."""
+    def f(img):
+        for i in which:
+            o = img.rt(i) & ~0x1ff
+            assert o, "no refcount block %d in %s" % (i, img.src)
+            img.b[o:o + img.cs] = (pattern * img.cs)[:img.cs]
+    return f
+
+
+def rt_short(img):
+    """The header's table size cut to one cluster: the blocks past it are lost."""
+    assert img.rt_clusters > 1, "rc64 must have a refcount table of several clusters"
+    img.p32(56, 1)
+
+
+def rt_past_file(img):
+    """The table's last useful entries zeroed: it no longer covers the file."""
+    n = img.cs // 8 * img.rt_clusters
+    used = [i for i in range(n) if img.rt(i)]
+    for i in used[len(used) // 2:]:
+        img.set_rt(i, 0)
+
+
+L2 = lambda img: img.first_l2()[1]
+REBUILD = [
+    ("v3", "rt-zero", "refcount table entry 0 zeroed", rt_set((0, lambda img: 0))),
+    ("v3", "rt-l2", "refcount table entry 0 names an L2 table", rt_set((0, L2))),
+    ("v3", "rt-header", "refcount table entry 0 points into the header (0x200)",
+     rt_set((0, lambda img: 0x200))),
+    ("v3", "rt-l1", "refcount table entry 0 names the L1 table", rt_set((0, lambda img: img.l1_off))),
+    ("v3", "rt-self", "refcount table entry 0 names the refcount table", rt_set((0, lambda img: img.rt_off))),
+    ("v3", "rb-zero", "refcount block zeroed", rb_fill(b"\0")),
+    ("v3", "rb-garbage", "refcount block overwritten with garbage", rb_fill(b"\x5a\xc3\x01")),
+    ("v2", "rt-l2", "refcount table entry 0 names an L2 table (compat 0.10)", rt_set((0, L2))),
+    ("v2", "rb-garbage", "refcount block of 0xff (compat 0.10)", rb_fill(b"\xff")),
+    ("snap", "rt-zero", "refcount table entry 0 zeroed (with a snapshot)", rt_set((0, lambda img: 0))),
+    ("snap", "rt-l2", "refcount table entry 0 names an L2 table a snapshot shares", rt_set((0, L2))),
+    ("extl2", "rb-garbage", "refcount block of garbage (extended L2)", rb_fill(b"\x00\x07")),
+    ("overlay", "rt-l2", "refcount table entry 0 names an L2 table (overlay)", rt_set((0, L2))),
+    ("c512", "rt-zero", "refcount table entry 0 zeroed (512-byte clusters)", rt_set((0, lambda img: 0))),
+    ("c512", "rt-l2", "refcount table entry 1 (no block) names an L2 table (512-byte clusters)",
+     rt_set((1, L2))),
+    ("rc64", "rb-mixed", "refcount blocks zeroed, of garbage, and the table's entries 2 and 5 zeroed",
+     lambda img: (rb_fill(b"\0", (0, 7))(img), rb_fill(b"\x80\x01\x00", (1, 40))(img),
+                  rt_set((2, lambda img: 0), (5, lambda img: 0))(img))),
+    ("rc64", "rt-short", "refcount table cut to one cluster (64-bit refcounts)", rt_short),
+    ("rc64", "rt-past", "refcount table entries for the second half of the file zeroed", rt_past_file),
+    ("rc64", "rt-l2", "refcount table entry 3 names an L2 table (64-bit refcounts)", rt_set((3, L2))),
+    ("rc1", "rb-garbage", "1-bit refcount block of garbage", rb_fill(b"\x96")),
+    ("rc1", "rt-zero", "1-bit refcounts: refcount table entry 0 zeroed", rt_set((0, lambda img: 0))),
+]
+for base, k, d, fn in REBUILD:
+    mutate(base, "check-rebuild", "%s-%s" % (base, k), d, fn)
+
 # ---- write the manifest ----
 with open(os.path.join(OUT, "MANIFEST"), "w") as f:
     f.write("\n".join(manifest) + "\n")
 shutil.copy(backing_base, os.path.join(OUT, "backing.qcow2"))
+for base in sorted({line.split("\t")[3] for line in manifest} - {""}):
+    shutil.copy(bases[base], os.path.join(OUT, "base-%s.qcow2" % base))
 shutil.rmtree(WORK)
 print("%d images in %s" % (len(manifest), OUT))

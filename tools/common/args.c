@@ -122,7 +122,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         case 'W': a->ooo = true; break;
         case 'n': a->no_create = true; break;
         case 'c': a->compress = true; break;
-        case 'U': break;
+        case 'U': tool_force_share = true; break;
         case LO_CHAIN: a->chain = true; break;
         case 'h': fputs(usage, stdout); return -1;
         case 'o':

@@ -36,7 +36,7 @@ enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y' };
 int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
                    const char *usage, struct args *a);
 /* The long options of subcommands that parse their own: --help and
- * --force-share (which, as for qemu-img, changes nothing here). */
+ * --force-share (-U: tool_force_share, for those that take it). */
 extern const struct option img_help_only[];
 /* A usage error as qemu-img reports it. Returns the exit code 1. */
 int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -11,11 +11,13 @@
 #include "cli.h"
 
 const char *tool_backing_format;
+bool tool_force_share;
 
 void tool_open_opts_init(struct fq_open_opts *o)
 {
     fq_open_opts_init(o);
     o->backing_format = tool_backing_format;
+    o->force_share = tool_force_share;
 }
 
 void tool_verror(const char *fmt, va_list ap)

@@ -33,6 +33,11 @@ int tool_parse_engine(const char *s, enum fq_engine_kind *out);
  * "probe" to guess the format of backing files that record none; NULL
  * (the default) refuses to open those. */
 extern const char *tool_backing_format;
+/* -U / --force-share of the subcommands that take it (as qemu-img:
+ * info, check, map, compare, convert's source, measure, snapshot -l,
+ * bench's reads, io -r): every image they open read-only lets other
+ * programs write it meanwhile; a read-write open with it is refused. */
+extern bool tool_force_share;
 /* fq_open_opts_init plus the tool's global options. */
 void tool_open_opts_init(struct fq_open_opts *o);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */

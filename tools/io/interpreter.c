@@ -279,7 +279,7 @@ static void io_usage(FILE *f)
             "  -i, --aio=MODE       I/O engine: io_uring (native), threads, sync\n"
             "  -t, --cache=MODE     none, writeback, writethrough (default), directsync, unsafe\n"
             "  -W, --workers=N      extents in flight per request (0 = library default)\n"
-            "  -U, --force-share    accepted for compatibility\n"
+            "  -U, --force-share    let other programs write the image meanwhile (with -r only)\n"
             "  -h, --help           display this help and exit\n\n"
             "Run 'fastqcow io -c help FILE' for the commands. Beyond qemu-io, read, write,\n"
             "readv, writev, aio_read and aio_write take -R SEED: content depending on SEED\n"
@@ -315,7 +315,7 @@ int cmd_io(int argc, char **argv)
         case 'r': oo.readonly = 1; break;
         case 'n': oo.cache = FQ_CACHE_NONE; break;
         case 'k': oo.engine = FQ_ENGINE_IO_URING; break;
-        case 'U': break;
+        case 'U': oo.force_share = 1; break;
         case 'i':
             if (tool_parse_engine(optarg, &oo.engine) < 0)
                 goto fail;
@@ -344,7 +344,15 @@ int cmd_io(int argc, char **argv)
     }
     int r = fq_open(argv[optind], &oo, &io.img, err);
     if (r < 0) {
-        tool_error("can't open device %s: %s", argv[optind], *err ? err : strerror(-r));
+        /* a refused lock or share is said as qemu-io says it: without
+         * the "Could not open 'NAME': " the library puts first */
+        const char *msg = err, *p = err;
+        size_t nl = strlen(argv[optind]);
+        if (!strncmp(p, "Could not open '", 16) && !strncmp(p + 16, argv[optind], nl) &&
+            !strncmp(p + 16 + nl, "': ", 3) &&
+            (!strncmp(p + 19 + nl, "Failed to ", 10) || !strncmp(p + 19 + nl, "force-share", 11)))
+            msg = p + 19 + nl;
+        tool_error("can't open device %s: %s", argv[optind], *err ? msg : strerror(-r));
         goto fail;
     }
     io.ctx = fq_image_ctx(io.img);

@@ -3,7 +3,8 @@
  * whose buffers, offset or length are not aligned; aligned requests go
  * straight through. An unaligned write is a read-modify-write of its edge
  * blocks, done synchronously so that two never interleave on one block.
- * Reads beyond the end of the file return zeros.
+ * Reads beyond the end of the file return zeros. An image is locked
+ * while it is open (lock.c), as the open flags say.
  * SPDX-License-Identifier: MIT
  */
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "driver.h"
+#include "lock.h"
 #include "util.h"
 
 struct file_io;
@@ -565,19 +567,35 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     struct file_priv *p;
     int fd;
 
+    /* a file to create is emptied only once it is locked: never under
+     * another program that has it open */
     if (flags & FQ_FILE_CREATE)
-        oflags |= O_CREAT | O_TRUNC;
+        oflags |= O_CREAT;
     fd = open(filename, oflags, 0644);
     if (fd < 0) {
         int r = -errno;
         fq_seterr(err, "Could not open '%s': %s", filename, strerror(errno));
         return r;
     }
+    int r = file_lock(fd, flags, filename, err);
+    if (r < 0) {
+        close(fd);
+        return r;
+    }
     if (fstat(fd, &st) < 0) {
-        int r = -errno;
+        r = -errno;
         fq_seterr(err, "Could not stat '%s': %s", filename, strerror(errno));
         close(fd);
         return r;
+    }
+    if ((flags & FQ_FILE_CREATE) && S_ISREG(st.st_mode) && st.st_size) {
+        if (ftruncate(fd, 0) < 0) {
+            r = -errno;
+            fq_seterr(err, "Could not empty '%s': %s", filename, strerror(errno));
+            close(fd);
+            return r;
+        }
+        st.st_size = 0;
     }
     bs = calloc(1, sizeof(*bs));
     p = calloc(1, sizeof(*p));
@@ -601,7 +619,7 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     if (flags & FQ_FILE_DIRECT) {
         int fl = fcntl(fd, F_GETFL);
         if (fcntl(fd, F_SETFL, fl | O_DIRECT) < 0) {
-            int r = -errno;
+            r = -errno;
             fq_seterr(err, "Could not open '%s' with O_DIRECT (cache=none): %s",
                       filename, strerror(errno));
             close(fd);

@@ -74,6 +74,7 @@ static bool inc(struct ck *k, uint64_t off, uint64_t len)
                "cluster or more: offset 0x%llx size 0x%llx", (unsigned long long)off,
                (unsigned long long)len);
         k->res->corruptions++;
+        k->past_kept = true;
     }
     uint64_t first = off >> s->cluster_bits;
     uint64_t last = (FQ_MIN(off, UINT64_MAX - len) + len - 1) >> s->cluster_bits;
@@ -607,14 +608,19 @@ static void check_copied(struct ck *k)
 }
 
 /* One pass: count, compare, and repair what `repair` asks for; `next`:
- * the repair a pass that only reports is followed by. */
-static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, struct fq_check_result *res,
-                      fq_msg_fn *msg, void *opaque)
+ * the repair a pass that only reports is followed by. `rebuild` (may be
+ * NULL): a pass that reports says whether the refcount structures need a
+ * rebuild; one that repairs rebuilds them if it is true, and says whether
+ * it did (rebuild.c). */
+static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, bool *rebuild,
+                      struct fq_check_result *res, fq_msg_fn *msg, void *opaque)
 {
     struct ck k = { .s = s, .res = res, .msg = msg, .opaque = opaque, .repair = repair,
                     .only_repairs = repair != 0, .next_repair = next };
     int r = 0;
 
+    if (rebuild && *rebuild && (repair & FQ_CHECK_REPAIR_ERRORS) && (r = ck_rebuild_begin(&k)) < 0)
+        return r;
     if (repair & FQ_CHECK_REPAIR_ERRORS)
         ck_extend_for_refblocks(&k);
     int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
@@ -632,17 +638,26 @@ static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, struct fq
     if (!k.refs || !k.kind) {
         free(k.refs);
         free(k.kind);
-        return -ENOMEM;
+        return k.rebuild ? ck_rebuild(&k, -ENOMEM) : -ENOMEM;
     }
     count_all(&k);
     /* cleared references are on disk before any refcount drops */
     if (k.dropped && (r = qcow2_writeback(s)) == 0)
         r = qcow2_flush_file(s);
-    if (r == 0)
+    /* a rebuild that did not happen leaves refcounts that nothing may be
+     * derived from */
+    bool sound = true;
+    if (k.rebuild) {
+        r = ck_rebuild(&k, r);
+        sound = k.rebuild;
+    } else if (r == 0) {
         compare_refcounts(&k);
-    if (r == 0)
+    }
+    if (r == 0 && rebuild)
+        *rebuild = repair ? k.rebuild : ck_rebuild_needed(&k);
+    if (r == 0 && sound)
         check_copied(&k);
-    if (r == 0 && k.incomplete && (repair & FQ_CHECK_REPAIR_ERRORS))
+    if (r == 0 && sound && k.incomplete && (repair & FQ_CHECK_REPAIR_ERRORS))
         ck_fix_snapshot_table(&k);
     res->total_clusters = FQ_DIV_UP(s->bs->size, s->cluster_size);
     for (size_t i = 0; k.snl1 && i < k.nsn; i++)
@@ -670,17 +685,18 @@ int qcow2_check(struct fq_bdev *bs, unsigned repair, struct fq_check_result *res
     }
     /* report every finding first, then repair (reporting the repairs),
      * then check again: what remains is the result */
+    bool rebuild = false;
     memset(res, 0, sizeof(*res));
-    r = check_pass(s, 0, repair, res, msg, opaque);
+    r = check_pass(s, 0, repair, (repair & FQ_CHECK_REPAIR_ERRORS) ? &rebuild : NULL, res, msg, opaque);
     if (r < 0 || !repair)
         return r;
     if (res->corruptions || res->leaks) {
         found = *res;
         memset(res, 0, sizeof(*res));
-        r = check_pass(s, repair, 0, res, msg, opaque);
+        r = check_pass(s, repair, 0, &rebuild, res, msg, opaque);
         if (r < 0)
             return r;
-        if (res->corruptions_fixed == 0 && res->leaks_fixed == 0) {
+        if (!rebuild && res->corruptions_fixed == 0 && res->leaks_fixed == 0) {
             *res = found;
             return ck_mark_clean(s, res);
         }
@@ -692,11 +708,18 @@ int qcow2_check(struct fq_bdev *bs, unsigned repair, struct fq_check_result *res
             return r;
         struct fq_check_result again;
         memset(&again, 0, sizeof(again));
-        r = check_pass(s, 0, 0, &again, NULL, NULL);
+        r = check_pass(s, 0, 0, NULL, &again, NULL, NULL);
         if (r < 0)
             return r;
         again.corruptions_fixed = res->corruptions_fixed;
         again.leaks_fixed = res->leaks_fixed;
+        if (rebuild) {
+            /* every refcount was written anew: what was found and is gone
+             * was repaired */
+            again.corruptions_fixed = FQ_MAX(again.corruptions_fixed,
+                                             found.corruptions - FQ_MIN(found.corruptions, again.corruptions));
+            again.leaks_fixed = FQ_MAX(again.leaks_fixed, found.leaks - FQ_MIN(found.leaks, again.leaks));
+        }
         *res = again;
     }
     return ck_mark_clean(s, res);

@@ -38,6 +38,12 @@ struct ck {
     uint64_t tbytes;
     uint64_t **snl1;          /* their L1 tables */
     int64_t incomplete;       /* entries lacking version 3 extra data */
+    bool past_kept;           /* a reference past the end of the file was
+                                 counted, not dropped */
+    /* rebuild.c: the refcount structures are rebuilt from the count; the
+     * old table, set aside while counting */
+    bool rebuild;
+    uint64_t *saved_rt, saved_rt_hi;
 };
 
 /* Pass a finding to the caller's message function; a repairing pass
@@ -59,5 +65,18 @@ void ck_extend_for_refblocks(struct ck *k);
 void ck_fix_snapshot_table(struct ck *k);
 /* After a repair: clear the dirty and corrupt bits if nothing is left. */
 int ck_mark_clean(struct qcow2 *s, const struct fq_check_result *res);
+
+/* ---- rebuild.c ---- */
+/* After a count with the refcount blocks in it: whether the refcount
+ * structures are damaged beyond repair in place. */
+bool ck_rebuild_needed(const struct ck *k);
+/* Before a count that repairs: set the refcount table aside, so that the
+ * count leaves the old blocks out. */
+int ck_rebuild_begin(struct ck *k);
+/* After that count (r: how it went) and the drops it made are on disk:
+ * build new refcount structures from it and switch to them, or report why
+ * not (the old table is then put back). k->rebuild says whether it
+ * happened. Returns 0 or r. */
+int ck_rebuild(struct ck *k, int r);
 
 #endif

@@ -10,14 +10,17 @@
 #include "ops.h"
 #include "snapshot.h"
 
-/* 100 when the device starts with qcow2's magic and holds a header. */
+/* 100 when the device starts with qcow2's magic and a version (1 is
+ * qcow's first format: claimed, so that opening refuses it rather than
+ * reading it as raw). A file too short to hold the version may be raw; a
+ * longer one is qcow2 however short its header (opening says so). */
 static int qcow2_probe(struct fq_bdev *child)
 {
-    uint8_t b[4];
+    uint8_t b[QH_VERSION + 4];
 
-    if (child->size < QH_V2_LENGTH || fq_bdev_pread_sync(child, b, 4, 0) < 0)
+    if (child->size < sizeof(b) || fq_bdev_pread_sync(child, b, sizeof(b), 0) < 0)
         return 0;
-    return fq_be32(b) == QCOW2_MAGIC ? 100 : 0;
+    return fq_be32(b + QH_MAGIC) == QCOW2_MAGIC && fq_be32(b + QH_VERSION) >= 1 ? 100 : 0;
 }
 
 static int qcow2_backing(struct fq_bdev *bs, const char **name, const char **fmt)

@@ -136,12 +136,11 @@ int qcow2_read_header(struct qcow2 *s, char *err)
     int r;
 
     memset(first, 0, sizeof(first));
-    if (file_len < QH_V2_LENGTH) {
-        fq_seterr(err, "Image is too short for a qcow2 header (%llu bytes)",
-                  (unsigned long long)file_len);
+    if (file_len < QH_VERSION + 4) {
+        fq_seterr(err, "qcow2 header too short: the file is %llu bytes", (unsigned long long)file_len);
         return -EINVAL;
     }
-    r = fq_bdev_pread_sync(s->file, first, sizeof(first), 0);
+    r = fq_bdev_pread_sync(s->file, first, (size_t)FQ_MIN((uint64_t)sizeof(first), file_len), 0);
     if (r < 0) {
         fq_seterr(err, "Could not read the qcow2 header: %s", strerror(-r));
         return r;
@@ -155,6 +154,16 @@ int qcow2_read_header(struct qcow2 *s, char *err)
         fq_seterr(err, "Unsupported qcow2 version %u (expected 2 or 3)", s->version);
         return -ENOTSUP;
     }
+    /* the fields of the version's fixed header must be in the file (a
+     * download cut short is refused, never read as zeros); what may follow
+     * them in cluster 0 reads as zeros past the end of the file, as any
+     * read there does */
+    uint32_t fixed = s->version == 2 ? QH_V2_LENGTH : QH_V3_MIN_LENGTH;
+    if (file_len < fixed) {
+        fq_seterr(err, "qcow2 header too short: the file ends at byte %llu, inside the %u-byte "
+                  "header of version %u", (unsigned long long)file_len, fixed, s->version);
+        return -EINVAL;
+    }
     s->cluster_bits = fq_be32(first + QH_CLUSTER_BITS);
     if (s->cluster_bits < QCOW2_MIN_CLUSTER_BITS || s->cluster_bits > QCOW2_MAX_CLUSTER_BITS) {
         fq_seterr(err, "Unsupported cluster_bits %u in header (expected %d..%d, 512 B..2 MiB clusters)",
@@ -163,13 +172,14 @@ int qcow2_read_header(struct qcow2 *s, char *err)
     }
     s->cluster_size = 1ull << s->cluster_bits;
 
-    /* cluster 0 holds the header, extensions and backing name */
-    uint64_t c0 = FQ_MIN(s->cluster_size, file_len);
+    /* cluster 0 holds the header, extensions and backing name; the part
+     * of it past the end of the file reads as zeros */
+    uint64_t c0 = s->cluster_size, in_file = FQ_MIN(c0, file_len);
     hdr = fq_zalign(s->cluster_size);
     if (!hdr)
         return -ENOMEM;
-    r = fq_bdev_pread_sync(s->file, hdr, (size_t)FQ_ALIGN_UP(c0, 512) <= s->cluster_size ?
-                           (size_t)FQ_ALIGN_UP(c0, 512) : (size_t)s->cluster_size, 0);
+    r = fq_bdev_pread_sync(s->file, hdr, (size_t)FQ_ALIGN_UP(in_file, 512) <= c0 ?
+                           (size_t)FQ_ALIGN_UP(in_file, 512) : (size_t)c0, 0);
     if (r < 0) {
         fq_seterr(err, "Could not read the qcow2 header cluster: %s", strerror(-r));
         return r;
@@ -312,7 +322,9 @@ int qcow2_read_header(struct qcow2 *s, char *err)
                   s->rt_clusters, (unsigned long long)(QCOW2_MAX_RT_BYTES / s->cluster_size));
         return -EINVAL;
     }
-    if (!FQ_IS_ALIGNED(s->rt_offset, s->cluster_size) || s->rt_offset == 0 ||
+    /* a table at cluster 0 (the header read as one) opens for a check
+     * only, which rebuilds the refcount structures elsewhere */
+    if (!FQ_IS_ALIGNED(s->rt_offset, s->cluster_size) || (s->rt_offset == 0 && !s->check_mode) ||
         s->rt_offset > (1ull << 56)) {
         fq_seterr(err, "Refcount table offset 0x%llx is not a valid cluster offset",
                   (unsigned long long)s->rt_offset);

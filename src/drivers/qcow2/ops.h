@@ -1,7 +1,8 @@
 /* ops.h: image-level operations of the qcow2 driver beyond the
  * request planner: compressed cluster writes (compress.c); resize,
  * backing-file changes and emptying (resize.c); amend, the refcount
- * width included (amend.c); walking whole L1 trees
+ * width included (amend.c); new refcount structures switched in whole
+ * (rcbuild.c, for amend and check); walking whole L1 trees
  * (snapshot.c, also used by the others).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
@@ -76,6 +77,33 @@ int qcow2_make_empty(struct qcow2 *s);
 int qcow2_trim_file(struct qcow2 *s);
 /* Rewrite the header and flush. */
 int qcow2_write_header_sync(struct qcow2 *s);
+
+/* ---- rcbuild.c ---- */
+/* Where the refcounts of new refcount structures come from. */
+struct qcow2_rc_source {
+    /* the refcount of cluster c: 0 or -errno (with its own message) */
+    int (*get)(void *opaque, uint64_t c, uint64_t *v);
+    /* the first cluster at or past c that may have a refcount
+     * (UINT64_MAX: none); NULL: any cluster below `limit` may */
+    uint64_t (*next)(void *opaque, uint64_t c);
+    /* let go of what get() holds (a cached block); may be NULL */
+    void (*release)(void *opaque);
+    void *opaque;
+    uint64_t limit;            /* every cluster from here on has refcount 0 */
+    bool counts_old;           /* the old table and blocks are counted: free
+                                  them through the new structures once the
+                                  switch is durable */
+    /* -ERANGE: the first cluster whose refcount the width cannot hold */
+    uint64_t too_big_cluster, too_big_value;
+};
+/* Build refcount structures of `bits`-bit entries holding the source's
+ * refcounts past every cluster in use and past the end of the file, and
+ * switch the header to them (the design note of rcbuild.c has the
+ * crash-safety argument). The caller wrote back and flushed what the
+ * source reads. Returns 0; -ERANGE when a refcount does not fit `bits`
+ * (no change made); or -errno with a message in err (the old structures
+ * stay in use, unless the message says the old ones leak). */
+int qcow2_rc_build(struct qcow2 *s, unsigned bits, struct qcow2_rc_source *src, char *err);
 
 /* ---- amend.c ---- */
 /* Amend the compat level (2 or 3; 0 keeps it), the lazy refcounts bit (0
