@@ -45,9 +45,6 @@ int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, ui
  * (qcow2_free_deferred): it lands once the tables that dropped the
  * references are on disk. An increment that fails is undone. */
 int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta);
-/* Set the COPIED flag of every active L1 and L2 entry exactly where the
- * refcount of what it points to is 1. */
-int qcow2_rebuild_copied(struct qcow2 *s);
 /* Read an L1 table of `n` entries at `off` into host byte order. */
 int qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out);
 /* Write an L1 table (host byte order) to `off`, COPIED flags cleared when
