@@ -91,6 +91,16 @@ static const struct fcase cases[] = {
     { "check-copied-c4k", { 4096, 16, 3, 0, 4 * MiB, 2, 1, true, false }, OP_CHECK, FQ_CHECK_REPAIR_ALL, "copied" },
 };
 
+/* Long runs only: thousands of L2 tables (512-byte clusters: 2048 tables
+ * map 64 MiB) and hundreds of refcount blocks. */
+static const struct fcase big_cases[] = {
+    { "big-snap-create-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false }, OP_SNAP_CREATE, 0, NULL },
+    { "big-snap-delete-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false }, OP_SNAP_DELETE, 0, "s" },
+    { "big-snap-apply-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false }, OP_SNAP_APPLY, 0, "s" },
+    { "big-shrink-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false }, OP_SHRINK, 20 * MiB, NULL },
+    { "big-refbits-c512-16to4", { 512, 16, 3, 0, 64 * MiB, 16, 1, false, false }, OP_REFBITS, 4, NULL },
+};
+
 static struct cr_stats st;
 static int have_qemu;
 
@@ -564,7 +574,8 @@ static int make_source(struct fq_ctx *ctx, const struct fcase *fc)
     return r;
 }
 
-static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed, bool long_mode)
+static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed, bool long_mode,
+                     bool big)
 {
     uint8_t *base = NULL;
     size_t blen = 0;
@@ -572,6 +583,12 @@ static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed, 
     /* long: every state's snapshots and a third of them by qemu-img */
     struct cr_opts o = { 4096, long_mode ? 3 : 1, have_qemu ? (long_mode ? 1000 : 2) : 0,
                          long_mode ? 100000 : 3, fc->op == OP_CHECK && fc->which, seed, NULL };
+    if (big) {
+        /* one reordering per prefix; snapshots and qemu-img on a sample */
+        o.variants = 1;
+        o.deep_states = 40;
+        o.qemu_states = have_qemu ? 60 : 0;
+    }
 
     /* commit, copy, rebase: each sector as before, or what the source
      * (the new backing file) holds */
@@ -614,13 +631,15 @@ int main(int argc, char **argv)
     if (have_qemu)
         tl_sh("cd '%s' && : > the-old-backing-file-with-a-long-name.raw && qemu-img create -q -f "
               "qcow2 another-backing-file-whose-name-is-longer-than-the-old-one.qcow2 16M", tl_dir);
-    for (size_t i = 0; i < FQ_ARRAY_SIZE(cases); i++) {
-        if (only && !strstr(cases[i].name, only))
+    size_t nc = FQ_ARRAY_SIZE(cases), nb = long_mode ? FQ_ARRAY_SIZE(big_cases) : 0;
+    for (size_t i = 0; i < nc + nb; i++) {
+        const struct fcase *fc = i < nc ? &cases[i] : &big_cases[i - nc];
+        if (only && !strstr(fc->name, only))
             continue;
         int before = st.failures;
         uint64_t s0 = st.states;
-        run_case(ctx, &cases[i], seed, long_mode);
-        fprintf(stderr, "%s: %s (%llu states)\n", cases[i].name, st.failures > before ? "FAIL" : "ok",
+        run_case(ctx, fc, seed, long_mode, i >= nc);
+        fprintf(stderr, "%s: %s (%llu states)\n", fc->name, st.failures > before ? "FAIL" : "ok",
                 (unsigned long long)(st.states - s0));
         if (st.failures >= 20)
             break;
