@@ -235,70 +235,16 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
     return old_nc ? qcow2_free_deferred(s, old_off, old_nc) : 0;
 }
 
-/* ---- reference changes of L1 trees ---- */
+/* ---- the references of L1 trees ---- */
 
-struct walk {
-    struct qcow2 *s;
-    int delta;                /* +1: raise now; -1: deferred frees */
-    uint64_t limit;           /* steps to take at most */
-    uint64_t done;            /* steps taken */
-};
-
-/* One step: change the references of `n` clusters at `off`. Returns 1
- * when the step limit is reached. */
-static int walk_ref(struct walk *w, uint64_t off, uint64_t n)
+int qcow2_tree_walk(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_ref_fn *fn,
+                    void *opaque)
 {
-    int r;
-
-    if (w->done >= w->limit)
-        return 1;
-    r = w->delta > 0 ? qcow2_update_refcount(w->s, off, n, 1) : qcow2_free_deferred(w->s, off, n);
-    if (r == 0)
-        w->done++;
-    return r;
-}
-
-/* Walk the data clusters of the L2 table at `l2off`, then the table. */
-static int walk_l2(struct walk *w, uint64_t l2off)
-{
-    struct qcow2 *s = w->s;
-    struct qcache_entry *t;
-    int r = qcache_get(&s->l2_cache, l2off, false, &t);
-
-    if (r < 0)
-        return r;
-    for (uint64_t i = 0; i < s->l2_entries && r == 0; i++) {
-        uint64_t e = qcow2_l2e_get(s, t->data, i);
-        if (e & L2E_COMPRESSED) {
-            uint64_t host, n;
-            qcow2_compressed_loc(s, e, &host, &n);
-            uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
-            uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
-            r = walk_ref(w, first, (last - first) / s->cluster_size + 1);
-            continue;
-        }
-        uint64_t off = e & L2E_OFFSET_MASK;
-        if (!off)
-            continue;
-        if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
-            qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
-                                    (unsigned long long)e, (unsigned long long)l2off);
-            r = -EIO;
-            break;
-        }
-        r = walk_ref(w, off, 1);
-    }
-    qcache_put(&s->l2_cache, t);
-    return r ? r : walk_ref(w, l2off, 1);
-}
-
-static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
-{
-    struct qcow2 *s = w->s;
     int r = 0;
 
     for (uint32_t i = 0; i < n && r == 0; i++) {
         uint64_t off = l1[i] & L1E_OFFSET_MASK;
+        struct qcache_entry *t;
         if (!off)
             continue;
         if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
@@ -306,23 +252,37 @@ static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
                                     (unsigned long long)l1[i]);
             return -EIO;
         }
-        r = walk_l2(w, off);
+        if ((r = fn(s, off, 1, opaque)) < 0 || (r = qcache_get(&s->l2_cache, off, false, &t)) < 0)
+            break;
+        for (uint64_t j = 0; j < s->l2_entries && r == 0; j++) {
+            uint64_t e = qcow2_l2e_get(s, t->data, j), d = e & L2E_OFFSET_MASK;
+            if (e & L2E_COMPRESSED) {
+                uint64_t host, len;
+                qcow2_compressed_loc(s, e, &host, &len);
+                uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
+                uint64_t last = FQ_ALIGN_DOWN(host + len - 1, s->cluster_size);
+                r = fn(s, first, (last - first) / s->cluster_size + 1, opaque);
+            } else if (d && !FQ_IS_ALIGNED(d, s->cluster_size)) {
+                qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
+                                        (unsigned long long)e, (unsigned long long)off);
+                r = -EIO;
+            } else if (d) {
+                r = fn(s, d, 1, opaque);
+            }
+        }
+        qcache_put(&s->l2_cache, t);
     }
     return r;
 }
 
-int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta)
+static int release_ref(struct qcow2 *s, uint64_t off, uint64_t n, void *opaque)
 {
-    struct walk w = { s, delta, UINT64_MAX, 0 };
-    int r = walk_l1(&w, l1, l1_size);
+    return qcow2_free_deferred(s, off, n);
+}
 
-    if (r < 0 && delta > 0) {
-        /* undo the steps taken; deferred, so it lands with the next
-         * write-back like any free */
-        struct walk u = { s, -1, w.done, 0 };
-        walk_l1(&u, l1, l1_size);
-    }
-    return r < 0 ? r : 0;
+int qcow2_tree_release(struct qcow2 *s, const uint64_t *l1, uint32_t n)
+{
+    return qcow2_tree_walk(s, l1, n, release_ref, NULL);
 }
 
 /* ---- the snapshot table ---- */
@@ -507,31 +467,41 @@ static int begin(struct qcow2 *s, struct qsnap **v, size_t *n, uint64_t *tbytes,
     return qcow2_read_snapshots(s, v, n, tbytes, err);
 }
 
-/* The active L1 table, written anew unless `l1` is what it holds now
- * (the old one is then freed in the transaction). */
-static int tx_active_l1(struct qtx *tx, const uint64_t *l1, uint32_t n, uint64_t *off)
+/* End a transaction whose reference changes are made (`r` so far):
+ * the active L1 table `l1` (n entries) is written anew unless it is what
+ * the image holds now, the snapshot table becomes `v` (`nv` entries;
+ * v NULL: unchanged, `tbytes`: the old one's length), and the header
+ * switches to them with virtual size `size`; or, after an error, the
+ * transaction is dropped. */
+static int tx_finish(struct qtx *tx, int r, const uint64_t *l1, uint32_t n, struct qsnap *v,
+                     size_t nv, uint64_t tbytes, uint64_t size, char *err)
 {
     struct qcow2 *s = tx->s;
-    uint64_t cs = s->cluster_size;
-    int r;
+    uint64_t l1off = s->l1_offset, toff = s->snapshots_offset;
+    uint32_t nsn = v ? (uint32_t)nv : s->nb_snapshots;
 
-    *off = s->l1_offset;
-    if (n == s->l1_size && !memcmp(l1, s->l1, (size_t)n * sizeof(uint64_t)))
-        return 0;
-    if ((r = qtx_write_l1(tx, l1, n, off)) == 0 && s->l1_size)
-        r = qtx_ref(tx, s->l1_offset, FQ_DIV_UP((uint64_t)s->l1_size * 8, cs), -1);
-    return r;
+    if (r == 0 && (n != s->l1_size || memcmp(l1, s->l1, (size_t)n * sizeof(uint64_t)))) {
+        r = qtx_write_l1(tx, l1, n, &l1off);
+        if (r == 0 && s->l1_size)
+            r = qtx_ref(tx, s->l1_offset, FQ_DIV_UP((uint64_t)s->l1_size * 8, s->cluster_size), -1);
+    }
+    if (r == 0 && v)
+        r = tx_table(tx, v, nv, tbytes, &toff);
+    if (r < 0) {
+        qtx_abort(tx);
+        return r;
+    }
+    return qtx_commit(tx, &(struct qtx_switch){ l1, n, l1off, nsn, toff, size }, err);
 }
 
 int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
 {
     struct qsnap *v = NULL, *nv;
     size_t n = 0;
-    uint64_t tbytes, l1off = 0, toff = 0, *nl1 = NULL;
+    uint64_t tbytes, *nl1 = NULL;
     unsigned long long maxid = 0;
     uint32_t n1 = s->l1_size;
     struct qtx tx;
-    bool in_tx = false;
     int r;
 
     if (strlen(name) > 65535) {
@@ -581,7 +551,6 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
 
     if ((r = qtx_begin(s, &tx)) < 0)
         goto out;
-    in_tx = true;
     /* the snapshot's references: one more on every table and cluster the
      * active state reaches */
     r = qtx_tree_ref(&tx, s->l1, n1, 1);
@@ -611,18 +580,8 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
             r = qtx_write_l1(&tx, sl1, n1, &sn->l1_offset);
         free(sl1);
     }
-    if (r == 0)
-        r = tx_active_l1(&tx, nl1, n1, &l1off);
-    if (r == 0)
-        r = tx_table(&tx, v, n, tbytes, &toff);
-    if (r < 0)
-        goto out;
-    in_tx = false;
-    r = qtx_commit(&tx, &(struct qtx_switch){ nl1, n1, l1off, (uint32_t)n, toff, s->bs->size },
-                   err);
+    r = tx_finish(&tx, r, nl1, n1, v, n, tbytes, s->bs->size, err);
 out:
-    if (in_tx)
-        qtx_abort(&tx);
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not create snapshot '%s': %s", name, strerror(-r));
     free(nl1);
@@ -634,9 +593,8 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
 {
     struct qsnap *v = NULL;
     size_t n = 0;
-    uint64_t tbytes, l1off = 0, *sl1 = NULL, *nl1 = NULL;
+    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL;
     struct qtx tx;
-    bool in_tx = false;
     int r;
 
     if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
@@ -666,7 +624,6 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
         nl1[k] = sl1[k] & ~L2E_COPIED;
     if ((r = qtx_begin(s, &tx)) < 0)
         goto out;
-    in_tx = true;
     /* the snapshot's tree gains the active state's references, the old
      * active tree loses them; the flags follow the refcounts */
     r = qtx_tree_ref(&tx, nl1, nn, 1);
@@ -679,16 +636,8 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
         r = qtx_fix_copied(&tx, nl1, nn, NULL);
     if (r == 0)
         r = qtx_set_l1_copied(&tx, nl1, nn);
-    if (r == 0)
-        r = tx_active_l1(&tx, nl1, nn, &l1off);
-    if (r < 0)
-        goto out;
-    in_tx = false;
-    r = qtx_commit(&tx, &(struct qtx_switch){ nl1, nn, l1off, s->nb_snapshots, s->snapshots_offset,
-                                              sn->disk_size }, err);
+    r = tx_finish(&tx, r, nl1, nn, NULL, 0, 0, sn->disk_size, err);
 out:
-    if (in_tx)
-        qtx_abort(&tx);
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not apply snapshot '%s': %s", which, strerror(-r));
     free(sl1);
@@ -701,10 +650,10 @@ int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
 {
     struct qsnap *v = NULL, gone;
     size_t n = 0;
-    uint64_t tbytes, toff = 0, l1off = 0, *sl1 = NULL, *nl1 = NULL;
+    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL;
     uint32_t n1 = s->l1_size;
     struct qtx tx;
-    bool in_tx = false, removed = false;
+    bool removed = false;
     int r;
 
     if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
@@ -728,7 +677,6 @@ int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
     removed = true;
     if ((r = qtx_begin(s, &tx)) < 0)
         goto out;
-    in_tx = true;
     /* the snapshot's tree and L1 table lose its references; what the
      * active tables now hold alone gets its COPIED flag */
     r = qtx_tree_ref(&tx, sl1, gone.l1_size, -1);
@@ -738,18 +686,8 @@ int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
         r = qtx_fix_copied(&tx, nl1, n1, NULL);
     if (r == 0)
         r = qtx_set_l1_copied(&tx, nl1, n1);
-    if (r == 0)
-        r = tx_active_l1(&tx, nl1, n1, &l1off);
-    if (r == 0)
-        r = tx_table(&tx, v, n, tbytes, &toff);
-    if (r < 0)
-        goto out;
-    in_tx = false;
-    r = qtx_commit(&tx, &(struct qtx_switch){ nl1, n1, l1off, (uint32_t)n, toff, s->bs->size },
-                   err);
+    r = tx_finish(&tx, r, nl1, n1, v, n, tbytes, s->bs->size, err);
 out:
-    if (in_tx)
-        qtx_abort(&tx);
     if (removed) {
         free(gone.id);
         free(gone.name);

@@ -40,6 +40,7 @@
  */
 #include <stdio.h>
 
+#include "ops.h"
 #include "txn.h"
 
 /* New blocks may be written at any time: nothing points at them until
@@ -507,11 +508,14 @@ struct runs {
     uint64_t off, n;
 };
 
-static int runs_add(struct runs *u, uint64_t off, uint64_t n)
+/* A cluster shared by compressed data counts once per entry: a range
+ * that does not follow the run (overlapping it included) starts anew. */
+static int runs_add(struct qcow2 *s, uint64_t off, uint64_t n, void *opaque)
 {
+    struct runs *u = opaque;
     int r = 0;
 
-    if (u->n && u->off + u->n * u->tx->s->cluster_size == off) {
+    if (u->n && u->off + u->n * s->cluster_size == off) {
         u->n += n;
         return 0;
     }
@@ -524,50 +528,10 @@ static int runs_add(struct runs *u, uint64_t off, uint64_t n)
 
 int qtx_tree_ref(struct qtx *tx, const uint64_t *l1, uint32_t n, int64_t delta)
 {
-    struct qcow2 *s = tx->s;
     struct runs u = { tx, delta, 0, 0 };
-    int r = 0;
+    int r = qcow2_tree_walk(tx->s, l1, n, runs_add, &u);
 
-    for (uint32_t i = 0; i < n && r == 0; i++) {
-        uint64_t off = l1[i] & L1E_OFFSET_MASK;
-        struct qcache_entry *t;
-        if (!off)
-            continue;
-        if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
-            qcow2_signal_corruption(s, "L1 entry %u (0x%llx) is not aligned", i,
-                                    (unsigned long long)l1[i]);
-            return -EIO;
-        }
-        if ((r = qtx_ref(tx, off, 1, delta)) < 0 ||
-            (r = qcache_get(&s->l2_cache, off, false, &t)) < 0)
-            break;
-        for (uint64_t j = 0; j < s->l2_entries && r == 0; j++) {
-            uint64_t e = qcow2_l2e_get(s, t->data, j), d = e & L2E_OFFSET_MASK;
-            if (e & L2E_COMPRESSED) {
-                uint64_t host, len;
-                qcow2_compressed_loc(s, e, &host, &len);
-                uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
-                uint64_t last = FQ_ALIGN_DOWN(host + len - 1, s->cluster_size);
-                /* a cluster shared by compressed data counts once per
-                 * entry: an overlapping run starts anew */
-                r = runs_add(&u, first, (last - first) / s->cluster_size + 1);
-                continue;
-            }
-            if (!d)
-                continue;
-            if (!FQ_IS_ALIGNED(d, s->cluster_size)) {
-                qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
-                                        (unsigned long long)e, (unsigned long long)off);
-                r = -EIO;
-                break;
-            }
-            r = runs_add(&u, d, 1);
-        }
-        qcache_put(&s->l2_cache, t);
-    }
-    if (r == 0 && u.n)
-        r = qtx_ref(tx, u.off, u.n, delta);
-    return r;
+    return r == 0 && u.n ? qtx_ref(tx, u.off, u.n, delta) : r;
 }
 
 /* The COPIED flag entry `e` should have once the switch is made. */
