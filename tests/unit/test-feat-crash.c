@@ -43,6 +43,8 @@ struct setup {
     int snaps;                /* 0, 1 ("s") or 2 ("s", "t") snapshots */
     bool compressed;          /* compressed clusters too */
     bool backing;             /* a backing file name in the header */
+    bool qemu;                /* made by qemu-img and qemu-io instead (a
+                                 header reaching past its first sector) */
 };
 
 struct fcase {
@@ -56,49 +58,60 @@ struct fcase {
 static const struct fcase cases[] = {
     /* 512-byte clusters: a 2 MiB disk is 64 L2 tables, its data 16 and
      * more refcount blocks; the cache holds 16 tables and 8 blocks */
-    { "snap-create-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false }, OP_SNAP_CREATE, 0, NULL },
-    { "snap-create-first-c512-rb64", { 512, 64, 3, 0, 2 * MiB, 3, 0, true, false }, OP_SNAP_CREATE, 0, NULL },
-    { "snap-create-c32k-extl2", { 32768, 8, 3, 1, 4 * MiB, 2, 1, true, false }, OP_SNAP_CREATE, 0, NULL },
-    { "snap-apply-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false }, OP_SNAP_APPLY, 0, "s" },
-    { "snap-apply-c4k-v2", { 4096, 16, 2, 0, 8 * MiB, 5, 2, false, false }, OP_SNAP_APPLY, 0, "t" },
-    { "snap-delete-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false }, OP_SNAP_DELETE, 0, "s" },
-    { "snap-delete-newest-c512-rb8", { 512, 8, 3, 0, 2 * MiB, 2, 2, false, false }, OP_SNAP_DELETE, 0, "t" },
-    { "snap-delete-last-c1k", { 1024, 16, 3, 0, 4 * MiB, 2, 1, true, false }, OP_SNAP_DELETE, 0, "s" },
-    { "grow-l1-c512", { 512, 16, 3, 0, 1 * MiB, 2, 1, true, false }, OP_GROW, 5 * MiB, NULL },
-    { "grow-c64k", { 65536, 16, 3, 0, 2 * MiB, 1, 0, true, false }, OP_GROW, 3 * MiB + 512, NULL },
-    { "shrink-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false }, OP_SHRINK, 700 * KiB, NULL },
-    { "compress-c4k-rb1", { 4096, 1, 3, 0, 1 * MiB, 1, 0, false, false }, OP_COMPRESS, 0, NULL },
-    { "compress-c64k-v2", { 65536, 16, 2, 0, 2 * MiB, 1, 0, false, false }, OP_COMPRESS, 0, NULL },
-    { "downgrade-c1k", { 1024, 16, 3, 0, 2 * MiB, 2, 1, true, true }, OP_DOWNGRADE, 0, NULL },
-    { "upgrade-c4k", { 4096, 16, 2, 0, 4 * MiB, 3, 1, true, true }, OP_UPGRADE, 0, NULL },
-    { "lazy-on-c512", { 512, 16, 3, 0, 1 * MiB, 4, 0, false, false }, OP_LAZY, 1, NULL },
-    { "refbits-c512-16to64", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false }, OP_REFBITS, 64, NULL },
-    { "refbits-c4k-rb1-to8", { 4096, 1, 3, 0, 1 * MiB, 1, 0, true, false }, OP_REFBITS, 8, NULL },
-    { "refbits-c512-16to2", { 512, 16, 3, 0, 1 * MiB, 2, 0, false, false }, OP_REFBITS, 2, NULL },
-    { "refbits-c64k-64to2", { 65536, 64, 3, 0, 2 * MiB, 1, 0, true, false }, OP_REFBITS, 2, NULL },
-    { "empty-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false }, OP_EMPTY, 0, NULL },
+    { "snap-create-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false, false }, OP_SNAP_CREATE, 0, NULL },
+    { "snap-create-first-c512-rb64", { 512, 64, 3, 0, 2 * MiB, 3, 0, true, false, false }, OP_SNAP_CREATE, 0, NULL },
+    { "snap-create-c32k-extl2", { 32768, 8, 3, 1, 4 * MiB, 2, 1, true, false, false }, OP_SNAP_CREATE, 0, NULL },
+    { "snap-apply-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false, false }, OP_SNAP_APPLY, 0, "s" },
+    { "snap-apply-c4k-v2", { 4096, 16, 2, 0, 8 * MiB, 5, 2, false, false, false }, OP_SNAP_APPLY, 0, "t" },
+    { "snap-delete-c512", { 512, 16, 3, 0, 2 * MiB, 2, 2, true, false, false }, OP_SNAP_DELETE, 0, "s" },
+    { "snap-delete-newest-c512-rb8", { 512, 8, 3, 0, 2 * MiB, 2, 2, false, false, false }, OP_SNAP_DELETE, 0, "t" },
+    { "snap-delete-last-c1k", { 1024, 16, 3, 0, 4 * MiB, 2, 1, true, false, false }, OP_SNAP_DELETE, 0, "s" },
+    { "grow-l1-c512", { 512, 16, 3, 0, 1 * MiB, 2, 1, true, false, false }, OP_GROW, 5 * MiB, NULL },
+    { "grow-c64k", { 65536, 16, 3, 0, 2 * MiB, 1, 0, true, false, false }, OP_GROW, 3 * MiB + 512, NULL },
+    { "shrink-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false, false }, OP_SHRINK, 700 * KiB, NULL },
+    { "compress-c4k-rb1", { 4096, 1, 3, 0, 1 * MiB, 1, 0, false, false, false }, OP_COMPRESS, 0, NULL },
+    { "compress-c64k-v2", { 65536, 16, 2, 0, 2 * MiB, 1, 0, false, false, false }, OP_COMPRESS, 0, NULL },
+    { "downgrade-c1k", { 1024, 16, 3, 0, 2 * MiB, 2, 1, true, true, false }, OP_DOWNGRADE, 0, NULL },
+    { "upgrade-c4k", { 4096, 16, 2, 0, 4 * MiB, 3, 1, true, true, false }, OP_UPGRADE, 0, NULL },
+    { "lazy-on-c512", { 512, 16, 3, 0, 1 * MiB, 4, 0, false, false, false }, OP_LAZY, 1, NULL },
+    { "refbits-c512-16to64", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false, false }, OP_REFBITS, 64, NULL },
+    { "refbits-c4k-rb1-to8", { 4096, 1, 3, 0, 1 * MiB, 1, 0, true, false, false }, OP_REFBITS, 8, NULL },
+    { "refbits-c512-16to2", { 512, 16, 3, 0, 1 * MiB, 2, 0, false, false, false }, OP_REFBITS, 2, NULL },
+    { "refbits-c64k-64to2", { 65536, 64, 3, 0, 2 * MiB, 1, 0, true, false, false }, OP_REFBITS, 2, NULL },
+    { "empty-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false, false }, OP_EMPTY, 0, NULL },
     /* commit and copy write data: smaller, or the log is long */
-    { "commit-c4k", { 4096, 16, 3, 0, 1 * MiB, 3, 1, true, false }, OP_COMMIT, 0, NULL },
-    { "rebase-c1k", { 1024, 16, 3, 0, 512 * KiB, 3, 1, true, true }, OP_REBASE, 0, NULL },
-    { "rebase-unsafe-c4k", { 4096, 16, 3, 0, 1 * MiB, 2, 0, false, true }, OP_REBASE_UNSAFE, 0, NULL },
-    { "rebase-unsafe-c4k-v2", { 4096, 16, 2, 0, 1 * MiB, 2, 0, false, true }, OP_REBASE_UNSAFE, 0, NULL },
-    { "copy-c4k", { 4096, 16, 3, 0, 1 * MiB, 2, 1, true, false }, OP_COPY, 0, NULL },
+    { "commit-c4k", { 4096, 16, 3, 0, 1 * MiB, 3, 1, true, false, false }, OP_COMMIT, 0, NULL },
+    { "rebase-c1k", { 1024, 16, 3, 0, 512 * KiB, 3, 1, true, true, false }, OP_REBASE, 0, NULL },
+    { "rebase-unsafe-c4k", { 4096, 16, 3, 0, 1 * MiB, 2, 0, false, true, false }, OP_REBASE_UNSAFE, 0, NULL },
+    { "rebase-unsafe-c4k-v2", { 4096, 16, 2, 0, 1 * MiB, 2, 0, false, true, false }, OP_REBASE_UNSAFE, 0, NULL },
+    { "copy-c4k", { 4096, 16, 3, 0, 1 * MiB, 2, 1, true, false, false }, OP_COPY, 0, NULL },
     /* leaks a repair lowers without touching a COPIED flag */
-    { "check-leaks-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false }, OP_CHECK, FQ_CHECK_REPAIR_LEAKS, NULL },
+    { "check-leaks-c512", { 512, 16, 3, 0, 2 * MiB, 2, 1, true, false, false }, OP_CHECK, FQ_CHECK_REPAIR_LEAKS, NULL },
     /* refcounts one too high under cleared COPIED flags (what other
      * tools' interrupted snapshots leave): a repair sets the flags as it
      * lowers the refcounts, and may leave mismatches if interrupted */
-    { "check-copied-c4k", { 4096, 16, 3, 0, 4 * MiB, 2, 1, true, false }, OP_CHECK, FQ_CHECK_REPAIR_ALL, "copied" },
+    { "check-copied-c4k", { 4096, 16, 3, 0, 4 * MiB, 2, 1, true, false, false }, OP_CHECK, FQ_CHECK_REPAIR_ALL, "copied" },
+    /* images qemu made: their header (backing format, feature table,
+     * backing name) reaches past the first sector, so a rewrite that
+     * changes the name or the extensions is ordered (header.c); qemu
+     * writes its feature table with clusters of 16 KiB and more */
+    { "qemu-rebase-unsafe", { 65536, 16, 3, 0, 8 * MiB, 0, 1, false, true, true }, OP_REBASE_UNSAFE, 0, NULL },
+    { "qemu-rebase-unsafe-none", { 65536, 16, 3, 0, 8 * MiB, 0, 0, false, true, true }, OP_REBASE_UNSAFE, 0, "" },
+    { "qemu-rebase-unsafe-add", { 65536, 16, 3, 0, 8 * MiB, 0, 0, false, false, true }, OP_REBASE_UNSAFE, 0, NULL },
+    { "qemu-snap-create", { 65536, 16, 3, 0, 8 * MiB, 0, 1, false, true, true }, OP_SNAP_CREATE, 0, NULL },
+    { "qemu-snap-delete", { 65536, 16, 3, 0, 8 * MiB, 0, 1, false, true, true }, OP_SNAP_DELETE, 0, "s" },
+    { "qemu-downgrade", { 65536, 16, 3, 0, 8 * MiB, 0, 1, false, true, true }, OP_DOWNGRADE, 0, NULL },
+    { "qemu-upgrade-v2", { 65536, 16, 2, 0, 8 * MiB, 0, 1, false, true, true }, OP_UPGRADE, 0, NULL },
 };
 
 /* Long runs only: thousands of L2 tables (512-byte clusters: 2048 tables
  * map 64 MiB) and hundreds of refcount blocks. */
 static const struct fcase big_cases[] = {
-    { "big-snap-create-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false }, OP_SNAP_CREATE, 0, NULL },
-    { "big-snap-delete-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false }, OP_SNAP_DELETE, 0, "s" },
-    { "big-snap-apply-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false }, OP_SNAP_APPLY, 0, "s" },
-    { "big-shrink-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false }, OP_SHRINK, 20 * MiB, NULL },
-    { "big-refbits-c512-16to4", { 512, 16, 3, 0, 64 * MiB, 16, 1, false, false }, OP_REFBITS, 4, NULL },
+    { "big-snap-create-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false, false }, OP_SNAP_CREATE, 0, NULL },
+    { "big-snap-delete-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false, false }, OP_SNAP_DELETE, 0, "s" },
+    { "big-snap-apply-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false, false }, OP_SNAP_APPLY, 0, "s" },
+    { "big-shrink-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false, false }, OP_SHRINK, 20 * MiB, NULL },
+    { "big-refbits-c512-16to4", { 512, 16, 3, 0, 64 * MiB, 16, 1, false, false, false }, OP_REFBITS, 4, NULL },
 };
 
 static struct cr_stats st;
@@ -129,6 +142,43 @@ static int spread(struct fq_image *img, const struct setup *su, uint64_t from, u
     return r;
 }
 
+/* An image made by qemu-img and qemu-io; returns its bytes. */
+static int setup_qemu(const struct fcase *fc, uint8_t **data, size_t *len)
+{
+    const struct setup *su = &fc->su;
+    const char *path = tl_path("qemu-made.qcow2");
+    char cmds[4096] = "";
+    size_t pos = 0;
+    int r;
+
+    for (uint64_t k = 0; k < 24; k++)
+        pos += (size_t)snprintf(cmds + pos, sizeof(cmds) - pos, " -c 'write -P %llu %llu %u'",
+                                (unsigned long long)(k + 1),
+                                (unsigned long long)(k * 37 % (su->size / su->cluster) * su->cluster),
+                                su->cluster);
+    r = tl_sh("cd '%s' && rm -f qemu-made.qcow2 && qemu-img create -q -f qcow2 -o "
+              "cluster_size=%u,compat=%s%s qemu-made.qcow2 %llu && qemu-io -f qcow2%s qemu-made.qcow2 "
+              ">/dev/null", tl_dir, su->cluster, su->version >= 3 ? "1.1" : "0.10",
+              su->backing ? " -b the-old-backing-file-with-a-long-name.raw -F raw" : "",
+              (unsigned long long)su->size, cmds);
+    if (r == 0 && su->snaps)
+        r = tl_sh("cd '%s' && qemu-img snapshot -c s qemu-made.qcow2 && qemu-io -f qcow2 -c "
+                  "'write -P 99 0 %u' -c 'write -P 98 %llu %u' qemu-made.qcow2 >/dev/null", tl_dir,
+                  su->cluster, (unsigned long long)(su->size / 2), su->cluster);
+    if (r != 0)
+        return -EIO;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return -errno;
+    fseek(f, 0, SEEK_END);
+    *len = (size_t)ftell(f);
+    rewind(f);
+    *data = malloc(*len);
+    r = *data && fread(*data, 1, *len, f) == *len ? 0 : -EIO;
+    fclose(f);
+    return r;
+}
+
 /* Build the case's image; returns its bytes. */
 static int setup(struct fq_ctx *ctx, const struct fcase *fc, uint8_t **data, size_t *len)
 {
@@ -137,11 +187,13 @@ static int setup(struct fq_ctx *ctx, const struct fcase *fc, uint8_t **data, siz
     uint64_t cs = su->cluster, size = su->size;
     struct fq_image *img;
     char err[FQ_ERR_MAX] = "";
-    uint8_t *buf = malloc(cs), *img0 = NULL;
+    uint8_t *buf, *img0 = NULL;
     size_t len0;
     int r;
 
-    if (!buf || (r = wl_create(ctx, &c, &img0, &len0)) < 0 ||
+    if (su->qemu)
+        return setup_qemu(fc, data, len);
+    if (!(buf = malloc(cs)) || (r = wl_create(ctx, &c, &img0, &len0)) < 0 ||
         (r = cr_open(ctx, img0, len0, 0, 0, &img, err)) < 0) {
         fprintf(stderr, "setup %s: %s\n", fc->name, err);
         free(buf);
@@ -347,8 +399,10 @@ static int run_op(struct fq_image *img, const void *arg, char *err)
         ro.backing_format = "raw";
         return fq_rebase(img, &ro, err);
     case OP_REBASE_UNSAFE:
-        ro.backing_file = "another-backing-file-whose-name-is-longer-than-the-old-one.qcow2";
-        ro.backing_format = "qcow2";
+        /* which = "": no backing file from now on */
+        ro.backing_file = fc->which ? fc->which :
+                          "another-backing-file-whose-name-is-longer-than-the-old-one.qcow2";
+        ro.backing_format = fc->which ? NULL : "qcow2";
         ro.unsafe = 1;
         return fq_rebase(img, &ro, err);
     case OP_COPY:
@@ -594,6 +648,8 @@ static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed, 
      * (the new backing file) holds */
     c.judge = fc->op == OP_GROW || fc->op == OP_SHRINK ? judge_resize :
               fc->op == OP_COMPRESS || fc->op == OP_EMPTY ? judge_clusters : judge_sectors;
+    if (fc->su.qemu && !have_qemu)
+        return;   /* said once in main */
     if (setup(ctx, fc, &base, &blen) < 0) {
         CR_FAIL(&st, "%s: setup", fc->name);
         return;
@@ -625,7 +681,10 @@ int main(int argc, char **argv)
     tl_name = "test-feat-crash";
     if (fq_ctx_new(FQ_ENGINE_SYNC, &ctx, NULL) < 0)
         return 1;
-    have_qemu = tl_have("qemu-img");
+    have_qemu = tl_have("qemu-img") && tl_have("qemu-io");
+    if (!have_qemu)
+        fprintf(stderr, "test-feat-crash: qemu-img/qemu-io missing: its checks and the cases of "
+                "images it makes are skipped\n");
     tl_mkdir();
     /* the backing files the images name, for qemu-img check to open */
     if (have_qemu)

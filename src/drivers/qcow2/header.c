@@ -420,7 +420,10 @@ static uint64_t header_refs(const uint8_t *h, uint64_t len, uint8_t *ref)
 {
     uint64_t hl = fq_be32(h + QH_VERSION) >= 3 ? fq_be32(h + QH_HEADER_LENGTH) : QH_V2_LENGTH;
     uint64_t bo = fq_be64(h + QH_BACKING_OFFSET), bl = fq_be32(h + QH_BACKING_SIZE);
-    uint64_t ext_end = bo && bo > hl ? FQ_MIN(bo, len) : len, top = FQ_MIN(hl, len);
+    uint64_t ext_end = bo && bo > hl ? FQ_MIN(bo, len) : len;
+    /* header fields past the ones this library knows are read as unknown
+     * fields, whose content does not matter */
+    uint64_t top = FQ_MIN(FQ_MIN(hl, (uint64_t)QH_V3_LENGTH), len);
 
     memset(ref, 0, (size_t)len);
     memset(ref, 1, (size_t)top);
