@@ -22,7 +22,7 @@
  *       is applied on a copy and must read as it did before (a new one: as
  *       it did after);
  *     - it opens read-write, takes a write and a flush, and `check -r all`
- *       leaves it clean;
+ *       leaves it clean (every state, or `rw_states` spread over the log);
  *     - on `qemu_states` states spread over the log, `qemu-img check`
  *       exits 0 or 3 (no errors; leaks allowed).
  * An operation that may leave COPIED flag mismatches (copied_ok: check's
@@ -71,6 +71,8 @@ struct cr_opts {
     int qemu_states;          /* states also checked by qemu-img (spread
                                  over the log; 0: none) */
     int deep_states;          /* states whose snapshots are read (spread) */
+    int rw_states;            /* states written to and repaired (spread;
+                                 0: every state) */
     bool copied_ok;           /* COPIED flag mismatches are allowed (and
                                  must be repaired by check -r all) */
     uint64_t seed;
@@ -263,7 +265,7 @@ static inline void cr_msg(void *opaque, const char *line)
 static inline void cr_state(struct fq_ctx *ctx, const struct cr_case *c, const struct cr_opts *o,
                             const struct cr_view *a, const struct cr_view *b, const uint8_t *data,
                             size_t len, const char *kind, size_t p, bool qemu, bool deep,
-                            struct cr_stats *st)
+                            bool rw, struct cr_stats *st)
 {
     struct fq_image *img;
     struct fq_check_result res;
@@ -323,6 +325,8 @@ static inline void cr_state(struct fq_ctx *ctx, const struct cr_case *c, const s
             CR_FAIL(st, "%s: %s", where, why);
     }
     cr_view_free(&v);
+    if (!rw)
+        return;
     /* usable: a write, a flush, repaired clean */
     if ((r = cr_open(ctx, data, len, 0, 0, &img, err)) < 0) {
         CR_FAIL(st, "%s: read-write open: %s", where, err);
@@ -410,11 +414,16 @@ static inline void cr_run(struct fq_ctx *ctx, const struct cr_case *c, const uin
     /* the samples: spread over the prefixes, and the last one */
     size_t qs = o->qemu_states ? FQ_MAX((n + 1) / (size_t)o->qemu_states, (size_t)1) : 0;
     size_t ds = o->deep_states ? FQ_MAX((n + 1) / (size_t)o->deep_states, (size_t)1) : 0;
+    size_t ws = o->rw_states ? FQ_MAX((n + 1) / (size_t)o->rw_states, (size_t)1) : 1;
     for (size_t p = 0; p <= n && st->failures < 20; p++) {
         bool qemu = qs && (p % qs == qs / 2 || p == n), deep = ds && (p % ds == 0 || p == n);
+        bool rw = p % ws == ws / 3 || p == n;
+        if (getenv("TL_VERBOSE") && p % 100 == 0)
+            fprintf(stderr, "%s: prefix %zu of %zu, %llu states\n", c->name, p, n,
+                    (unsigned long long)st->states);
         if (fq_reclog_replay(log, p, &data, &len) == 0) {
             st->prefixes++;
-            cr_state(ctx, c, o, &a, &b, data, len, "in-order", p, qemu, deep, st);
+            cr_state(ctx, c, o, &a, &b, data, len, "in-order", p, qemu, deep, rw, st);
             free(data);
         }
         if (p == fq_reclog_epoch_start(log, p))
@@ -423,7 +432,7 @@ static inline void cr_run(struct fq_ctx *ctx, const struct cr_case *c, const uin
             uint64_t vs = o->seed * 1000003u + p * 7 + (uint64_t)k;
             if (fq_reclog_replay_crash(log, p, vs, k % 2 ? 85 : 50, 30, &data, &len) == 0) {
                 st->reordered++;
-                cr_state(ctx, c, o, &a, &b, data, len, "reordered", p, qemu && k == 0, deep, st);
+                cr_state(ctx, c, o, &a, &b, data, len, "reordered", p, qemu && k == 0, deep, rw, st);
                 free(data);
             }
         }

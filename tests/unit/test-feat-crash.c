@@ -636,11 +636,13 @@ static void run_case(struct fq_ctx *ctx, const struct fcase *fc, uint64_t seed, 
     struct cr_case c = { fc->name, run_op, fc, active_of(fc), NULL };
     /* long: every state's snapshots and a third of them by qemu-img */
     struct cr_opts o = { 4096, long_mode ? 3 : 1, have_qemu ? (long_mode ? 1000 : 2) : 0,
-                         long_mode ? 100000 : 3, fc->op == OP_CHECK && fc->which, seed, NULL };
+                         long_mode ? 100000 : 3, 0, fc->op == OP_CHECK && fc->which, seed, NULL };
     if (big) {
-        /* one reordering per prefix; snapshots and qemu-img on a sample */
+        /* one reordering per prefix; snapshots, writes and qemu-img on a
+         * sample */
         o.variants = 1;
-        o.deep_states = 40;
+        o.deep_states = 30;
+        o.rw_states = 100;
         o.qemu_states = have_qemu ? 60 : 0;
     }
 
