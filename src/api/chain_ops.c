@@ -195,23 +195,12 @@ static bool names_match(const char *want, const char *recorded, const char *path
     return same;
 }
 
-/* Copy what layer `l` allocates itself into `base`. */
-static int commit_layer(const struct layer *l, struct fq_image *base, const struct fq_commit_opts *o,
-                        uint8_t *buf, uint64_t *done, uint64_t total, char *err)
+int fq_commit_copy(struct fq_image *img, struct fq_image *base, const struct fq_commit_opts *o,
+                   uint8_t *buf, uint64_t *done, uint64_t total)
 {
-    struct fq_open_opts oo;
-    struct fq_image *img;
-    int r;
-
-    fq_open_opts_init(&oo);
-    oo.format = l->fmt;
-    oo.readonly = 1;
-    oo.no_backing = 1;
-    oo.cache = o->cache;
-    oo.ctx = fq_image_ctx(base);
-    if ((r = fq_open(l->path, &oo, &img, err)) < 0)
-        return r;
     uint64_t size = FQ_MIN(fq_size(img), fq_size(base));
+    int r = 0;
+
     for (uint64_t off = 0; off < size && r == 0;) {
         struct fq_map_entry m;
         if ((r = fq_map(img, off, FQ_MIN(size - off, (uint64_t)CHUNK), &m)) < 0)
@@ -231,6 +220,26 @@ static int commit_layer(const struct layer *l, struct fq_image *base, const stru
         if (o->progress)
             o->progress(o->opaque, *done, total);
     }
+    return r;
+}
+
+/* Copy what layer `l` allocates itself into `base`. */
+static int commit_layer(const struct layer *l, struct fq_image *base, const struct fq_commit_opts *o,
+                        uint8_t *buf, uint64_t *done, uint64_t total, char *err)
+{
+    struct fq_open_opts oo;
+    struct fq_image *img;
+    int r;
+
+    fq_open_opts_init(&oo);
+    oo.format = l->fmt;
+    oo.readonly = 1;
+    oo.no_backing = 1;
+    oo.cache = o->cache;
+    oo.ctx = fq_image_ctx(base);
+    if ((r = fq_open(l->path, &oo, &img, err)) < 0)
+        return r;
+    r = fq_commit_copy(img, base, o, buf, done, total);
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not commit '%s': %s", l->path, strerror(-r));
     fq_close(img);

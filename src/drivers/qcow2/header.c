@@ -362,15 +362,16 @@ static int put_ext(uint8_t *buf, uint64_t cap, uint64_t *pos, uint32_t type,
     return 0;
 }
 
-int qcow2_write_header(struct qcow2 *s)
+/* Lay the header out into `buf` (`cap` bytes, zeroed): the fields, the
+ * extensions from `hl` on (version 3; 0: the image's header length), the
+ * backing file name after them, or at `name_at` if that is not 0. *used
+ * is the length laid out. */
+static int build_header(struct qcow2 *s, uint8_t *buf, uint64_t cap, uint32_t hl,
+                        uint64_t name_at, uint64_t *used)
 {
-    uint64_t cap = s->cluster_size;
-    CLEANUP_FREE uint8_t *buf = fq_zalign(cap);
     uint64_t pos;
-    int r;
+    int r = 0;
 
-    if (!buf)
-        return -ENOMEM;
     fq_put_be32(buf + QH_MAGIC, QCOW2_MAGIC);
     fq_put_be32(buf + QH_VERSION, s->version);
     fq_put_be32(buf + QH_CLUSTER_BITS, s->cluster_bits);
@@ -382,18 +383,18 @@ int qcow2_write_header(struct qcow2 *s)
     fq_put_be32(buf + QH_RT_CLUSTERS, s->rt_clusters);
     fq_put_be32(buf + QH_NB_SNAPSHOTS, s->nb_snapshots);
     fq_put_be64(buf + QH_SNAPSHOTS_OFFSET, s->snapshots_offset);
+    pos = QH_V2_LENGTH;
     if (s->version >= 3) {
-        uint32_t hl = FQ_MAX(s->header_length, (uint32_t)QH_V3_LENGTH);
+        if (!hl)
+            hl = FQ_MAX(s->header_length, (uint32_t)QH_V3_LENGTH);
         fq_put_be64(buf + QH_INCOMPAT, s->incompat);
         fq_put_be64(buf + QH_COMPAT, s->compat);
         fq_put_be64(buf + QH_AUTOCLEAR, s->autoclear);
         fq_put_be32(buf + QH_REFCOUNT_ORDER, s->refcount_order);
         fq_put_be32(buf + QH_HEADER_LENGTH, hl);
         buf[QH_COMPRESSION_TYPE] = s->compression_type;
-        s->header_length = hl;
+        pos = hl;
     }
-    pos = s->header_length;
-    r = 0;
     if (s->backing_format)
         r = put_ext(buf, cap, &pos, QEXT_BACKING_FORMAT, s->backing_format,
                     (uint32_t)strlen(s->backing_format));
@@ -409,6 +410,8 @@ int qcow2_write_header(struct qcow2 *s)
     }
     if (r == 0 && s->backing_file) {
         size_t bl = strlen(s->backing_file);
+        if (name_at)
+            pos = FQ_MAX(pos, name_at);
         if (pos + bl > cap) {
             r = -ENOSPC;
         } else {
@@ -418,11 +421,130 @@ int qcow2_write_header(struct qcow2 *s)
             pos += bl;
         }
     }
-    if (r < 0)
+    *used = pos;
+    return r;
+}
+
+/* Mark in `ref` the bytes of header `h` (`len` bytes) that a reader
+ * looks at: the fields, the extensions up to the end marker and the
+ * backing file name. Returns the end of the last one. */
+static uint64_t header_refs(const uint8_t *h, uint64_t len, uint8_t *ref)
+{
+    uint64_t hl = fq_be32(h + QH_VERSION) >= 3 ? fq_be32(h + QH_HEADER_LENGTH) : QH_V2_LENGTH;
+    uint64_t bo = fq_be64(h + QH_BACKING_OFFSET), bl = fq_be32(h + QH_BACKING_SIZE);
+    uint64_t ext_end = bo && bo > hl ? FQ_MIN(bo, len) : len;
+    /* header fields past the ones this library knows are read as unknown
+     * fields, whose content does not matter */
+    uint64_t top = FQ_MIN(FQ_MIN(hl, (uint64_t)QH_V3_LENGTH), len);
+
+    memset(ref, 0, (size_t)len);
+    memset(ref, 1, (size_t)top);
+    for (uint64_t pos = hl; pos + 8 <= ext_end;) {
+        uint32_t type = fq_be32(h + pos), el = fq_be32(h + pos + 4);
+        uint64_t end = FQ_MIN(pos + 8 + FQ_ALIGN_UP((uint64_t)el, 8), ext_end);
+        if (type == QEXT_END)
+            end = pos + 8;
+        memset(ref + pos, 1, (size_t)(end - pos));
+        top = FQ_MAX(top, end);
+        if (type == QEXT_END)
+            break;
+        pos = end;
+    }
+    if (bo && bo < len) {
+        uint64_t end = FQ_MIN(bo + bl, len);
+        memset(ref + bo, 1, (size_t)(end - bo));
+        top = FQ_MAX(top, end);
+    }
+    return top;
+}
+
+/* Replace header `disk` (what the file holds, updated) by `nw`, both
+ * `len` bytes, so that a crash at any point, with writes reordered since
+ * the last flush and torn at 512-byte sectors, leaves one of the two
+ * readable as itself. A sector is written atomically; the first holds
+ * every field. So: the bytes `nw` reads past the first sector are
+ * written first (only where `disk` does not read them), flushed, then the
+ * first sector. -EAGAIN if `nw` needs a byte there that `disk` reads and
+ * that differs. */
+static int put_header(struct qcow2 *s, uint8_t *disk, const uint8_t *nw, uint64_t len)
+{
+    CLEANUP_FREE uint8_t *rd = malloc((size_t)len), *rn = malloc((size_t)len);
+    uint64_t first = len, last = 0, sec = FQ_MIN(len, (uint64_t)512);
+    int r;
+
+    if (!rd || !rn)
+        return -ENOMEM;
+    header_refs(disk, len, rd);
+    header_refs(nw, len, rn);
+    for (uint64_t i = sec; i < len; i++) {
+        if (!rn[i] || nw[i] == disk[i])
+            continue;
+        if (rd[i])
+            return -EAGAIN;
+        first = FQ_MIN(first, i);
+        last = i + 1;
+    }
+    if (last) {
+        for (uint64_t i = first; i < last; i++)
+            if (rn[i])
+                disk[i] = nw[i];
+        uint64_t a = FQ_ALIGN_DOWN(first, 512), b = FQ_MIN(FQ_ALIGN_UP(last, 512), len);
+        if ((r = fq_bdev_pwrite_tagged(s->file, disk + a, (size_t)(b - a), a, FQ_TAG_HEADER)) < 0 ||
+            (r = qcow2_flush_file(s)) < 0)
+            return r;
+    }
+    r = fq_bdev_pwrite_tagged(s->file, nw, (size_t)sec, 0, FQ_TAG_HEADER);
+    if (r == 0)
+        memcpy(disk, nw, (size_t)sec);
+    return r;
+}
+
+int qcow2_write_header(struct qcow2 *s)
+{
+    int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
+                                             : (int64_t)s->file->size;
+    /* what a header may use of cluster 0 (no header is longer than this) */
+    uint64_t len = FQ_MIN(s->cluster_size, (uint64_t)65536), used, mused;
+    CLEANUP_FREE uint8_t *nw = fq_zalign((size_t)len);
+    CLEANUP_FREE uint8_t *disk = fq_zalign((size_t)len);
+    int r;
+
+    if (!nw || !disk)
+        return -ENOMEM;
+    if ((r = build_header(s, nw, len, 0, 0, &used)) < 0)
         return r;
-    /* write the used part, rounded for O_DIRECT, never beyond cluster 0 */
-    uint64_t wlen = FQ_MIN(FQ_ALIGN_UP(pos, 4096), cap);
-    r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)wlen, 0, FQ_TAG_HEADER);
+    if (s->version >= 3)
+        s->header_length = fq_be32(nw + QH_HEADER_LENGTH);
+    uint64_t have = flen > 0 ? FQ_MIN(len, FQ_ALIGN_DOWN((uint64_t)flen, 512)) : 0;
+    if (have >= 512 && (r = fq_bdev_pread_sync(s->file, disk, (size_t)have, 0)) < 0)
+        return r;
+    if (have >= 512 && fq_be32(disk + QH_MAGIC) == QCOW2_MAGIC) {
+        r = put_header(s, disk, nw, len);
+        if (r == -EAGAIN) {
+            /* the new header needs bytes past the first sector that the
+             * old one reads: go through a header whose extensions (version
+             * 3) or backing name (version 2) lie past what either reads */
+            CLEANUP_FREE uint8_t *mid = fq_zalign((size_t)len);
+            CLEANUP_FREE uint8_t *ref = malloc((size_t)len);
+            if (!mid || !ref)
+                return -ENOMEM;
+            uint64_t top = FQ_ALIGN_UP(FQ_MAX(header_refs(disk, len, ref),
+                                              header_refs(nw, len, ref)), 8);
+            r = build_header(s, mid, len, s->version >= 3 ? (uint32_t)top : 0, top, &mused);
+            if (r == 0)
+                r = put_header(s, disk, mid, len);
+            if (r == 0 && (r = qcow2_flush_file(s)) == 0)
+                r = put_header(s, disk, nw, len);
+        }
+        if (r != -EAGAIN && r != -ENOSPC) {
+            if (r == 0)
+                s->header_dirty = false;
+            return r;
+        }
+    }
+    /* no header yet, or no order is safe: write it whole */
+    r = fq_bdev_pwrite_tagged(s->file, nw, (size_t)FQ_MIN(FQ_ALIGN_UP(used, 4096), len), 0,
+                              FQ_TAG_HEADER);
     if (r == 0)
         s->header_dirty = false;
     return r;

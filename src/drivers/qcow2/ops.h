@@ -3,7 +3,7 @@
  * backing-file changes and emptying (resize.c); amend, the refcount
  * width included (amend.c); new refcount structures switched in whole
  * (rcbuild.c, for amend and check); walking whole L1 trees
- * (snapshot.c, also used by the others).
+ * (snapshot.c, also used by the others and by txn.c).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -40,15 +40,17 @@ int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, ui
                            int64_t clen);
 
 /* ---- snapshot.c: L1 trees ---- */
-/* Add `delta` (+1 or -1) to the refcount of every L2 table and host
- * cluster reachable from the L1 table `l1` (host byte order), counting
- * data once per L1 path as the format does. A decrement is deferred
- * (qcow2_free_deferred): it lands once the tables that dropped the
- * references are on disk. An increment that fails is undone. */
-int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta);
-/* Set the COPIED flag of every active L1 and L2 entry exactly where the
- * refcount of what it points to is 1. */
-int qcow2_rebuild_copied(struct qcow2 *s);
+/* Call fn for each reference the L1 table `l1` (host byte order) holds:
+ * each L2 table (once per L1 entry) and, in it, each data cluster (once
+ * per entry; a compressed entry names the clusters its data spans), as
+ * the format counts them; stops at the first error. Unaligned entries
+ * mark the image corrupt (-EIO). */
+typedef int qcow2_ref_fn(struct qcow2 *s, uint64_t off, uint64_t n, void *opaque);
+int qcow2_tree_walk(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_ref_fn *fn,
+                    void *opaque);
+/* Release every reference of the tree (qcow2_free_deferred: it lands
+ * once the tables that dropped the references are on disk). */
+int qcow2_tree_release(struct qcow2 *s, const uint64_t *l1, uint32_t n);
 /* Read an L1 table of `n` entries at `off` into host byte order. */
 int qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out);
 /* Write an L1 table (host byte order) to `off`, COPIED flags cleared when

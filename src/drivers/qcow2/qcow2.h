@@ -18,6 +18,8 @@
  *   snapshot.c      internal snapshots: table, create/apply/delete
  *   resize.c        resize, rebase, emptying (ops.h)
  *   amend.c         amend: compat level, lazy refcounts, refcount width
+ *   txn.c           metadata transactions: built in free space, switched
+ *                   in by one header write (txn.h)
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H

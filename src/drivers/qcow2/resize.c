@@ -68,7 +68,7 @@ static int drop_from(struct qcow2 *s, uint64_t first)
             /* the whole table goes */
             s->l1[l1i] = 0;
             qcow2_mark_l1_dirty(s, l1i);
-            if ((r = qcow2_tree_refs(s, &e, 1, -1)) < 0)
+            if ((r = qcow2_tree_release(s, &e, 1)) < 0)
                 return r;
             continue;
         }
@@ -265,7 +265,7 @@ int qcow2_make_empty(struct qcow2 *s)
             qcow2_mark_l1_dirty(s, i);
         }
     /* the L1 table is written before the frees land */
-    r = qcow2_tree_refs(s, old, n, -1);
+    r = qcow2_tree_release(s, old, n);
     free(old);
     if (r == 0)
         r = qcow2_sync_meta(s);

@@ -6,16 +6,17 @@
  * holds one reference per L1 entry pointing at it, a data cluster one per
  * (L1 table, L2 entry) path leading to it; so taking a snapshot adds one to
  * every L2 table and every data cluster reachable from the active L1, and
- * dropping an L1 tree subtracts one from each. COPIED flags are accurate
- * only in the active tables and are rebuilt from the refcounts after every
- * change.
+ * dropping an L1 tree subtracts one from each. The COPIED flags of the
+ * active tables must say exactly where a refcount is 1.
  *
- * Crash safety, as in refcount.c: new structures (raised refcounts,
- * an L1 copy, a new snapshot table, a new active L1) are written and
- * flushed before the header points at them with one header write; what the
- * header stopped pointing at is freed only afterwards, through the deferred
- * frees. A crash leaks clusters at worst. The snapshot table is never
- * rewritten in place.
+ * Crash safety: create, apply and delete change refcounts and COPIED
+ * flags together, which no order of in-place writes can do without an
+ * intermediate state that a check reports (a refcount of 2 under a COPIED
+ * flag, or a refcount of 1 without one). Each is therefore one metadata
+ * transaction (txn.c): new refcount blocks, the L2 tables whose flags
+ * change, the L1 tables and the snapshot table are written to free
+ * clusters and switched in by one header write. A crash leaves the old
+ * image or the new one, with exact refcounts either way.
  *
  * Every entry read from disk is validated (L1 offset aligned, L1 size
  * bounded, lengths inside the table) before use.
@@ -26,6 +27,7 @@
 
 #include "ops.h"
 #include "snapshot.h"
+#include "txn.h"
 
 #define SNAP_EXTRA_LEN 24     /* vm_state_size, disk_size, icount */
 
@@ -233,70 +235,16 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
     return old_nc ? qcow2_free_deferred(s, old_off, old_nc) : 0;
 }
 
-/* ---- reference changes of L1 trees ---- */
+/* ---- the references of L1 trees ---- */
 
-struct walk {
-    struct qcow2 *s;
-    int delta;                /* +1: raise now; -1: deferred frees */
-    uint64_t limit;           /* steps to take at most */
-    uint64_t done;            /* steps taken */
-};
-
-/* One step: change the references of `n` clusters at `off`. Returns 1
- * when the step limit is reached. */
-static int walk_ref(struct walk *w, uint64_t off, uint64_t n)
+int qcow2_tree_walk(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_ref_fn *fn,
+                    void *opaque)
 {
-    int r;
-
-    if (w->done >= w->limit)
-        return 1;
-    r = w->delta > 0 ? qcow2_update_refcount(w->s, off, n, 1) : qcow2_free_deferred(w->s, off, n);
-    if (r == 0)
-        w->done++;
-    return r;
-}
-
-/* Walk the data clusters of the L2 table at `l2off`, then the table. */
-static int walk_l2(struct walk *w, uint64_t l2off)
-{
-    struct qcow2 *s = w->s;
-    struct qcache_entry *t;
-    int r = qcache_get(&s->l2_cache, l2off, false, &t);
-
-    if (r < 0)
-        return r;
-    for (uint64_t i = 0; i < s->l2_entries && r == 0; i++) {
-        uint64_t e = qcow2_l2e_get(s, t->data, i);
-        if (e & L2E_COMPRESSED) {
-            uint64_t host, n;
-            qcow2_compressed_loc(s, e, &host, &n);
-            uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
-            uint64_t last = FQ_ALIGN_DOWN(host + n - 1, s->cluster_size);
-            r = walk_ref(w, first, (last - first) / s->cluster_size + 1);
-            continue;
-        }
-        uint64_t off = e & L2E_OFFSET_MASK;
-        if (!off)
-            continue;
-        if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
-            qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
-                                    (unsigned long long)e, (unsigned long long)l2off);
-            r = -EIO;
-            break;
-        }
-        r = walk_ref(w, off, 1);
-    }
-    qcache_put(&s->l2_cache, t);
-    return r ? r : walk_ref(w, l2off, 1);
-}
-
-static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
-{
-    struct qcow2 *s = w->s;
     int r = 0;
 
     for (uint32_t i = 0; i < n && r == 0; i++) {
         uint64_t off = l1[i] & L1E_OFFSET_MASK;
+        struct qcache_entry *t;
         if (!off)
             continue;
         if (!FQ_IS_ALIGNED(off, s->cluster_size)) {
@@ -304,87 +252,37 @@ static int walk_l1(struct walk *w, const uint64_t *l1, uint32_t n)
                                     (unsigned long long)l1[i]);
             return -EIO;
         }
-        r = walk_l2(w, off);
+        if ((r = fn(s, off, 1, opaque)) < 0 || (r = qcache_get(&s->l2_cache, off, false, &t)) < 0)
+            break;
+        for (uint64_t j = 0; j < s->l2_entries && r == 0; j++) {
+            uint64_t e = qcow2_l2e_get(s, t->data, j), d = e & L2E_OFFSET_MASK;
+            if (e & L2E_COMPRESSED) {
+                uint64_t host, len;
+                qcow2_compressed_loc(s, e, &host, &len);
+                uint64_t first = FQ_ALIGN_DOWN(host, s->cluster_size);
+                uint64_t last = FQ_ALIGN_DOWN(host + len - 1, s->cluster_size);
+                r = fn(s, first, (last - first) / s->cluster_size + 1, opaque);
+            } else if (d && !FQ_IS_ALIGNED(d, s->cluster_size)) {
+                qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
+                                        (unsigned long long)e, (unsigned long long)off);
+                r = -EIO;
+            } else if (d) {
+                r = fn(s, d, 1, opaque);
+            }
+        }
+        qcache_put(&s->l2_cache, t);
     }
     return r;
 }
 
-int qcow2_tree_refs(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, int delta)
+static int release_ref(struct qcow2 *s, uint64_t off, uint64_t n, void *opaque)
 {
-    struct walk w = { s, delta, UINT64_MAX, 0 };
-    int r = walk_l1(&w, l1, l1_size);
-
-    if (r < 0 && delta > 0) {
-        /* undo the steps taken; deferred, so it lands with the next
-         * write-back like any free */
-        struct walk u = { s, -1, w.done, 0 };
-        walk_l1(&u, l1, l1_size);
-    }
-    return r < 0 ? r : 0;
+    return qcow2_free_deferred(s, off, n);
 }
 
-int qcow2_rebuild_copied(struct qcow2 *s)
+int qcow2_tree_release(struct qcow2 *s, const uint64_t *l1, uint32_t n)
 {
-    uint64_t rc;
-    int r;
-
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t e = s->l1[i], off = e & L1E_OFFSET_MASK, ne;
-        if (!off) {
-            ne = e & ~L2E_COPIED;
-        } else {
-            if ((r = qcow2_get_refcount(s, off >> s->cluster_bits, &rc)) < 0)
-                return r;
-            ne = rc == 1 ? e | L2E_COPIED : e & ~L2E_COPIED;
-        }
-        if (ne != e) {
-            s->l1[i] = ne;
-            qcow2_mark_l1_dirty(s, i);
-        }
-        if (!off)
-            continue;
-        struct qcache_entry *t;
-        if ((r = qcache_get(&s->l2_cache, off, false, &t)) < 0)
-            return r;
-        for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint64_t le = qcow2_l2e_get(s, t->data, j), d = le & L2E_OFFSET_MASK, nle;
-            if ((le & L2E_COMPRESSED) || !d) {
-                nle = le & ~L2E_COPIED;
-            } else {
-                if ((r = qcow2_get_refcount(s, d >> s->cluster_bits, &rc)) < 0)
-                    break;
-                nle = rc == 1 ? le | L2E_COPIED : le & ~L2E_COPIED;
-            }
-            if (nle != le) {
-                qcow2_l2e_set(s, t->data, j, nle, qcow2_l2e_bitmap(s, t->data, j));
-                qcache_mark_dirty(t);
-            }
-        }
-        qcache_put(&s->l2_cache, t);
-        if (r < 0)
-            return r;
-    }
-    return 0;
-}
-
-/* Clear the COPIED flags of every L2 entry reachable from `l1`: in an
- * inactive tree they may be stale, and the tree is about to become the
- * active one while each of its clusters is referenced at least twice. */
-static int clear_copied_l2(struct qcow2 *s, struct qcache_entry *t, void *opaque)
-{
-    for (uint64_t j = 0; j < s->l2_entries; j++) {
-        uint64_t e = qcow2_l2e_get(s, t->data, j);
-        if (e & L2E_COPIED) {
-            qcow2_l2e_set(s, t->data, j, e & ~L2E_COPIED, qcow2_l2e_bitmap(s, t->data, j));
-            qcache_mark_dirty(t);
-        }
-    }
-    return 0;
-}
-
-static int clear_copied_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
-{
-    return qcow2_for_each_l2(s, l1, n, clear_copied_l2, NULL);
+    return qcow2_tree_walk(s, l1, n, release_ref, NULL);
 }
 
 /* ---- the snapshot table ---- */
@@ -415,14 +313,16 @@ static int normalize_extra(struct qsnap *sn)
     return 0;
 }
 
-/* Write a table of `n` entries to new clusters; *off is 0 when n is 0. */
-static int write_table(struct qcow2 *s, struct qsnap *v, size_t n, uint64_t *off, uint64_t *bytes)
+/* Serialize a table of `n` entries into *buf (whole clusters, *alloc
+ * bytes; NULL and 0 when n is 0); *bytes is the table's own length. */
+static int build_table(struct qcow2 *s, struct qsnap *v, size_t n, uint8_t **buf,
+                       uint64_t *alloc, uint64_t *bytes)
 {
     uint64_t total = 0, pos = 0;
     int r;
 
-    *off = 0;
-    *bytes = 0;
+    *buf = NULL;
+    *alloc = *bytes = 0;
     for (size_t i = 0; i < n; i++) {
         if ((r = normalize_extra(&v[i])) < 0)
             return r;
@@ -434,13 +334,13 @@ static int write_table(struct qcow2 *s, struct qsnap *v, size_t n, uint64_t *off
         return 0;
     if (total > (64ull << 20))
         return -EFBIG;
-    uint64_t alloc = FQ_ALIGN_UP(total, s->cluster_size);
-    CLEANUP_FREE uint8_t *buf = fq_zalign((size_t)alloc);
-    if (!buf)
+    uint64_t len = FQ_ALIGN_UP(total, s->cluster_size);
+    uint8_t *b = fq_zalign((size_t)len);
+    if (!b)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {
         struct qsnap *sn = &v[i];
-        uint8_t *p = buf + pos;
+        uint8_t *p = b + pos;
         size_t il = strlen(sn->id), nl = strlen(sn->name);
         fq_put_be64(p, sn->l1_offset);
         fq_put_be32(p + 8, sn->l1_size);
@@ -456,10 +356,43 @@ static int write_table(struct qcow2 *s, struct qsnap *v, size_t n, uint64_t *off
         memcpy(p + 40 + sn->extra_len + il, sn->name, nl);
         pos += entry_bytes(sn);
     }
-    r = qcow2_alloc_clusters(s, alloc / s->cluster_size, off);
-    if (r == 0)
-        r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)alloc, *off, FQ_TAG_OTHER_META);
+    *buf = b;
+    *alloc = len;
     *bytes = total;
+    return 0;
+}
+
+/* Write a table of `n` entries to new clusters; *off is 0 when n is 0. */
+static int write_table(struct qcow2 *s, struct qsnap *v, size_t n, uint64_t *off, uint64_t *bytes)
+{
+    uint8_t *buf;
+    uint64_t alloc;
+    int r = build_table(s, v, n, &buf, &alloc, bytes);
+
+    *off = 0;
+    if (r == 0 && buf)
+        r = qcow2_alloc_clusters(s, alloc / s->cluster_size, off);
+    if (r == 0 && buf)
+        r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)alloc, *off, FQ_TAG_OTHER_META);
+    free(buf);
+    return r;
+}
+
+/* In a transaction: a new table of `n` entries replaces the old one
+ * (`old_bytes` long); *off is 0 when n is 0. */
+static int tx_table(struct qtx *tx, struct qsnap *v, size_t n, uint64_t old_bytes, uint64_t *off)
+{
+    struct qcow2 *s = tx->s;
+    uint8_t *buf;
+    uint64_t alloc, bytes;
+    int r = build_table(s, v, n, &buf, &alloc, &bytes);
+
+    *off = 0;
+    if (r == 0 && buf)
+        r = qtx_write(tx, buf, (size_t)alloc, FQ_TAG_OTHER_META, off);
+    free(buf);
+    if (r == 0 && old_bytes)
+        r = qtx_ref(tx, s->snapshots_offset, FQ_DIV_UP(old_bytes, s->cluster_size), -1);
     return r;
 }
 
@@ -534,23 +467,41 @@ static int begin(struct qcow2 *s, struct qsnap **v, size_t *n, uint64_t *tbytes,
     return qcow2_read_snapshots(s, v, n, tbytes, err);
 }
 
-/* After the active tree's refcounts changed: frees applied, COPIED flags
- * rebuilt, all of it on disk. */
-static int settle(struct qcow2 *s)
+/* End a transaction whose reference changes are made (`r` so far):
+ * the active L1 table `l1` (n entries) is written anew unless it is what
+ * the image holds now, the snapshot table becomes `v` (`nv` entries;
+ * v NULL: unchanged, `tbytes`: the old one's length), and the header
+ * switches to them with virtual size `size`; or, after an error, the
+ * transaction is dropped. */
+static int tx_finish(struct qtx *tx, int r, const uint64_t *l1, uint32_t n, struct qsnap *v,
+                     size_t nv, uint64_t tbytes, uint64_t size, char *err)
 {
-    int r = qcow2_writeback(s);
+    struct qcow2 *s = tx->s;
+    uint64_t l1off = s->l1_offset, toff = s->snapshots_offset;
+    uint32_t nsn = v ? (uint32_t)nv : s->nb_snapshots;
 
-    if (r == 0)
-        r = qcow2_rebuild_copied(s);
-    return r < 0 ? r : qcow2_sync_meta(s);
+    if (r == 0 && (n != s->l1_size || memcmp(l1, s->l1, (size_t)n * sizeof(uint64_t)))) {
+        r = qtx_write_l1(tx, l1, n, &l1off);
+        if (r == 0 && s->l1_size)
+            r = qtx_ref(tx, s->l1_offset, FQ_DIV_UP((uint64_t)s->l1_size * 8, s->cluster_size), -1);
+    }
+    if (r == 0 && v)
+        r = tx_table(tx, v, nv, tbytes, &toff);
+    if (r < 0) {
+        qtx_abort(tx);
+        return r;
+    }
+    return qtx_commit(tx, &(struct qtx_switch){ l1, n, l1off, nsn, toff, size }, err);
 }
 
 int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
 {
     struct qsnap *v = NULL, *nv;
     size_t n = 0;
-    uint64_t tbytes, old_off = s->snapshots_offset, l1off = 0, toff, tb;
+    uint64_t tbytes, *nl1 = NULL;
     unsigned long long maxid = 0;
+    uint32_t n1 = s->l1_size;
+    struct qtx tx;
     int r;
 
     if (strlen(name) > 65535) {
@@ -585,7 +536,8 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
     sn->name = strdup(name);
     sn->extra = calloc(1, SNAP_EXTRA_LEN);
     n++;
-    if (!sn->id || !sn->name || !sn->extra) {
+    nl1 = malloc(FQ_MAX(n1, 1u) * sizeof(uint64_t));
+    if (!sn->id || !sn->name || !sn->extra || !nl1) {
         r = -ENOMEM;
         goto out;
     }
@@ -594,47 +546,45 @@ int qcow2_snapshot_create(struct qcow2 *s, const char *name, char *err)
     sn->date_nsec = (uint32_t)(now.tv_nsec / 1000 * 1000);
     sn->disk_size = s->bs->size;
     sn->icount = 0;
-    sn->l1_size = s->l1_size;
+    sn->l1_size = n1;
+    memcpy(nl1, s->l1, (size_t)n1 * sizeof(uint64_t));
 
-    /* one more reference on everything the active state reaches; the
-     * active tables lose their COPIED flags */
-    r = qcow2_tree_refs(s, s->l1, s->l1_size, 1);
+    if ((r = qtx_begin(s, &tx)) < 0)
+        goto out;
+    /* the snapshot's references: one more on every table and cluster the
+     * active state reaches */
+    r = qtx_tree_ref(&tx, s->l1, n1, 1);
     if (r == -ERANGE)
         fq_seterr(err, "Refcounts of %u bits cannot count another snapshot's references",
                   s->refcount_bits);
-    if (r < 0)
-        goto undo_settle;
-    uint64_t l1c = FQ_DIV_UP((uint64_t)s->l1_size * 8, s->cluster_size);
-    r = l1c ? qcow2_alloc_clusters(s, l1c, &l1off) : 0;
+    /* every data cluster is shared now: the active tables that carry
+     * COPIED flags are replaced by copies without them, and the snapshot
+     * takes the copies too (the originals lose both references) */
     if (r == 0)
-        r = qcow2_write_l1_at(s, s->l1, s->l1_size, l1off, true);
-    sn->l1_offset = l1off;
-    toff = tb = 0;
-    if (r == 0)
-        r = qcow2_rebuild_copied(s);
-    if (r == 0)
-        r = write_table(s, v, n, &toff, &tb);
-    if (r == 0)
-        r = switch_table(s, (uint32_t)n, toff);
-    if (r < 0) {
-        /* nothing on disk points at the copy: take it all back */
-        qcow2_tree_refs(s, s->l1, s->l1_size, -1);
-        if (l1off)
-            qcow2_free_deferred(s, l1off, l1c);
-        if (toff)
-            qcow2_free_deferred(s, toff, FQ_DIV_UP(tb, s->cluster_size));
-        goto undo_settle;
+        r = qtx_fix_copied(&tx, nl1, n1, NULL);
+    for (uint32_t i = 0; r == 0 && i < n1; i++) {
+        uint64_t was = s->l1[i] & L1E_OFFSET_MASK, now_off = nl1[i] & L1E_OFFSET_MASK;
+        if (was != now_off && (r = qtx_ref(&tx, now_off, 1, 1)) == 0)
+            r = qtx_ref(&tx, was, 1, -1);
     }
-    if (n > 1 && tbytes)
-        r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
     if (r == 0)
-        r = qcow2_sync_meta(s);
-    goto out;
-undo_settle:
-    settle(s);
+        r = qtx_set_l1_copied(&tx, nl1, n1);
+    if (r == 0) {
+        /* the snapshot's L1 table: the same tables, no flags */
+        uint64_t *sl1 = malloc(FQ_MAX(n1, 1u) * sizeof(uint64_t));
+        if (!sl1)
+            r = -ENOMEM;
+        for (uint32_t i = 0; r == 0 && i < n1; i++)
+            sl1[i] = nl1[i] & ~L2E_COPIED;
+        if (r == 0)
+            r = qtx_write_l1(&tx, sl1, n1, &sn->l1_offset);
+        free(sl1);
+    }
+    r = tx_finish(&tx, r, nl1, n1, v, n, tbytes, s->bs->size, err);
 out:
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not create snapshot '%s': %s", name, strerror(-r));
+    free(nl1);
     qcow2_snapshots_free(v, n);
     return r;
 }
@@ -643,7 +593,8 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
 {
     struct qsnap *v = NULL;
     size_t n = 0;
-    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL, *ol1 = NULL;
+    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL;
+    struct qtx tx;
     int r;
 
     if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
@@ -662,42 +613,35 @@ int qcow2_snapshot_apply(struct qcow2 *s, const char *which, char *err)
         r = -EINVAL;
         goto out;
     }
-    uint32_t nn = FQ_MAX(sn->l1_size, s->l1_size), on = s->l1_size;
+    uint32_t nn = FQ_MAX(sn->l1_size, s->l1_size);
     if ((r = qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &sl1)) < 0)
         goto out;
-    nl1 = calloc(FQ_MAX(nn, 1u), sizeof(uint64_t));
-    ol1 = malloc(FQ_MAX(on, 1u) * sizeof(uint64_t));
-    if (!nl1 || !ol1) {
+    if (!(nl1 = calloc(FQ_MAX(nn, 1u), sizeof(uint64_t)))) {
         r = -ENOMEM;
         goto out;
     }
     for (uint32_t k = 0; k < sn->l1_size; k++)
         nl1[k] = sl1[k] & ~L2E_COPIED;
-    memcpy(ol1, s->l1, (size_t)on * sizeof(uint64_t));
-    /* the snapshot's tree gains the active state's references before the
-     * header makes it active; the old tree loses them afterwards */
-    r = qcow2_tree_refs(s, sl1, sn->l1_size, 1);
+    if ((r = qtx_begin(s, &tx)) < 0)
+        goto out;
+    /* the snapshot's tree gains the active state's references, the old
+     * active tree loses them; the flags follow the refcounts */
+    r = qtx_tree_ref(&tx, nl1, nn, 1);
     if (r == -ERANGE)
         fq_seterr(err, "Refcounts of %u bits cannot count the references of another copy",
                   s->refcount_bits);
-    if (r == 0) {
-        r = clear_copied_tree(s, sl1, sn->l1_size);
-        if (r == 0)
-            r = qcow2_switch_l1(s, nl1, nn, sn->disk_size);
-        if (r < 0)
-            qcow2_tree_refs(s, sl1, sn->l1_size, -1);
-        else
-            r = qcow2_tree_refs(s, ol1, on, -1);
-    }
-    int r2 = settle(s);
     if (r == 0)
-        r = r2;
+        r = qtx_tree_ref(&tx, s->l1, s->l1_size, -1);
+    if (r == 0)
+        r = qtx_fix_copied(&tx, nl1, nn, NULL);
+    if (r == 0)
+        r = qtx_set_l1_copied(&tx, nl1, nn);
+    r = tx_finish(&tx, r, nl1, nn, NULL, 0, 0, sn->disk_size, err);
 out:
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not apply snapshot '%s': %s", which, strerror(-r));
     free(sl1);
     free(nl1);
-    free(ol1);
     qcow2_snapshots_free(v, n);
     return r;
 }
@@ -706,7 +650,10 @@ int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
 {
     struct qsnap *v = NULL, gone;
     size_t n = 0;
-    uint64_t tbytes, old_off = s->snapshots_offset, toff, tb, *sl1 = NULL;
+    uint64_t tbytes, *sl1 = NULL, *nl1 = NULL;
+    uint32_t n1 = s->l1_size;
+    struct qtx tx;
+    bool removed = false;
     int r;
 
     if ((r = begin(s, &v, &n, &tbytes, err)) < 0)
@@ -719,34 +666,37 @@ int qcow2_snapshot_delete(struct qcow2 *s, const char *which, char *err)
     }
     if ((r = qcow2_read_l1(s, v[i].l1_offset, v[i].l1_size, &sl1)) < 0)
         goto out;
+    if (!(nl1 = malloc(FQ_MAX(n1, 1u) * sizeof(uint64_t)))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    memcpy(nl1, s->l1, (size_t)n1 * sizeof(uint64_t));
     gone = v[i];
     memmove(&v[i], &v[i + 1], (n - (size_t)i - 1) * sizeof(*v));
     n--;
-    r = write_table(s, v, n, &toff, &tb);
-    if (r == 0)
-        r = switch_table(s, (uint32_t)n, toff);
-    if (r < 0) {
-        v[n] = gone;   /* freed with the rest */
-        n++;
+    removed = true;
+    if ((r = qtx_begin(s, &tx)) < 0)
         goto out;
-    }
-    /* nothing points at the old table nor at the snapshot's tree now */
-    r = qcow2_free_deferred(s, old_off, FQ_DIV_UP(tbytes, s->cluster_size));
-    if (r == 0)
-        r = qcow2_tree_refs(s, sl1, gone.l1_size, -1);
+    /* the snapshot's tree and L1 table lose its references; what the
+     * active tables now hold alone gets its COPIED flag */
+    r = qtx_tree_ref(&tx, sl1, gone.l1_size, -1);
     if (r == 0 && gone.l1_size)
-        r = qcow2_free_deferred(s, gone.l1_offset,
-                                FQ_DIV_UP((uint64_t)gone.l1_size * 8, s->cluster_size));
-    int r2 = settle(s);
+        r = qtx_ref(&tx, gone.l1_offset, FQ_DIV_UP((uint64_t)gone.l1_size * 8, s->cluster_size), -1);
     if (r == 0)
-        r = r2;
-    free(gone.id);
-    free(gone.name);
-    free(gone.extra);
+        r = qtx_fix_copied(&tx, nl1, n1, NULL);
+    if (r == 0)
+        r = qtx_set_l1_copied(&tx, nl1, n1);
+    r = tx_finish(&tx, r, nl1, n1, v, n, tbytes, s->bs->size, err);
 out:
+    if (removed) {
+        free(gone.id);
+        free(gone.name);
+        free(gone.extra);
+    }
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not delete snapshot '%s': %s", which, strerror(-r));
     free(sl1);
+    free(nl1);
     qcow2_snapshots_free(v, n);
     return r;
 }
