@@ -12,8 +12,11 @@
  *   rw.c            request state machines (read, write, zero, discard)
  *   open.c          open / close / info / map
  *   create.c        creating images
- *   check.c         consistency check (check.h)
+ *   check.c         consistency check: counting (check.h)
+ *   check_compare.c the check's comparison of refcounts and COPIED flags
+ *   check_state.c   the check's per-cluster state and messages
  *   check_repair.c  the repairs the check makes
+ *   scan.c          many tables read at once for whole-image walks (scan.h)
  *   compress.c      compressed cluster writes (ops.h)
  *   snapshot.c      internal snapshots: table, create/apply/delete
  *   resize.c        resize, rebase, emptying (ops.h)
