@@ -34,6 +34,7 @@ struct gen {
     uint32_t *order;          /* block numbers in write order */
     uint64_t nblocks, next, done;
     uint64_t block, size;
+    uint64_t stride;          /* bytes from one block written to the next */
     unsigned depth, inflight;
     struct iovec iov;         /* the pattern block, shared by all writes */
     int err;
@@ -85,7 +86,7 @@ static void write_done(void *opaque, int ret)
 static void pump(struct gen *g)
 {
     while (!g->err && g->next < g->nblocks && g->inflight < g->depth) {
-        uint64_t off = (uint64_t)g->order[g->next] * g->block;
+        uint64_t off = (uint64_t)g->order[g->next] * g->stride;
         uint64_t len = g->size - off < g->block ? g->size - off : g->block;
         int r = fq_aio_pwritev(g->img, &g->iov, 1, 0, len, off, write_done, g);
         if (r < 0) {
@@ -102,7 +103,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: fastqcow gen --layout seq|reverse|rand|part-rand [--size S] [--cluster-size C]\n"
             "                    [--seed N] [--pattern P] [--depth N] [--chunk-size S] [-t cache]\n"
-            "                    [-i aio] [-n] [--workers N] [-q] FILE\n"
+            "                    [--stride S] [-i aio] [-n] [--workers N] [-q] FILE\n"
             "Create a qcow2 image and fill it with cluster-sized blocks of a pattern, written\n"
             "in the order of the layout, so that its host layout is fragmented that way.\n\n"
             "  --layout L         seq: in order; reverse: last block first; rand: all blocks\n"
@@ -110,6 +111,8 @@ static void usage(FILE *f)
             "  --size S           virtual size (default 1G)\n"
             "  --cluster-size C   cluster size = block size (default 64k)\n"
             "  --chunk-size S     part-rand chunk (default 1M)\n"
+            "  --stride S         one block every S bytes (default: every block); e.g.\n"
+            "                     64k x 8192 = 512M writes one cluster per L2 table\n"
             "  --seed N           PRNG seed for rand and part-rand (default 1)\n"
             "  --pattern P        fill byte (default 0xff)\n"
             "  --depth N          writes in flight (default 32); 1 writes strictly in order\n"
@@ -135,7 +138,8 @@ static bool parse_num(const char *s, uint64_t max, uint64_t *out, const char *wh
 
 int cmd_gen(int argc, char **argv)
 {
-    enum { O_LAYOUT = 256, O_SIZE, O_CLUSTER, O_SEED, O_PATTERN, O_DEPTH, O_CHUNK, O_WORKERS };
+    enum { O_LAYOUT = 256, O_SIZE, O_CLUSTER, O_SEED, O_PATTERN, O_DEPTH, O_CHUNK, O_WORKERS,
+           O_STRIDE };
     static const struct option lopts[] = {
         { "layout", required_argument, NULL, O_LAYOUT },
         { "size", required_argument, NULL, O_SIZE },
@@ -145,6 +149,7 @@ int cmd_gen(int argc, char **argv)
         { "depth", required_argument, NULL, O_DEPTH },
         { "chunk-size", required_argument, NULL, O_CHUNK },
         { "workers", required_argument, NULL, O_WORKERS },
+        { "stride", required_argument, NULL, O_STRIDE },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
@@ -152,7 +157,7 @@ int cmd_gen(int argc, char **argv)
     struct fq_create_opts co;
     struct fq_open_opts oo;
     char err[FQ_ERR_MAX] = "";
-    uint64_t cluster = 65536, chunk = 1 << 20, seed = 1, pattern = 0xff, v;
+    uint64_t cluster = 65536, chunk = 1 << 20, seed = 1, pattern = 0xff, v, stride = 0;
     int layout = -1, c, r, ret = 1;
     bool quiet = false;
 
@@ -222,6 +227,10 @@ int cmd_gen(int argc, char **argv)
             }
             g.depth = (unsigned)v;
             break;
+        case O_STRIDE:
+            if (tool_parse_size(optarg, &stride, "stride") < 0)
+                return 1;
+            break;
         case O_WORKERS:
             if (!parse_num(optarg, 65536, &v, "worker count"))
                 return 1;
@@ -252,12 +261,17 @@ int cmd_gen(int argc, char **argv)
      * qemu would otherwise see an odd size rounded down */
     g.size = (g.size + 511) & ~511ull;
     g.block = cluster;
-    g.nblocks = (g.size + g.block - 1) / g.block;
+    g.stride = stride ? stride : cluster;
+    if (g.stride % cluster) {
+        tool_error("gen: the stride must be a multiple of the cluster size");
+        return 1;
+    }
+    g.nblocks = (g.size + g.stride - 1) / g.stride;
     if (g.nblocks > UINT32_MAX) {
         tool_error("gen: too many blocks (%" PRIu64 "); use a larger cluster size", g.nblocks);
         return 1;
     }
-    uint64_t chunk_blocks = chunk / g.block ? chunk / g.block : 1;
+    uint64_t chunk_blocks = chunk / g.stride ? chunk / g.stride : 1;
     const char *file = argv[optind];
 
     g.order = make_order((enum layout)layout, g.nblocks, chunk_blocks, seed);

@@ -17,6 +17,15 @@
  *    then the data entries are walked; an entry pointing into metadata
  *    marked before it is the bad reference.
  *
+ * Cost follows the metadata: the L2 tables are read many at once in host
+ * order (scan.c) into buffers of the pass's own, never through the
+ * metadata cache; the refcount blocks likewise, in table order, by the
+ * comparison (check_compare.c); nothing is formatted unless it is printed
+ * (check_state.c holds the per-cluster state, about 1.4 bytes per cluster
+ * of the file, and the messages). The active L2 tables are read a second
+ * time only when the COPIED flags they gave a cluster may disagree with
+ * its refcount.
+ *
  * Repair (check_repair.c holds the actions) zeroes the bad
  * references it can (data and compressed entries, L1 entries), writes
  * them before any refcount changes, then sets refcounts to the counted
@@ -26,25 +35,12 @@
  * and corrupt bits.
  * SPDX-License-Identifier: MIT
  */
-#include <stdarg.h>
 #include <stdio.h>
 
 #include "check.h"
+#include "scan.h"
 
-void ck_say(struct ck *k, const char *fmt, ...)
-{
-    char line[512];
-    va_list ap;
-
-    if (!k->msg || (k->only_repairs && strncmp(fmt, "Repairing", 9) && strncmp(fmt, "%s", 2)))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    k->msg(k->opaque, line);
-}
-
-static const char *const kind_names[] = {
+const char *const ck_kind_names[] = {
     [M_L2] = "L2 table", [M_HEADER] = "header", [M_L1] = "L1 table",
     [M_RT] = "refcount table", [M_RB] = "refcount block", [M_SNAPTAB] = "snapshot table",
     [M_SNAPL1] = "snapshot L1 table", [M_BITMAP] = "bitmap",
@@ -79,7 +75,7 @@ static bool inc(struct ck *k, uint64_t off, uint64_t len)
     uint64_t first = off >> s->cluster_bits;
     uint64_t last = (FQ_MIN(off, UINT64_MAX - len) + len - 1) >> s->cluster_bits;
     for (uint64_t c = first; c <= last && c < k->nb; c++)
-        k->refs[c]++;
+        ck_ref_inc(k, c);
     if (!past && last >= k->fclusters)
         k->tail_ref = true;
     return !past;
@@ -97,45 +93,90 @@ static void mark(struct ck *k, uint64_t off, uint64_t len, uint8_t m)
     uint64_t first = off >> s->cluster_bits;
     uint64_t last = (FQ_MIN(off, UINT64_MAX - len) + len - 1) >> s->cluster_bits;
     for (uint64_t c = first; c <= last && c < k->nb; c++) {
-        uint8_t old = k->kind[c] & M_KIND;
+        uint8_t kind = ck_kind(k, c), old = kind & M_KIND;
         if (!old)
-            k->kind[c] = m;
+            ck_kind_set(k, c, m);
         else if (old != M_L2 || m != M_L2)
-            k->kind[c] |= M_SHARED;
+            ck_kind_set(k, c, kind | M_SHARED);
     }
 }
 
 /* Kind of the first metadata cluster of [off, off+len) (0: none). */
-static uint8_t meta_at(const struct ck *k, uint64_t off, uint64_t len, uint64_t *cluster)
+uint8_t ck_meta_at(const struct ck *k, uint64_t off, uint64_t len, uint64_t *cluster)
 {
     uint64_t first = off >> k->s->cluster_bits, last = (off + len - 1) >> k->s->cluster_bits;
 
     for (uint64_t c = first; c <= last && c < k->nb; c++)
-        if (k->kind[c] & M_KIND) {
+        if (ck_bit(k->is_meta, c)) {
             *cluster = c;
-            return k->kind[c] & M_KIND;
+            return ck_kind(k, c) & M_KIND;
         }
     return 0;
+}
+
+/* Which entry a reference comes from, formatted only for a message. */
+struct where {
+    bool l2;                  /* L2 entry i of the table at `table`, else L1 entry i */
+    uint64_t i, table;
+    long sn;                  /* L1: the snapshot's, -1 for the active table */
+};
+
+static const char *where_str(const struct where *w, char *buf, size_t n)
+{
+    if (w->l2)
+        snprintf(buf, n, "L2 entry %llu in the table at 0x%llx", (unsigned long long)w->i,
+                 (unsigned long long)w->table);
+    else if (w->sn < 0)
+        snprintf(buf, n, "L1 entry %llu", (unsigned long long)w->i);
+    else
+        snprintf(buf, n, "L1 entry %llu of snapshot %ld", (unsigned long long)w->i, w->sn);
+    return buf;
+}
+
+/* The cache's copy of the walked table, to change it: the repair pass
+ * reads what the walk read (the cache holds no change of this pass, see
+ * CK_TABLE_CHANGED). Returns false if it cannot be had. */
+bool ck_walk_writable(struct ck *k, struct ck_walk *w)
+{
+    struct qcow2 *s = k->s;
+
+    if (w->t)
+        return true;
+    if (!w->can_fix || qcache_get(&s->l2_cache, w->off, false, &w->t) < 0) {
+        w->t = NULL;
+        w->can_fix = false;
+        return false;
+    }
+    w->l2 = w->t->data;
+    uint64_t c = w->off >> s->cluster_bits;
+    if (c < k->nb && ck_bit(k->is_meta, c))
+        ck_map_set(k, &k->kinds, c, ck_map_get(&k->kinds, c) | CK_TABLE_CHANGED);
+    return true;
 }
 
 /* Count the reference of an entry to [off, off+len) (as kind `as`: an L2
  * table, or 0 for data), unless it is bad: beyond the end of the file, or
  * into metadata (any for data, exclusive for an L2 table). A repair drops a
- * bad reference (the caller zeroes the entry) if `can_drop`. Returns true
- * for a reference to drop. */
+ * bad reference (the caller zeroes the entry) if `can_drop` (and, for an
+ * L2 entry, the table `w` can be changed). Returns true for a reference
+ * to drop. */
 static bool ref_entry(struct ck *k, uint64_t off, uint64_t len, uint8_t as, bool can_drop,
-                      const char *where)
+                      const struct where *at, struct ck_walk *w)
 {
     uint64_t c = 0;
-    uint8_t m = meta_at(k, off, len, &c);
+    uint8_t m = ck_meta_at(k, off, len, &c);
     bool fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) && can_drop;
+    char wb[96];
 
     if (ck_past_eof(k, off, len)) {
+        if (fix && w)
+            fix = ck_walk_writable(k, w);
         if (!fix)
             return inc(k, off, len), false;
         /* reported in qemu-img's words by the pass that only reports */
-        ck_say(k, "Repairing %s: it points beyond the end of the file (offset 0x%llx); "
-               "entry cleared", where, (unsigned long long)off);
+        if (k->msg)
+            ck_say(k, "Repairing %s: it points beyond the end of the file (offset 0x%llx); "
+                   "entry cleared", where_str(at, wb, sizeof(wb)), (unsigned long long)off);
     } else if (m && (as != M_L2 || m != M_L2)) {
         /* an L1 entry into a refcount block, a snapshot L1 table or a
          * bitmap may be the good one of the two (and a whole table of
@@ -143,13 +184,16 @@ static bool ref_entry(struct ck *k, uint64_t off, uint64_t len, uint8_t as, bool
          * table */
         if (fix && as == M_L2 && m != M_HEADER && m != M_L1 && m != M_RT && m != M_SNAPTAB)
             fix = !ck_looks_like_l2(k, off);
-        if (fix || !k->only_repairs)
+        if (fix && w)
+            fix = ck_walk_writable(k, w);
+        if ((fix || !k->only_repairs) && k->msg)
             ck_say(k, "%s %s: it points into the %s at cluster %llu%s", fix ? "Repairing" : "ERROR",
-                   where, kind_names[m], (unsigned long long)c, fix ? "; entry cleared" : "");
+                   where_str(at, wb, sizeof(wb)), ck_kind_names[m], (unsigned long long)c,
+                   fix ? "; entry cleared" : "");
         if (!fix) {
             /* one corruption, counted where the refcounts are compared */
             inc(k, off, len);
-            k->kind[c] |= M_SHARED;
+            ck_kind_set(k, c, ck_kind(k, c) | M_SHARED);
             return false;
         }
     } else {
@@ -166,66 +210,69 @@ static bool ref_entry(struct ck *k, uint64_t off, uint64_t len, uint8_t as, bool
 }
 
 /* True if [off, off+len) lies in the file and shares no cluster. */
-static bool range_clean(const struct ck *k, uint64_t off, uint64_t len)
+bool ck_range_clean(const struct ck *k, uint64_t off, uint64_t len)
 {
     if (ck_past_eof(k, off, len))
         return false;
     for (uint64_t c = off >> k->s->cluster_bits; len && c <= (off + len - 1) >> k->s->cluster_bits; c++)
-        if (c >= k->nb || (k->kind[c] & M_SHARED))
+        if (c >= k->nb || (ck_kind(k, c) & M_SHARED))
             return false;
     return true;
 }
 
 /* ---- counting ---- */
 
-/* Walk the entries of the L2 table at `l2off`. An unaligned table (a
- * damaged L1 entry) is read as it is, as qemu-img does, only to count the
- * clusters it may name: a repair frees nothing it could still use. */
-static void walk_l2(struct ck *k, uint64_t l2off, bool active)
+/* Walk the entries of the L2 table at `l2off` (read into `buf`, or not:
+ * ret < 0). An unaligned table (a damaged L1 entry) is read as it is, as
+ * qemu-img does, only to count the clusters it may name: a repair frees
+ * nothing it could still use, and changes nothing in it. */
+static void walk_l2(struct ck *k, uint64_t l2off, bool active, const uint8_t *buf, int ret)
 {
     struct qcow2 *s = k->s;
-    struct qcache_entry *t = NULL;
-    CLEANUP_FREE uint8_t *buf = NULL;
+    struct ck_walk w = { .off = l2off, .l2 = buf };
     uint64_t next_host = 0;       /* fragmentation counts within one table */
-    char where[96];
-    int r;
+    uint64_t cs = s->cluster_size, esz = s->l2_entry_size;
+    uint64_t reserved = L2E_STD_RESERVED | ((s->version < 3 || s->extl2) ? L2E_ZERO : 0);
+    uint64_t c0 = l2off >> s->cluster_bits;
 
-    if (FQ_IS_ALIGNED(l2off, s->cluster_size))
-        r = qcache_get(&s->l2_cache, l2off, false, &t);
-    else
-        r = (buf = malloc(s->cluster_size)) ? fq_bdev_pread_sync(s->file, buf, s->cluster_size, l2off)
-                                            : -ENOMEM;
-    if (r < 0) {
-        ck_say(k, "ERROR: could not read L2 table at 0x%llx: %s", (unsigned long long)l2off, strerror(-r));
+    w.can_fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) && FQ_IS_ALIGNED(l2off, cs);
+    /* a table this pass changed already (it is named twice) is the cache's */
+    if (ret == 0 && w.can_fix && c0 < k->nb && ck_bit(k->is_meta, c0) &&
+        (ck_map_get(&k->kinds, c0) & CK_TABLE_CHANGED) && !ck_walk_writable(k, &w))
+        ret = -EIO;
+    if (ret < 0) {
+        ck_say(k, "ERROR: could not read L2 table at 0x%llx: %s", (unsigned long long)l2off, strerror(-ret));
         k->res->check_errors++;
         k->partial = true;
         return;
     }
-    uint8_t *l2 = t ? t->data : buf;
-    bool fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) && t;
     for (uint64_t i = 0; i < s->l2_entries; i++) {
-        uint64_t e = qcow2_l2e_get(s, l2, i), bm = qcow2_l2e_bitmap(s, l2, i);
-        snprintf(where, sizeof(where), "L2 entry %llu in the table at 0x%llx", (unsigned long long)i,
-                 (unsigned long long)l2off);
+        const uint8_t *p = w.l2 + i * esz;
+        uint64_t e = fq_be64(p), bm = s->extl2 ? fq_be64(p + 8) : 0;
+        if (!e && !bm)
+            continue;
+        struct where at = { .l2 = true, .i = i, .table = l2off };
         if (e & L2E_COMPRESSED) {
             uint64_t host, n;
             bool stats = active;
             qcow2_compressed_loc(s, e, &host, &n);
             if (e & L2E_COPIED) {
+                bool fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) && ck_walk_writable(k, &w);
                 if (fix || !k->only_repairs)
                     ck_say(k, "%s: compressed cluster L2 entry 0x%llx has the copied flag",
                            fix ? "Repairing" : "ERROR", (unsigned long long)e);
                 k->res->corruptions++;
                 if (fix) {
                     e &= ~L2E_COPIED;
-                    qcow2_l2e_set(s, l2, i, e, bm);
-                    qcache_mark_dirty(t);
+                    qcow2_l2e_set(s, w.t->data, i, e, bm);
+                    qcache_mark_dirty(w.t);
                     k->res->corruptions_fixed++;
                     k->dropped = true;
                 }
             }
             if (s->extl2 && bm) {
                 /* qemu-img leaves the entry out of its figures */
+                bool fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) && ck_walk_writable(k, &w);
                 if (fix || !k->only_repairs)
                     ck_say(k, "%s compressed cluster %llu with non-zero subcluster allocation "
                            "bitmap, entry=0x%llx", fix ? "Repairing" : "ERROR",
@@ -233,8 +280,8 @@ static void walk_l2(struct ck *k, uint64_t l2off, bool active)
                 k->res->corruptions++;
                 stats = false;
                 if (fix) {
-                    qcow2_l2e_set(s, l2, i, e, 0);
-                    qcache_mark_dirty(t);
+                    qcow2_l2e_set(s, w.t->data, i, e, 0);
+                    qcache_mark_dirty(w.t);
                     k->res->corruptions_fixed++;
                     k->dropped = true;
                 }
@@ -245,14 +292,13 @@ static void walk_l2(struct ck *k, uint64_t l2off, bool active)
                 k->res->compressed_clusters++;
                 k->res->fragmented_clusters++;
             }
-            if (ref_entry(k, host, n, 0, t != NULL, where))
-                ck_drop_l2e(k, t, i);
+            if (ref_entry(k, host, n, 0, w.can_fix, &at, &w))
+                ck_drop_l2e(k, w.t, i);
             continue;
         }
         uint64_t off = e & L2E_OFFSET_MASK;
-        uint64_t reserved = L2E_STD_RESERVED | ((s->version < 3 || s->extl2) ? L2E_ZERO : 0);
         /* an invalid entry is reported, and its clusters still counted */
-        if ((e & reserved) || (off & (s->cluster_size - 1))) {
+        if ((e & reserved) || (off & (cs - 1))) {
             ck_say(k, "ERROR: invalid L2 entry 0x%llx in table at 0x%llx (index %llu)",
                 (unsigned long long)e, (unsigned long long)l2off, (unsigned long long)i);
             k->res->corruptions++;
@@ -269,26 +315,38 @@ static void walk_l2(struct ck *k, uint64_t l2off, bool active)
         }
         if (!off)
             continue;
+        uint64_t c = off >> s->cluster_bits;
         if (active) {
             k->res->allocated_clusters++;
             if (next_host && off != next_host)
                 k->res->fragmented_clusters++;
-            next_host = off + s->cluster_size;
+            next_host = off + cs;
+            /* what check_copied needs to know whether to look again (a
+             * cluster past the file: always) */
+            if (!(off & (cs - 1)) && off < k->flen)
+                ck_bit_set((e & L2E_COPIED) ? k->cp_set : k->cp_clear, c);
+            else if (!(off & (cs - 1)))
+                k->copied_suspect = true;
         }
-        if (ref_entry(k, off, s->cluster_size, 0, t != NULL, where))
-            ck_drop_l2e(k, t, i);
+        /* the common case: a data cluster in the file, no metadata */
+        if (off < k->flen && !(off & (cs - 1)) && !ck_bit(k->is_meta, c)) {
+            ck_ref_inc(k, c);
+            continue;
+        }
+        if (ref_entry(k, off, cs, 0, w.can_fix, &at, &w))
+            ck_drop_l2e(k, w.t, i);
     }
-    if (t)
-        qcache_put(&s->l2_cache, t);
+    if (w.t)
+        qcache_put(&s->l2_cache, w.t);
 }
 
 /* Whether an L1 entry names a sound L2 table (COPIED flags are checked). */
-static bool is_l2(const struct ck *k, uint64_t e)
+bool ck_is_l2(const struct ck *k, uint64_t e)
 {
     uint64_t off = e & L1E_OFFSET_MASK, c = off >> k->s->cluster_bits;
 
     return off && FQ_IS_ALIGNED(off, k->s->cluster_size) && c < k->nb &&
-           (k->kind[c] & M_KIND) == M_L2 && !ck_past_eof(k, off, k->s->cluster_size);
+           (ck_kind(k, c) & M_KIND) == M_L2 && !ck_past_eof(k, off, k->s->cluster_size);
 }
 
 /* Whether the table an L1 entry names is walked: a sound one, or an
@@ -297,7 +355,7 @@ static bool walked(const struct ck *k, uint64_t e)
 {
     uint64_t off = e & L1E_OFFSET_MASK;
 
-    return is_l2(k, e) || (off && !FQ_IS_ALIGNED(off, k->s->cluster_size) &&
+    return ck_is_l2(k, e) || (off && !FQ_IS_ALIGNED(off, k->s->cluster_size) &&
                            !ck_past_eof(k, off, k->s->cluster_size));
 }
 
@@ -305,10 +363,9 @@ static bool walked(const struct ck *k, uint64_t e)
 static void l1_refs(struct ck *k, uint64_t *l1, uint32_t l1_size, long sn)
 {
     struct qcow2 *s = k->s;
-    char where[96];
     /* the table an entry is zeroed in must be sound itself */
-    bool can_drop = sn < 0 ? range_clean(k, s->l1_offset, (uint64_t)s->l1_size * 8)
-                           : range_clean(k, k->sn[sn].l1_offset, (uint64_t)l1_size * 8);
+    bool can_drop = sn < 0 ? ck_range_clean(k, s->l1_offset, (uint64_t)s->l1_size * 8)
+                           : ck_range_clean(k, k->sn[sn].l1_offset, (uint64_t)l1_size * 8);
 
     for (uint32_t i = 0; i < l1_size; i++) {
         uint64_t e = l1[i], off = e & L1E_OFFSET_MASK;
@@ -326,12 +383,9 @@ static void l1_refs(struct ck *k, uint64_t *l1, uint32_t l1_size, long sn)
             inc(k, off, s->cluster_size);
             continue;
         }
-        if (sn < 0)
-            snprintf(where, sizeof(where), "L1 entry %u", i);
-        else
-            snprintf(where, sizeof(where), "L1 entry %u of snapshot %ld", i, sn);
+        struct where at = { .l2 = false, .i = i, .sn = sn };
         /* flags with an offset of 0 name the header, as qemu-img reads them */
-        if (ref_entry(k, off, s->cluster_size, M_L2, can_drop, where))
+        if (ref_entry(k, off, s->cluster_size, M_L2, can_drop, &at, NULL))
             ck_drop_l1e(k, l1, i, sn);
     }
 }
@@ -416,8 +470,81 @@ static void count_snapshots(struct ck *k)
     }
 }
 
+/* A table to walk: named by entry `seq` of the L1 tables in walk order
+ * (the active table's, then each snapshot's). */
+struct witem {
+    uint64_t off;
+    uint64_t seq : 63, active : 1;
+};
+
+struct wscan {
+    struct ck *k;
+    struct witem *v;
+};
+
+static int witem_cmp(const void *a, const void *b)
+{
+    const struct witem *x = a, *y = b;
+
+    if (x->off != y->off)
+        return x->off < y->off ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static uint64_t witem_off(void *opaque, size_t i)
+{
+    return ((struct wscan *)opaque)->v[i].off;
+}
+
+static int witem_walk(void *opaque, size_t i, const uint8_t *buf, int ret)
+{
+    struct wscan *w = opaque;
+    struct witem *it = &w->v[i];
+
+    w->k->hold_key = it->seq;
+    walk_l2(w->k, it->off, it->active, buf, ret);
+    return w->k->oom ? -ENOMEM : 0;
+}
+
+/* Walk every L2 table the L1 tables name, once per naming entry, in host
+ * order; the messages come out in the order of the naming entries. */
+static int walk_all(struct ck *k)
+{
+    struct qcow2 *s = k->s;
+    size_t n = 0, cap = 0;
+    uint64_t seq = 0;
+    struct witem *v = NULL;
+
+    for (long t = -1; t < (long)k->nsn; t++) {
+        const uint64_t *l1 = t < 0 ? s->l1 : k->snl1[t];
+        uint32_t size = t < 0 ? s->l1_size : k->sn[t].l1_size;
+        for (uint32_t j = 0; l1 && j < size; j++, seq++) {
+            if (!walked(k, l1[j]))
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 256;
+                struct witem *nv = realloc(v, cap * sizeof(*v));
+                if (!nv) {
+                    free(v);
+                    return -ENOMEM;
+                }
+                v = nv;
+            }
+            v[n++] = (struct witem){ .off = l1[j] & L1E_OFFSET_MASK, .seq = seq, .active = t < 0 };
+        }
+    }
+    qsort(v, n, sizeof(*v), witem_cmp);
+    struct wscan w = { .k = k, .v = v };
+    k->hold = k->msg != NULL;
+    int r = qcow2_scan(s, n, (size_t)s->cluster_size, witem_off, witem_walk, &w);
+    if (k->hold)
+        ck_release_msgs(k);
+    free(v);
+    return r;
+}
+
 /* Count every reference: exclusive metadata, then L2 tables, then data. */
-static void count_all(struct ck *k)
+static int count_all(struct ck *k)
 {
     struct qcow2 *s = k->s;
 
@@ -434,13 +561,11 @@ static void count_all(struct ck *k)
     for (size_t i = 0; i < k->nsn; i++)
         if (k->snl1[i])
             l1_refs(k, k->snl1[i], k->sn[i].l1_size, (long)i);
-    for (uint32_t i = 0; i < s->l1_size; i++)
-        if (walked(k, s->l1[i]))
-            walk_l2(k, s->l1[i] & L1E_OFFSET_MASK, true);
-    for (size_t i = 0; i < k->nsn; i++)
-        for (uint32_t j = 0; k->snl1[i] && j < k->sn[i].l1_size; j++)
-            if (walked(k, k->snl1[i][j]))
-                walk_l2(k, k->snl1[i][j] & L1E_OFFSET_MASK, false);
+    if (k->oom)
+        return -ENOMEM;
+    int r = walk_all(k);
+    if (r < 0)
+        return r;
 
     /* refcount blocks: inside the file, referenced once (qemu-img's words) */
     for (uint64_t i = 0; i < s->rt_entries; i++) {
@@ -450,161 +575,13 @@ static void count_all(struct ck *k)
         if (c >= k->fclusters) {
             ck_say(k, "ERROR refcount block %llu is outside image", (unsigned long long)i);
             k->res->corruptions++;
-        } else if (k->refs[c] != 1) {
+        } else if (ck_ref(k, c) != 1) {
             ck_say(k, "ERROR refcount block %llu refcount=%llu", (unsigned long long)i,
-                   (unsigned long long)k->refs[c]);
+                   (unsigned long long)ck_ref(k, c));
             k->res->corruptions++;
         }
     }
-}
-
-/* Whether refcounts of cluster c may be written: its refcount block is
- * in the file and sound (a block that is shared would change the
- * refcounts of other clusters too). */
-static bool rb_sound(const struct ck *k, uint64_t c)
-{
-    uint64_t ri = c >> k->s->rb_bits, b;
-
-    if (ri >= k->s->rt_entries || !k->s->rt[ri])
-        return false;
-    b = k->s->rt[ri] >> k->s->cluster_bits;
-    return b < k->fclusters && k->refs[b] == 1 && !(k->kind[b] & M_SHARED);
-}
-
-/* The stored refcount of cluster c; a refcount block past the end of the
- * file reads as zeros (as qemu-img reads it), without touching it. */
-static int get_rc(const struct ck *k, uint64_t c, uint64_t *rc)
-{
-    uint64_t ri = c >> k->s->rb_bits;
-
-    if (ri < k->s->rt_entries && (k->s->rt[ri] >> k->s->cluster_bits) >= k->fclusters) {
-        *rc = 0;
-        return 0;
-    }
-    return qcow2_get_refcount(k->s, c, rc);
-}
-
-/* Compare the counts with the stored refcounts (and fix them). */
-static void compare_refcounts(struct ck *k)
-{
-    struct qcow2 *s = k->s;
-    /* what qemu-img compares: the clusters of the file; a repair also
-     * releases refcounts of clusters past it that nothing references */
-    uint64_t in_file = k->fclusters + k->tail_ref;
-    uint64_t end = k->repair ? k->nb : in_file;
-
-    for (uint64_t c = 0; c < end; c++) {
-        uint64_t rc;
-        int r = get_rc(k, c, &rc);
-        if (r < 0) {
-            ck_say(k, "ERROR: could not read the refcount of cluster %llu: %s",
-                   (unsigned long long)c, strerror(-r));
-            k->res->check_errors++;
-            continue;
-        }
-        uint64_t ref = k->refs[c];
-        bool shared = k->kind[c] & M_SHARED;
-        if ((rc || ref) && c < in_file)
-            k->res->image_end_offset = (c + 1) << s->cluster_bits;
-        if (rc == ref) {
-            if (shared && (k->kind[c] & M_KIND) != M_RB) {
-                /* refcounts that agree with a reference too many */
-                ck_say(k, "ERROR cluster %llu refcount=%llu reference=%llu: %s shared with other "
-                       "data", (unsigned long long)c, (unsigned long long)rc,
-                       (unsigned long long)ref, kind_names[k->kind[c] & M_KIND]);
-                k->res->corruptions++;
-            }
-            continue;
-        }
-        bool leak = rc > ref;
-        /* metadata that is shared keeps its refcount (raising it would
-         * make the sharing look legitimate), and no leak is released
-         * while part of the image could not be walked */
-        bool fix = (leak ? (k->repair & FQ_CHECK_REPAIR_LEAKS) && !k->partial
-                         : (k->repair & FQ_CHECK_REPAIR_ERRORS) && !shared) && rb_sound(k, c);
-        if (fix || !k->only_repairs)
-            ck_say(k, "%s cluster %llu refcount=%llu reference=%llu",
-                   fix ? "Repairing" : leak ? "Leaked" : "ERROR",
-                   (unsigned long long)c, (unsigned long long)rc, (unsigned long long)ref);
-        if (leak)
-            k->res->leaks++;
-        else
-            k->res->corruptions++;
-        if (!fix)
-            continue;
-        /* lowering a refcount drops the cluster from the metadata caches:
-         * the refcounts fixed so far in a block being lowered must be
-         * written first */
-        if (leak && (k->kind[c] & M_KIND) == M_RB && (r = qcow2_writeback(s)) < 0) {
-            k->res->check_errors++;
-            continue;
-        }
-        r = qcow2_update_refcount(s, c << s->cluster_bits, 1, (int64_t)(ref - rc));
-        if (r < 0) {
-            ck_say(k, "ERROR: could not repair the refcount of cluster %llu: %s",
-                   (unsigned long long)c, strerror(-r));
-            k->res->check_errors++;
-        } else if (leak) {
-            k->res->leaks_fixed++;
-        } else {
-            k->res->corruptions_fixed++;
-        }
-    }
-}
-
-/* COPIED must be set exactly when the refcount is 1 (active tables). A
- * repair of leaks fixes the flags too when nothing else is left, as the
- * refcounts it lowered to 1 leave them clear. */
-static void check_copied(struct ck *k)
-{
-    struct qcow2 *s = k->s;
-    struct fq_check_result *res = k->res;
-    bool fix = (k->repair & FQ_CHECK_REPAIR_ERRORS) ||
-               ((k->repair & FQ_CHECK_REPAIR_LEAKS) && !res->check_errors &&
-                res->corruptions == res->corruptions_fixed && res->leaks == res->leaks_fixed);
-    /* an L1 table that shares clusters with other metadata is not written */
-    bool fix_l1 = fix && range_clean(k, s->l1_offset, (uint64_t)s->l1_size * 8);
-
-    for (uint32_t i = 0; i < s->l1_size; i++) {
-        uint64_t e = s->l1[i], off = e & L1E_OFFSET_MASK, rc;
-        if (!is_l2(k, e) || get_rc(k, off >> s->cluster_bits, &rc) < 0)
-            continue;
-        if ((rc == 1) != ((e & L2E_COPIED) != 0)) {
-            if (fix_l1 || !k->only_repairs)
-                ck_say(k, "%s OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu",
-                       fix_l1 ? "Repairing" : "ERROR", i, (unsigned long long)e, (unsigned long long)rc);
-            res->corruptions++;
-            if (fix_l1) {
-                s->l1[i] = rc == 1 ? e | L2E_COPIED : e & ~L2E_COPIED;
-                qcow2_mark_l1_dirty(s, i);
-                res->corruptions_fixed++;
-            }
-        }
-        struct qcache_entry *t;
-        if (qcache_get(&s->l2_cache, off, false, &t) < 0)
-            continue;
-        for (uint64_t j = 0; j < s->l2_entries; j++) {
-            uint64_t l2e = qcow2_l2e_get(s, t->data, j), d = l2e & L2E_OFFSET_MASK, c = 0;
-            if ((l2e & L2E_COMPRESSED) || !d || (d & (s->cluster_size - 1)) ||
-                ck_past_eof(k, d, s->cluster_size) || meta_at(k, d, s->cluster_size, &c))
-                continue;
-            if (get_rc(k, d >> s->cluster_bits, &rc) < 0)
-                continue;
-            if ((rc == 1) != ((l2e & L2E_COPIED) != 0)) {
-                if (fix || !k->only_repairs)
-                    ck_say(k, "%s OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
-                           fix ? "Repairing" : "ERROR", (unsigned long long)l2e, (unsigned long long)rc);
-                res->corruptions++;
-                if (fix) {
-                    uint64_t ne = rc == 1 ? l2e | L2E_COPIED : l2e & ~L2E_COPIED;
-                    qcow2_l2e_set(s, t->data, j, ne, qcow2_l2e_bitmap(s, t->data, j));
-                    qcache_mark_dirty(t);
-                    res->corruptions_fixed++;
-                }
-            }
-        }
-        qcache_put(&s->l2_cache, t);
-    }
+    return k->oom ? -ENOMEM : 0;
 }
 
 /* One pass: count, compare, and repair what `repair` asks for; `next`:
@@ -633,16 +610,11 @@ static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, bool *reb
     for (uint64_t ri = 0; ri < s->rt_entries; ri++)
         if (s->rt[ri])
             k.nb = FQ_MAX(k.nb, FQ_MIN((ri + 1) << s->rb_bits, k.fclusters + (1ull << s->rb_bits)));
-    k.refs = calloc(k.nb, sizeof(uint64_t));
-    k.kind = calloc(k.nb, 1);
-    if (!k.refs || !k.kind) {
-        free(k.refs);
-        free(k.kind);
-        return k.rebuild ? ck_rebuild(&k, -ENOMEM) : -ENOMEM;
-    }
-    count_all(&k);
+    r = ck_state_init(&k);
+    if (r == 0)
+        r = count_all(&k);
     /* cleared references are on disk before any refcount drops */
-    if (k.dropped && (r = qcow2_writeback(s)) == 0)
+    if (r == 0 && k.dropped && (r = qcow2_writeback(s)) == 0)
         r = qcow2_flush_file(s);
     /* a rebuild that did not happen leaves refcounts that nothing may be
      * derived from */
@@ -650,13 +622,15 @@ static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, bool *reb
     if (k.rebuild) {
         r = ck_rebuild(&k, r);
         sound = k.rebuild;
+        if (r == 0 && sound)
+            ck_note_rebuilt(&k);
     } else if (r == 0) {
-        compare_refcounts(&k);
+        r = ck_compare_refcounts(&k);
     }
     if (r == 0 && rebuild)
         *rebuild = repair ? k.rebuild : ck_rebuild_needed(&k);
     if (r == 0 && sound)
-        check_copied(&k);
+        r = ck_check_copied(&k);
     if (r == 0 && sound && k.incomplete && (repair & FQ_CHECK_REPAIR_ERRORS))
         ck_fix_snapshot_table(&k);
     res->total_clusters = FQ_DIV_UP(s->bs->size, s->cluster_size);
@@ -664,8 +638,7 @@ static int check_pass(struct qcow2 *s, unsigned repair, unsigned next, bool *reb
         free(k.snl1[i]);
     free(k.snl1);
     qcow2_snapshots_free(k.sn, k.nsn);
-    free(k.refs);
-    free(k.kind);
+    ck_state_free(&k);
     return r;
 }
 

@@ -2,10 +2,11 @@
  *
  * A new image starts as header (cluster 0), refcount table (cluster 1) and
  * one refcount block (cluster 2) that counts those three; it is then opened
- * with the driver and the L1 table (and, with preallocation, L2 tables and
- * data clusters) is allocated through the ordinary allocator, so creation
- * exercises the same code paths (including refcount table growth, e.g. at
- * 512-byte clusters with 1-bit refcounts) as every later write.
+ * with the driver and the L1 table is allocated through the ordinary
+ * allocator, so creation exercises the same code paths (including refcount
+ * table growth, e.g. at 512-byte clusters with 1-bit refcounts) as every
+ * later write. Preallocation (L2 tables and data clusters for the whole
+ * disk) is planned in bulk and each table written once, in file order.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
@@ -109,57 +110,257 @@ static int write_skeleton(struct fq_bdev *child, const struct fq_create_opts *o,
     return r;
 }
 
-/* Allocate data clusters for the whole disk (preallocation). */
-static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
-{
-    uint64_t cs = s->cluster_size, nclusters = FQ_DIV_UP(s->bs->size, cs);
-    uint64_t last_end = 0;
+/* ---- preallocation ----
+ * The whole layout is planned in memory, then every table is written once,
+ * in file order: the cost follows the metadata, whatever the cluster size
+ * or the cache. The plan is the one the allocator makes for the same
+ * requests (so images look as they always did, and as qemu-img makes
+ * them): per L2 table, the table's cluster, then its data clusters, each
+ * followed by the refcount blocks it is the first to need. A refcount
+ * table that must grow is placed after everything, with the blocks that
+ * cover it; the old one is freed once the header points at the new one. */
 
-    for (uint64_t gc = 0; gc < nclusters;) {
-        uint64_t n = FQ_MIN(nclusters - gc, s->l2_entries - (gc & (s->l2_entries - 1)));
-        uint64_t host;
-        int r;
-        /* make sure the L2 table exists first, so that data stays contiguous */
-        struct qcache_entry *l2;
-        uint64_t idx;
-        r = qcow2_get_l2(s, gc, true, &l2, &idx);
+struct plan {
+    struct qcow2 *s;
+    uint64_t c;               /* next free cluster */
+    uint64_t *rt;             /* the refcount table being planned */
+    uint64_t nrt;             /* entries in use (blocks up to it planned) */
+    uint64_t cap;
+    uint64_t first_new;       /* table index of the first block planned here */
+};
+
+/* Whether refcount block ri exists (before or in the plan). */
+static bool plan_has(const struct plan *p, uint64_t ri)
+{
+    return ri < p->nrt && p->rt[ri];
+}
+
+static int plan_grow(struct plan *p, uint64_t n)
+{
+    if (n <= p->cap)
+        return 0;
+    uint64_t cap = FQ_MAX(n, p->cap * 2);
+    uint64_t *v = realloc(p->rt, cap * sizeof(*v));
+    if (!v)
+        return -ENOMEM;
+    memset(v + p->cap, 0, (cap - p->cap) * sizeof(*v));
+    p->rt = v;
+    p->cap = cap;
+    return 0;
+}
+
+/* Plan n clusters (returned: the first), followed by the refcount blocks
+ * that must cover them and themselves, as qcow2_alloc_clusters places them. */
+static int plan_alloc(struct plan *p, uint64_t n, uint64_t *out)
+{
+    unsigned bits = p->s->rb_bits;
+    uint64_t nb = 0, need;
+
+    for (;;) {
+        need = 0;
+        for (uint64_t ri = p->c >> bits; ri <= (p->c + n + nb - 1) >> bits; ri++)
+            need += !plan_has(p, ri);
+        if (need <= nb)
+            break;
+        nb = need;
+    }
+    uint64_t last = (p->c + n + nb - 1) >> bits, k = 0;
+    if (plan_grow(p, last + 1) < 0)
+        return -ENOMEM;
+    for (uint64_t ri = p->c >> bits; ri <= last; ri++)
+        if (!plan_has(p, ri))
+            p->rt[ri] = (p->c + n + k++) << p->s->cluster_bits;
+    p->nrt = FQ_MAX(p->nrt, last + 1);
+    *out = p->c;
+    p->c += n + nb;
+    return 0;
+}
+
+/* First cluster past every cluster whose refcount is not 0. */
+static int used_end_cluster(struct qcow2 *s, uint64_t *out)
+{
+    *out = 1;
+    for (uint64_t ri = FQ_MIN(s->rt_hi, s->rt_entries); ri-- > 0;) {
+        struct qcache_entry *e;
+        if (!s->rt[ri])
+            continue;
+        int r = qcache_get(&s->rb_cache, s->rt[ri], false, &e);
         if (r < 0)
             return r;
-        qcache_put(&s->l2_cache, l2);
-        r = qcow2_alloc_clusters(s, n, &host);
-        if (r < 0)
+        uint64_t i = 1ull << s->rb_bits;
+        while (i > 0 && !qcow2_rc_entry(e->data, s->refcount_bits, i - 1))
+            i--;
+        qcache_put(&s->rb_cache, e);
+        if (i) {
+            *out = (ri << s->rb_bits) + i;
+            return 0;
+        }
+    }
+    return 0;
+}
+
+/* Write the data clusters [c, c + n) as `mode` asks: zeros (full), blocks
+ * reserved (falloc, which falls back to full where the file cannot). */
+static int prealloc_data(struct qcow2 *s, enum fq_prealloc *mode, uint64_t c, uint64_t n)
+{
+    uint64_t off = c << s->cluster_bits, len = n << s->cluster_bits;
+    int r;
+
+    if (*mode == FQ_PREALLOC_FALLOC) {
+        struct fq_req zr = { .op = FQ_OP_WRITE_ZEROES, .off = off, .len = len };
+        r = s->file->ops->io_sync(s->file, &zr);
+        if (r == -EOPNOTSUPP || r == -ENOTSUP || r == -EINVAL)
+            *mode = FQ_PREALLOC_FULL;
+        else if (r < 0)
             return r;
-        r = qcow2_link_clusters(s, gc, n, host);
-        if (r < 0)
-            return r;
-        if (mode == FQ_PREALLOC_FALLOC) {
-            /* reserve the clusters' blocks (zeroed, allocated) without
-             * writing them; where the file cannot, write zeros */
-            struct fq_req zr = { .op = FQ_OP_WRITE_ZEROES, .off = host, .len = n * cs };
-            r = s->file->ops->io_sync(s->file, &zr);
-            if (r == -EOPNOTSUPP || r == -ENOTSUP || r == -EINVAL)
-                mode = FQ_PREALLOC_FULL;
-            else if (r < 0)
+    }
+    if (*mode == FQ_PREALLOC_FULL) {
+        const void *z = fq_zero_buffer(1 << 20);
+        for (uint64_t k = 0; k < len; k += 1 << 20) {
+            r = fq_bdev_pwrite_sync(s->file, z, (size_t)FQ_MIN(len - k, (uint64_t)1 << 20), off + k);
+            if (r < 0)
                 return r;
         }
-        if (mode == FQ_PREALLOC_FULL) {
-            const void *z = fq_zero_buffer(1 << 20);
-            for (uint64_t off = 0; off < n * cs; off += 1 << 20) {
-                uint64_t k = FQ_MIN(n * cs - off, (uint64_t)1 << 20);
-                r = fq_bdev_pwrite_sync(s->file, z, (size_t)k, host + off);
-                if (r < 0)
-                    return r;
-            }
-        }
-        last_end = FQ_MAX(last_end, host + n * cs);
-        gc += n;
     }
-    if (s->file->ops->truncate && last_end > s->file->size) {
-        int r = s->file->ops->truncate(s->file, last_end);
-        if (r < 0 && r != -ENOTSUP)
+    return 0;
+}
+
+/* Lay out and write the L2 tables and the data clusters of the whole disk
+ * (as `mode` asks), in file order; the L1 entries are set in memory. */
+static int prealloc_tables(struct qcow2 *s, struct plan *p, enum fq_prealloc mode)
+{
+    uint64_t cs = s->cluster_size, nclusters = FQ_DIV_UP(s->bs->size, cs);
+    CLEANUP_FREE uint8_t *l2 = fq_memalign((size_t)cs);
+    int r;
+
+    if (!l2)
+        return -ENOMEM;
+    for (uint64_t gc = 0; gc < nclusters; gc += s->l2_entries) {
+        uint64_t n = FQ_MIN(nclusters - gc, s->l2_entries), t, d;
+        if ((r = plan_alloc(p, 1, &t)) < 0 || (r = plan_alloc(p, n, &d)) < 0)
+            return r;
+        memset(l2, 0, (size_t)cs);
+        for (uint64_t i = 0; i < n; i++)
+            qcow2_l2e_set(s, l2, i, ((d + i) << s->cluster_bits) | L2E_COPIED,
+                          s->extl2 ? 0xffffffffull : 0);
+        r = fq_bdev_pwrite_tagged(s->file, l2, (size_t)cs, t << s->cluster_bits, FQ_TAG_L2);
+        if (r == 0)
+            r = prealloc_data(s, &mode, d, n);
+        if (r < 0)
+            return r;
+        s->l1[gc >> s->l2_bits] = (t << s->cluster_bits) | L2E_COPIED;
+    }
+    return 0;
+}
+
+/* Write the refcount blocks the plan added: refcount 1 for every cluster
+ * of [from, to) they cover. */
+static int prealloc_refblocks(struct qcow2 *s, const struct plan *p, uint64_t from, uint64_t to)
+{
+    uint64_t cs = s->cluster_size, per = 1ull << s->rb_bits;
+    CLEANUP_FREE uint8_t *blk = fq_memalign((size_t)cs);
+    int r;
+
+    if (!blk)
+        return -ENOMEM;
+    for (uint64_t ri = p->first_new; ri < p->nrt; ri++) {
+        if (!p->rt[ri] || (ri < s->rt_entries && s->rt[ri]))
+            continue;
+        memset(blk, 0, (size_t)cs);
+        uint64_t a = FQ_MAX(from, ri * per), b = FQ_MIN(to, (ri + 1) * per);
+        for (uint64_t c = a; c < b; c++)
+            qcow2_rc_set_entry(blk, s->refcount_bits, c - ri * per, 1);
+        r = fq_bdev_pwrite_tagged(s->file, blk, (size_t)cs, p->rt[ri], FQ_TAG_REFBLOCK);
+        if (r < 0)
             return r;
     }
     return 0;
+}
+
+/* Preallocate the whole disk: plan, write the L2 tables (and data) and the
+ * new refcount blocks, raise the refcounts the old blocks hold, then let
+ * the ordered write-back switch the refcount table (if it moved) and
+ * write the L1 table: the refcounts are on disk before anything that
+ * points at the clusters they count. */
+static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
+{
+    uint64_t cs = s->cluster_size, start, per = 1ull << s->rb_bits;
+    struct plan p = { .s = s };
+    int r;
+
+    if ((r = qcow2_writeback(s)) < 0 || (r = used_end_cluster(s, &start)) < 0)
+        return r;
+    p.c = start;
+    p.nrt = FQ_MIN(s->rt_hi, s->rt_entries);
+    p.first_new = p.nrt;
+    if ((r = plan_grow(&p, FQ_MAX(p.nrt, (uint64_t)1))) < 0)
+        return r;
+    memcpy(p.rt, s->rt, p.nrt * sizeof(*p.rt));
+    r = prealloc_tables(s, &p, mode);
+    /* the refcount table: the old one if the blocks fit, else a new one
+     * after everything (with the blocks that cover it) */
+    uint64_t rtc = s->rt_clusters, rto = s->rt_offset >> s->cluster_bits;
+    if (r == 0 && p.nrt > s->rt_entries) {
+        struct plan save = p;
+        for (rtc = FQ_DIV_UP(p.nrt * 8, cs);; rtc++) {
+            p.c = save.c;
+            p.nrt = save.nrt;
+            if ((r = plan_alloc(&p, rtc, &rto)) < 0 || p.nrt * 8 <= rtc * cs)
+                break;
+            for (uint64_t ri = save.nrt; ri < p.nrt; ri++)
+                p.rt[ri] = 0;
+        }
+        if (r == 0 && rtc * cs > QCOW2_MAX_RT_BYTES)
+            r = -EFBIG;
+    }
+    if (r == 0)
+        r = prealloc_refblocks(s, &p, start, p.c);
+    /* the blocks there were before count the new clusters they cover */
+    for (uint64_t ri = start / per; r == 0 && ri < FQ_MIN(p.first_new, s->rt_entries); ri++) {
+        uint64_t a = FQ_MAX(start, ri * per), b = FQ_MIN(p.c, (ri + 1) * per);
+        if (s->rt[ri] && a < b)
+            r = qcow2_update_refcount(s, a << s->cluster_bits, b - a, 1);
+    }
+    if (r == 0)
+        r = qcow2_writeback(s);       /* those blocks */
+    if (r == 0)
+        r = qcow2_flush_file(s);
+    if (r == 0 && (p.nrt > s->rt_entries || p.nrt > FQ_MIN(s->rt_hi, s->rt_entries))) {
+        /* the refcount table (and header) next: written by the write-back */
+        uint64_t nent = rtc * cs / 8, old_off = s->rt_offset, old_n = s->rt_clusters;
+        bool moved = (rto << s->cluster_bits) != s->rt_offset;
+        if ((r = plan_grow(&p, nent)) == 0) {
+            free(s->rt);
+            s->rt = p.rt;
+            p.rt = NULL;
+            s->rt_entries = nent;
+            s->rt_hi = p.nrt;
+            s->rt_offset = rto << s->cluster_bits;
+            s->rt_clusters = (uint32_t)rtc;
+            s->rt_dirty = true;
+            s->header_dirty |= moved;
+            qcow2_meta_changed(s);
+            if (moved)
+                r = qcow2_free_deferred(s, old_off, old_n);
+        }
+    }
+    for (uint32_t i = 0; r == 0 && i < s->l1_size; i++)
+        if (s->l1[i])
+            qcow2_mark_l1_dirty(s, i);
+    if (r < 0)                        /* nothing may point at the tables */
+        memset(s->l1, 0, (size_t)s->l1_size * 8);
+    if (s->free_hint >= start)
+        s->free_hint = p.c;
+    free(p.rt);
+    if (r == 0)
+        r = qcow2_writeback(s);
+    /* the data clusters at the end are holes: the file reaches them */
+    if (r == 0 && s->file->ops->truncate && (p.c << s->cluster_bits) > s->file->size) {
+        int t = s->file->ops->truncate(s->file, p.c << s->cluster_bits);
+        if (t < 0 && t != -ENOTSUP)
+            r = t;
+    }
+    return r;
 }
 
 int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err)

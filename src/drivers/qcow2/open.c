@@ -27,7 +27,7 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
-    free(s->meta_idx);
+    qcow2_meta_index_free(s);
     free(s);
 }
 

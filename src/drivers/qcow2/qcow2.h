@@ -8,12 +8,16 @@
  *   cache.c         cluster-sized metadata cache (L2 tables, refblocks)
  *   refcount.c      refcounts, cluster allocation, refcount table growth,
  *                   deferred frees, ordered metadata write-back (flush)
+ *   overlap.c       does a range touch live metadata (sorted indexes)
  *   map.c           L1/L2 lookup, extent classification, L2 allocation
  *   rw.c            request state machines (read, write, zero, discard)
  *   open.c          open / close / info / map
  *   create.c        creating images
- *   check.c         consistency check (check.h)
+ *   check.c         consistency check: counting (check.h)
+ *   check_compare.c the check's comparison of refcounts and COPIED flags
+ *   check_state.c   the check's per-cluster state and messages
  *   check_repair.c  the repairs the check makes
+ *   scan.c          many tables read at once for whole-image walks (scan.h)
  *   compress.c      compressed cluster writes (ops.h)
  *   snapshot.c      internal snapshots: table, create/apply/delete
  *   resize.c        resize, rebase, emptying (ops.h)
@@ -157,6 +161,12 @@ struct qfree {                /* a deferred refcount decrement */
 };
 FQ_VECTOR(qfree_vec, struct qfree)
 
+/* Sorted host offsets of one kind of table, and those added since. */
+struct qmeta_set {
+    uint64_t *v, *add;
+    size_t n, nadd, cap_add;
+};
+
 struct qreq;
 
 /* An allocating write in flight over guest clusters [first, first + n). */
@@ -207,10 +217,11 @@ struct qcow2 {
     uint64_t rt_entries;
     uint64_t *rt;             /* host byte order */
     uint64_t rt_hi;           /* entries past this one are all 0 */
-    /* sorted offsets of L2 tables and refcount blocks (overlap checks),
-     * valid while meta_gen and the tables it was built from are unchanged */
-    uint64_t meta_gen, meta_idx_gen, meta_idx_n;
-    uint64_t *meta_idx;
+    /* sorted offsets of the L2 tables [0] and refcount blocks [1] for the
+     * overlap checks (overlap.c), valid while meta_gen and the tables they
+     * were built from are unchanged */
+    uint64_t meta_gen, meta_idx_gen;
+    struct qmeta_set meta_idx[2];
     const uint64_t *meta_idx_l1, *meta_idx_rt;
     uint32_t meta_idx_l1_size;
     bool rt_dirty;
@@ -320,8 +331,13 @@ int qcow2_sync_meta(struct qcow2 *s);
 /* Write the L1 sectors marked dirty. */
 int qcow2_write_l1_dirty(struct qcow2 *s);
 void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index);
-/* The L1 or refcount table changed other than through the calls above. */
+
+/* ---- overlap.c ---- */
+/* The L1 or refcount table changed other than through the calls below. */
 void qcow2_meta_changed(struct qcow2 *s);
+/* An L2 table (or a refcount block) now lives at `off` (0: none). */
+void qcow2_meta_added(struct qcow2 *s, uint64_t off, bool refblock);
+void qcow2_meta_index_free(struct qcow2 *s);
 /* Overlap check: true if [off, off+len) touches live metadata. */
 bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len);
 /* Before writing a table of kind `tag` (enum fq_tag) at [off, off+len):

@@ -64,7 +64,7 @@ static bool block_genuine(const struct ck *k, uint64_t i)
         return false;
     for (uint64_t j = 0; j < (1ull << s->rb_bits); j++) {
         uint64_t stored = qcow2_rc_entry(buf, s->refcount_bits, j);
-        uint64_t want = first + j < k->nb ? k->refs[first + j] : 0;
+        uint64_t want = first + j < k->nb ? ck_ref(k, first + j) : 0;
         if (stored == want)
             agree += want != 0;
         else
@@ -90,19 +90,19 @@ bool ck_rebuild_needed(const struct ck *k)
             return true;
         /* a block shared with other metadata, or named twice (unless it is
          * a sound block that a bad reference points into) */
-        if (c < k->fclusters && c < k->nb && (k->refs[c] != 1 || (k->kind[c] & M_SHARED)) &&
+        if (c < k->fclusters && c < k->nb && (ck_ref(k, c) != 1 || (ck_kind(k, c) & M_SHARED)) &&
             !block_genuine(k, i))
             return true;
     }
     /* the table shares clusters with other metadata */
     for (uint64_t c = s->rt_offset >> s->cluster_bits;
          c < (s->rt_offset >> s->cluster_bits) + s->rt_clusters && c < k->nb; c++)
-        if (k->kind[c] & M_SHARED)
+        if (ck_kind(k, c) & M_SHARED)
             return true;
     /* clusters in use that no block covers */
     for (uint64_t c = 0; c < k->nb; c++) {
         uint64_t ri = c >> s->rb_bits;
-        if (k->refs[c] && (ri >= s->rt_entries || !s->rt[ri]))
+        if (ck_ref(k, c) && (ri >= s->rt_entries || !s->rt[ri]))
             return true;
     }
     return false;
@@ -149,7 +149,7 @@ static int counted(void *opaque, uint64_t c, uint64_t *v)
     const struct ck *k = opaque;
     uint64_t rt0 = k->s->rt_offset >> k->s->cluster_bits;
 
-    *v = c < k->nb ? k->refs[c] : 0;
+    *v = c < k->nb ? ck_ref(k, c) : 0;
     if (*v && c >= rt0 && c - rt0 < k->s->rt_clusters)
         (*v)--;
     return 0;

@@ -391,7 +391,7 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
             return r;
         qcache_put(&s->rb_cache, e);
         s->rt[ri] = boff;
-        s->meta_gen++;
+        qcow2_meta_added(s, boff, true);
         s->rt_hi = FQ_MAX(s->rt_hi, ri + 1);
         s->rt_dirty = true;
         k++;
@@ -505,7 +505,7 @@ int qcow2_free_deferred(struct qcow2 *s, uint64_t off, uint64_t n)
 void qcow2_mark_l1_dirty(struct qcow2 *s, uint64_t index)
 {
     s->l1_dirty[(index * 8) / 4096] = 1;
-    s->meta_gen++;
+    qcow2_meta_added(s, s->l1[index] & L1E_OFFSET_MASK, false);
 }
 
 int qcow2_write_l1_dirty(struct qcow2 *s)
@@ -644,138 +644,6 @@ int qcow2_writeback(struct qcow2 *s)
         /* second round writes the lowered refcounts */
     }
     return 0;
-}
-
-/* ---- overlap checks ----
- * L2 tables and refcount blocks are found through a sorted index of their
- * offsets, rebuilt only when the L1 or refcount table changed (every change
- * goes through qcow2_mark_l1_dirty, qcow2_load_l1 or qcow2_meta_changed),
- * so a check costs a binary search, whatever the size of the image. */
-
-void qcow2_meta_changed(struct qcow2 *s)
-{
-    s->meta_gen++;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static bool meta_index_fresh(struct qcow2 *s)
-{
-    return s->meta_idx && s->meta_idx_gen == s->meta_gen && s->meta_idx_l1 == s->l1 &&
-           s->meta_idx_rt == s->rt && s->meta_idx_l1_size == s->l1_size;
-}
-
-static int meta_index_build(struct qcow2 *s)
-{
-    uint64_t rtn = FQ_MIN(s->rt_hi, s->rt_entries), n = 0;
-    uint64_t *v = malloc((s->l1_size + rtn + 1) * sizeof(uint64_t));
-
-    if (!v)
-        return -ENOMEM;
-    for (uint64_t i = 0; i < rtn; i++)
-        if (s->rt[i])
-            v[n++] = s->rt[i];
-    for (uint64_t i = 0; i < s->l1_size; i++)
-        if (s->l1[i] & L1E_OFFSET_MASK)
-            v[n++] = s->l1[i] & L1E_OFFSET_MASK;
-    qsort(v, n, sizeof(*v), cmp_u64);
-    free(s->meta_idx);
-    s->meta_idx = v;
-    s->meta_idx_n = n;
-    s->meta_idx_gen = s->meta_gen;
-    s->meta_idx_l1 = s->l1;
-    s->meta_idx_rt = s->rt;
-    s->meta_idx_l1_size = s->l1_size;
-    return 0;
-}
-
-/* Does [off, off+len) touch an L2 table or a refcount block? */
-static bool meta_index_hit(struct qcow2 *s, uint64_t off, uint64_t len)
-{
-    uint64_t cs = s->cluster_size;
-
-    if (!meta_index_fresh(s) && meta_index_build(s) < 0) {
-        /* no memory for the index: scan */
-        for (uint64_t i = 0; i < FQ_MIN(s->rt_hi, s->rt_entries); i++)
-            if (s->rt[i] && s->rt[i] < off + len && off < s->rt[i] + cs)
-                return true;
-        for (uint64_t i = 0; i < s->l1_size; i++) {
-            uint64_t l2 = s->l1[i] & L1E_OFFSET_MASK;
-            if (l2 && l2 < off + len && off < l2 + cs)
-                return true;
-        }
-        return false;
-    }
-    /* first table starting past off - cs: it overlaps iff it starts
-     * before off + len */
-    uint64_t lo = 0, hi = s->meta_idx_n, key = off >= cs ? off - cs + 1 : 0;
-    while (lo < hi) {
-        uint64_t mid = lo + (hi - lo) / 2;
-        if (s->meta_idx[mid] < key)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < s->meta_idx_n && s->meta_idx[lo] < off + len;
-}
-
-
-static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-    return a < b + blen && b < a + alen;
-}
-
-bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len)
-{
-    uint64_t cs = s->cluster_size;
-
-    if (ranges_overlap(off, len, 0, cs))
-        return true;
-    if (s->l1_size && ranges_overlap(off, len, s->l1_offset, FQ_ALIGN_UP((uint64_t)s->l1_size * 8, cs)))
-        return true;
-    if (ranges_overlap(off, len, s->rt_offset, (uint64_t)s->rt_clusters * cs))
-        return true;
-    if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
-        return true;
-    return meta_index_hit(s, off, len);
-}
-
-int qcow2_check_meta_write(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag)
-{
-    uint64_t cs = s->cluster_size;
-    const char *what = NULL;
-
-    if (tag != FQ_TAG_HEADER && ranges_overlap(off, len, 0, cs))
-        what = "the header";
-    else if (tag != FQ_TAG_L1 && s->l1_size &&
-             ranges_overlap(off, len, s->l1_offset, FQ_ALIGN_UP((uint64_t)s->l1_size * 8, cs)))
-        what = "the L1 table";
-    else if (tag != FQ_TAG_REFTABLE &&
-             ranges_overlap(off, len, s->rt_offset, (uint64_t)s->rt_clusters * cs))
-        what = "the refcount table";
-    else if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
-        what = "the snapshot table";
-    for (uint64_t i = 0; !what && tag != FQ_TAG_REFBLOCK && i < FQ_MIN(s->rt_hi, s->rt_entries); i++)
-        if (s->rt[i] && ranges_overlap(off, len, s->rt[i], cs))
-            what = "a refcount block";
-    for (uint64_t i = 0; !what && tag != FQ_TAG_L2 && i < s->l1_size; i++) {
-        uint64_t l2 = s->l1[i] & L1E_OFFSET_MASK;
-        if (l2 && ranges_overlap(off, len, l2, cs))
-            what = "an L2 table";
-    }
-    if (!what)
-        return 0;
-    qcow2_signal_corruption(s, "%s write to 0x%llx+%llu would overwrite %s",
-                            tag == FQ_TAG_L1 ? "L1 table" : tag == FQ_TAG_L2 ? "L2 table" :
-                            tag == FQ_TAG_REFBLOCK ? "refcount block" :
-                            tag == FQ_TAG_REFTABLE ? "refcount table" : "metadata",
-                            (unsigned long long)off, (unsigned long long)len, what);
-    return -EIO;
 }
 
 /* Exposed for growth of the image: bytes one refcount block covers. */
