@@ -2,7 +2,7 @@
  * request planner: compressed cluster writes (compress.c); resize,
  * backing-file changes and emptying (resize.c); amend, the refcount
  * width included (amend.c); walking whole L1 trees
- * (snapshot.c, also used by the others).
+ * (snapshot.c, also used by the others); defragmentation (defrag*.c).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -83,5 +83,11 @@ int qcow2_write_header_sync(struct qcow2 *s);
  * it). Every change is checked before any is made (a refusal changes
  * nothing); then: upgrade, refcount width, lazy refcounts, downgrade. */
 int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, int refcount_bits, char *err);
+
+/* ---- defrag.c ---- */
+/* fq_defrag (fastqcow.h): copies go to the file asynchronously, waited for
+ * through `w`; `st` is filled. */
+int qcow2_defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
+                 const struct fq_waiter *w, char *err);
 
 #endif

@@ -18,6 +18,7 @@
  *   snapshot.c      internal snapshots: table, create/apply/delete
  *   resize.c        resize, rebase, emptying (ops.h)
  *   amend.c         amend: compat level, lazy refcounts, refcount width
+ *   defrag*.c       in-place defragmentation (defrag.h)
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
