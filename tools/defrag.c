@@ -1,8 +1,9 @@
 /* defrag.c: `fastqcow defrag`: rewrite a qcow2 image in place so that
  * it reads like one written sequentially (fq_defrag), or with
  * --compact-only just move the clusters at the end of the file into holes
- * and cut the file. Prints what it did unless -q; -p shows progress as
- * convert does. Exit 0 on success, 1 on failure (the image is left
+ * and cut the file. Prints what it did unless -q (--output=json: the
+ * figures of fq_defrag_stats as one object); -p shows progress as convert
+ * does. Exit 0 on success, 1 on failure (the image is left
  * consistent: running it again finishes the job).
  * SPDX-License-Identifier: MIT
  */
@@ -22,7 +23,8 @@
 int cmd_defrag(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow defrag [-p] [-q] [-f fmt] [-t cache] [--compact-only] [--budget SIZE] filename\n\n"
+        "usage: fastqcow defrag [-p] [-q] [-f fmt] [-t cache] [--compact-only] [--budget SIZE]\n"
+        "                       [--output=human|json] filename\n\n"
         "Rewrite a qcow2 image in place so that it reads like one written sequentially:\n"
         "data clusters in guest order, each L2 table before the data it maps, the file\n"
         "ending at its last used cluster. Crash-safe: an interrupted run leaves a\n"
@@ -34,10 +36,13 @@ int cmd_defrag(int argc, char **argv)
         "  --compact-only  only move clusters from the end of the file into holes, then\n"
         "                  cut the file\n"
         "  --budget SIZE   how far the file may grow past its final size while clusters\n"
-        "                  wait for their place (default 32M)\n";
+        "                  wait for their place (default 32M)\n"
+        "  --output=json   print the figures (file sizes before, after and at most,\n"
+        "                  bytes copied, clusters placed, rounds, leaks reclaimed)\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "compact-only", no_argument, NULL, 'C' },
-                                        { "budget", required_argument, NULL, 'B' }, { 0 } };
+                                        { "budget", required_argument, NULL, 'B' },
+                                        { "output", required_argument, NULL, 'O' }, { 0 } };
     struct fq_defrag_opts o;
     struct fq_defrag_stats st;
     struct fq_open_opts oo;
@@ -45,7 +50,7 @@ int cmd_defrag(int argc, char **argv)
     enum fq_cache_mode cache = FQ_CACHE_WRITEBACK;
     const char *fmt = NULL;
     char err[FQ_ERR_MAX] = "";
-    bool quiet = false;
+    bool quiet = false, json = false;
     int ch;
 
     fq_defrag_opts_init(&o);
@@ -69,9 +74,14 @@ int cmd_defrag(int argc, char **argv)
                 return 1;
             }
             break;
+        case 'O':
+            if (!strcmp(optarg, "json"))
+                json = true;
+            else if (strcmp(optarg, "human"))
+                return img_usage_err("--output must be used with human or json as argument.");
+            break;
         case 'h': fputs(usage, stdout); return 0;
-        case ':': return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
-        default: return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
+        default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
     if (optind != argc - 1)
@@ -98,7 +108,18 @@ int cmd_defrag(int argc, char **argv)
     if (r < 0)
         tool_error("%s", err[0] ? err : strerror(-r));
     r = img_close(img, r);
-    if (r == 0 && !quiet) {
+    if (r == 0 && json) {
+        struct jw w = { 0 };
+        jw_open(&w, NULL, '{');
+        jw_int(&w, "file-before", (int64_t)st.file_before);
+        jw_int(&w, "file-after", (int64_t)st.file_after);
+        jw_int(&w, "file-peak", (int64_t)st.file_peak);
+        jw_int(&w, "bytes-copied", (int64_t)st.bytes_copied);
+        jw_int(&w, "clusters-moved", (int64_t)st.clusters_moved);
+        jw_int(&w, "rounds", (int64_t)st.rounds);
+        jw_int(&w, "leaks-fixed", (int64_t)st.leaks_fixed);
+        jw_close(&w, '}');
+    } else if (r == 0 && !quiet) {
         char before[32], after[32], peak[32], copied[32];
         tool_human_size(st.file_before, before, sizeof(before));
         tool_human_size(st.file_after, after, sizeof(after));
