@@ -50,6 +50,8 @@ enum dkind { DK_HDR, DK_RT, DK_RB, DK_L1, DK_L2, DK_DATA, DK_ZERO, DK_BLOB, DK_S
 
 #define DF_MOVING 1u                /* in the round being planned or carried out */
 #define DF_ORIG 2u                  /* still where the plan found it */
+#define DF_CHAINED 4u               /* a chain under way will move it: not
+                                       evacuated */
 
 struct dunit {
     uint64_t cur;      /* first host cluster (blob: host byte) */
@@ -101,6 +103,7 @@ struct dpart {
 struct djob {
     uint64_t dst, len;
     size_t part0, nparts;
+    bool zero;         /* its parts leave gaps (compressed clusters' padding) */
 };
 
 struct defrag {
@@ -162,10 +165,14 @@ struct defrag {
     uint64_t *q;              /* slots to look at: freed, or usable */
     size_t qh, qn, qcap;
     uint64_t evac;            /* evacuation front: slots below are final */
+    uint64_t chain;           /* units an evacuation marks as chained */
     uint64_t stage;           /* staging cursor */
     uint64_t pack, pack_end;  /* staging bytes open for blobs */
     struct dmove *mv;
     size_t nmv, capmv;
+    uint8_t **bufs;           /* the copier's buffers, kept across rounds */
+    size_t nbufs;
+    uint64_t buf_len;         /* bytes each */
     uint64_t todo, done;      /* bytes to place, placed (progress) */
     uint64_t left;            /* units not yet where they end up */
     uint64_t specials;        /* metadata moves made while planning a round */
@@ -225,5 +232,7 @@ int defrag_drop_blocks(struct defrag *d);
 /* Carry out `nj` jobs (parts in `parts`), several in flight; 0 or the
  * first error (every job in flight finished first). */
 int defrag_copy(struct defrag *d, const struct djob *jobs, size_t nj, const struct dpart *parts);
+/* Free the copier's buffers. */
+void defrag_copy_free(struct defrag *d);
 
 #endif

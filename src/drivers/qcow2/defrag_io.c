@@ -1,8 +1,9 @@
 /* defrag_io.c: the copier of defragmentation rounds.
  *
  * A job is one destination run (at most 1 MiB) and the source ranges
- * (parts) that fill it; a buffer of zeros is read into part by part, then
- * written in one request. Jobs run many at a time through the context's
+ * (parts) that fill it; a buffer is read into part by part (zeroed first
+ * when the parts leave gaps), then written in one request. The buffers are
+ * kept from round to round: fresh memory costs a page fault per page. Jobs run many at a time through the context's
  * engine: every part's read is submitted at once, and each job's write as
  * soon as its reads are in, so that reads of scattered clusters overlap and
  * writes stay large. The caller's waiter drives the loop.
@@ -23,7 +24,7 @@ struct copier;
 
 struct cjob {
     const struct djob *j;
-    uint8_t *buf;
+    uint8_t *buf;             /* one of d->bufs while the job runs */
     unsigned pending;        /* reads in flight */
     int err;
 };
@@ -39,6 +40,8 @@ struct creq {
 struct copier {
     struct defrag *d;
     const struct dpart *parts;
+    uint8_t **free;          /* buffers not in use */
+    size_t nfree;
     unsigned reqs;           /* requests in flight */
     unsigned jobs;           /* jobs started and not finished */
     int err;                 /* first error */
@@ -48,7 +51,8 @@ static void job_end(struct copier *c, struct cjob *job, int ret)
 {
     if (ret < 0 && !c->err)
         c->err = ret;
-    free(job->buf);
+    if (job->buf)
+        c->free[c->nfree++] = job->buf;
     job->buf = NULL;
     c->jobs--;
 }
@@ -107,11 +111,9 @@ static void job_start(struct copier *c, struct cjob *job)
     int r = 0;
 
     c->jobs++;
-    job->buf = fq_zalign((size_t)j->len);
-    if (!job->buf) {
-        job_end(c, job, -ENOMEM);
-        return;
-    }
+    job->buf = c->free[--c->nfree];
+    if (j->zero)
+        memset(job->buf, 0, (size_t)j->len);
     if (j->nparts == 0) {
         if ((r = submit(c, job, FQ_OP_WRITE, j->dst, job->buf, j->len)) < 0)
             job_end(c, job, r);
@@ -135,22 +137,53 @@ static void job_start(struct copier *c, struct cjob *job)
         job_end(c, job, r);
 }
 
+/* Buffers for MAX_JOBS jobs of `len` bytes at most, kept in d. */
+static int get_bufs(struct defrag *d, uint64_t len)
+{
+    if (d->bufs && d->buf_len >= len)
+        return 0;
+    defrag_copy_free(d);
+    if (!(d->bufs = calloc(MAX_JOBS, sizeof(*d->bufs))))
+        return -ENOMEM;
+    d->buf_len = FQ_MAX(len, (uint64_t)1 << 20);
+    for (d->nbufs = 0; d->nbufs < MAX_JOBS; d->nbufs++)
+        if (!(d->bufs[d->nbufs] = fq_memalign((size_t)d->buf_len)))
+            return d->nbufs ? 0 : -ENOMEM;   /* fewer jobs in flight will do */
+    return 0;
+}
+
+void defrag_copy_free(struct defrag *d)
+{
+    for (size_t i = 0; d->bufs && i < d->nbufs; i++)
+        free(d->bufs[i]);
+    free(d->bufs);
+    d->bufs = NULL;
+    d->nbufs = 0;
+    d->buf_len = 0;
+}
+
 int defrag_copy(struct defrag *d, const struct djob *jobs, size_t nj, const struct dpart *parts)
 {
     struct copier *c = calloc(1, sizeof(*c));
     struct cjob *cj = calloc(nj + 1, sizeof(*cj));
+    uint64_t longest = 0;
     size_t next = 0;
     int r = 0;
 
-    if (!c || !cj) {
+    for (size_t i = 0; i < nj; i++)
+        longest = FQ_MAX(longest, jobs[i].len);
+    if (!c || !cj || (r = get_bufs(d, longest)) < 0 ||
+        !(c->free = malloc(d->nbufs * sizeof(*c->free)))) {
         free(c);
         free(cj);
-        return -ENOMEM;
+        return r < 0 ? r : -ENOMEM;
     }
+    memcpy(c->free, d->bufs, d->nbufs * sizeof(*c->free));
+    c->nfree = d->nbufs;
     c->d = d;
     c->parts = parts;
     for (;;) {
-        while (next < nj && !c->err && c->jobs < MAX_JOBS &&
+        while (next < nj && !c->err && c->nfree > 0 &&
                (c->reqs == 0 || c->reqs + jobs[next].nparts + 1 <= MAX_REQS)) {
             cj[next].j = &jobs[next];
             job_start(c, &cj[next++]);
@@ -162,11 +195,14 @@ int defrag_copy(struct defrag *d, const struct djob *jobs, size_t nj, const stru
         if ((r = d->w->run(d->w->opaque)) < 0) {
             /* the loop cannot run: what is in flight still owns its
              * buffers and this state, which are left to it */
+            d->bufs = NULL;
+            d->nbufs = 0;
             fq_seterr(d->err, "Could not wait for the copies: %s", strerror(-r));
             return r;
         }
     }
     r = c->err;
+    free(c->free);
     free(c);
     free(cj);
     return r;

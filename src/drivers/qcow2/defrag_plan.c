@@ -647,6 +647,7 @@ int defrag_reclaim_tail(struct defrag *d)
 
 void defrag_free_plan(struct defrag *d)
 {
+    defrag_copy_free(d);
     free(d->u);
     free(d->xref);
     free(d->occ);

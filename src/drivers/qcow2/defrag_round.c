@@ -10,6 +10,10 @@
  * its target if that is free, else into the staging zone [U, Z), which
  * frees the slot for its wanter. Each unit is evacuated at most once, and
  * nothing ever moves into a slot below U but the unit that ends up there.
+ * An evacuation starts a chain: the units it will move one round after
+ * another (up to as many as keep about a budget's worth of chains going)
+ * are marked and not evacuated themselves, so that a cycle of the
+ * permutation costs one extra copy, not one per unit.
  *
  * Carrying out a round (the order every allocating write of the driver
  * follows, so that a crash at any point leaves a consistent image):
@@ -98,7 +102,7 @@ int defrag_moved(struct defrag *d, uint32_t id)
 {
     struct dunit *u = &d->u[id];
 
-    u->flags &= (uint8_t)~(DF_ORIG | DF_MOVING);
+    u->flags &= (uint8_t)~(DF_ORIG | DF_MOVING | DF_CHAINED);
     if (defrag_final(d, id)) {
         uint64_t bytes = u->kind == DK_BLOB ? u->aux : (uint64_t)u->n * d->cs;
         d->left--;
@@ -263,6 +267,23 @@ static uint64_t stage_blob(struct defrag *d, const struct dunit *u)
     return c * cs;
 }
 
+/* Mark the chain that freeing `slot` starts: its wanter moves in next,
+ * which frees its slot for its own wanter, and so on. Only units of one
+ * cluster with a cluster's target follow one another so. */
+static void mark_chain(struct defrag *d, uint64_t slot)
+{
+    for (uint64_t steps = 0; steps < d->chain && slot < d->U; steps++) {
+        uint32_t w = d->want[slot];
+        if (w == DO_FREE || w == DO_CMP)
+            return;
+        struct dunit *u = &d->u[w];
+        if (u->n != 1 || is_meta(u) || (u->flags & (DF_MOVING | DF_CHAINED)) || defrag_final(d, w))
+            return;
+        u->flags |= DF_CHAINED;
+        slot = u->cur;
+    }
+}
+
 /* Move unit id out of the slot it holds below U: to its target if that
  * is free, else into the staging zone. 0, 1 if there was no room, or
  * -errno. */
@@ -279,7 +300,11 @@ static int evacuate(struct defrag *d, uint32_t id, uint64_t *bytes)
         dst = stage_run(d, u->n);
     if (dst == UINT64_MAX)
         return 1;
-    return add_move(d, id, dst, bytes);
+    uint64_t from = u->cur;
+    int r = add_move(d, id, dst, bytes);
+    if (r == 0 && u->kind != DK_BLOB && !is_meta(u))
+        mark_chain(d, from);
+    return r;
 }
 
 /* Look at the wanters of a queued slot; add the ready ones. */
@@ -340,7 +365,8 @@ static int evacuate_front(struct defrag *d, uint64_t *bytes, uint64_t cap)
                 if (first <= c && c <= last && (r = evacuate(d, b, bytes)) != 0)
                     return r;
             }
-        } else if (o != DO_FREE && !(d->u[o].flags & DF_MOVING) && !defrag_final(d, o)) {
+        } else if (o != DO_FREE && !(d->u[o].flags & (DF_MOVING | DF_CHAINED)) &&
+                   !defrag_final(d, o)) {
             if ((r = evacuate(d, o, bytes)) != 0)
                 return r;
         }
@@ -397,8 +423,9 @@ static int make_jobs(struct defrag *d, struct djob **jobs, size_t *nj, struct dp
                 *jobs = n;
             }
             j = &(*jobs)[(*nj)++];
-            *j = (struct djob){ dst, 0, *np, 0 };
+            *j = (struct djob){ dst, 0, *np, 0, false };
         }
+        j->zero |= u->kind == DK_BLOB;
         uint64_t boff = j->len;
         j->len += len;
         struct dpart *p = j->nparts ? &(*parts)[*np - 1] : NULL;
@@ -671,6 +698,7 @@ int defrag_rounds(struct defrag *d)
             return r;
     d->evac = 0;
     d->stage = d->U;
+    d->chain = FQ_MAX(d->left / FQ_MAX(d->budget, (uint64_t)1), (uint64_t)4);
     progress(d);
     while (d->left > 0) {
         uint64_t bytes = 0;
