@@ -9,7 +9,9 @@
 # fragmented (compressed clusters aside, which it counts as fragmented),
 # `qemu-img compare` with a copy taken before finds them identical, each
 # snapshot reads the same (`qemu-img convert -l`), the bitmaps are still
-# listed, and a second run has nothing to do. Then --compact-only (the file
+# listed, and a second run has nothing to do; `info --fragmentation`
+# reports what qemu-img check reports (plain `info` stays qemu-img's
+# byte for byte). Then --compact-only (the file
 # shrinks to its last used cluster), the progress line, the refusals
 # (read-only file, raw image, a budget too small for the L1 table) and the
 # messages.
@@ -67,6 +69,20 @@ for cs in 4k 512; do
     F gen -q --layout rand --size 4M --cluster-size $cs g.qcow2 && defrag g.qcow2 "gen rand $cs"
 done
 F check g.qcow2 | grep -q "0.00% fragmented" || bad "fastqcow check does not report 0% fragmented"
+
+# info --fragmentation: check's figures, before and after; plain info as qemu-img's
+F gen -q --layout rand --size 8M f.qcow2
+want=$(qemu-img check f.qcow2 | grep "% fragmented")
+F info --fragmentation f.qcow2 | grep -qxF "fragmentation: $want" || bad "info --fragmentation before: not '$want'"
+F info --output=json --fragmentation f.qcow2 | grep -q '"fragmented-clusters": 12[0-9]' ||
+    bad "info --output=json --fragmentation: no fragmented-clusters"
+F defrag -q f.qcow2
+want=$(qemu-img check f.qcow2 | grep "% fragmented")
+F info --fragmentation f.qcow2 | grep -qxF "fragmentation: $want" || bad "info --fragmentation after: not '$want'"
+case $want in *" 0.00% fragmented"*) ;; *) bad "info: not 0% fragmented after defrag: $want" ;; esac
+for o in human json; do
+    cmp -s <(F info --output=$o f.qcow2) <(qemu-img info --output=$o f.qcow2) || bad "plain info --output=$o differs from qemu-img"
+done
 
 # qemu's images, every feature
 while read -r tag opts size feat; do
