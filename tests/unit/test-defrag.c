@@ -13,12 +13,14 @@
  *    fragmented;
  *  - every crash state (each prefix of the write log as written and, per
  *    prefix, random subsets of the writes since the last flush, reordered
- *    and torn at 512-byte sectors; a stride of them unless TL_LONG is set)
- *    opens, checks without corruption (leaks allowed), reads the same, and
- *    a second defragmentation on it finishes and leaves it as clean;
+ *    and torn at 512-byte sectors; a sample of them unless TL_LONG is set)
+ *    opens, checks without corruption (leaks allowed), reads the same (the
+ *    snapshots too, for a sample), and a second defragmentation on it
+ *    finishes and leaves it as clean;
  *  - the nth read, write or flush fails (EIO or ENOSPC, once or from then
- *    on, for a stride of n): the image stays consistent (the same content,
- *    no corruption once reopened) and a second run finishes the job.
+ *    on, for a sample of n spread over the run): the image stays consistent
+ *    (the same content, no corruption once reopened) and a second run
+ *    finishes the job.
  * Also: what is refused (read-only, raw, requests in flight, a structure
  * larger than the budget) leaves the image byte for byte as it was.
  *
@@ -65,6 +67,10 @@ static const struct dcase cases[] = {
 static int failures;
 static uint64_t nstates, nreruns;
 static bool longrun;
+/* How much of each walk is taken (TL_LONG: all of it): crash states per
+ * case, fault points per kind of fault; fewer under sanitizers. */
+#define CRASH_SAMPLES (WL_SANITIZED ? 6u : 30u)
+#define FAULT_SAMPLES (WL_SANITIZED ? 1u : 3u)
 
 #define FAIL(...)                                                              \
     do {                                                                       \
@@ -299,13 +305,13 @@ static int run_defrag(struct fq_image *img, const struct dcase *dc, struct fq_de
 /* The image in `data` after a finished defragmentation: clean, the same,
  * fragmented only where compressed (full defragmentation). */
 static void check_final(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
-                        const uint8_t *data, size_t len, const char *what)
+                        const uint8_t *data, size_t len, const char *what, bool full)
 {
     struct fq_image *img;
     struct fq_check_result res;
     struct view v;
     char err[FQ_ERR_MAX] = "";
-    bool snaps = (dc->feat & F_SNAP) != 0;
+    bool snaps = full && (dc->feat & F_SNAP);
     const char *why;
     int r;
 
@@ -330,7 +336,7 @@ static void check_final(struct fq_ctx *ctx, const struct dcase *dc, const struct
 
 /* Defragment a copy of `data` and check the result. */
 static void rerun(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
-                  const uint8_t *data, size_t len, const char *what)
+                  const uint8_t *data, size_t len, const char *what, bool full)
 {
     struct fq_bdev *mem;
     struct fq_image *img;
@@ -361,7 +367,7 @@ static void rerun(struct fq_ctx *ctx, const struct dcase *dc, const struct view 
     if (r == 0 && after && fq_bdev_pread_sync(mem, after, n, 0) == 0) {
         char w2[128];
         snprintf(w2, sizeof(w2), "%s, run again", what);
-        check_final(ctx, dc, want, after, n, w2);
+        check_final(ctx, dc, want, after, n, w2, full);
     }
     free(after);
     fq_bdev_close(mem);
@@ -399,7 +405,7 @@ static void check_state(struct fq_ctx *ctx, const struct dcase *dc, const struct
     else if ((why = view_diff(want, &v, snaps)))
         FAIL("%s: %s: %s", dc->name, what, why);
     view_free(&v);
-    rerun(ctx, dc, want, data, len, what);
+    rerun(ctx, dc, want, data, len, what, full);
 }
 
 /* The nth read, write or flush of a defragmentation fails. */
@@ -408,12 +414,29 @@ static void run_faults(struct fq_ctx *ctx, const struct dcase *dc, const struct 
 {
     static const enum fq_fault_kind kinds[] = { FQ_FAULT_READ, FQ_FAULT_WRITE, FQ_FAULT_FLUSH };
     static const char *const kname[] = { "read", "write", "flush" };
-    uint64_t stride = longrun ? 1 : WL_SANITIZED ? 17 : 5;
+    struct fq_fault_counts all;
+    struct fq_bdev *cmem, *cflt;
+    struct fq_image *cimg;
+    struct fq_defrag_stats cst;
+    char cerr[FQ_ERR_MAX] = "";
 
+    /* how many operations of each kind a whole run makes */
+    if (fq_mem_open(ctx, base, blen, blen + (64u << 20), &cmem) < 0)
+        return;
+    if (fq_fault_open(cmem, FQ_TESTDEV_BORROW, &cflt) < 0 || wl_open(ctx, cflt, 0, &cimg, cerr) < 0) {
+        fq_bdev_close(cmem);
+        return;
+    }
+    fq_fault_mirror(cflt, &all);
+    run_defrag(cimg, dc, &cst, cerr);
+    fq_close(cimg);
+    fq_bdev_close(cmem);
     for (size_t k = 0; k < 2 * FQ_ARRAY_SIZE(kinds); k++) {
         bool sticky = k >= FQ_ARRAY_SIZE(kinds);
         int errv = k % 2 ? -ENOSPC : -EIO;
-        for (uint64_t nth = 1 + k % stride;; nth += stride) {
+        uint64_t total = fq_fault_count(&all, kinds[k % 3], 0);
+        uint64_t stride = longrun ? 1 : FQ_MAX(total / FAULT_SAMPLES, (uint64_t)1);
+        for (uint64_t nth = 1 + (k * 7) % stride;; nth += stride) {
             struct fq_bdev *mem, *flt;
             struct fq_image *img;
             struct fq_fault_spec sp = { kinds[k % 3], 0, nth, errv, sticky };
@@ -507,15 +530,15 @@ static void run_case(struct fq_ctx *ctx, const struct dcase *dc, uint64_t seed)
     if (!dc->compact && st.rounds == 0)
         FAIL("%s: nothing was moved", dc->name);
     if (fq_reclog_replay(log, n, &data, &len) == 0) {
-        check_final(ctx, dc, &want, data, len, "after defrag");
+        check_final(ctx, dc, &want, data, len, "after defrag", true);
         free(data);
     }
     /* a stride over the states keeps the suite short; TL_LONG walks all */
-    size_t stride = longrun ? 1 : FQ_MAX((size_t)1, n / (WL_SANITIZED ? 12 : 40));
+    size_t stride = longrun ? 1 : FQ_MAX((size_t)1, n / CRASH_SAMPLES);
     for (size_t p = 1 + (size_t)(seed % stride); p < n; p += stride) {
         char what[96];
         snprintf(what, sizeof(what), "state after %zu of %zu records", p, n);
-        bool full = longrun || p % (stride * 8) < stride;
+        bool full = longrun || p % (stride * 6) < stride;
         if (fq_reclog_replay(log, p, &data, &len) == 0) {
             check_state(ctx, dc, &want, data, len, what, full);
             free(data);

@@ -190,7 +190,7 @@ static int find_anchors(struct defrag *d, struct emitter *e)
     for (size_t i = 0; i < e->nf; i++)
         d->u[e->f[i].unit].flags &= (uint8_t)~DF_MOVING;
     int r = group_ends(d, e);
-    if (r == 0)
+    if (r == 0 && e->nf)
         qsort(e->f, e->nf, sizeof(*e->f), cmp_follow);
     return r;
 }

@@ -514,7 +514,8 @@ static int cmp_xref(const void *a, const void *b)
  * cluster one per L1 path to each entry naming it. */
 static int settle_refs(struct defrag *d)
 {
-    qsort(d->xref, d->nx, sizeof(*d->xref), cmp_xref);
+    if (d->nx)
+        qsort(d->xref, d->nx, sizeof(*d->xref), cmp_xref);
     for (size_t i = d->nx; i-- > 0;)
         d->u[d->xref[i].u].more = (uint32_t)i;
     if (d->nx > UINT32_MAX)
