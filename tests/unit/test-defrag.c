@@ -192,6 +192,20 @@ static void fill(uint8_t *b, size_t len, uint64_t gen, uint64_t off)
     }
 }
 
+/* Overwrite `k` random clusters of the `n` with generation `gen`. */
+static int overwrite(struct fq_image *img, struct tl_rng *g, uint64_t k, uint64_t n, uint64_t cs,
+                     uint64_t gen, uint8_t *buf)
+{
+    int r = 0;
+
+    for (uint64_t i = 0; r == 0 && i < k; i++) {
+        uint64_t at = tl_below(g, n);
+        fill(buf, cs, gen, at * cs);
+        r = fq_pwrite(img, buf, cs, at * cs);
+    }
+    return r;
+}
+
 static int build(struct fq_ctx *ctx, const struct dcase *dc, uint64_t seed, uint8_t **data,
                  size_t *len)
 {
@@ -235,11 +249,8 @@ static int build(struct fq_ctx *ctx, const struct dcase *dc, uint64_t seed, uint
         r = fq_write_zeroes(img, i * cs, cs, i % 2 ? FQ_ZERO_MAY_UNMAP : 0);
     if (r == 0 && (dc->feat & F_SNAP)) {
         r = fq_snapshot_create(img, "first", err);
-        for (uint64_t i = 0; r == 0 && i < n / 3; i++) {
-            uint64_t k = tl_below(&g, n);
-            fill(buf, cs, 3, k * cs);
-            r = fq_pwrite(img, buf, cs, k * cs);
-        }
+        if (r == 0)
+            r = overwrite(img, &g, n / 3, n, cs, 3, buf);
         if (r == 0)
             r = fq_snapshot_create(img, "second", err);
         if (r == 0 && (dc->feat & F_COMP))
@@ -248,11 +259,7 @@ static int build(struct fq_ctx *ctx, const struct dcase *dc, uint64_t seed, uint
     for (uint64_t i = 1; r == 0 && (dc->feat & F_DISCARD) && i < n; i += 7)
         r = fq_discard(img, i * cs, FQ_MIN((i % 3 + 1) * cs, c->size - i * cs));
     if (r == 0 && (dc->feat & F_SNAP)) {
-        for (uint64_t i = 0; r == 0 && i < n / 4; i++) {
-            uint64_t k = tl_below(&g, n);
-            fill(buf, cs, 4, k * cs);
-            r = fq_pwrite(img, buf, cs, k * cs);
-        }
+        r = overwrite(img, &g, n / 4, n, cs, 4, buf);
         if (r == 0)
             r = fq_snapshot_delete(img, "first", err);
         if (r == 0)
@@ -302,13 +309,14 @@ static int run_defrag(struct fq_image *img, const struct dcase *dc, struct fq_de
     return fq_defrag(img, &o, st, err);
 }
 
-/* The image in `data` after a finished defragmentation: clean, the same,
- * fragmented only where compressed (full defragmentation). */
-static void check_final(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
-                        const uint8_t *data, size_t len, const char *what, bool full)
+/* Check the image in `data` and compare what it reads with `want`:
+ * returns false (after failing) if it does not open or check, or has
+ * corruptions (and leaks, unless `leaks_ok`). */
+static bool inspect(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
+                    const uint8_t *data, size_t len, const char *what, bool full, bool leaks_ok,
+                    struct fq_check_result *res)
 {
     struct fq_image *img;
-    struct fq_check_result res;
     struct view v;
     char err[FQ_ERR_MAX] = "";
     bool snaps = full && (dc->feat & F_SNAP);
@@ -317,21 +325,36 @@ static void check_final(struct fq_ctx *ctx, const struct dcase *dc, const struct
 
     if ((r = wl_open_mem(ctx, data, len, 1, &img, err)) < 0) {
         FAIL("%s: %s: open: %s", dc->name, what, err);
-        return;
+        return false;
     }
-    r = fq_check(img, 0, &res, NULL, NULL);
+    r = fq_check(img, 0, res, NULL, NULL);
     fq_close(img);
-    if (r < 0 || res.corruptions || res.leaks || res.check_errors)
-        FAIL("%s: %s: check %d: %lld corruptions, %lld leaks", dc->name, what, r,
-             (long long)res.corruptions, (long long)res.leaks);
-    if (!dc->compact && res.fragmented_clusters != res.compressed_clusters)
-        FAIL("%s: %s: %llu fragmented clusters, %llu compressed", dc->name, what,
-             (unsigned long long)res.fragmented_clusters, (unsigned long long)res.compressed_clusters);
+    if (r < 0 || res->corruptions || res->check_errors || (!leaks_ok && res->leaks)) {
+        FAIL("%s: %s: check %d: %lld corruptions, %lld leaks, %lld errors", dc->name, what, r,
+             (long long)res->corruptions, (long long)res->leaks, (long long)res->check_errors);
+        if (getenv("TL_KEEP"))
+            wl_save(tl_path("bad-state.qcow2"), data, len);
+        return false;
+    }
     if ((r = read_view(ctx, data, len, snaps, &v)) < 0)
         FAIL("%s: %s: read: %s", dc->name, what, strerror(-r));
     else if ((why = view_diff(want, &v, snaps)))
         FAIL("%s: %s: %s", dc->name, what, why);
     view_free(&v);
+    return true;
+}
+
+/* The image in `data` after a finished defragmentation: clean, the same,
+ * fragmented only where compressed (full defragmentation). */
+static void check_final(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
+                        const uint8_t *data, size_t len, const char *what, bool full)
+{
+    struct fq_check_result res;
+
+    if (inspect(ctx, dc, want, data, len, what, full, false, &res) && !dc->compact &&
+        res.fragmented_clusters != res.compressed_clusters)
+        FAIL("%s: %s: %llu fragmented clusters, %llu compressed", dc->name, what,
+             (unsigned long long)res.fragmented_clusters, (unsigned long long)res.compressed_clusters);
 }
 
 /* Defragment a copy of `data` and check the result. */
@@ -378,34 +401,11 @@ static void rerun(struct fq_ctx *ctx, const struct dcase *dc, const struct view 
 static void check_state(struct fq_ctx *ctx, const struct dcase *dc, const struct view *want,
                         const uint8_t *data, size_t len, const char *what, bool full)
 {
-    struct fq_image *img;
     struct fq_check_result res;
-    struct view v;
-    char err[FQ_ERR_MAX] = "";
-    bool snaps = full && (dc->feat & F_SNAP);
-    const char *why;
-    int r;
 
     nstates++;
-    if ((r = wl_open_mem(ctx, data, len, 1, &img, err)) < 0) {
-        FAIL("%s: %s: open: %s", dc->name, what, err);
-        return;
-    }
-    r = fq_check(img, 0, &res, NULL, NULL);
-    fq_close(img);
-    if (r < 0 || res.corruptions || res.check_errors) {
-        FAIL("%s: %s: check %d: %lld corruptions, %lld errors", dc->name, what, r,
-             (long long)res.corruptions, (long long)res.check_errors);
-        if (getenv("TL_KEEP"))
-            wl_save(tl_path("bad-state.qcow2"), data, len);
-        return;
-    }
-    if ((r = read_view(ctx, data, len, snaps, &v)) < 0)
-        FAIL("%s: %s: read: %s", dc->name, what, strerror(-r));
-    else if ((why = view_diff(want, &v, snaps)))
-        FAIL("%s: %s: %s", dc->name, what, why);
-    view_free(&v);
-    rerun(ctx, dc, want, data, len, what, full);
+    if (inspect(ctx, dc, want, data, len, what, full, true, &res))
+        rerun(ctx, dc, want, data, len, what, full);
 }
 
 /* The nth read, write or flush of a defragmentation fails. */

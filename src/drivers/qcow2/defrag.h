@@ -155,8 +155,9 @@ struct defrag {
                                  its data, its blobs), floating units apart */
     size_t nstream;
     uint32_t *blob_by_tgt;    /* blobs sorted by target, and by where the */
-    uint32_t *blob_by_cur;    /*   plan found them (that place: blob_orig) */
-    uint64_t *blob_orig;
+    uint32_t *blob_by_cur;    /*   plan found them (that place: blob_orig; */
+    uint64_t *blob_orig;      /*   the target: blob_tgt) */
+    uint64_t *blob_tgt;
     uint32_t nblobs;
     uint64_t U;               /* clusters of the final image */
     uint64_t Z;               /* the staging zone is [U, Z) */
@@ -192,6 +193,9 @@ int defrag_layout(struct defrag *d);
 /* Compact-only targets: the last units into the first holes. */
 int defrag_layout_compact(struct defrag *d);
 void defrag_free_plan(struct defrag *d);
+/* Where in `keys` (blob_orig or blob_tgt: byte offsets, sorted) the
+ * blobs that may touch host cluster c start. */
+size_t defrag_blobs_near(const struct defrag *d, const uint64_t *keys, uint64_t c);
 /* Reference j of unit u. */
 struct dref defrag_ref(const struct defrag *d, const struct dunit *u, uint32_t j);
 /* First and last host cluster a blob at byte `at` of `len` bytes touches. */

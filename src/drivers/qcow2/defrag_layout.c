@@ -233,7 +233,7 @@ static int cmp_by_cur(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Blobs by target and by where they are now, for the rounds. */
+/* Blobs by where they are now (and, not sorted yet, by target). */
 static int index_blobs(struct defrag *d)
 {
     uint32_t k = 0;
@@ -241,10 +241,12 @@ static int index_blobs(struct defrag *d)
     free(d->blob_by_tgt);
     free(d->blob_by_cur);
     free(d->blob_orig);
+    free(d->blob_tgt);
     d->blob_by_tgt = malloc(((size_t)d->nblobs + 1) * sizeof(uint32_t));
     d->blob_by_cur = malloc(((size_t)d->nblobs + 1) * sizeof(uint32_t));
     d->blob_orig = malloc(((size_t)d->nblobs + 1) * sizeof(uint64_t));
-    if (!d->blob_by_tgt || !d->blob_by_cur || !d->blob_orig)
+    d->blob_tgt = malloc(((size_t)d->nblobs + 1) * sizeof(uint64_t));
+    if (!d->blob_by_tgt || !d->blob_by_cur || !d->blob_orig || !d->blob_tgt)
         return -ENOMEM;
     for (uint32_t id = 0; id < d->nu; id++)
         if (d->u[id].kind == DK_BLOB) {
@@ -252,12 +254,23 @@ static int index_blobs(struct defrag *d)
             k++;
         }
     sort_d = d;
-    qsort(d->blob_by_tgt, k, sizeof(uint32_t), cmp_by_tgt);
-    qsort(d->blob_by_cur, k, sizeof(uint32_t), cmp_by_cur);
+    if (k)
+        qsort(d->blob_by_cur, k, sizeof(uint32_t), cmp_by_cur);
     sort_d = NULL;
     for (uint32_t i = 0; i < k; i++)
         d->blob_orig[i] = d->u[d->blob_by_cur[i]].cur;
     return 0;
+}
+
+/* Blobs by target, once the targets are known. */
+static void sort_blob_targets(struct defrag *d)
+{
+    sort_d = d;
+    if (d->nblobs)
+        qsort(d->blob_by_tgt, d->nblobs, sizeof(uint32_t), cmp_by_tgt);
+    sort_d = NULL;
+    for (uint32_t i = 0; i < d->nblobs; i++)
+        d->blob_tgt[i] = d->u[d->blob_by_tgt[i]].tgt;
 }
 
 /* The blobs not yet where they end up, per cluster they lie in. */
@@ -331,6 +344,7 @@ int defrag_layout(struct defrag *d)
     }
     if ((r = defrag_grow_maps(d, d->U + d->budget + 2)) < 0 || (r = index_blobs(d)) < 0)
         return r;
+    sort_blob_targets(d);
     fill_want(d);
     count_unplaced(d);
     /* staging never holds more than what is not in place yet */
@@ -372,17 +386,10 @@ static uint64_t find_run(struct defrag *d, uint64_t from, uint64_t n, uint64_t b
 static bool compact_blobs(struct defrag *d, uint64_t c, uint64_t *hole, uint64_t *pack,
                           uint64_t *pack_end, uint64_t *pack_sum)
 {
-    uint64_t cs = d->cs, from = c * cs >= 2 * cs ? c * cs - 2 * cs : 0;
-    size_t lo = 0, hi = d->nblobs;
+    uint64_t cs = d->cs;
 
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (d->blob_orig[mid] < from)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (; lo < d->nblobs && d->blob_orig[lo] < (c + 1) * cs; lo++) {
+    for (size_t lo = defrag_blobs_near(d, d->blob_orig, c);
+         lo < d->nblobs && d->blob_orig[lo] < (c + 1) * cs; lo++) {
         struct dunit *u = &d->u[d->blob_by_cur[lo]];
         uint64_t first, last;
         defrag_blob_span(d, u->cur, u->len, &first, &last);
@@ -450,8 +457,6 @@ int defrag_layout_compact(struct defrag *d)
     fill_want(d);
     d->U = d->Z = end;
     count_unplaced(d);
-    sort_d = d;
-    qsort(d->blob_by_tgt, d->nblobs, sizeof(uint32_t), cmp_by_tgt);
-    sort_d = NULL;
+    sort_blob_targets(d);
     return 0;
 }

@@ -78,23 +78,11 @@ static int finish(struct defrag *d, uint32_t id, uint64_t old, uint64_t n, uint6
     return r;
 }
 
-static int move_l1(struct defrag *d, uint32_t id, uint64_t dst)
-{
-    struct qcow2 *s = d->s;
-    struct dunit *u = &d->u[id];
-    uint64_t old = u->cur;
-    int r;
-
-    if ((r = reserve(d, dst, u->n)) < 0 ||
-        (r = qcow2_check_meta_write(s, dst * d->cs, (uint64_t)u->n * d->cs, FQ_TAG_L1)) < 0 ||
-        (r = qcow2_write_l1_at(s, s->l1, s->l1_size, dst * d->cs, false)) < 0 ||
-        (r = qcow2_flush_file(s)) < 0 || (r = switch_header(d, &s->l1_offset, dst * d->cs)) < 0)
-        return r;
-    u->cur = dst;
-    return finish(d, id, old, u->n, dst);
-}
-
-static int move_rt(struct defrag *d, uint32_t id, uint64_t dst)
+/* The L1 table or the refcount table: a copy of the table in memory
+ * (`v`, n entries, in host byte order) written at dst, then the header
+ * field `field` switched to it. */
+static int move_table(struct defrag *d, uint32_t id, uint64_t dst, const uint64_t *v, uint64_t n,
+                      unsigned tag, uint64_t *field)
 {
     struct qcow2 *s = d->s;
     struct dunit *u = &d->u[id];
@@ -106,11 +94,11 @@ static int move_rt(struct defrag *d, uint32_t id, uint64_t dst)
     CLEANUP_FREE uint8_t *buf = fq_zalign((size_t)bytes);
     if (!buf)
         return -ENOMEM;
-    for (uint64_t i = 0; i < s->rt_entries; i++)
-        fq_put_be64(buf + i * 8, s->rt[i]);
-    if ((r = qcow2_check_meta_write(s, dst * d->cs, bytes, FQ_TAG_REFTABLE)) < 0 ||
-        (r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)bytes, dst * d->cs, FQ_TAG_REFTABLE)) < 0 ||
-        (r = qcow2_flush_file(s)) < 0 || (r = switch_header(d, &s->rt_offset, dst * d->cs)) < 0)
+    for (uint64_t i = 0; i < n; i++)
+        fq_put_be64(buf + i * 8, v[i]);
+    if ((r = qcow2_check_meta_write(s, dst * d->cs, bytes, tag)) < 0 ||
+        (r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)bytes, dst * d->cs, tag)) < 0 ||
+        (r = qcow2_flush_file(s)) < 0 || (r = switch_header(d, field, dst * d->cs)) < 0)
         return r;
     u->cur = dst;
     return finish(d, id, old, u->n, dst);
@@ -314,8 +302,11 @@ static int move_bitmaps(struct defrag *d, uint32_t id, uint64_t dst)
 int defrag_move_meta(struct defrag *d, uint32_t id, uint64_t dst)
 {
     switch (d->u[id].kind) {
-    case DK_L1: return move_l1(d, id, dst);
-    case DK_RT: return move_rt(d, id, dst);
+    case DK_L1:
+        return move_table(d, id, dst, d->s->l1, d->s->l1_size, FQ_TAG_L1, &d->s->l1_offset);
+    case DK_RT:
+        return move_table(d, id, dst, d->s->rt, d->s->rt_entries, FQ_TAG_REFTABLE,
+                          &d->s->rt_offset);
     case DK_RB: return move_rb(d, id, dst);
     case DK_SNAP: return move_snap(d, id, dst);
     case DK_BITMAP: return move_bitmaps(d, id, dst);

@@ -86,6 +86,21 @@ uint64_t defrag_blob_entry(const struct defrag *d, uint64_t host, uint64_t len)
     return L2E_COMPRESSED | (extra << x) | host;
 }
 
+size_t defrag_blobs_near(const struct defrag *d, const uint64_t *keys, uint64_t c)
+{
+    uint64_t from = c * d->cs >= 2 * d->cs ? c * d->cs - 2 * d->cs : 0;
+    size_t lo = 0, hi = d->nblobs;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (keys[mid] < from)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
 struct dref defrag_ref(const struct defrag *d, const struct dunit *u, uint32_t j)
 {
     if (j == 0)
@@ -674,6 +689,7 @@ void defrag_free_plan(struct defrag *d)
     free(d->blob_by_tgt);
     free(d->blob_by_cur);
     free(d->blob_orig);
+    free(d->blob_tgt);
     free(d->tail);
     free(d->q);
     free(d->mv);
@@ -690,7 +706,7 @@ void defrag_free_plan(struct defrag *d)
     d->bmtab_off = NULL;
     d->bmdir = NULL;
     d->stream = d->blob_by_tgt = d->blob_by_cur = NULL;
-    d->blob_orig = NULL;
+    d->blob_orig = d->blob_tgt = NULL;
     d->tail = NULL;
     d->ntail = d->captail = 0;
     d->q = NULL;

@@ -317,16 +317,8 @@ static int consider(struct defrag *d, uint64_t slot, uint64_t *bytes)
     if (w != DO_CMP)
         return ready(d, w) ? add_move(d, w, d->u[w].tgt, bytes) : 0;
     /* blobs whose target touches the slot */
-    uint64_t from = slot * d->cs >= 2 * d->cs ? slot * d->cs - 2 * d->cs : 0;
-    size_t lo = 0, hi = d->nblobs;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (d->u[d->blob_by_tgt[mid]].tgt < from)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    for (; lo < d->nblobs && d->u[d->blob_by_tgt[lo]].tgt < (slot + 1) * d->cs; lo++) {
+    for (size_t lo = defrag_blobs_near(d, d->blob_tgt, slot);
+         lo < d->nblobs && d->blob_tgt[lo] < (slot + 1) * d->cs; lo++) {
         uint32_t b = d->blob_by_tgt[lo];
         int r;
         if (ready(d, b) && (r = add_move(d, b, d->u[b].tgt, bytes)) < 0)
@@ -346,16 +338,8 @@ static int evacuate_front(struct defrag *d, uint64_t *bytes, uint64_t cap)
         uint32_t o = d->occ[c];
         if (o == DO_CMP) {
             /* the blobs still where the plan found them, in this cluster */
-            uint64_t from = c * d->cs >= 2 * d->cs ? c * d->cs - 2 * d->cs : 0;
-            size_t lo = 0, hi = d->nblobs;
-            while (lo < hi) {
-                size_t mid = lo + (hi - lo) / 2;
-                if (d->blob_orig[mid] < from)
-                    lo = mid + 1;
-                else
-                    hi = mid;
-            }
-            for (; lo < d->nblobs && d->blob_orig[lo] < (c + 1) * d->cs; lo++) {
+            for (size_t lo = defrag_blobs_near(d, d->blob_orig, c);
+                 lo < d->nblobs && d->blob_orig[lo] < (c + 1) * d->cs; lo++) {
                 uint32_t b = d->blob_by_cur[lo];
                 const struct dunit *u = &d->u[b];
                 uint64_t first, last;
