@@ -3,7 +3,8 @@
  * A job is one destination run (at most 1 MiB) and the source ranges
  * (parts) that fill it; a buffer is read into part by part (zeroed first
  * when the parts leave gaps), then written in one request. The buffers are
- * kept from round to round: fresh memory costs a page fault per page. Jobs run many at a time through the context's
+ * made as jobs need them (at most MAX_JOBS) and kept from round to round:
+ * fresh memory costs a page fault per page. Jobs run many at a time through the context's
  * engine: every part's read is submitted at once, and each job's write as
  * soon as its reads are in, so that reads of scattered clusters overlap and
  * writes stay large. The caller's waiter drives the loop.
@@ -104,14 +105,14 @@ static void req_done(struct fq_req *req, int ret)
         job_end(c, job, r);
 }
 
-/* Start a job: its buffer and every read. */
-static void job_start(struct copier *c, struct cjob *job)
+/* Start a job in `buf`: every read. */
+static void job_start(struct copier *c, struct cjob *job, uint8_t *buf)
 {
     const struct djob *j = job->j;
     int r = 0;
 
     c->jobs++;
-    job->buf = c->free[--c->nfree];
+    job->buf = buf;
     if (j->zero)
         memset(job->buf, 0, (size_t)j->len);
     if (j->nparts == 0) {
@@ -137,7 +138,8 @@ static void job_start(struct copier *c, struct cjob *job)
         job_end(c, job, r);
 }
 
-/* Buffers for MAX_JOBS jobs of `len` bytes at most, kept in d. */
+/* Room for MAX_JOBS buffers of `len` bytes at most, kept in d; the
+ * buffers themselves are made as jobs need them. */
 static int get_bufs(struct defrag *d, uint64_t len)
 {
     if (d->bufs && d->buf_len >= len)
@@ -145,11 +147,27 @@ static int get_bufs(struct defrag *d, uint64_t len)
     defrag_copy_free(d);
     if (!(d->bufs = calloc(MAX_JOBS, sizeof(*d->bufs))))
         return -ENOMEM;
-    d->buf_len = FQ_MAX(len, (uint64_t)1 << 20);
-    for (d->nbufs = 0; d->nbufs < MAX_JOBS; d->nbufs++)
-        if (!(d->bufs[d->nbufs] = fq_memalign((size_t)d->buf_len)))
-            return d->nbufs ? 0 : -ENOMEM;   /* fewer jobs in flight will do */
+    d->buf_len = len;
     return 0;
+}
+
+/* A buffer for the next job: a free one, or a new one while fewer than
+ * MAX_JOBS exist. NULL if the job must wait (or memory is short and
+ * nothing is in flight to wait for: -ENOMEM in *err). */
+static uint8_t *take_buf(struct copier *c, int *err)
+{
+    struct defrag *d = c->d;
+
+    if (c->nfree)
+        return c->free[--c->nfree];
+    if (d->nbufs == MAX_JOBS)
+        return NULL;
+    uint8_t *b = fq_memalign((size_t)d->buf_len);
+    if (b)
+        d->bufs[d->nbufs++] = b;
+    else if (!c->jobs)
+        *err = -ENOMEM;
+    return b;
 }
 
 void defrag_copy_free(struct defrag *d)
@@ -173,7 +191,7 @@ int defrag_copy(struct defrag *d, const struct djob *jobs, size_t nj, const stru
     for (size_t i = 0; i < nj; i++)
         longest = FQ_MAX(longest, jobs[i].len);
     if (!c || !cj || (r = get_bufs(d, longest)) < 0 ||
-        !(c->free = malloc(d->nbufs * sizeof(*c->free)))) {
+        !(c->free = malloc(MAX_JOBS * sizeof(*c->free)))) {
         free(c);
         free(cj);
         return r < 0 ? r : -ENOMEM;
@@ -183,10 +201,12 @@ int defrag_copy(struct defrag *d, const struct djob *jobs, size_t nj, const stru
     c->d = d;
     c->parts = parts;
     for (;;) {
-        while (next < nj && !c->err && c->nfree > 0 &&
-               (c->reqs == 0 || c->reqs + jobs[next].nparts + 1 <= MAX_REQS)) {
+        uint8_t *buf;
+        while (next < nj && !c->err &&
+               (c->reqs == 0 || c->reqs + jobs[next].nparts + 1 <= MAX_REQS) &&
+               (buf = take_buf(c, &c->err))) {
             cj[next].j = &jobs[next];
-            job_start(c, &cj[next++]);
+            job_start(c, &cj[next++], buf);
         }
         if (c->reqs == 0 && (next == nj || c->err))
             break;

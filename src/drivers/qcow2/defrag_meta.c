@@ -342,11 +342,31 @@ int defrag_write_snl1(struct defrag *d)
     return qcow2_flush_file(s);
 }
 
+/* Is unit id a refcount block only the staging zone needed, still in the
+ * table? */
+static bool temp_block(const struct defrag *d, uint32_t id)
+{
+    const struct dunit *u = &d->u[id];
+
+    return u->kind == DK_RB && u->tgt == DT_ANY && d->s->rt[u->aux];
+}
+
+/* Does temp block id count a cluster of another temp block still in the
+ * table? */
+static bool counts_other(const struct defrag *d, uint32_t id)
+{
+    uint64_t per = 1ull << d->s->rb_bits, lo = (uint64_t)d->u[id].aux * per;
+
+    for (uint32_t o = 0; o < d->nu; o++)
+        if (o != id && temp_block(d, o) && d->u[o].cur >= lo && d->u[o].cur < lo + per)
+            return true;
+    return false;
+}
+
 int defrag_drop_blocks(struct defrag *d)
 {
     struct qcow2 *s = d->s;
     uint64_t per = 1ull << s->rb_bits;
-    bool any = false;
     int r;
 
     if ((r = qcow2_sync_meta(s)) < 0)
@@ -354,7 +374,7 @@ int defrag_drop_blocks(struct defrag *d)
     /* only blocks whose every refcount belongs to such blocks */
     for (uint32_t id = 0; id < d->nu; id++) {
         struct dunit *u = &d->u[id];
-        if (u->kind != DK_RB || u->tgt != DT_ANY)
+        if (!temp_block(d, id))
             continue;
         struct qcache_entry *e;
         if ((r = qcache_get(&s->rb_cache, u->cur * d->cs, false, &e)) < 0)
@@ -371,30 +391,38 @@ int defrag_drop_blocks(struct defrag *d)
         }
         qcache_put(&s->rb_cache, e);
     }
-    for (uint32_t id = 0; id < d->nu; id++) {
-        struct dunit *u = &d->u[id];
-        if (u->kind != DK_RB || u->tgt != DT_ANY || !s->rt[u->aux])
-            continue;
-        qcache_discard(&s->rb_cache, u->cur * d->cs);
-        s->rt[u->aux] = 0;
-        any = true;
+    /* In batches: a block goes only once no other block still in the
+     * table lies in its range, so that whichever entries of a torn table
+     * write land, every block left in the table is still counted. */
+    for (;;) {
+        uint32_t *batch = calloc(d->nu + 1, sizeof(*batch));
+        size_t nb = 0;
+        if (!batch)
+            return -ENOMEM;
+        for (uint32_t id = 0; id < d->nu; id++)
+            if (temp_block(d, id) && !counts_other(d, id))
+                batch[nb++] = id;
+        for (size_t i = 0; i < nb; i++) {
+            struct dunit *u = &d->u[batch[i]];
+            qcache_discard(&s->rb_cache, u->cur * d->cs);
+            s->rt[u->aux] = 0;
+        }
+        if (nb) {
+            qcow2_meta_changed(s);
+            s->rt_dirty = true;
+            r = qcow2_sync_meta(s);
+        }
+        /* gone from the table: those a kept block counts are freed there,
+         * the others lie in no block's range any more */
+        for (size_t i = 0; i < nb && r == 0; i++) {
+            struct dunit *u = &d->u[batch[i]];
+            uint64_t ri = u->cur >> s->rb_bits;
+            if (ri < s->rt_entries && s->rt[ri])
+                r = qcow2_update_refcount(s, u->cur * d->cs, 1, -1);
+            d->occ[u->cur] = DO_FREE;
+        }
+        free(batch);
+        if (r < 0 || nb == 0)
+            return r;
     }
-    if (!any)
-        return 0;
-    qcow2_meta_changed(s);
-    s->rt_dirty = true;
-    if ((r = qcow2_sync_meta(s)) < 0)
-        return r;
-    /* the blocks are gone from the table: those a kept block counts are
-     * freed there, the others lie in no block's range any more */
-    for (uint32_t id = 0; id < d->nu && r == 0; id++) {
-        struct dunit *u = &d->u[id];
-        if (u->kind != DK_RB || u->tgt != DT_ANY)
-            continue;
-        uint64_t ri = u->cur >> s->rb_bits;
-        if (ri < s->rt_entries && s->rt[ri])
-            r = qcow2_update_refcount(s, u->cur * d->cs, 1, -1);
-        d->occ[u->cur] = DO_FREE;
-    }
-    return r;
 }
