@@ -14,7 +14,8 @@
 # byte for byte). Then --compact-only (the file
 # shrinks to its last used cluster), the progress line, the refusals
 # (read-only file, raw image, a budget too small for the L1 table) and the
-# messages.
+# messages; a smoke run of bench/defrag-table (figures present, no timing
+# judged).
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -158,5 +159,13 @@ F defrag raw.img 2>r.err && bad "a raw image was accepted"
 grep -q "qcow2" r.err || { bad "raw: message"; cat r.err; }
 F defrag 2>/dev/null && bad "no file name accepted"
 F defrag --budget 0 r.qcow2 2>/dev/null && bad "a zero budget accepted"
+
+# bench/defrag-table on tiny images: a row with figures for each layout
+REPO=$(cd "${TEST_SRCDIR:-$(dirname "${BASH_SOURCE[0]}")/..}/.." && pwd)
+FASTQCOW=$FASTQCOW "$REPO/bench/defrag-table" --size 16M --runs 1 --count 4 >bench.out 2>&1 ||
+    { bad "bench/defrag-table failed"; tail -5 bench.out; }
+for l in seq reverse rand part-rand; do
+    grep -Eq "^$l +([0-9.]+ +){11}[0-9.]+$" bench.out || { bad "bench/defrag-table: no figures for $l"; cat bench.out; }
+done
 
 exit $fail

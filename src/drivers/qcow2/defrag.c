@@ -9,10 +9,12 @@
  *     first write. Leaked clusters are then reclaimed (the check's repair)
  *     and the plan made again, so that every refcount matches the
  *     references it was built from.
- *  3. Refcount blocks for the staging zone: one run reaching past it is
+ *  3. Refcount blocks for the staging zone: a range the table has an
+ *     entry for but no block gets one at its start (written before the
+ *     entry); past the table's reach one run reaching past the zone is
  *     allocated and freed again, so that the refcount code creates the
- *     blocks (and grows the table) exactly as for any allocation; the
- *     plan is made again with them.
+ *     blocks and grows the table as for any allocation. The plan is made
+ *     again with them.
  *  4. The rounds (defrag_round.c), then the refcount blocks only the
  *     staging zone needed are removed and the file is cut after its last
  *     used cluster.
@@ -41,6 +43,38 @@ static bool covered(const struct defrag *d)
         if (ri >= s->rt_entries || !s->rt[ri])
             return false;
     return true;
+}
+
+/* A refcount block for every range below Z the table has an entry for
+ * but no block (a range nothing used, or whose block an interrupted run
+ * removed): at the first cluster of its range, counting itself. The
+ * write-back writes the block, flushes, then the table entry. Returns
+ * the number made, or -errno. */
+static int fill_cover(struct defrag *d)
+{
+    struct qcow2 *s = d->s;
+    uint64_t last = (d->Z - 1) >> s->rb_bits;
+    int made = 0, r;
+
+    for (uint64_t ri = 1; ri <= last && ri < s->rt_entries; ri++) {
+        struct qcache_entry *e;
+        uint64_t off = (ri << s->rb_bits) * d->cs;
+        if (s->rt[ri])
+            continue;
+        if ((r = qcache_get(&s->rb_cache, off, true, &e)) < 0)
+            return r;
+        qcache_put(&s->rb_cache, e);
+        s->rt[ri] = off;
+        s->rt_hi = FQ_MAX(s->rt_hi, ri + 1);
+        s->rt_dirty = true;
+        qcow2_meta_changed(s);
+        if ((r = qcow2_update_refcount(s, off, 1, 1)) < 0)
+            return r;
+        made++;
+    }
+    if (made && (r = qcow2_sync_meta(s)) < 0)
+        return r;
+    return made;
 }
 
 /* Allocate one run from the end of what is in use up to Z (longer than
@@ -137,7 +171,7 @@ static int plan(struct defrag *d, struct fq_bdev *bs, bool *done)
                 fq_seterr(d->err, "Internal error: refcount blocks do not cover the staging zone");
                 return -EIO;
             }
-            if ((r = extend_cover(d)) < 0)
+            if ((r = fill_cover(d)) < 0 || (r == 0 && (r = extend_cover(d)) < 0))
                 return r;
             d->st->file_peak = FQ_MAX(d->st->file_peak, file_len(d->s));
             defrag_free_plan(d);
