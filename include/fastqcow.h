@@ -446,6 +446,55 @@ struct fq_commit_opts {
 };
 int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err);
 
+/* ---- defragmentation ----------------------------------------------------
+ * Rewrite a qcow2 image in place so that it reads like one written
+ * sequentially: the host order of data clusters follows the guest order,
+ * each L2 table sits just before the data it maps (the refcount table,
+ * the first refcount block and the active L1 table right after the
+ * header), and the file ends at its last used cluster. Internal
+ * snapshots, compressed clusters (kept compressed, repacked per L2
+ * table), extended L2 entries, zero clusters, backing overlays (only the
+ * image's own clusters move) and persistent bitmaps are kept as they are.
+ *
+ * Every move is crash-safe: a cluster is copied to free space, the copy is
+ * made durable, the tables that point at it are switched and made durable,
+ * and only then is the old place freed. A power loss at any point leaves a
+ * consistent image that reads the same, at worst with leaked clusters; a
+ * second run (which reclaims leaks first) finishes the job.
+ *
+ * Needs an image opened read-write with no request in flight on its
+ * context (-EBUSY), qcow2 (-ENOTSUP otherwise). Refused before the first
+ * write (-EINVAL, reason in `err`) when the image has corruptions or a
+ * structure larger than half the budget must move. Runs the context loop
+ * (not from a callback: -EDEADLK). */
+#define FQ_DEFRAG_DEFAULT_BUDGET (32ull << 20)
+
+struct fq_defrag_opts {
+    uint64_t budget;           /* bytes the file may grow past its final
+                                  size (or its size before, if larger)
+                                  while clusters are moved out of the way;
+                                  0 = FQ_DEFRAG_DEFAULT_BUDGET */
+    int compact_only;          /* only move clusters from the end of the
+                                  file into holes, then cut the file */
+    fq_progress_fn *progress;  /* bytes placed of bytes to place */
+    void *opaque;
+};
+
+struct fq_defrag_stats {
+    uint64_t file_before;      /* file length before, after, and the most */
+    uint64_t file_after;       /*   it reached meanwhile */
+    uint64_t file_peak;
+    uint64_t bytes_copied;     /* data and metadata copied, staging included */
+    uint64_t clusters_moved;   /* clusters placed where they end up */
+    uint64_t rounds;           /* copy-flush-switch-flush steps */
+    uint64_t leaks_fixed;      /* leaked clusters reclaimed first */
+};
+
+void fq_defrag_opts_init(struct fq_defrag_opts *o);
+/* `stats` may be NULL. */
+int fq_defrag(struct fq_image *img, const struct fq_defrag_opts *o,
+              struct fq_defrag_stats *stats, char *err);
+
 #ifdef __cplusplus
 }
 #endif

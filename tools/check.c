@@ -71,11 +71,9 @@ static void check_human(const struct fq_check_result *res)
     if (res->check_errors)
         printf("\n%" PRId64 " internal errors have occurred during the check.\n", res->check_errors);
     if (res->total_clusters && res->allocated_clusters) {
-        double alloc = (double)res->allocated_clusters;
-        printf("%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed "
-               "clusters\n", res->allocated_clusters, res->total_clusters,
-               alloc * 100 / (double)res->total_clusters, (double)res->fragmented_clusters * 100 / alloc,
-               (double)res->compressed_clusters * 100 / alloc);
+        char frag[160];
+        img_frag_str(res, frag, sizeof(frag));
+        printf("%s\n", frag);
     }
     if (res->image_end_offset)
         printf("Image end offset: %" PRIu64 "\n", res->image_end_offset);

@@ -39,6 +39,7 @@ static const struct subcommand cmds[] = {
     { "serve", cmd_serve, "serve an image over NBD (qemu-nbd)" },
     { "mount", cmd_mount, "serve the guest view of an image as a regular file (FUSE)" },
     { "umount", cmd_umount, "unmount a file served by mount, wait until the image is closed" },
+    { "defrag", cmd_defrag, "rewrite an image in place so it reads sequentially" },
 };
 
 /* The tool's help: the subcommands of the table, the global options. */

@@ -23,12 +23,14 @@
 /* Print the info of one image. `next` receives the path of its backing
  * file as qemu opens it ("" = none), `next_fmt` that file's format.
  * Returns 0 or -1. */
-static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
+static int info_one(const char *file, const char *fmt, bool json, bool frag, struct jw *w,
                     char *next, size_t n, char *next_fmt)
 {
     struct fq_open_opts o;
     struct fq_image *img;
     struct fq_info in;
+    struct fq_check_result res = { 0 };
+    bool has_frag = false;
     char vs[32], ds[32];
     int r;
 
@@ -51,6 +53,9 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
         fq_close(img);
         return -1;
     }
+    /* --fragmentation: what check counts (qcow2 only; not qemu-img's) */
+    if (r == 0 && frag && !strcmp(in.format, "qcow2"))
+        has_frag = fq_check(img, 0, &res, NULL, NULL) == 0;
     fq_close(img);
     if (r < 0) {
         tool_error("%s: Could not get the image information: %s", file, strerror(-r));
@@ -129,6 +134,12 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
             jw_bool(w, "encrypted", true);
         if (next[0])
             jw_str(w, "backing-filename", in.backing_file);
+        if (has_frag) {
+            jw_int(w, "allocated-clusters", (int64_t)res.allocated_clusters);
+            jw_int(w, "total-clusters", (int64_t)res.total_clusters);
+            jw_int(w, "fragmented-clusters", (int64_t)res.fragmented_clusters);
+            jw_int(w, "compressed-clusters", (int64_t)res.compressed_clusters);
+        }
         jw_bool(w, "dirty-flag", in.dirty);
         jw_close(w, '}');
         fq_snapshot_list_free(sn, nsn);
@@ -176,18 +187,27 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
     if (qcow2 && v3)
         printf("    corrupt: %s\n    extended l2: %s\n", in.corrupt ? "true" : "false",
                in.extended_l2 ? "true" : "false");
+    if (has_frag) {
+        char f[160];
+        img_frag_str(&res, f, sizeof(f));
+        printf("fragmentation: %s\n", f);
+    }
     return 0;
 }
 
 int cmd_info(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename\n\n"
-        "Show what an image is (qemu-img info).\n";
+        "usage: fastqcow info [-f fmt] [--output=human|json] [--backing-chain] [-U]\n"
+        "                     [--fragmentation] filename\n\n"
+        "Show what an image is (qemu-img info).\n\n"
+        "  --fragmentation  also what qemu-img check reports: clusters allocated,\n"
+        "                   fragmented and compressed (a line, or json keys, that\n"
+        "                   qemu-img info does not print)\n";
     static char name[MAX_CHAIN + 1][4096], fmt[MAX_CHAIN + 1][32];
     struct jw w = { 0 };
     struct args a;
-    int r = img_parse_args(argc, argv, ":f:hU", "JK", usage, &a);
+    int r = img_parse_args(argc, argv, ":f:hU", "JKG", usage, &a);
 
     if (r)
         return r < 0 ? 0 : r;
@@ -224,7 +244,7 @@ int cmd_info(int argc, char **argv)
         }
         if (n > 0 && !a.json)
             putchar('\n');
-        if (info_one(name[n], fmt[n][0] ? fmt[n] : NULL, a.json, &w, name[n + 1],
+        if (info_one(name[n], fmt[n][0] ? fmt[n] : NULL, a.json, a.frag, &w, name[n + 1],
                      sizeof(name[n + 1]), fmt[n + 1]) < 0)
             return 1;
     }

@@ -46,5 +46,7 @@ int cmd_serve(int argc, char **argv);
 /* mount/options.c */
 int cmd_mount(int argc, char **argv);
 int cmd_umount(int argc, char **argv);
+/* defrag.c */
+int cmd_defrag(int argc, char **argv);
 
 #endif

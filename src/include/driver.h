@@ -54,6 +54,14 @@ enum fq_tag {
     FQ_TAG_OTHER_META,
 };
 
+/* How a driver's long whole-image operation waits for asynchronous I/O it
+ * submitted to its child: `run` drives the caller's context loop until at
+ * least one operation completed; 0 or -errno. */
+struct fq_waiter {
+    int (*run)(void *opaque);
+    void *opaque;
+};
+
 struct fq_bdev_ops {
     const char *name;
     bool identity_map;       /* guest offset == offset in the child (raw) */
@@ -99,6 +107,10 @@ struct fq_bdev_ops {
      * `cs` bytes needs for them. */
     int (*bitmap_list)(struct fq_bdev *bs, struct fq_bitmap **out, int *count, char *err);
     int (*bitmaps_size)(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *err);
+    /* fq_defrag: rewrite the image in place; the copies go to the child
+     * asynchronously and are waited for through `w`. `st` is filled. */
+    int (*defrag)(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
+                  const struct fq_waiter *w, char *err);
 };
 
 struct fq_bdev {

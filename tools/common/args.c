@@ -99,6 +99,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         { "help", no_argument, NULL, 'h' }, { "force-share", no_argument, NULL, 'U' },
         { "output", required_argument, NULL, LO_OUTPUT },
         { "backing-chain", no_argument, NULL, LO_CHAIN },
+        { "fragmentation", no_argument, NULL, LO_FRAG },
         { "start-offset", required_argument, NULL, LO_START },
         { "max-length", required_argument, NULL, LO_MAXLEN },
         { "repair", required_argument, NULL, 'r' }, { 0 } };
@@ -124,6 +125,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         case 'c': a->compress = true; break;
         case 'U': tool_force_share = true; break;
         case LO_CHAIN: a->chain = true; break;
+        case LO_FRAG: a->frag = true; break;
         case 'h': fputs(usage, stdout); return -1;
         case 'o':
             if (a->nolist < 16)

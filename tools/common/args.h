@@ -22,13 +22,13 @@ struct args {
     char *olist[16];           /* -o lists, split in place by img_cspec_parse (create_opts.h) */
     int nolist, json, jobs;
     unsigned repair;
-    bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress;
+    bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress, frag;
     uint64_t start, maxlen, sparse;
     enum fq_cache_mode cache, src_cache;
 };
 
 /* Codes of the long-only options, for parse_args' `longs`. */
-enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y' };
+enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y', LO_FRAG = 'G' };
 
 /* Parse a subcommand's options: `shorts` is its getopt string, `longs`
  * the LO_* codes it accepts. Returns 0, -1 after printing `usage` (exit

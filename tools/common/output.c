@@ -89,6 +89,17 @@ void img_progress_cb(void *opaque, uint64_t done, uint64_t total)
     img_progress(opaque, done, total, false);
 }
 
+void img_frag_str(const struct fq_check_result *res, char *buf, size_t n)
+{
+    double alloc = (double)res->allocated_clusters;
+
+    snprintf(buf, n, "%" PRIu64 "/%" PRIu64 " = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% "
+             "compressed clusters", res->allocated_clusters, res->total_clusters,
+             res->total_clusters ? alloc * 100 / (double)res->total_clusters : 0.0,
+             alloc ? (double)res->fragmented_clusters * 100 / alloc : 0.0,
+             alloc ? (double)res->compressed_clusters * 100 / alloc : 0.0);
+}
+
 void img_snapshot_dump(const struct fq_snapshot *v, int n)
 {
     printf("Snapshot list:\n%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE",

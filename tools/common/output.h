@@ -37,6 +37,10 @@ void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
 /* img_progress as a library progress callback; opaque: the progress. */
 void img_progress_cb(void *opaque, uint64_t done, uint64_t total);
 
+/* "A/T = x% allocated, y% fragmented, z% compressed clusters", the
+ * figures of qemu-img check (check, info --fragmentation). */
+void img_frag_str(const struct fq_check_result *res, char *buf, size_t n);
+
 /* Print the "Snapshot list:" table as qemu-img does (info, snapshot -l). */
 void img_snapshot_dump(const struct fq_snapshot *v, int n);
 

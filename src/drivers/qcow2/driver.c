@@ -175,6 +175,7 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .make_empty = make_empty,
     .bitmap_list = bitmap_list,
     .bitmaps_size = bitmaps_size,
+    .defrag = qcow2_defrag,
 };
 
 /* ---- measure ---- */

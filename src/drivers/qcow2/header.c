@@ -499,6 +499,28 @@ static int put_header(struct qcow2 *s, uint8_t *disk, const uint8_t *nw, uint64_
     return r;
 }
 
+/* Small clusters leave no room for the layout in between: the header
+ * without its feature name table (an optional extension) may then fit in
+ * the first sector, written atomically. The table comes back with the
+ * next header write, written in the safe order (the lean header reads
+ * nothing past the first sector). -ENOSPC if even that does not fit. */
+static int put_lean_header(struct qcow2 *s, uint8_t *disk, uint64_t len)
+{
+    CLEANUP_FREE uint8_t *lean = fq_zalign((size_t)len);
+    uint8_t *ft = s->feature_table;
+    uint64_t used;
+    int r;
+
+    if (!lean)
+        return -ENOMEM;
+    s->feature_table = NULL;
+    r = build_header(s, lean, len, 0, 0, &used);
+    s->feature_table = ft;
+    if (r == 0 && used > 512)
+        r = -ENOSPC;
+    return r < 0 ? r : put_header(s, disk, lean, len);
+}
+
 int qcow2_write_header(struct qcow2 *s)
 {
     int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
@@ -536,6 +558,8 @@ int qcow2_write_header(struct qcow2 *s)
             if (r == 0 && (r = qcow2_flush_file(s)) == 0)
                 r = put_header(s, disk, nw, len);
         }
+        if (r == -EAGAIN || r == -ENOSPC)
+            r = put_lean_header(s, disk, len);
         if (r != -EAGAIN && r != -ENOSPC) {
             if (r == 0)
                 s->header_dirty = false;

@@ -3,7 +3,8 @@
  * backing-file changes and emptying (resize.c); amend, the refcount
  * width included (amend.c); new refcount structures switched in whole
  * (rcbuild.c, for amend and check); walking whole L1 trees
- * (snapshot.c, also used by the others and by txn.c).
+ * (snapshot.c, also used by the others and by txn.c); defragmentation
+ * (defrag*.c).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -113,5 +114,11 @@ int qcow2_rc_build(struct qcow2 *s, unsigned bits, struct qcow2_rc_source *src, 
  * it). Every change is checked before any is made (a refusal changes
  * nothing); then: upgrade, refcount width, lazy refcounts, downgrade. */
 int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, int refcount_bits, char *err);
+
+/* ---- defrag.c ---- */
+/* fq_defrag (fastqcow.h): copies go to the file asynchronously, waited for
+ * through `w`; `st` is filled. */
+int qcow2_defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
+                 const struct fq_waiter *w, char *err);
 
 #endif

@@ -24,6 +24,7 @@
  *   amend.c         amend: compat level, lazy refcounts, refcount width
  *   txn.c           metadata transactions: built in free space, switched
  *                   in by one header write (txn.h)
+ *   defrag*.c       in-place defragmentation (defrag.h)
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
