@@ -30,7 +30,7 @@
 #include "testlib.h"
 #include "vbuf.h"
 
-#define MAX_BATCH 8
+#define MAX_BATCH 32
 #define MAX_WIN 3
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
@@ -205,6 +205,8 @@ static int open_image(struct run *r, int check_mode, struct fq_image **out)
     o.cache = check_mode ? FQ_CACHE_WRITEBACK : r->cache;
     o.max_workers = r->c->max_workers;
     o.cache_size = r->c->cache_size;
+    o.l2_cache_size = r->c->l2_cache;
+    o.l2_cache_entry_size = r->c->l2_entry;
     o.check_mode = check_mode;
     o.readonly = check_mode;
     o.file_format = r->c->outer_cluster ? "qcow2" : NULL;
@@ -524,7 +526,7 @@ static void drain(struct run *r)
 static void run_batch(struct run *r)
 {
     struct op ops[MAX_BATCH];
-    int n = 0, want = (int)tl_range(&r->rng, 2, MAX_BATCH);
+    int n = 0, want = (int)tl_range(&r->rng, 2, r->c->batch ? r->c->batch : 8);
 
     memset(ops, 0, sizeof(ops));
     for (int tries = 0; n < want && tries < 4 * MAX_BATCH; tries++) {

@@ -1,6 +1,6 @@
 /* rw.c: the request state machines. "Metadata is planned, data is
  * asynchronous": a request walks its range with qcow2_lookup (metadata from
- * the cache; a miss is a blocking load for now), turning each uniform run
+ * the cache), turning each uniform run
  * into a task (a host-contiguous data read or write, a backing read, a
  * compressed cluster, an allocating write), and issues the tasks through
  * its task pool, at most max_workers at once. Each completion frees a slot
@@ -14,9 +14,21 @@
  * flight is registered (struct qalloc); any other write, zeroing or discard
  * touching the same guest clusters parks until it linked, then re-plans.
  *
+ * The loop never waits for metadata: each planning step runs in the
+ * request's asynchronous context (s->aw), where a cache miss starts the
+ * table's load and parks the request (QCOW2_PARKED), and where only dirty
+ * tables could make room it parks on an asynchronous write-back; either
+ * way the request is planned again when that completes. A step parks only
+ * before it changed anything, or after a change that stands on its own
+ * (an L2 table allocated and linked into L1), so planning it again from
+ * the same position is exact. What follows a data allocation (extending
+ * the file, registering the range) runs synchronously. Flushes write back
+ * asynchronously too (wb.c).
+ *
  * The same planner runs in "sync" mode for io_sync (metadata I/O of a
  * parent image stacked on this one): tasks run inline through the
- * children's io_sync; it never waits for the loop.
+ * children's io_sync; it never waits for the loop. An image that a parent
+ * drives so (bs->sync_parent) keeps all its metadata work synchronous.
  * SPDX-License-Identifier: MIT
  */
 #include "offload.h"
@@ -30,9 +42,11 @@ struct qreq {
     bool sync;               /* io_sync mode */
     bool planning;           /* plan() is on the stack */
     bool in_submit;          /* completing now would be inline: defer */
-    bool parked;             /* waiting on a qalloc */
+    bool parked;             /* waiting on a qalloc, a table or a write-back */
     bool finished;
+    uint8_t flush_stage;     /* flushes: 1 once its own write-back started */
     struct qreq *next_waiter;
+    struct qmeta_wait mw;    /* the asynchronous context of its steps */
     struct fq_bh bh;
 };
 
@@ -49,6 +63,8 @@ struct qtask {
     uint8_t *buf;            /* compressed data / fill buffers */
     uint8_t *buf2;
     struct qalloc *alloc;    /* registered range (allocating writes) */
+    struct qcache_entry *l2; /* allocating writes: the L2 entry they link
+                                into, pinned until then */
     uint64_t host;
     uint64_t n;              /* clusters allocated */
     /* allocating writes: the caller's data, to redo it if bypassed */
@@ -166,6 +182,7 @@ static struct qtask *task_new(struct qreq *q, enum tkind kind, uint64_t guest, u
 
 static void task_free(struct qtask *t)
 {
+    qcache_put(&t->q->s->l2_cache, t->l2);
     fq_iovb_free(&t->iovb);
     free(t->buf);
     free(t->buf2);
@@ -408,6 +425,7 @@ static void maybe_finish(struct qreq *q)
         (q->pos < q->end && q->pool.err == 0))
         return;
     q->finished = true;
+    qcache_release_held(&q->mw);
     if (q->sync)
         return;
     if (q->in_submit)
@@ -482,6 +500,9 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size;
     uint64_t gc0 = q->pos >> s->cluster_bits;
+    /* within one L2 cache entry, which stays pinned until the link */
+    uint64_t per = s->l2_cache.slice / s->l2_entry_size;
+    len = FQ_MIN(len, ((gc0 | (per - 1)) + 1) * cs - q->pos);
     uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
     uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
     uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
@@ -499,16 +520,16 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
-    /* the L2 table first, so that data stays after it (as qemu lays out) */
-    struct qcache_entry *l2;
+    /* the L2 table first, so that data stays after it (as qemu lays out);
+     * its entry stays pinned for the link */
     uint64_t idx;
-    r = qcow2_get_l2(s, gc0, true, &l2, &idx);
+    r = qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx);
     if (r < 0)
         goto fail;
-    qcache_put(&s->l2_cache, l2);
     r = qcow2_alloc_clusters(s, n, &t->host);
     if (r < 0)
         goto fail;
+    s->aw = NULL;            /* allocated: the rest of the step cannot park */
     qcow2_extend_ahead(s, t->host, t->host + n * cs);
     t->n = n;
     t->wguest = q->pos;
@@ -560,14 +581,13 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
+    uint64_t idx;
+    if ((r = qcow2_get_l2_slice(s, gc, true, &t->l2, &idx)) < 0)
+        goto fail;
     if (!host || !copied) {
-        struct qcache_entry *l2;
-        uint64_t idx;
-        if ((r = qcow2_get_l2(s, gc, true, &l2, &idx)) < 0)
-            goto fail;
-        qcache_put(&s->l2_cache, l2);
         if ((r = qcow2_alloc_clusters(s, 1, &host)) < 0)
             goto fail;
+        s->aw = NULL;        /* allocated: the rest of the step cannot park */
         qcow2_extend_ahead(s, host, host + cs);
         t->n = 1;
     } else if (qcow2_overlaps_metadata(s, host, cs)) {
@@ -612,7 +632,7 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
         /* the cluster's own entry decides: ours (or none) -> subclusters */
         struct qcache_entry *l2;
         uint64_t idx, e = 0;
-        if ((r = qcow2_get_l2(s, q->pos >> s->cluster_bits, false, &l2, &idx)) < 0)
+        if ((r = qcow2_get_l2_slice(s, q->pos >> s->cluster_bits, false, &l2, &idx)) < 0)
             return r;
         if (l2) {
             e = qcow2_l2e_get(s, l2->data, idx);
@@ -686,9 +706,11 @@ static int zero_step(struct qreq *q)
      * request reaches the end of the disk */
     uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
     if (FQ_IS_ALIGNED(pos, cs) && reach - pos >= cs) {
-        /* whole clusters, up to the end of this L2 table */
+        /* whole clusters, up to the end of this L2 slice (each step
+         * changes one cache entry) */
         uint64_t gc = pos >> s->cluster_bits;
-        uint64_t n = FQ_MIN((reach - pos) / cs, s->l2_entries - (gc & (s->l2_entries - 1)));
+        uint64_t per = s->l2_cache.slice / s->l2_entry_size;
+        uint64_t n = FQ_MIN((reach - pos) / cs, per - (gc & (per - 1)));
         int r = wait_allocs(q, gc, n);
         if (r)
             return r;
@@ -743,6 +765,32 @@ static int zero_step(struct qreq *q)
 
 /* ---- the planner ---- */
 
+/* A flush: the metadata written back (asynchronously, by a write-back
+ * started after the flush arrived; one in flight is waited for first),
+ * then the file flushed. */
+static int flush_step(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+    int r;
+
+    if (s->aw && q->flush_stage == 0) {
+        bool own = false;
+        r = qcow2_wb_start(s, &q->mw.w, &own);
+        if (r == QCOW2_PARKED && own)
+            q->flush_stage = 1;
+        if (r < 0)
+            return r;
+    } else if (!s->aw && (r = qcow2_writeback(s)) < 0) {
+        return r;
+    }
+    struct qtask *t = task_new(q, T_FLUSH, 0, 0);
+    if (!t)
+        return -ENOMEM;
+    q->pos = q->end;
+    task_issue(t, s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
+    return 0;
+}
+
 static int plan_step(struct qreq *q)
 {
     struct fq_req *req = q->req;
@@ -757,35 +805,61 @@ static int plan_step(struct qreq *q)
     case FQ_OP_WRITE_ZEROES:
     case FQ_OP_DISCARD:
         return zero_step(q);
-    case FQ_OP_FLUSH: {
-        int r = qcow2_writeback(q->s);
-        if (r < 0)
-            return r;
-        struct qtask *t = task_new(q, T_FLUSH, 0, 0);
-        if (!t)
-            return -ENOMEM;
-        q->pos = q->end;
-        task_issue(t, q->s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
-        return 0;
-    }
+    case FQ_OP_FLUSH:
+        return flush_step(q);
     }
     return -EINVAL;
 }
 
+/* Steps run in the request's asynchronous context unless it must stay
+ * synchronous. */
+static bool meta_async(const struct qreq *q)
+{
+    return !q->sync && !q->s->bs->sync_parent;
+}
+
 static void plan(struct qreq *q)
 {
+    struct qcow2 *s = q->s;
+    struct qmeta_wait *outer = s->aw;
+
     if (q->planning || q->finished)
         return;
     q->planning = true;
     while (!q->parked && q->pos < q->end && fq_pool_can_start(&q->pool)) {
+        s->aw = meta_async(q) && q->mw.parks < QCOW2_PARK_MAX ? &q->mw : NULL;
         int r = plan_step(q);
+        s->aw = outer;
+        if (r == QCOW2_PARKED) {
+            q->parked = true;    /* its waiter is queued: planned again later */
+            q->mw.parks++;
+            break;
+        }
         if (r < 0) {
             fq_pool_fail(&q->pool, r);
+            qcache_release_held(&q->mw);
             break;
+        }
+        if (!q->parked) {
+            qcache_release_held(&q->mw);    /* the step completed */
+            q->mw.parks = 0;
         }
     }
     q->planning = false;
     maybe_finish(q);
+}
+
+/* A table arrived or a write-back ended: plan the parked request again. */
+static void meta_wake(struct qcache_waiter *w, int err)
+{
+    struct qreq *q = (struct qreq *)((char *)w - offsetof(struct qreq, mw.w));
+
+    q->parked = false;
+    if (err < 0) {
+        fq_pool_fail(&q->pool, err);
+        qcache_release_held(&q->mw);
+    }
+    plan(q);
 }
 
 static int check_req(struct qcow2 *s, struct fq_req *req)
@@ -807,6 +881,7 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->sync = sync;
     q->pos = req->off;
     q->end = req->op == FQ_OP_FLUSH ? req->off + 1 : req->off + req->len;
+    q->mw.w.wake = meta_wake;
     fq_pool_init(&q->pool, sync ? 1 : s->max_workers);
 }
 
@@ -824,6 +899,8 @@ void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
         return;
     }
     init_req(q, s, req, false);
+    if (s->clean_interval_ns)
+        qcow2_cache_tick(s);
     q->in_submit = true;
     plan(q);
     /* q may be finished but is freed only by its bottom half */
