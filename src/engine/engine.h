@@ -27,6 +27,10 @@ struct fq_engine_ops {
     int (*wait)(struct fq_engine *e, int timeout_ms);
     /* Readable when completions are ready, or -1. */
     int (*fd)(struct fq_engine *e);
+    /* Optional: prepare for operations on `fd` (io_uring: a fixed-file
+     * slot, returned; -1: none); undo it. */
+    int (*fd_register)(struct fq_engine *e, int fd);
+    void (*fd_unregister)(struct fq_engine *e, int slot);
 };
 
 struct fq_engine {

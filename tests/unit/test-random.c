@@ -801,6 +801,30 @@ static void setup_windows(struct run *r)
     }
 }
 
+/* A scratch directory in memory (removed at exit), or "" without one. */
+static char shm_path[64];
+
+static void shm_cleanup(void)
+{
+    if (shm_path[0])
+        rmdir(shm_path);
+}
+
+static const char *shm_dir(void)
+{
+    static int tried;
+
+    if (!tried) {
+        tried = 1;
+        snprintf(shm_path, sizeof(shm_path), "/dev/shm/test-random.XXXXXX");
+        if (mkdtemp(shm_path))
+            atexit(shm_cleanup);
+        else
+            shm_path[0] = '\0';
+    }
+    return shm_path;
+}
+
 static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uring, int have_direct)
 {
     struct run r;
@@ -828,6 +852,8 @@ static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uri
     }
     snprintf(name, sizeof(name), "%s.img", c->name);
     snprintf(r.path, sizeof(r.path), "%s", tl_path(name));
+    if (c->shm && shm_dir()[0])
+        snprintf(r.path, sizeof(r.path), "%s/%s", shm_dir(), name);
     setup_windows(&r);
 
     if (create_image(&r) < 0)

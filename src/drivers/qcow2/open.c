@@ -14,6 +14,7 @@
 
 static void qcow2_free_state(struct qcow2 *s)
 {
+    qcow2_rw_fini(s);
     qcache_destroy(&s->l2_cache);
     qcache_destroy(&s->rb_cache);
     for (size_t i = 0; i < s->exts.len; i++)
@@ -301,6 +302,7 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     s->check_mode = opts->check_mode;
     s->max_workers = opts->max_workers ? opts->max_workers : FQ_DEFAULT_WORKERS;
     s->sparse_prealloc = -1;
+    qcow2_rw_init(s);
     bs->readonly = s->readonly;
 
     r = qcow2_read_header(s, err);

@@ -292,6 +292,7 @@ struct qcow2 {
     struct qfree_vec pending_frees;
     struct qalloc *allocs;    /* allocating writes in flight */
     unsigned data_inflight;   /* reads and writes of host clusters in flight */
+    struct fq_freelist req_fl, task_fl;   /* the planner's requests and tasks */
 
     unsigned max_workers;
     bool readonly;
@@ -519,6 +520,9 @@ int qcow2_truncate(struct fq_bdev *bs, uint64_t size);
 int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
 
 /* ---- rw.c ---- */
+/* The planner's free lists (at open; at close). */
+void qcow2_rw_init(struct qcow2 *s);
+void qcow2_rw_fini(struct qcow2 *s);
 void qcow2_submit(struct fq_bdev *bs, struct fq_req *req);
 int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req);
 

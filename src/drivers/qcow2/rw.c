@@ -167,10 +167,11 @@ static int wait_allocs(struct qreq *q, uint64_t first, uint64_t n)
 
 static struct qtask *task_new(struct qreq *q, enum tkind kind, uint64_t guest, uint64_t len)
 {
-    struct qtask *t = calloc(1, sizeof(*t));
+    struct qtask *t = fq_fl_get(&q->s->task_fl);
 
     if (!t)
         return NULL;
+    memset(t, 0, sizeof(*t));
     t->q = q;
     t->kind = kind;
     t->guest = guest;
@@ -186,7 +187,7 @@ static void task_free(struct qtask *t)
     fq_iovb_free(&t->iovb);
     free(t->buf);
     free(t->buf2);
-    free(t);
+    fq_fl_put(&t->q->s->task_fl, t);
 }
 
 /* An allocating write that a synchronous request bypassed: its clusters
@@ -415,7 +416,7 @@ static void finish_bh(void *opaque)
     struct fq_req *req = q->req;
     int ret = q->pool.err;
 
-    free(q);
+    fq_fl_put(&q->s->req_fl, q);
     req->cb(req, ret);
 }
 
@@ -875,14 +876,32 @@ static int check_req(struct qcow2 *s, struct fq_req *req)
 
 static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool sync)
 {
-    memset(q, 0, sizeof(*q));
+    /* every field but the held-entry arrays (nheld says how many are set) */
     q->s = s;
     q->req = req;
     q->sync = sync;
+    q->planning = q->in_submit = q->parked = q->finished = false;
+    q->flush_stage = 0;
+    q->next_waiter = NULL;
     q->pos = req->off;
     q->end = req->op == FQ_OP_FLUSH ? req->off + 1 : req->off + req->len;
+    q->mw.w.next = NULL;
     q->mw.w.wake = meta_wake;
+    q->mw.parks = 0;
+    q->mw.nheld = 0;
     fq_pool_init(&q->pool, sync ? 1 : s->max_workers);
+}
+
+void qcow2_rw_init(struct qcow2 *s)
+{
+    fq_fl_init(&s->req_fl, sizeof(struct qreq), 256);
+    fq_fl_init(&s->task_fl, sizeof(struct qtask), 256);
+}
+
+void qcow2_rw_fini(struct qcow2 *s)
+{
+    fq_fl_drain(&s->req_fl);
+    fq_fl_drain(&s->task_fl);
 }
 
 void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
@@ -894,7 +913,7 @@ void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
     if (r == 0 && req->op != FQ_OP_FLUSH &&
         (req->off > bs->size || req->len > bs->size - req->off))
         r = -EINVAL;
-    if (r < 0 || !(q = malloc(sizeof(*q)))) {
+    if (r < 0 || !(q = fq_fl_get(&s->req_fl))) {
         fq_req_complete_later(bs, req, r < 0 ? r : -ENOMEM);
         return;
     }
