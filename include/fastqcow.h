@@ -59,6 +59,23 @@ unsigned fq_ctx_inflight(const struct fq_ctx *ctx);
 /* Parse "io_uring", "threads", "sync", "native" (= io_uring). */
 int fq_engine_parse(const char *name, enum fq_engine_kind *out);
 
+/* ---- depth chosen by measurement ---------------------------------------
+ * How many operations to keep in flight: the depth where more stops buying
+ * throughput on this device, found by measuring and followed as the
+ * device changes (powers of two from 1 to `max`, or 128). Images use one
+ * for the extents in flight per request (fq_open_opts.max_workers = 0);
+ * programs that keep requests in flight (copies, exports) can use one too:
+ * keep at most fq_depth_limit() in flight, call fq_depth_start() when one
+ * starts and fq_depth_end() with the bytes it moved when it ends. A
+ * controller belongs to one thread. */
+struct fq_depth;
+/* `fixed` != 0 forces that depth (no measuring); `max` 0 = 128. */
+int fq_depth_new(unsigned fixed, unsigned max, struct fq_depth **out);
+void fq_depth_free(struct fq_depth *d);
+unsigned fq_depth_limit(const struct fq_depth *d);
+void fq_depth_start(struct fq_depth *d);
+void fq_depth_end(struct fq_depth *d, uint64_t bytes);
+
 /* ---- opening ------------------------------------------------------------ */
 
 enum fq_cache_mode {

@@ -15,6 +15,7 @@
 static void qcow2_free_state(struct qcow2 *s)
 {
     qcow2_rw_fini(s);
+    fq_depth_free(s->depth);
     qcache_destroy(&s->l2_cache);
     qcache_destroy(&s->rb_cache);
     for (size_t i = 0; i < s->exts.len; i++)
@@ -300,7 +301,11 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     s->file = child;
     s->readonly = opts->readonly || child->readonly;
     s->check_mode = opts->check_mode;
-    s->max_workers = opts->max_workers ? opts->max_workers : FQ_DEFAULT_WORKERS;
+    if (fq_depth_new(opts->max_workers, 0, &s->depth) < 0) {
+        free(bs);
+        free(s);
+        return -ENOMEM;
+    }
     s->sparse_prealloc = -1;
     qcow2_rw_init(s);
     bs->readonly = s->readonly;

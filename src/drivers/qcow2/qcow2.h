@@ -294,7 +294,8 @@ struct qcow2 {
     unsigned data_inflight;   /* reads and writes of host clusters in flight */
     struct fq_freelist req_fl, task_fl;   /* the planner's requests and tasks */
 
-    unsigned max_workers;
+    struct fq_depth *depth;   /* extents in flight per request (measured,
+                                 or forced by max_workers) */
     bool readonly;
     bool corrupt;             /* set corrupt bit on disk; refuse writes */
     bool dirty_set;           /* lazy refcounts: dirty bit is on disk */

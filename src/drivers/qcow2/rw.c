@@ -3,7 +3,8 @@
  * the cache), turning each uniform run
  * into a task (a host-contiguous data read or write, a backing read, a
  * compressed cluster, an allocating write), and issues the tasks through
- * its task pool, at most max_workers at once. Each completion frees a slot
+ * its task pool, at most as many at once as its depth controller allows
+ * (measured, or forced by max_workers). Each completion frees a slot
  * and planning resumes; the request completes when its range is planned
  * and its pool is idle, with the first error.
  *
@@ -258,6 +259,9 @@ static void task_complete(struct qtask *t, int ret)
     struct qreq *q = t->q;
     struct qalloc *a = t->alloc;
 
+    if (t->kind != T_FLUSH && !q->sync)
+        fq_depth_end(q->s->depth, t->len);
+
     ret = task_finish(t, ret);
     task_free(t);
     fq_pool_end(&q->pool, ret);
@@ -305,6 +309,8 @@ static void task_account(struct qtask *t)
     fq_pool_start(&t->q->pool);
     if (t->kind != T_BACKING && t->kind != T_FLUSH)
         t->q->s->data_inflight++;
+    if (t->kind != T_FLUSH && !t->q->sync)
+        fq_depth_start(t->q->s->depth);
 }
 
 /* Send an accounted task's child request to `dev`. */
@@ -889,7 +895,7 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->mw.w.wake = meta_wake;
     q->mw.parks = 0;
     q->mw.nheld = 0;
-    fq_pool_init(&q->pool, sync ? 1 : s->max_workers);
+    fq_pool_init(&q->pool, sync ? 1 : fq_depth_limit(s->depth));
 }
 
 void qcow2_rw_init(struct qcow2 *s)
