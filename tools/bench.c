@@ -156,7 +156,7 @@ static void usage(FILE *f)
             "  --pattern=N         byte written with -w (default 0)\n"
             "  --flush-interval=N  flush after every N requests (with -w; N >= depth)\n"
             "  --no-drain          do not drain the queue before each flush\n"
-            "  --workers=N         extents in flight per request (0 = library default)\n"
+            "  --workers=N         extents in flight per request (0 = measured: the default)\n"
             "  --random[=SEED]     random offsets, multiples of the step from -o (seed 1)\n"
             "  -q                  accepted for compatibility (the lines are always printed)\n"
             "  -U                  force share; only with read tests, as qemu-img\n");
@@ -324,7 +324,7 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
     oo.readonly = !b.write;
-    int r = fq_open(file, &oo, &b.img, err);
+    int r = tool_open_image(file, &oo, &b.img, err);
     if (r < 0) {
         tool_error("Could not open '%s': %s", file, *err ? err : strerror(-r));
         return 1;

@@ -8,9 +8,10 @@
  *   part-rand  blocks shuffled within each 1 MiB chunk, chunks in order
  * A qcow2 driver allocates host clusters in the order writes arrive, so
  * the host layout ends up fragmented the same way (a reverse image maps
- * guest block i to descending host offsets). DEPTH writes are kept in
- * flight through the aio API; they are submitted in layout order and all
- * share one read-only buffer.
+ * guest block i to descending host offsets). Writes are kept in flight
+ * through the aio API, as many as --depth says or, by default, as many as
+ * the device gains from (fq_depth: measured as it runs); they are
+ * submitted in layout order and all share one read-only buffer.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -34,7 +35,8 @@ struct gen {
     uint32_t *order;          /* block numbers in write order */
     uint64_t nblocks, next, done;
     uint64_t block, size;
-    unsigned depth, inflight;
+    unsigned depth, inflight; /* depth: --depth, 0 = measured (dctl) */
+    struct fq_depth *dctl;
     struct iovec iov;         /* the pattern block, shared by all writes */
     int err;
 };
@@ -78,13 +80,14 @@ static void write_done(void *opaque, int ret)
         g->err = ret;
     g->inflight--;
     g->done++;
+    fq_depth_end(g->dctl, g->block);
     pump(g);
 }
 
 /* Keep DEPTH writes in flight, submitted in layout order. */
 static void pump(struct gen *g)
 {
-    while (!g->err && g->next < g->nblocks && g->inflight < g->depth) {
+    while (!g->err && g->next < g->nblocks && g->inflight < fq_depth_limit(g->dctl)) {
         uint64_t off = (uint64_t)g->order[g->next] * g->block;
         uint64_t len = g->size - off < g->block ? g->size - off : g->block;
         int r = fq_aio_pwritev(g->img, &g->iov, 1, 0, len, off, write_done, g);
@@ -94,6 +97,7 @@ static void pump(struct gen *g)
         }
         g->next++;
         g->inflight++;
+        fq_depth_start(g->dctl);
     }
 }
 
@@ -112,10 +116,11 @@ static void usage(FILE *f)
             "  --chunk-size S     part-rand chunk (default 1M)\n"
             "  --seed N           PRNG seed for rand and part-rand (default 1)\n"
             "  --pattern P        fill byte (default 0xff)\n"
-            "  --depth N          writes in flight (default 32); 1 writes strictly in order\n"
+            "  --depth N          writes in flight (default: measured as it runs, up to 128);\n"
+            "                     1 writes strictly in order\n"
             "  -t CACHE           none, writeback (default), writethrough, directsync, unsafe\n"
             "  -i AIO, -n         I/O engine: io_uring (native; -n), threads, sync\n"
-            "  --workers N        extents in flight per request (0 = library default)\n"
+            "  --workers N        extents in flight per request (0 = measured: the default)\n"
             "  -q                 print nothing on success\n");
 }
 
@@ -148,7 +153,7 @@ int cmd_gen(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct gen g = { .depth = 32 };
+    struct gen g = { .depth = 0 };
     struct fq_create_opts co;
     struct fq_open_opts oo;
     char err[FQ_ERR_MAX] = "";
@@ -283,6 +288,11 @@ int cmd_gen(int argc, char **argv)
         tool_error("gen: could not open '%s': %s", file, *err ? err : strerror(-r));
         goto out;
     }
+    if ((r = fq_depth_new(g.depth, 128, &g.dctl)) < 0) {
+        tool_error("gen: %s", strerror(-r));
+        fq_close(g.img);
+        goto out;
+    }
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -314,6 +324,7 @@ int cmd_gen(int argc, char **argv)
     }
     ret = 0;
 out:
+    fq_depth_free(g.dctl);
     free(g.iov.iov_base);
     free(g.order);
     return ret;

@@ -48,7 +48,7 @@ struct qcache_load {
     struct qcache *c;
     struct qcache_entry *e;
     uint8_t *buf;
-    struct qcache_waiter *waiters;
+    struct qwait_list waiters;
 };
 
 /* ---- lists, hash, slots ---- */
@@ -358,22 +358,12 @@ static int ensure_data(struct qcache_entry *e, uint32_t len)
     return e->data ? 0 : -ENOMEM;
 }
 
-static void wake_all(struct qcache_waiter *w, int err)
-{
-    while (w) {
-        struct qcache_waiter *next = w->next;
-        w->next = NULL;
-        w->wake(w, err);
-        w = next;
-    }
-}
-
 static void load_done(struct fq_req *req, int ret)
 {
     struct qcache_load *ld = (struct qcache_load *)req;
     struct qcache *c = ld->c;
     struct qcache_entry *e = ld->e;
-    struct qcache_waiter *waiters = ld->waiters;
+    struct qwait_list waiters = ld->waiters;
 
     c->loads--;
     e->load = NULL;
@@ -394,7 +384,7 @@ static void load_done(struct fq_req *req, int ret)
         free(ld->buf);
     free(ld);
     /* the load's pin keeps the entry while its waiters are planned again */
-    wake_all(waiters, ret);
+    qwait_wake_all(&waiters, ret);
     if (--e->pin == 0 && e->state == QCE_FREE)
         entry_free(c, e);
     else
@@ -466,8 +456,7 @@ static int get_entry(struct qcache *c, uint64_t off, uint32_t len, bool fresh,
         if (fresh)
             return -EIO;        /* a table being read is in use, not free */
         if (s->aw) {
-            s->aw->w.next = e->load->waiters;
-            e->load->waiters = &s->aw->w;
+            qwait_add(&e->load->waiters, &s->aw->w);
             return QCOW2_PARKED;
         }
         /* a synchronous caller cannot wait for the loop: read it here */
@@ -506,8 +495,7 @@ static int get_entry(struct qcache *c, uint64_t off, uint32_t len, bool fresh,
             entry_free(c, e);
             return r;
         }
-        s->aw->w.next = NULL;
-        e->load->waiters = &s->aw->w;
+        qwait_add(&e->load->waiters, &s->aw->w);
         return QCOW2_PARKED;
     } else if ((r = fq_bdev_pread_sync(s->file, e->data, len, off)) < 0) {
         entry_free(c, e);

@@ -115,6 +115,33 @@ struct qcache_waiter {
     void (*wake)(struct qcache_waiter *w, int err);
 };
 
+/* Waiters woken in the order they came (so that requests parked together
+ * go on in their order: allocations follow submissions). */
+struct qwait_list {
+    struct qcache_waiter *head, **tail;
+};
+static inline void qwait_add(struct qwait_list *l, struct qcache_waiter *w)
+{
+    w->next = NULL;
+    if (!l->head)
+        l->tail = &l->head;
+    *l->tail = w;
+    l->tail = &w->next;
+}
+/* Wake every waiter of l (emptied first: a woken one may wait again). */
+static inline void qwait_wake_all(struct qwait_list *l, int err)
+{
+    struct qcache_waiter *w = l->head;
+
+    l->head = NULL;
+    while (w) {
+        struct qcache_waiter *next = w->next;
+        w->next = NULL;
+        w->wake(w, err);
+        w = next;
+    }
+}
+
 /* The asynchronous context of one request's planning step (s->aw): a miss
  * parks the request instead of blocking, and the entries the step touched
  * stay pinned ("held") until the step completes, so that a step that
@@ -287,6 +314,8 @@ struct qcow2 {
     struct qmeta_wait *aw;    /* the planning step running in an
                                  asynchronous context, or NULL */
     struct qwb *wb;           /* the asynchronous write-back in flight */
+    unsigned alloc_parked;    /* allocating steps parked: later ones queue */
+    struct qwait_list alloc_queue;   /* ... here, in order */
     uint64_t clean_interval_ns, next_clean;   /* cache-clean-interval */
 
     struct qfree_vec pending_frees;

@@ -46,6 +46,7 @@ struct qreq {
     bool parked;             /* waiting on a qalloc, a table or a write-back */
     bool finished;
     uint8_t flush_stage;     /* flushes: 1 once its own write-back started */
+    bool alloc_parked;       /* its allocating step parked: later ones queue */
     struct qreq *next_waiter;
     struct qmeta_wait mw;    /* the asynchronous context of its steps */
     struct fq_bh bh;
@@ -162,6 +163,51 @@ static int wait_allocs(struct qreq *q, uint64_t first, uint64_t n)
     q->next_waiter = a->waiters;
     a->waiters = q;
     return 1;
+}
+
+/* ---- allocations in order ----
+ * A qcow2 driver allocates host clusters in the order writes arrive, and
+ * the host layout follows (convert writes in guest order, gen writes its
+ * layouts so). A step that parks in the middle of an allocation would let
+ * later writes allocate first; so while one is parked, later allocating
+ * steps queue behind it and go on, in order, once it allocated. */
+
+/* 0, or QCOW2_PARKED when q must queue behind a parked allocation. */
+static int alloc_turn(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+
+    if (!s->aw || q->alloc_parked || !s->alloc_parked)
+        return 0;
+    qwait_add(&s->alloc_queue, &q->mw.w);
+    return QCOW2_PARKED;
+}
+
+/* q's allocating step parked (r) inside an allocation. */
+static int alloc_parked(struct qreq *q, int r)
+{
+    if (r == QCOW2_PARKED && !q->alloc_parked) {
+        q->alloc_parked = true;
+        q->s->alloc_parked++;
+    }
+    return r;
+}
+
+/* q's allocation is done (or given up): the queue may go on once the
+ * step is over (alloc_queue_go). */
+static void alloc_turn_done(struct qreq *q)
+{
+    if (q->alloc_parked) {
+        q->alloc_parked = false;
+        q->s->alloc_parked--;
+    }
+}
+
+/* Between steps: plan the queued allocating steps if nothing is parked. */
+static void alloc_queue_go(struct qcow2 *s)
+{
+    if (!s->alloc_parked && s->alloc_queue.head)
+        qwait_wake_all(&s->alloc_queue, 0);
 }
 
 /* ---- tasks ---- */
@@ -518,6 +564,8 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
 
     if (r)
         return r;
+    if ((r = alloc_turn(q)) < 0)
+        return r;
     if (!(t = task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
     r = -ENOMEM;
@@ -530,12 +578,13 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     /* the L2 table first, so that data stays after it (as qemu lays out);
      * its entry stays pinned for the link */
     uint64_t idx;
-    r = qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx);
+    r = alloc_parked(q, qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx));
     if (r < 0)
         goto fail;
-    r = qcow2_alloc_clusters(s, n, &t->host);
+    r = alloc_parked(q, qcow2_alloc_clusters(s, n, &t->host));
     if (r < 0)
         goto fail;
+    alloc_turn_done(q);
     s->aw = NULL;            /* allocated: the rest of the step cannot park */
     qcow2_extend_ahead(s, t->host, t->host + n * cs);
     t->n = n;
@@ -579,6 +628,8 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
 
     if (r)
         return r;
+    if ((!host || !copied) && (r = alloc_turn(q)) < 0)
+        return r;
     if (!(t = task_new(q, T_SUB, q->pos, wend - q->pos)))
         return -ENOMEM;
     r = -ENOMEM;
@@ -589,11 +640,12 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
     uint64_t idx;
-    if ((r = qcow2_get_l2_slice(s, gc, true, &t->l2, &idx)) < 0)
+    if ((r = alloc_parked(q, qcow2_get_l2_slice(s, gc, true, &t->l2, &idx))) < 0)
         goto fail;
     if (!host || !copied) {
-        if ((r = qcow2_alloc_clusters(s, 1, &host)) < 0)
+        if ((r = alloc_parked(q, qcow2_alloc_clusters(s, 1, &host))) < 0)
             goto fail;
+        alloc_turn_done(q);
         s->aw = NULL;        /* allocated: the rest of the step cannot park */
         qcow2_extend_ahead(s, host, host + cs);
         t->n = 1;
@@ -845,12 +897,15 @@ static void plan(struct qreq *q)
         if (r < 0) {
             fq_pool_fail(&q->pool, r);
             qcache_release_held(&q->mw);
+            alloc_turn_done(q);
+            alloc_queue_go(s);
             break;
         }
         if (!q->parked) {
             qcache_release_held(&q->mw);    /* the step completed */
             q->mw.parks = 0;
         }
+        alloc_queue_go(s);
     }
     q->planning = false;
     maybe_finish(q);
@@ -865,6 +920,8 @@ static void meta_wake(struct qcache_waiter *w, int err)
     if (err < 0) {
         fq_pool_fail(&q->pool, err);
         qcache_release_held(&q->mw);
+        alloc_turn_done(q);
+        alloc_queue_go(q->s);
     }
     plan(q);
 }
@@ -888,6 +945,7 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->sync = sync;
     q->planning = q->in_submit = q->parked = q->finished = false;
     q->flush_stage = 0;
+    q->alloc_parked = false;
     q->next_waiter = NULL;
     q->pos = req->off;
     q->end = req->op == FQ_OP_FLUSH ? req->off + 1 : req->off + req->len;

@@ -51,7 +51,7 @@ struct qwb {
     unsigned pending;         /* I/O of the current step in flight */
     int err;
     bool advancing;
-    struct qcache_waiter *waiters;
+    struct qwait_list waiters;
 };
 
 static void advance(struct qwb *wb);
@@ -165,7 +165,7 @@ static int apply_frees(struct qcow2 *s)
 static void finish(struct qwb *wb)
 {
     struct qcow2 *s = wb->s;
-    struct qcache_waiter *w = wb->waiters;
+    struct qwait_list w = wb->waiters;
     int err = wb->err;
 
     /* copies not written: their entries are dirty again */
@@ -185,12 +185,7 @@ static void finish(struct qwb *wb)
     free(wb->l1);
     s->wb = NULL;
     free(wb);
-    while (w) {
-        struct qcache_waiter *next = w->next;
-        w->next = NULL;
-        w->wake(w, err);
-        w = next;
-    }
+    qwait_wake_all(&w, err);
 }
 
 /* Run the next steps until one has I/O in flight or all are done. */
@@ -280,8 +275,7 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
     if (s->readonly)
         return 0;
     if (s->wb) {
-        w->next = s->wb->waiters;
-        s->wb->waiters = w;
+        qwait_add(&s->wb->waiters, w);
         return QCOW2_PARKED;
     }
     if (s->rt_dirty || s->header_dirty) {
@@ -311,8 +305,7 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
     if (!wb->nrb && !wb->nl2 && !wb->nl1)
         wb->step = WB_FLUSH_FREES;
     s->wb = wb;
-    w->next = NULL;
-    wb->waiters = w;
+    qwait_add(&wb->waiters, w);
     *own = true;
     advance(wb);
     return QCOW2_PARKED;
