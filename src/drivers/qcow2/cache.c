@@ -300,6 +300,7 @@ static int take_slot(struct qcache *c, bool may_park, struct qcache_entry **out)
             if (!may_park)
                 break;
             r = c->hooks->evict_dirty_async(s, &s->aw->w);
+            s->stats.evict_parks += r == QCOW2_PARKED;
         } else if (s->wb) {
             break;          /* the write-back in flight will clean them */
         } else {
@@ -457,9 +458,11 @@ static int get_entry(struct qcache *c, uint64_t off, uint32_t len, bool fresh,
             return -EIO;        /* a table being read is in use, not free */
         if (s->aw) {
             qwait_add(&e->load->waiters, &s->aw->w);
+            s->stats.joined++;
             return QCOW2_PARKED;
         }
         /* a synchronous caller cannot wait for the loop: read it here */
+        s->stats.sync_fills++;
         r = fq_bdev_pread_sync(s->file, e->data, e->len, off);
         if (r < 0)
             return r;
@@ -496,6 +499,7 @@ static int get_entry(struct qcache *c, uint64_t off, uint32_t len, bool fresh,
             return r;
         }
         qwait_add(&e->load->waiters, &s->aw->w);
+        s->stats.loads++;
         return QCOW2_PARKED;
     } else if ((r = fq_bdev_pread_sync(s->file, e->data, len, off)) < 0) {
         entry_free(c, e);

@@ -314,6 +314,15 @@ struct qcow2 {
     struct qmeta_wait *aw;    /* the planning step running in an
                                  asynchronous context, or NULL */
     struct qwb *wb;           /* the asynchronous write-back in flight */
+    struct {                  /* counts, for tests and benchmarks */
+        uint64_t loads;       /* asynchronous table reads started */
+        uint64_t joined;      /* misses that joined a read in flight */
+        uint64_t sync_fills;  /* synchronous callers that read a table
+                                 being loaded themselves */
+        uint64_t wbs;         /* asynchronous write-backs */
+        uint64_t evict_parks; /* steps parked on a write-back to make room */
+        uint64_t narrow_grows;/* table growths beside a write-back */
+    } stats;
     unsigned alloc_parked;    /* allocating steps parked: later ones queue */
     struct qwait_list alloc_queue;   /* ... here, in order */
     uint64_t clean_interval_ns, next_clean;   /* cache-clean-interval */

@@ -313,6 +313,7 @@ static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
     if (r < 0)
         return r;
     if (narrow) {
+        s->stats.narrow_grows++;
         /* the blocks covering the new table, the table, then the header */
         for (uint64_t ri = first; ri <= lastri; ri++)
             if ((r = qcache_write_one(&s->rb_cache, nrt[ri])) < 0)

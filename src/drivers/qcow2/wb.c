@@ -305,6 +305,7 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
     if (!wb->nrb && !wb->nl2 && !wb->nl1)
         wb->step = WB_FLUSH_FREES;
     s->wb = wb;
+    s->stats.wbs++;
     qwait_add(&wb->waiters, w);
     *own = true;
     advance(wb);
