@@ -3,12 +3,13 @@
  *
  * Paths per file: with the default engine, a registered file whose
  * operations the kernel completes in memory anyway (tmpfs, ramfs) has its
- * small ones (up to 32 KiB) run inline by fq_ctx_submit, their completions
- * queued and delivered from the loop like the engine's (never inside
- * submit): io_uring cannot start such operations without blocking and
- * hands each one to a kernel worker thread, which costs more than a small
- * copy; larger ones still go to the engine, whose workers copy them on
- * other cores in parallel.
+ * small ones (up to 32 KiB) run inline by fq_ctx_submit while at most one
+ * public request is in flight, their completions queued and delivered from
+ * the loop like the engine's (never inside submit): io_uring cannot start
+ * such operations without blocking and hands each one to a kernel worker
+ * thread, which costs a small copy's latency several times over; larger
+ * ones, and all of them while requests queue up, still go to the engine,
+ * whose workers copy them on other cores in parallel.
  * SPDX-License-Identifier: MIT
  */
 #include <linux/magic.h>
@@ -125,14 +126,18 @@ void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void
     ctx->bh_tail = &bh->next;
 }
 
-/* Inline operations are the small ones: a kernel worker costs more than
- * their copy, and the loop's thread does them at once; larger ones go to
- * the engine, whose workers copy them on other cores in parallel. */
+/* Inline operations are the small ones of a client that waits for each
+ * request (at most one public request in flight): a kernel worker's
+ * hand-off costs more than their copy, and the loop's thread does them at
+ * once. Larger ones, and everything while requests queue up, go to the
+ * engine, whose workers copy them on other cores in parallel (measured:
+ * 4 KiB reads at depth 1 twice as fast inline, at depth 32 three times as
+ * fast through the workers). */
 #define INLINE_MAX (32u << 10)
 
-static bool run_inline(const struct fq_aio *aio)
+static bool run_inline(const struct fq_ctx *ctx, const struct fq_aio *aio)
 {
-    if (!aio->reg || !aio->reg->inline_io || aio->is_poll)
+    if (!aio->reg || !aio->reg->inline_io || aio->is_poll || ctx->user_inflight > 1)
         return false;
     if (aio->op != FQ_OP_READ && aio->op != FQ_OP_WRITE)
         return true;
@@ -144,7 +149,7 @@ static bool run_inline(const struct fq_aio *aio)
 
 void fq_ctx_submit(struct fq_ctx *ctx, struct fq_aio *aio)
 {
-    if (run_inline(aio)) {
+    if (run_inline(ctx, aio)) {
         aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
         aio->next = NULL;
         *ctx->ready_tail = aio;
@@ -177,8 +182,8 @@ struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd)
         r->inline_io = true;
         if (!ctx->noted_inline && !ctx->engine_note[0])
             snprintf(ctx->engine_note, sizeof(ctx->engine_note),
-                     "small operations on memory-backed files (tmpfs) run inline: %s would "
-                     "hand each one to a kernel worker", ctx->eng.ops->name);
+                     "small operations on memory-backed files (tmpfs) run inline when one "
+                     "request is in flight: %s would hand each one to a kernel worker", ctx->eng.ops->name);
         ctx->noted_inline = true;
     } else if (ctx->eng.ops->fd_register) {
         r->eslot = ctx->eng.ops->fd_register(&ctx->eng, fd);
