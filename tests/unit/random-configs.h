@@ -60,8 +60,9 @@ static const struct cfg configs[] = {
       24 * MiB + 1536, 0, 1200, 0, 0, 1, 0, NULL, 0, 0, 0, 0 },
     { "c4k-rb16-v2-sync-wb-nested64k", "qcow2", 4096, 16, 2, FQ_ENGINE_SYNC, FQ_CACHE_WRITEBACK, 65536,
       16 * MiB, 0, 1500, 0, 0, 0, 0, NULL, 0, 0, 0, 0 },
+    /* cache-size=256k: two L2 slices of 4 KiB over 1 GiB (qemu's sizing) */
     { "c64k-rb16-v3-uring-wb-smallcache", "qcow2", 65536, 16, 3, FQ_ENGINE_IO_URING, FQ_CACHE_WRITEBACK, 0,
-      1 * GiB, 8 * MiB, 2000, 0, 256 * KiB, 0, 0, NULL, 0, 0, 0, 0 },
+      1 * GiB, 8 * MiB, 1000, 0, 256 * KiB, 0, 0, NULL, 0, 0, 0, 0 },
     { "c64k-rb1-v3-threads-none-1worker", "qcow2", 65536, 1, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 0,
       1 * GiB, 8 * MiB, 1000, 1, 0, 0, 0, NULL, 0, 0, 0, 0 },
     { "c64k-rb64-v3-threads-none-nested64k", "qcow2", 65536, 64, 3, FQ_ENGINE_THREADS, FQ_CACHE_NONE, 65536,
@@ -100,19 +101,19 @@ static const struct cfg configs[] = {
      * dirty tables evicted by asynchronous write-backs, all the time */
     { .name = "c64k-v3-uring-none-tinycache", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
       .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_NONE, .size = 64 * MiB,
-      .nops = 800, .l2_cache = 1536, .l2_entry = 512, .batch = 24 },
+      .nops = 500, .l2_cache = 1536, .l2_entry = 512, .batch = 24 },
     { .name = "c4k-v3-threads-wb-tinycache", .fmt = "qcow2", .cluster = 4096, .refbits = 16,
       .version = 3, .engine = FQ_ENGINE_THREADS, .cache = FQ_CACHE_WRITEBACK, .size = 16 * MiB,
-      .nops = 800, .l2_cache = 1024, .l2_entry = 512, .batch = 24 },
+      .nops = 500, .l2_cache = 1024, .l2_entry = 512, .batch = 24 },
     { .name = "c512-rb16-v3-sync-wb-tinycache", .fmt = "qcow2", .cluster = 512, .refbits = 16,
       .version = 3, .engine = FQ_ENGINE_SYNC, .cache = FQ_CACHE_WRITEBACK, .size = 4 * MiB,
-      .nops = 500, .l2_cache = 1024, .batch = 16 },
+      .nops = 400, .l2_cache = 1024, .batch = 16 },
     { .name = "c64k-v3-default-none-shm-tinycache", .fmt = "qcow2", .cluster = 65536,
       .refbits = 16, .version = 3, .engine = FQ_ENGINE_DEFAULT, .cache = FQ_CACHE_NONE,
-      .size = 64 * MiB, .nops = 800, .l2_cache = 1536, .l2_entry = 512, .batch = 24, .shm = 1 },
+      .size = 64 * MiB, .nops = 500, .l2_cache = 1536, .l2_entry = 512, .batch = 24, .shm = 1 },
     { .name = "c64k-extl2-v3-uring-wb-tinycache", .fmt = "qcow2", .cluster = 65536, .refbits = 16,
       .version = 3, .engine = FQ_ENGINE_IO_URING, .cache = FQ_CACHE_WRITEBACK, .size = 64 * MiB,
-      .nops = 800, .extl2 = 1, .l2_cache = 3072, .l2_entry = 1024, .batch = 24 },
+      .nops = 500, .extl2 = 1, .l2_cache = 3072, .l2_entry = 1024, .batch = 24 },
 };
 
 #endif
