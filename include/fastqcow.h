@@ -83,6 +83,22 @@ int fq_watch_modify(struct fq_watch *w, unsigned events);
    callback of the same context; the fd may be closed afterwards. fq_ctx_free
    stops the watches left. */
 void fq_watch_stop(struct fq_watch *w);
+/* ---- depth chosen by measurement ---------------------------------------
+ * How many operations to keep in flight: the depth where more stops buying
+ * throughput on this device, found by measuring and followed as the
+ * device changes (powers of two from 1 to `max`, or 128). Images use one
+ * for the extents in flight per request (fq_open_opts.max_workers = 0);
+ * programs that keep requests in flight (copies, exports) can use one too:
+ * keep at most fq_depth_limit() in flight, call fq_depth_start() when one
+ * starts and fq_depth_end() with the bytes it moved when it ends. A
+ * controller belongs to one thread. */
+struct fq_depth;
+/* `fixed` != 0 forces that depth (no measuring); `max` 0 = 128. */
+int fq_depth_new(unsigned fixed, unsigned max, struct fq_depth **out);
+void fq_depth_free(struct fq_depth *d);
+unsigned fq_depth_limit(const struct fq_depth *d);
+void fq_depth_start(struct fq_depth *d);
+void fq_depth_end(struct fq_depth *d, uint64_t bytes);
 
 /* ---- opening ------------------------------------------------------------ */
 
@@ -102,8 +118,27 @@ struct fq_open_opts {
     enum fq_cache_mode cache;
     enum fq_engine_kind engine;/* used only when ctx is NULL */
     struct fq_ctx *ctx;        /* share a context; NULL = the image owns one */
-    unsigned max_workers;      /* extents in flight per request; 0 = default */
-    uint64_t cache_size;       /* metadata cache bytes; 0 = default */
+    unsigned max_workers;      /* extents in flight per request; 0 = chosen
+                                  at run time by measurement (adaptive) */
+    /* qcow2 metadata caches, with the meaning, defaults and limits of
+     * qemu's options of the same names (0 = not given, unless the key's
+     * FQ_CACHE_GIVEN_* bit is set in cache_given, as fq_open_opts_set
+     * does for a value of 0): */
+    uint64_t cache_size;       /* "cache-size": both caches together */
+    uint64_t l2_cache_size;    /* "l2-cache-size" (default: enough to map
+                                  the whole disk, at most 32 MiB) */
+    uint64_t refcount_cache_size; /* "refcount-cache-size" (default and
+                                  minimum: 4 clusters) */
+    uint64_t l2_cache_entry_size; /* "l2-cache-entry-size": L2 tables are
+                                  cached in slices of this size (a power of
+                                  two from 512 to the cluster size; default:
+                                  whole tables when the cache maps the whole
+                                  disk, else 4 KiB) */
+    uint64_t cache_clean_interval; /* "cache-clean-interval": seconds after
+                                  which unused entries are dropped (checked
+                                  as requests come); default 600, given 0 =
+                                  never */
+    unsigned cache_given;      /* FQ_CACHE_GIVEN_* */
     int no_backing;            /* do not open the backing file */
     int check_mode;            /* open a corrupt/dirty image as is, for check */
     const char *backing_format;/* override the backing format (NULL = header);
@@ -119,10 +154,26 @@ struct fq_open_opts {
                                   change or look inconsistent */
 };
 
+#define FQ_CACHE_GIVEN_SIZE          1u
+#define FQ_CACHE_GIVEN_L2_SIZE       2u
+#define FQ_CACHE_GIVEN_REFCOUNT_SIZE 4u
+#define FQ_CACHE_GIVEN_ENTRY_SIZE    8u
+#define FQ_CACHE_GIVEN_CLEAN         16u
+
 struct fq_image;
 
 /* Fill `o` with defaults. */
 void fq_open_opts_init(struct fq_open_opts *o);
+/* Set one open option by its qemu name from a string, as --image-opts
+ * and -o lists give them: "cache-size", "l2-cache-size",
+ * "refcount-cache-size", "l2-cache-entry-size" (sizes with qemu's
+ * suffixes), "cache-clean-interval" (seconds). Returns 0; -ENOENT for a
+ * key it does not know (the caller may know it: "driver",
+ * "file.filename"...); -EINVAL with qemu's message in err for a value it
+ * refuses. What depends on the image (an entry size above its cluster
+ * size, sizes that contradict each other) is refused by fq_open. */
+int fq_open_opts_set(struct fq_open_opts *o, const char *key, const char *value, char *err);
+
 /* Open an image and its backing chain. The image files are locked while
  * they are open, in the byte-range locks QEMU takes (so that neither it
  * nor another fastqcow writes an image this one uses): a read-write open

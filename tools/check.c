@@ -124,7 +124,7 @@ int cmd_check(int argc, char **argv)
         return 1;
     }
     if (!a.quiet && a.json)
-        check_json(&res, argv[optind], format);
+        check_json(&res, tool_image_file(argv[optind], NULL), format);
     else if (!a.quiet)
         check_human(&res);
     return res.check_errors ? 1 : res.corruptions ? 2 : res.leaks ? 3 : 0;

@@ -47,11 +47,23 @@ int cmd_commit(int argc, char **argv)
     }
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
+    const char *file = argv[optind];
+    if (tool_image_opts) {
+        /* the file and its format (commit opens the chain itself, with
+         * the default caches) */
+        struct fq_open_opts oo;
+        tool_open_opts_init(&oo);
+        if (tool_image_spec(&file, &oo, err) < 0) {
+            tool_error("Could not open '%s': %s", argv[optind], err);
+            return 1;
+        }
+        o.format = oo.format;
+    }
     pg.on = pg.on && !quiet;
     o.progress = img_progress_cb;
     o.opaque = &pg;
     img_progress(&pg, 0, 1, true);
-    int r = fq_commit(argv[optind], &o, err);
+    int r = fq_commit(file, &o, err);
     if (r < 0) {
         tool_error("%s", err[0] ? err : strerror(-r));
         return 1;

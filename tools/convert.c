@@ -187,8 +187,9 @@ int cmd_convert(int argc, char **argv)
     static const char usage[] =
         "usage: fastqcow convert [-p] [-q] [-n] [-c] [-W] [-m num] [-S size] [-f fmt] [-O fmt]\n"
         "                        [-o options] [-t cache] [-T src_cache] src dst\n\n"
-        "Copy the contents of an image into a new one (qemu-img convert), with up to\n"
-        "num (1..16, default 8) requests in flight. -n writes into an existing dst.\n";
+        "Copy the contents of an image into a new one (qemu-img convert), with num\n"
+        "(1..16) requests in flight; by default as many as the devices gain from\n"
+        "(measured as it runs, up to 16). -n writes into an existing dst.\n";
     struct xfer x = { .on_read = conv_job_read };
     struct fq_open_opts o[2];
     struct cspec c = { 0 };
@@ -204,11 +205,20 @@ int cmd_convert(int argc, char **argv)
         tool_error("Only one source image is supported");
         return 1;
     }
+    if (tool_target_image_opts && !a.no_create) {
+        tool_error("--target-image-opts requires use of -n flag");
+        return 1;
+    }
     if (a.compress && (!a.out_fmt || strcmp(a.out_fmt, "qcow2"))) {
         tool_error("Compression not supported for this file format");
         return 1;
     }
-    x.njobs = a.jobs;
+    /* -m forces the requests in flight; else they are measured (up to 16) */
+    x.njobs = a.jobs ? a.jobs : 16;
+    if (!a.jobs && fq_depth_new(0, 16, &x.depth) < 0) {
+        tool_error("out of memory");
+        return 1;
+    }
     x.ooo = a.ooo;
     x.full = a.sparse == 0;
     x.pg.on = a.progress && !a.quiet;
@@ -238,7 +248,11 @@ int cmd_convert(int argc, char **argv)
         if (img_create(&c) < 0)
             goto out;
     }
-    if (xfer_open(&x, 1, &o[1]) < 0)
+    bool src_opts = tool_image_opts;
+    tool_image_opts = tool_target_image_opts;   /* for the target */
+    int tr = xfer_open(&x, 1, &o[1]);
+    tool_image_opts = src_opts;
+    if (tr < 0)
         goto out;
     if (a.compress) {
         /* jobs of whole target clusters, written compressed one by one */

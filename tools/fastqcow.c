@@ -4,6 +4,7 @@
  * file (or folder) of its name; its handler is declared in subcommands.h.
  * SPDX-License-Identifier: MIT
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,34 +13,36 @@
 #include "subcommands.h"
 
 /* One subcommand: its name, its handler (argv[0] is the name; returns the
- * exit code) and the line `fastqcow --help` prints for it. */
+ * exit code), the line `fastqcow --help` prints for it, and whether it
+ * opens images (and so takes --image-opts). */
 struct subcommand {
     const char *name;
     int (*handler)(int argc, char **argv);
     const char *summary;
+    bool opens;
 };
 
 /* In the order --help lists them. */
 static const struct subcommand cmds[] = {
-    { "create", cmd_create, "create a new image (qemu-img create)" },
-    { "info", cmd_info, "show image information (qemu-img info)" },
-    { "check", cmd_check, "check (and repair) an image (qemu-img check)" },
-    { "map", cmd_map, "show the guest-to-host mapping (qemu-img map)" },
-    { "compare", cmd_compare, "compare two images (qemu-img compare)" },
-    { "convert", cmd_convert, "copy an image to another format (qemu-img convert)" },
-    { "io", cmd_io, "run qemu-io style commands on an image" },
-    { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)" },
-    { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images" },
-    { "snapshot", cmd_snapshot, "list, create, apply or delete snapshots (qemu-img snapshot)" },
-    { "resize", cmd_resize, "change the virtual size (qemu-img resize)" },
-    { "amend", cmd_amend, "change options of an image (qemu-img amend)" },
-    { "measure", cmd_measure, "show the size a new image needs (qemu-img measure)" },
-    { "rebase", cmd_rebase, "change the backing file (qemu-img rebase)" },
-    { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)" },
-    { "serve", cmd_serve, "serve an image over NBD (qemu-nbd)" },
-    { "mount", cmd_mount, "serve the guest view of an image as a regular file (FUSE)" },
-    { "umount", cmd_umount, "unmount a file served by mount, wait until the image is closed" },
-    { "defrag", cmd_defrag, "rewrite an image in place so it reads sequentially" },
+    { "create", cmd_create, "create a new image (qemu-img create)", false },
+    { "info", cmd_info, "show image information (qemu-img info)", true },
+    { "check", cmd_check, "check (and repair) an image (qemu-img check)", true },
+    { "map", cmd_map, "show the guest-to-host mapping (qemu-img map)", true },
+    { "compare", cmd_compare, "compare two images (qemu-img compare)", true },
+    { "convert", cmd_convert, "copy an image to another format (qemu-img convert)", true },
+    { "io", cmd_io, "run qemu-io style commands on an image", true },
+    { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)", true },
+    { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images", false },
+    { "snapshot", cmd_snapshot, "list, create, apply or delete snapshots (qemu-img snapshot)", true },
+    { "resize", cmd_resize, "change the virtual size (qemu-img resize)", true },
+    { "amend", cmd_amend, "change options of an image (qemu-img amend)", true },
+    { "measure", cmd_measure, "show the size a new image needs (qemu-img measure)", true },
+    { "rebase", cmd_rebase, "change the backing file (qemu-img rebase)", true },
+    { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)", true },
+    { "serve", cmd_serve, "serve an image over NBD (qemu-nbd)", false },
+    { "mount", cmd_mount, "serve the guest view of an image as a regular file (FUSE)", false },
+    { "umount", cmd_umount, "unmount a file served by mount, wait until the image is closed", false },
+    { "defrag", cmd_defrag, "rewrite an image in place so it reads sequentially", true },
 };
 
 /* The tool's help: the subcommands of the table, the global options. */
@@ -54,7 +57,39 @@ static void usage(FILE *f)
             "                        over what the image records; 'probe': guess the\n"
             "                        format of backing files that record none (by\n"
             "                        default they are refused: a raw disk may start\n"
-            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n");
+            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n\n"
+            "Subcommands that open images take --image-opts: their image names are\n"
+            "then qemu's option lists (driver=qcow2,file.filename=disk.qcow2,\n"
+            "l2-cache-size=4M,l2-cache-entry-size=4k,refcount-cache-size=1M,\n"
+            "cache-size=...,cache-clean-interval=SECONDS,read-only=on); convert also\n"
+            "takes --target-image-opts (with -n).\n");
+}
+
+/* Take --image-opts (and, for convert, --target-image-opts) out of a
+ * subcommand's arguments (before any "--"), setting the tool's flags.
+ * Returns the new argc. */
+static int take_image_opts(int argc, char **argv, bool target)
+{
+    int o = 2;
+
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--")) {
+            while (i < argc)
+                argv[o++] = argv[i++];
+            break;
+        }
+        if (!strcmp(argv[i], "--image-opts")) {
+            tool_image_opts = true;
+            continue;
+        }
+        if (target && !strcmp(argv[i], "--target-image-opts")) {
+            tool_target_image_opts = true;
+            continue;
+        }
+        argv[o++] = argv[i];
+    }
+    argv[o] = NULL;
+    return o;
 }
 
 /* Take the global options, then run the subcommand argv[1] names. */
@@ -91,8 +126,11 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
-        if (!strcmp(argv[1], cmds[i].name))
+        if (!strcmp(argv[1], cmds[i].name)) {
+            if (cmds[i].opens)
+                argc = take_image_opts(argc, argv, !strcmp(cmds[i].name, "convert"));
             return cmds[i].handler(argc - 1, argv + 1);
+        }
     tool_error("unknown subcommand '%s'", argv[1]);
     usage(stderr);
     return 1;

@@ -8,9 +8,10 @@
  *   part-rand  blocks shuffled within each 1 MiB chunk, chunks in order
  * A qcow2 driver allocates host clusters in the order writes arrive, so
  * the host layout ends up fragmented the same way (a reverse image maps
- * guest block i to descending host offsets). DEPTH writes are kept in
- * flight through the aio API; they are submitted in layout order and all
- * share one read-only buffer.
+ * guest block i to descending host offsets). Writes are kept in flight
+ * through the aio API, as many as --depth says or, by default, as many as
+ * the device gains from (fq_depth: measured as it runs); they are
+ * submitted in layout order and all share one read-only buffer.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -35,7 +36,8 @@ struct gen {
     uint64_t nblocks, next, done;
     uint64_t block, size;
     uint64_t stride;          /* bytes from one block written to the next */
-    unsigned depth, inflight;
+    unsigned depth, inflight; /* depth: --depth, 0 = measured (dctl) */
+    struct fq_depth *dctl;
     struct iovec iov;         /* the pattern block, shared by all writes */
     int err;
 };
@@ -79,13 +81,14 @@ static void write_done(void *opaque, int ret)
         g->err = ret;
     g->inflight--;
     g->done++;
+    fq_depth_end(g->dctl, g->block);
     pump(g);
 }
 
 /* Keep DEPTH writes in flight, submitted in layout order. */
 static void pump(struct gen *g)
 {
-    while (!g->err && g->next < g->nblocks && g->inflight < g->depth) {
+    while (!g->err && g->next < g->nblocks && g->inflight < fq_depth_limit(g->dctl)) {
         uint64_t off = (uint64_t)g->order[g->next] * g->stride;
         uint64_t len = g->size - off < g->block ? g->size - off : g->block;
         int r = fq_aio_pwritev(g->img, &g->iov, 1, 0, len, off, write_done, g);
@@ -95,6 +98,7 @@ static void pump(struct gen *g)
         }
         g->next++;
         g->inflight++;
+        fq_depth_start(g->dctl);
     }
 }
 
@@ -115,10 +119,11 @@ static void usage(FILE *f)
             "                     64k x 8192 = 512M writes one cluster per L2 table\n"
             "  --seed N           PRNG seed for rand and part-rand (default 1)\n"
             "  --pattern P        fill byte (default 0xff)\n"
-            "  --depth N          writes in flight (default 32); 1 writes strictly in order\n"
+            "  --depth N          writes in flight (default: measured as it runs, up to 128);\n"
+            "                     1 writes strictly in order\n"
             "  -t CACHE           none, writeback (default), writethrough, directsync, unsafe\n"
             "  -i AIO, -n         I/O engine: io_uring (native; -n), threads, sync\n"
-            "  --workers N        extents in flight per request (0 = library default)\n"
+            "  --workers N        extents in flight per request (0 = measured: the default)\n"
             "  -q                 print nothing on success\n");
 }
 
@@ -153,7 +158,7 @@ int cmd_gen(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct gen g = { .depth = 32 };
+    struct gen g = { .depth = 0 };
     struct fq_create_opts co;
     struct fq_open_opts oo;
     char err[FQ_ERR_MAX] = "";
@@ -297,6 +302,11 @@ int cmd_gen(int argc, char **argv)
         tool_error("gen: could not open '%s': %s", file, *err ? err : strerror(-r));
         goto out;
     }
+    if ((r = fq_depth_new(g.depth, 128, &g.dctl)) < 0) {
+        tool_error("gen: %s", strerror(-r));
+        fq_close(g.img);
+        goto out;
+    }
 
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -328,6 +338,7 @@ int cmd_gen(int argc, char **argv)
     }
     ret = 0;
 out:
+    fq_depth_free(g.dctl);
     free(g.iov.iov_base);
     free(g.order);
     return ret;

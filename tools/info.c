@@ -23,8 +23,8 @@
 /* Print the info of one image. `next` receives the path of its backing
  * file as qemu opens it ("" = none), `next_fmt` that file's format.
  * Returns 0 or -1. */
-static int info_one(const char *file, const char *fmt, bool json, bool frag, struct jw *w,
-                    char *next, size_t n, char *next_fmt)
+static int info_one(const char *spec, const char *file, const char *fmt, bool json, bool frag,
+                    struct jw *w, char *next, size_t n, char *next_fmt)
 {
     struct fq_open_opts o;
     struct fq_image *img;
@@ -37,7 +37,7 @@ static int info_one(const char *file, const char *fmt, bool json, bool frag, str
     tool_open_opts_init(&o);
     o.format = fmt;
     o.readonly = o.check_mode = o.no_backing = 1;
-    if (!(img = img_open(file, &o)))
+    if (!(img = img_open(spec, &o)))
         return -1;
     r = fq_get_info(img, &in);
     struct fq_snapshot *sn = NULL;
@@ -213,9 +213,22 @@ int cmd_info(int argc, char **argv)
         return r < 0 ? 0 : r;
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
-    snprintf(name[0], sizeof(name[0]), "%s", argv[optind]);
-    snprintf(fmt[0], sizeof(fmt[0]), "%s", a.fmt ? a.fmt : "");
-    if (a.chain && !img_chain_names(argv[optind], a.fmt, name)) {
+    /* under --image-opts the top image is an option list: its file, and
+     * its format if it names one, for the names of the chain */
+    const char *spec = argv[optind], *file0 = spec, *fmt0 = a.fmt;
+    if (tool_image_opts) {
+        struct fq_open_opts t;
+        char err[FQ_ERR_MAX];
+        tool_open_opts_init(&t);
+        if (tool_image_spec(&file0, &t, err) < 0) {
+            tool_error("Could not open '%s': %s", spec, err);
+            return 1;
+        }
+        fmt0 = t.format ? t.format : fmt0;
+    }
+    snprintf(name[0], sizeof(name[0]), "%s", file0);
+    snprintf(fmt[0], sizeof(fmt[0]), "%s", fmt0 ? fmt0 : "");
+    if (a.chain && !img_chain_names(file0, fmt0, name)) {
         /* as qemu-img: nothing printed for a chain that loops */
         int d = 0;
         while (d < MAX_CHAIN && name[d + 1][0])
@@ -223,7 +236,8 @@ int cmd_info(int argc, char **argv)
         tool_error("Backing file '%s' creates an infinite loop.", name[d]);
         return 1;
     }
-    snprintf(name[0], sizeof(name[0]), "%s", argv[optind]);
+    snprintf(name[0], sizeof(name[0]), "%s", file0);
+    bool spec_top = tool_image_opts;
     if (a.chain && a.json)
         jw_open(&w, NULL, '[');
     for (int n = 0; n == 0 || (a.chain && name[n][0]); n++) {
@@ -244,8 +258,9 @@ int cmd_info(int argc, char **argv)
         }
         if (n > 0 && !a.json)
             putchar('\n');
-        if (info_one(name[n], fmt[n][0] ? fmt[n] : NULL, a.json, a.frag, &w, name[n + 1],
-                     sizeof(name[n + 1]), fmt[n + 1]) < 0)
+        tool_image_opts = spec_top && n == 0;   /* backing files are plain names */
+        if (info_one(n == 0 ? spec : name[n], name[n], fmt[n][0] ? fmt[n] : NULL, a.json, a.frag,
+                     &w, name[n + 1], sizeof(name[n + 1]), fmt[n + 1]) < 0)
             return 1;
     }
     if (a.chain && a.json)

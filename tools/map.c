@@ -75,7 +75,8 @@ int cmd_map(int argc, char **argv)
         return 1;
     uint64_t size = fq_size(img), end = a.maxlen > size - MIN(a.start, size) ? size : a.start + a.maxlen;
     if (!a.json) {
-        img_chain_names(argv[optind], a.fmt, names);
+        const char *fmt = a.fmt, *file = tool_image_file(argv[optind], &fmt);
+        img_chain_names(file, fmt, names);
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
     }
     cur = (struct fq_map_entry){ .start = a.start };

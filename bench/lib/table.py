@@ -3,8 +3,9 @@
 raw CSV that bench/seed-table, bench/random-table and bench/workers-sweep
 write (one line per timed run; see bench/lib/common.sh).
 
-    table.py seed    RAW OUTDIR [--size S --count N --runs N]
-    table.py random  RAW OUTDIR
+    table.py seed    RAW OUTDIR [--size S --count N --runs N --medium disk|memory]
+    table.py random  RAW OUTDIR [--medium disk|memory]
+    table.py large   RAW OUTDIR [--size S --small S --runs N]
     table.py workers RAW OUTDIR
     table.py feature RAW OUTDIR [--size S --count N --runs N --csize S
                                  --cbytes B --zlib BYTES --zstd BYTES --strict 0|1]
@@ -380,6 +381,58 @@ plot for [i=2:4] '%s' using i:xtic(1) title columnheader(i)
     print("\nCSV: %s\nPNG: %s" % (csvp, png if ok else "(gnuplot failed)"))
 
 
+# -------------------------------------------------------------- large table
+
+LARGE_TOOLS = (("fastqcow", "fastqcow"), ("qemu", "qemu-img"), ("fastqcow-full", "fastqcow full"),
+               ("qemu-full", "qemu-img full"), ("fastqcow-warm", "fastqcow warm"),
+               ("small", "small image"))
+
+
+def large(raw, out, opts):
+    c = load(raw)
+    rows_k = sorted({(k[1], k[2]) for k in c if k[0] == "large"},
+                    key=lambda x: (x[0].split("-")[0], int(x[0].split("-")[1].rstrip("k")),
+                                   int(x[0].split("-d")[1]), x[1]))
+    rows, csvrows, checks = [], [], []
+    for row, mode in rows_k:
+        K = {t: ("large", row, mode, t) for t, _ in LARGE_TOOLS}
+        iops = {t: med(c, K[t], "iops") for t, _ in LARGE_TOOLS}
+        # time ratios = inverse IOPS ratios, medians of per-run ratios
+        r_q = paired(c, K["fastqcow"], [K["qemu"]])
+        r_qf = paired(c, K["fastqcow-full"], [K["qemu-full"]])
+        r_small = paired(c, K["small"], [K["fastqcow-warm"]])   # time small / time warm
+        pat, bs, d = row.split("-")
+        name = "%s %s%s %s" % (pat, "read" if mode == "read" else "write", "", bs + " " + d)
+        rows.append([name] + [fmt(iops[t], 0) for t, _ in LARGE_TOOLS] +
+                    [fmt(r_q, 2), fmt(r_qf, 2), fmt(r_small, 2)])
+        csvrows.append([pat, mode, bs, d] + [iops[t] for t, _ in LARGE_TOOLS] + [r_q, r_qf, r_small])
+        if bs == "4k" and d == "d32":
+            if mode == "read":
+                checks.append(["%s reads 4k d32, cold cache: fastqcow / qemu-img time" % pat,
+                               fmt(r_q, 2), "<= 0.8", verdict(r_q is not None and r_q <= 0.8)])
+            else:
+                checks.append(["%s writes 4k d32, cold cache: fastqcow / qemu-img time" % pat,
+                               fmt(r_q, 2), "<= 1.0", verdict(r_q is not None and r_q <= 1.0)])
+        if d == "d32" and r_small is not None:
+            checks.append(["%s %s %s d32, a warm cache holding all: IOPS / small image's" % (pat, mode, bs),
+                           fmt(r_small, 2), ">= 0.9", verdict(r_small >= 0.9)])
+    print_table(["workload"] + [n for _, n in LARGE_TOOLS] + ["fq/qemu time", "full: fq/qemu", "warm/small IOPS"],
+                rows, "Image larger than the cache (%s; small %s): IOPS, median of %s runs, cold cache"
+                % (opts.get("size", "?"), opts.get("small", "?"), opts.get("runs", "?")))
+    print("  fastqcow / qemu-img: default caches (L2 32 MiB); full: an L2 cache holding every table,\n"
+          "  cold; warm: full, every table read before timing (small image: the same);\n"
+          "  scattered: a golden-ratio step (bench/random-table), strided: evenly spread;\n"
+          "  time ratios and warm/small are medians of per-run ratios (lower time is better).")
+    print()
+    if checks:
+        print_table(["target", "measured", "goal", "verdict"], checks, "Targets of the issue (large table)")
+    csvp = os.path.join(out, "large-table.csv")
+    write_csv(csvp, ["pattern", "mode", "bs", "depth"] + ["iops_" + t for t, _ in LARGE_TOOLS] +
+              ["fq_over_qemu", "full_fq_over_qemu", "warm_iops_over_small"], csvrows)
+    write_csv(os.path.join(out, "large-targets.csv"), ["target", "measured", "goal", "verdict"], checks)
+    print("\nCSV: %s" % csvp)
+
+
 # ------------------------------------------------------------ workers sweep
 
 def workers(raw, out, opts):
@@ -559,7 +612,7 @@ def main():
     for i in range(0, len(a) - 1, 2):
         opts[a[i].lstrip("-")] = a[i + 1]
     failed = {"seed": seed, "random": random_table, "workers": workers, "feature": feature,
-              "mount": mount_table}[kind](raw, out, opts)
+              "mount": mount_table, "large": large}[kind](raw, out, opts)
     if kind == "feature" and failed and opts.get("strict") == "1":
         sys.exit("%d timed runs failed (see the FAILED lines above)" % failed)
 

@@ -17,6 +17,7 @@ struct fq_image {
     struct fq_bdev *top;
     enum fq_cache_mode cache;
     char format[16];
+    struct fq_freelist ureq_fl;   /* public requests for reuse */
 };
 
 /* One public request. */
@@ -57,6 +58,7 @@ int fq_open(const char *filename, const struct fq_open_opts *opts,
     img = calloc(1, sizeof(*img));
     if (!img)
         return -ENOMEM;
+    fq_fl_init(&img->ureq_fl, sizeof(struct ureq), 256);
     img->cache = opts->cache;
     img->ctx = opts->ctx;
     if (!img->ctx) {
@@ -86,6 +88,7 @@ int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mo
 
     if (!img)
         return -ENOMEM;
+    fq_fl_init(&img->ureq_fl, sizeof(struct ureq), 256);
     img->ctx = ctx;
     img->top = top;
     img->cache = cache;
@@ -119,6 +122,7 @@ int fq_close(struct fq_image *img)
     fq_bdev_close(img->top);
     if (img->own_ctx)
         fq_ctx_free(img->ctx);
+    fq_fl_drain(&img->ureq_fl);
     free(img);
     return r;
 }
@@ -153,7 +157,7 @@ static void ureq_finish(struct ureq *u, int ret)
     fq_cb *cb = u->cb;
     void *opaque = u->opaque;
 
-    free(u);
+    fq_fl_put(&u->img->ureq_fl, u);
     fq_ctx_user_done(ctx);
     if (cb)
         cb(opaque, ret);
@@ -192,9 +196,10 @@ static int submit(struct fq_image *img, enum fq_op op, const struct iovec *iov, 
     if ((op == FQ_OP_READ || op == FQ_OP_WRITE) &&
         (iovcnt < 0 || (iovcnt > 0 && !iov) || fq_iov_size(iov, iovcnt) < iov_off + len))
         return -EINVAL;
-    u = calloc(1, sizeof(*u));
+    u = fq_fl_get(&img->ureq_fl);
     if (!u)
         return -ENOMEM;
+    memset(u, 0, sizeof(*u));
     u->img = img;
     u->cb = cb;
     u->opaque = opaque;

@@ -32,4 +32,7 @@ int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *for
                        const struct fq_open_opts *opts, int depth,
                        struct fq_bdev **out, char *err);
 
+/* Tests: give a depth controller a simulated clock. */
+void fq_depth_set_clock(struct fq_depth *d, uint64_t (*clock)(void *), void *arg);
+
 #endif

@@ -9,11 +9,23 @@
  * engine's eventfd. A watch stopped while the engine still holds its poll,
  * or while a watch callback runs, is kept on the zombie list and freed when
  * both are over, so a callback may stop any watch, its own included.
+ *
+ * Paths per file: with the default engine, a registered file whose
+ * operations the kernel completes in memory anyway (tmpfs, ramfs) has its
+ * small ones (up to 32 KiB) run inline by fq_ctx_submit while at most one
+ * public request is in flight, their completions queued and delivered from
+ * the loop like the engine's (never inside submit): io_uring cannot start
+ * such operations without blocking and hands each one to a kernel worker
+ * thread, which costs a small copy's latency several times over; larger
+ * ones, and all of them while requests queue up, still go to the engine,
+ * whose workers copy them on other cores in parallel.
  * SPDX-License-Identifier: MIT
  */
 #include <poll.h>
+#include <linux/magic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/vfs.h>
 
 #include "config.h"
 #include "core/ctx.h"
@@ -42,6 +54,8 @@ int fq_ctx_new(enum fq_engine_kind kind, struct fq_ctx **out, char *err)
     if (!ctx)
         return -ENOMEM;
     ctx->bh_tail = &ctx->bh_head;
+    ctx->ready_tail = &ctx->ready;
+    ctx->auto_paths = kind == FQ_ENGINE_DEFAULT;
     switch (kind) {
     case FQ_ENGINE_DEFAULT:
     case FQ_ENGINE_IO_URING:
@@ -75,7 +89,7 @@ void fq_ctx_free(struct fq_ctx *ctx)
         return;
     while (ctx->watches)
         fq_watch_stop(ctx->watches);
-    while (ctx->eng.inflight > 0 || ctx->bh_head)
+    while (ctx->eng.inflight > 0 || ctx->bh_head || ctx->ready)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
     while (ctx->finis) {
@@ -126,10 +140,82 @@ void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void
     ctx->bh_tail = &bh->next;
 }
 
+/* Inline operations are the small ones of a client that waits for each
+ * request (at most one public request in flight): a kernel worker's
+ * hand-off costs more than their copy, and the loop's thread does them at
+ * once. Larger ones, and everything while requests queue up, go to the
+ * engine, whose workers copy them on other cores in parallel (measured:
+ * 4 KiB reads at depth 1 twice as fast inline, at depth 32 three times as
+ * fast through the workers). */
+#define INLINE_MAX (32u << 10)
+
+static bool run_inline(const struct fq_ctx *ctx, const struct fq_aio *aio)
+{
+    if (!aio->reg || !aio->reg->inline_io || aio->is_poll || aio->is_cancel || ctx->user_inflight > 1)
+        return false;
+    if (aio->op != FQ_OP_READ && aio->op != FQ_OP_WRITE)
+        return true;
+    size_t n = 0;
+    for (int i = 0; i < aio->iovcnt && n <= INLINE_MAX; i++)
+        n += aio->iov[i].iov_len;
+    return n <= INLINE_MAX;
+}
+
 void fq_ctx_submit(struct fq_ctx *ctx, struct fq_aio *aio)
 {
+    if (run_inline(ctx, aio)) {
+        aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
+        aio->next = NULL;
+        *ctx->ready_tail = aio;
+        ctx->ready_tail = &aio->next;
+        return;
+    }
     ctx->eng.inflight++;
     ctx->eng.ops->submit(&ctx->eng, aio);
+}
+
+/* Is the file memory-backed: its operations complete without waiting? */
+static bool memory_backed(int fd)
+{
+    struct statfs sf;
+
+    if (fstatfs(fd, &sf) < 0)
+        return false;
+    return sf.f_type == TMPFS_MAGIC || sf.f_type == RAMFS_MAGIC;
+}
+
+struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd)
+{
+    struct fq_fdreg *r = ctx ? calloc(1, sizeof(*r)) : NULL;
+
+    if (!r)
+        return NULL;
+    r->fd = fd;
+    r->eslot = -1;
+    if (ctx->auto_paths && ctx->eng.ops != &fq_engine_sync_ops && memory_backed(fd)) {
+        r->inline_io = true;
+        if (!ctx->noted_inline && !ctx->engine_note[0])
+            snprintf(ctx->engine_note, sizeof(ctx->engine_note),
+                     "small operations on memory-backed files (tmpfs) run inline when one "
+                     "request is in flight: %s would hand each one to a kernel worker", ctx->eng.ops->name);
+        ctx->noted_inline = true;
+    } else if (ctx->eng.ops->fd_register) {
+        r->eslot = ctx->eng.ops->fd_register(&ctx->eng, fd);
+    }
+    if (!r->inline_io && r->eslot < 0) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void fq_ctx_fd_unregister(struct fq_ctx *ctx, struct fq_fdreg *reg)
+{
+    if (!reg)
+        return;
+    if (reg->eslot >= 0 && ctx->eng.ops->fd_unregister)
+        ctx->eng.ops->fd_unregister(&ctx->eng, reg->eslot);
+    free(reg);
 }
 
 void fq_ctx_kick(struct fq_ctx *ctx)
@@ -138,10 +224,19 @@ void fq_ctx_kick(struct fq_ctx *ctx)
         ctx->eng.ops->kick(&ctx->eng);
 }
 
-/* Run every queued bottom half, including ones queued while running. */
+/* Deliver the completions of inline operations and run every queued
+ * bottom half, including ones queued while running. */
 static void run_bhs(struct fq_ctx *ctx)
 {
-    while (ctx->bh_head) {
+    while (ctx->bh_head || ctx->ready) {
+        if (ctx->ready) {
+            struct fq_aio *a = ctx->ready;
+            ctx->ready = a->next;
+            if (!ctx->ready)
+                ctx->ready_tail = &ctx->ready;
+            a->done(a);
+            continue;
+        }
         struct fq_bh *bh = ctx->bh_head;
         ctx->bh_head = bh->next;
         if (!ctx->bh_head)
@@ -425,7 +520,7 @@ int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms)
         if (ctx->user_completed - start >= min_complete && min_complete > 0)
             break;
         if (ctx->eng.inflight == 0 && ctx->watch_armed == 0) {
-            if (ctx->bh_head)
+            if (ctx->bh_head || ctx->ready)
                 continue;
             break;
         }

@@ -43,6 +43,10 @@ struct fq_ctx {
     struct fq_offload *offload; /* CPU worker pool (offload.c), created on first use */
     struct fq_ctx_fini *finis;
     struct fq_bh *bh_head, **bh_tail;
+    struct fq_aio *ready, **ready_tail; /* operations run inline, their
+                                 completions not yet delivered */
+    bool auto_paths;          /* the default engine: paths chosen per file */
+    bool noted_inline;        /* the engine note tells of inline files */
     unsigned user_inflight;   /* public requests not yet completed */
     uint64_t user_completed;  /* public callbacks run, ever */
     int running;              /* inside fq_ctx_run */

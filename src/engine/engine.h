@@ -31,6 +31,10 @@ struct fq_engine_ops {
      * cancels (io_uring): watches are polls in the engine. Otherwise the
      * context poll()s watched descriptors itself beside the engine's fd. */
     bool cancel_poll;
+    /* Optional: prepare for operations on `fd` (io_uring: a fixed-file
+     * slot, returned; -1: none); undo it. */
+    int (*fd_register)(struct fq_engine *e, int fd);
+    void (*fd_unregister)(struct fq_engine *e, int slot);
 };
 
 struct fq_engine {

@@ -25,9 +25,17 @@ enum fq_op {
     FQ_OP_WRITE_ZEROES,
 };
 
+/* A file descriptor registered with the context (fq_ctx_fd_register). */
+struct fq_fdreg {
+    int fd;
+    int eslot;                /* the engine's fixed-file slot, or -1 */
+    bool inline_io;           /* operations run inline (memory-backed file) */
+};
+
 struct fq_aio {
     enum fq_op op;
     int fd;
+    const struct fq_fdreg *reg; /* fd's registration, or NULL */
     uint64_t off;
     uint64_t len;             /* discard / write-zeroes length */
     const struct iovec *iov;
@@ -45,6 +53,15 @@ struct fq_aio {
 
 /* Hand an operation to the context's engine. */
 void fq_ctx_submit(struct fq_ctx *ctx, struct fq_aio *aio);
+/* Register a file descriptor that operations will name (fq_aio.reg): the
+ * engine may prepare for it (io_uring: a fixed file), and with the default
+ * engine operations on a memory-backed file (tmpfs, ramfs), which an
+ * engine would only hand to a kernel worker, run inline on the loop's
+ * thread instead (completing from the loop all the same; the engine note
+ * says so). Returns NULL when nothing is gained or without memory: plain
+ * descriptors work as before. */
+struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd);
+void fq_ctx_fd_unregister(struct fq_ctx *ctx, struct fq_fdreg *reg);
 /* Push queued submissions unless the loop is running (it will). */
 void fq_ctx_kick(struct fq_ctx *ctx);
 

@@ -118,6 +118,9 @@ struct fq_bdev {
     struct fq_ctx *ctx;
     uint64_t size;           /* bytes visible to users of this device */
     bool readonly;
+    bool sync_parent;        /* a format above calls its io_sync while its
+                                requests are in flight (nesting): it keeps
+                                its own metadata work synchronous */
     bool growable;           /* a regular file: may be extended ahead with
                                 allocated blocks (qcow2 allocating writes) */
     unsigned align;          /* offsets and lengths must be multiples */

@@ -10,8 +10,9 @@
 
 #include <stdbool.h>
 
-/* Default extents in flight per request (chosen by measurement: see
- * docs/PERFORMANCE.md). */
+/* Extents in flight per request where the measuring starts (the depth
+ * controller, fq_depth_*, then follows the device: docs/PERFORMANCE.md),
+ * and for callers without one. */
 #define FQ_DEFAULT_WORKERS 16
 
 struct fq_taskpool {

@@ -43,8 +43,8 @@ refused "No such file" keep -- missing.qcow2 keep
 [ -e keep ] || bad "an existing FILE was removed by a failed mount"
 refused "exclude" keep -- --growable -r img.qcow2 keep
 refused "needs IMAGE and FILE" keep -- img.qcow2
-refused "unknown key 'bogus'" keep -- --image-opts driver=qcow2,file.filename=img.qcow2,bogus=1 keep
-refused "no file.filename" keep -- --image-opts driver=qcow2 keep
+refused "does not support the option 'bogus'" keep -- --image-opts driver=qcow2,file.filename=img.qcow2,bogus=1 keep
+refused "A block device must be specified" keep -- --image-opts driver=qcow2 keep
 F mount --frobnicate img.qcow2 keep >/dev/null 2>&1 && bad "an unknown option was accepted"
 
 # a second mount on the same file

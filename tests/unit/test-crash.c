@@ -43,6 +43,13 @@ static const struct wl_cfg configs[] = {
     { "c32k-rb8-v3-extl2", 32768, 8, 3, 1, 8 << 20, 40, 0, 0 },
 };
 
+/* The same with the smallest caches: two L2 entries of 512 bytes (a few
+ * L2 entries each) and four refcount blocks. */
+static const struct wl_cfg tiny_configs[] = {
+    { "c512-rb16-v3-tinycache", 512, 16, 3, 0, 1 << 20, 60, 0, 0 },
+    { "c64k-rb16-v3-tinycache", 65536, 16, 3, 0, 16 << 20, 40, 0, 0 },
+};
+
 struct stats {
     uint64_t states, prefixes, reordered, qemu_checked, corruptions, lost, badold, open_fail,
         rw_fail, records, growths;
@@ -353,15 +360,19 @@ int main(int argc, char **argv)
     tl_mkdir();
     fprintf(stderr, "test-crash: seed %llu%s\n", (unsigned long long)seed,
             have_qemu ? "" : " (qemu-img missing: its checks are skipped)");
+    size_t nplain = FQ_ARRAY_SIZE(configs), ntiny = FQ_ARRAY_SIZE(tiny_configs);
     for (int k = 0; k < nseeds && failures < 20; k++)
-        for (size_t i = 0; i < FQ_ARRAY_SIZE(configs); i++) {
-            if (only && !strstr(configs[i].name, only))
+        for (size_t i = 0; i < nplain + ntiny; i++) {
+            const struct wl_cfg *c = i < nplain ? &configs[i] : &tiny_configs[i - nplain];
+            if (only && !strstr(c->name, only))
                 continue;
+            wl_l2_cache = i < nplain ? 0 : 1024;
+            wl_l2_entry = i < nplain ? 0 : 512;
             int before = failures;
-            run_config(&configs[i], seed + (uint64_t)k, have_qemu, lv != NULL);
+            run_config(c, seed + (uint64_t)k, have_qemu, lv != NULL);
             if (failures > before)
                 fprintf(stderr, "test-crash: reproduce with: test-crash %llu %s\n",
-                        (unsigned long long)(seed + (uint64_t)k), configs[i].name);
+                        (unsigned long long)(seed + (uint64_t)k), c->name);
             if (failures >= 20)
                 break;
         }

@@ -39,6 +39,12 @@ static const struct fcfg configs[] = {
     { { "c64k-rb16-v3", 65536, 16, 3, 0, 16 << 20, 50, 0, 0 }, 0 },
     { { "c64k-rb16-v3-extl2", 65536, 16, 3, 1, 16 << 20, 40, 0, 0 }, 0 },
 };
+/* The same with the smallest caches (wl.h): two L2 entries of 512 bytes,
+ * four refcount blocks. */
+static const struct fcfg tiny_configs[] = {
+    { { "c512-rb16-v3-tinycache", 512, 16, 3, 0, 1 << 20, 50, 0, 0 }, 0 },
+    { { "c64k-rb16-v3-tinycache", 65536, 16, 3, 0, 16 << 20, 40, 0, 0 }, 0 },
+};
 
 static struct {
     uint64_t runs, points, injected, op_errors, reopen_fail, corruptions, lost, badold,
@@ -341,15 +347,19 @@ int main(int argc, char **argv)
         nseeds = 1;
     tl_mkdir();
     fprintf(stderr, "test-fault: seed %llu\n", (unsigned long long)seed);
+    size_t nplain = FQ_ARRAY_SIZE(configs), ntiny = FQ_ARRAY_SIZE(tiny_configs);
     for (int k = 0; k < nseeds && failures < 10; k++)
-        for (size_t i = 0; i < FQ_ARRAY_SIZE(configs) && failures < 10; i++) {
-            if (only && !strstr(configs[i].w.name, only))
+        for (size_t i = 0; i < nplain + ntiny && failures < 10; i++) {
+            const struct fcfg *c = i < nplain ? &configs[i] : &tiny_configs[i - nplain];
+            if (only && !strstr(c->w.name, only))
                 continue;
+            wl_l2_cache = i < nplain ? 0 : 1024;
+            wl_l2_entry = i < nplain ? 0 : 512;
             int before = failures;
-            run_config(&configs[i], seed + (uint64_t)k, lv != NULL);
+            run_config(c, seed + (uint64_t)k, lv != NULL);
             if (failures > before)
                 fprintf(stderr, "test-fault: reproduce with: test-fault %llu %s\n",
-                        (unsigned long long)(seed + (uint64_t)k), configs[i].w.name);
+                        (unsigned long long)(seed + (uint64_t)k), c->w.name);
         }
     printf("RESULT fault: runs=%llu points=%llu op_errors=%llu reopen_failures=%llu corruptions=%llu "
            "lost=%llu neither_old_nor_new=%llu bad_reads=%llu silent_errors=%llu other_errno=%llu\n",

@@ -30,7 +30,7 @@
 #include "testlib.h"
 #include "vbuf.h"
 
-#define MAX_BATCH 8
+#define MAX_BATCH 32
 #define MAX_WIN 3
 
 enum { OP_READ, OP_WRITE, OP_ZERO, OP_DISCARD, OP_FLUSH };
@@ -205,6 +205,8 @@ static int open_image(struct run *r, int check_mode, struct fq_image **out)
     o.cache = check_mode ? FQ_CACHE_WRITEBACK : r->cache;
     o.max_workers = r->c->max_workers;
     o.cache_size = r->c->cache_size;
+    o.l2_cache_size = r->c->l2_cache;
+    o.l2_cache_entry_size = r->c->l2_entry;
     o.check_mode = check_mode;
     o.readonly = check_mode;
     o.file_format = r->c->outer_cluster ? "qcow2" : NULL;
@@ -524,7 +526,7 @@ static void drain(struct run *r)
 static void run_batch(struct run *r)
 {
     struct op ops[MAX_BATCH];
-    int n = 0, want = (int)tl_range(&r->rng, 2, MAX_BATCH);
+    int n = 0, want = (int)tl_range(&r->rng, 2, r->c->batch ? r->c->batch : 8);
 
     memset(ops, 0, sizeof(ops));
     for (int tries = 0; n < want && tries < 4 * MAX_BATCH; tries++) {
@@ -799,6 +801,30 @@ static void setup_windows(struct run *r)
     }
 }
 
+/* A scratch directory in memory (removed at exit), or "" without one. */
+static char shm_path[64];
+
+static void shm_cleanup(void)
+{
+    if (shm_path[0])
+        rmdir(shm_path);
+}
+
+static const char *shm_dir(void)
+{
+    static int tried;
+
+    if (!tried) {
+        tried = 1;
+        snprintf(shm_path, sizeof(shm_path), "/dev/shm/test-random.XXXXXX");
+        if (mkdtemp(shm_path))
+            atexit(shm_cleanup);
+        else
+            shm_path[0] = '\0';
+    }
+    return shm_path;
+}
+
 static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uring, int have_direct)
 {
     struct run r;
@@ -826,6 +852,8 @@ static int run_config(const struct cfg *c, uint64_t seed, int nops, int have_uri
     }
     snprintf(name, sizeof(name), "%s.img", c->name);
     snprintf(r.path, sizeof(r.path), "%s", tl_path(name));
+    if (c->shm && shm_dir()[0])
+        snprintf(r.path, sizeof(r.path), "%s/%s", shm_dir(), name);
     setup_windows(&r);
 
     if (create_image(&r) < 0)

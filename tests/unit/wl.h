@@ -289,6 +289,11 @@ static inline int wl_allowed(const struct wl_model *m, const struct wl_op *ops, 
 
 /* ---- in-memory images ---- */
 
+/* Metadata cache options wl_open passes (0: the defaults); the tiny-cache
+ * passes of the tests set them, so that tables are loaded, evicted dirty
+ * and written back in the middle of every operation. */
+static uint64_t wl_l2_cache FQ_UNUSED, wl_l2_entry FQ_UNUSED;
+
 /* Create an empty image for `c` and return its bytes. */
 static inline int wl_create(struct fq_ctx *ctx, const struct wl_cfg *c, uint8_t **data, size_t *len)
 {
@@ -328,6 +333,8 @@ static inline int wl_open(struct fq_ctx *ctx, struct fq_bdev *dev, int readonly,
 
     fq_open_opts_init(&o);
     o.readonly = readonly;
+    o.l2_cache_size = wl_l2_cache;
+    o.l2_cache_entry_size = wl_l2_entry;
     r = fq_bdev_open_format(dev, "qcow2", &o, &q, err);
     if (r < 0)
         return r;

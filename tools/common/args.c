@@ -106,7 +106,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
     uint64_t v;
     int ch;
 
-    *a = (struct args){ .jobs = 8, .maxlen = UINT64_MAX, .sparse = 4096 };
+    *a = (struct args){ .jobs = 0, .maxlen = UINT64_MAX, .sparse = 4096 };
     opterr = 0;
     while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
         if (ch != '?' && ch != ':' && !strchr(shorts, ch) && !strchr(longs, ch))

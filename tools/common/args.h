@@ -20,7 +20,7 @@
 struct args {
     const char *fmt, *fmt2, *out_fmt, *backing;
     char *olist[16];           /* -o lists, split in place by img_cspec_parse (create_opts.h) */
-    int nolist, json, jobs;
+    int nolist, json, jobs;    /* jobs: -m, 0 = not given */
     unsigned repair;
     bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress, frag;
     uint64_t start, maxlen, sparse;

@@ -3,6 +3,7 @@
  * gives backing files (one, or those of a whole chain).
  * SPDX-License-Identifier: MIT
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,11 +15,13 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
 {
     char err[FQ_ERR_MAX] = "";
     struct fq_image *img;
-    int r = fq_open(file, o, &img, err);
+    int r = tool_open_image(file, o, &img, err);
 
     if (r == 0)
         return img;
-    if (err[0])
+    if (tool_image_opts)
+        tool_error("Could not open '%s': %s", file, err[0] ? err : strerror(-r));
+    else if (err[0])
         tool_error("%s", err);
     else
         tool_error("Could not open '%s': %s", file, strerror(-r));

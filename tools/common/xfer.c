@@ -32,6 +32,7 @@ void job_release(struct job *j)
 {
     j->state = J_FREE;
     j->x->busy--;
+    fq_depth_end(j->x->depth, j->len);
     j->x->done += j->len;
     img_progress(&j->x->pg, j->x->done, j->x->total, false);
 }
@@ -71,8 +72,9 @@ struct job *job_get(struct xfer *x, uint64_t off, uint64_t len)
 {
     for (int i = 0; i < x->njobs; i++) {
         struct job *j = &x->job[i];
-        if (j->state != J_FREE)
+        if (j->state != J_FREE || (x->depth && x->busy >= (int)fq_depth_limit(x->depth)))
             continue;
+        fq_depth_start(x->depth);
         *j = (struct job){ .x = x, .off = off, .len = len, .seq = x->next_seq++, .pending = 1,
                            .state = J_READING, .buf = { j->buf[0], j->buf[1] }, .iov = j->iov };
         x->busy++;
@@ -170,6 +172,7 @@ int xfer_close(struct xfer *x)
         free(x->job[i].iov);
     }
     fq_ctx_free(x->ctx);
+    fq_depth_free(x->depth);
     return r;
 }
 

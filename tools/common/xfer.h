@@ -42,6 +42,8 @@ struct xfer {
     struct fq_map_entry run[2];           /* cached status runs */
     struct job job[16];
     int njobs, busy, err, err_side;
+    struct fq_depth *depth;               /* jobs in flight by measurement
+                                             (NULL: njobs) */
     bool strict, ooo, zero_init, full;
     size_t gran;                          /* convert: zero detection block */
     uint64_t ccs;                         /* convert -c: target cluster size */

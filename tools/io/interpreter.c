@@ -278,7 +278,7 @@ static void io_usage(FILE *f)
             "  -k, --native-aio     use io_uring, short for -i io_uring\n"
             "  -i, --aio=MODE       I/O engine: io_uring (native), threads, sync\n"
             "  -t, --cache=MODE     none, writeback, writethrough (default), directsync, unsafe\n"
-            "  -W, --workers=N      extents in flight per request (0 = library default)\n"
+            "  -W, --workers=N      extents in flight per request (0 = measured: the default)\n"
             "  -U, --force-share    let other programs write the image meanwhile (with -r only)\n"
             "  -h, --help           display this help and exit\n\n"
             "Run 'fastqcow io -c help FILE' for the commands. Beyond qemu-io, read, write,\n"
@@ -342,7 +342,7 @@ int cmd_io(int argc, char **argv)
         tool_error(optind < argc ? "io: expecting one image file name" : "io: no image file given");
         goto fail;
     }
-    int r = fq_open(argv[optind], &oo, &io.img, err);
+    int r = tool_open_image(argv[optind], &oo, &io.img, err);
     if (r < 0) {
         /* a refused lock or share is said as qemu-io says it: without
          * the "Could not open 'NAME': " the library puts first */

@@ -48,6 +48,7 @@ struct mount_opts {
     const char *image;
     const char *file;
     struct fq_open_opts open;
+    bool image_opts;             /* image given by --image-opts */
     bool readonly;
     bool growable;
     bool allow_other;

@@ -30,7 +30,6 @@
 
 #include "mount.h"
 #include "../common/cli.h"
-#include "../common/image_opts.h"
 #include "../subcommands.h"
 
 static void mount_usage(FILE *f)
@@ -361,9 +360,12 @@ int cmd_mount(int argc, char **argv)
     o.file = argv[optind + 1];
     if (image_opts) {
         /* lives as long as the process: the options point into it */
-        char *spec = strdup(o.image);
-        if (!spec || tool_image_opts(spec, &o.open, &o.image) < 0)
+        char err[FQ_ERR_MAX];
+        if (tool_image_spec(&o.image, &o.open, err) < 0) {
+            tool_error("Could not open '%s': %s", o.image, err);
             return 1;
+        }
+        o.image_opts = true;
         o.readonly = o.readonly || o.open.readonly;
     }
     o.open.readonly = o.readonly;

@@ -22,12 +22,14 @@ struct file_io;
 
 struct file_priv {
     int fd;
+    struct fq_fdreg *reg;     /* the descriptor registered with the context */
     bool direct;
     bool is_blk;
     /* O_DIRECT ordering (see serialize()): write-type operations in
      * flight, and those waiting for a conflicting one to finish */
     struct file_io *inflight;
     struct file_io *waiting, **waiting_tail;
+    struct fq_freelist io_fl;  /* file_io objects for reuse */
 };
 
 struct file_io {
@@ -78,6 +80,7 @@ static int prepare_rw(struct file_io *io)
     int r;
 
     io->aio.fd = p->fd;
+    io->aio.reg = p->reg;
     io->aio.op = req->op;
     fq_iovb_init(&io->iovb);
     if (aligned_req(bs, req)) {
@@ -155,7 +158,7 @@ static void file_io_free(struct file_io *io)
 {
     fq_iovb_free(&io->iovb);
     free(io->bounce);
-    free(io);
+    fq_fl_put(&((struct file_priv *)io->bs->priv)->io_fl, io);
 }
 
 /* ---- O_DIRECT write ordering ----
@@ -340,17 +343,19 @@ static void zeroes_split(struct fq_bdev *bs, struct fq_req *req)
 static void file_submit(struct fq_bdev *bs, struct fq_req *req)
 {
     struct file_priv *p = bs->priv;
-    struct file_io *io = calloc(1, sizeof(*io));
+    struct file_io *io = fq_fl_get(&p->io_fl);
     int r = 0;
 
     if (!io) {
         fq_req_complete_later(bs, req, -ENOMEM);
         return;
     }
+    memset(io, 0, sizeof(*io));
     io->bs = bs;
     io->req = req;
     io->aio.done = file_done;
     io->aio.fd = p->fd;
+    io->aio.reg = p->reg;
     io->aio.op = req->op;
     fq_iovb_init(&io->iovb);
     switch (req->op) {
@@ -455,7 +460,9 @@ static void file_close(struct fq_bdev *bs)
 {
     struct file_priv *p = bs->priv;
 
+    fq_ctx_fd_unregister(bs->ctx, p->reg);
     close(p->fd);
+    fq_fl_drain(&p->io_fl);
     free(p);
 }
 
@@ -608,6 +615,7 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     p->fd = fd;
     p->is_blk = S_ISBLK(st.st_mode);
     p->waiting_tail = &p->waiting;
+    fq_fl_init(&p->io_fl, sizeof(struct file_io), 256);
     bs->growable = S_ISREG(st.st_mode) && !(flags & FQ_FILE_RDONLY);
     bs->size = (uint64_t)st.st_size;
     if (p->is_blk) {
@@ -632,6 +640,7 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     }
     bs->ops = &file_ops;
     bs->ctx = ctx;
+    p->reg = fq_ctx_fd_register(ctx, fd);
     bs->readonly = flags & FQ_FILE_RDONLY;
     bs->priv = p;
     bs->filename = strdup(filename);

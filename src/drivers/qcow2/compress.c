@@ -37,7 +37,8 @@
 
 bool qcow2_busy(struct qcow2 *s)
 {
-    return s->allocs != NULL || s->data_inflight > 0;
+    return s->allocs != NULL || s->data_inflight > 0 || s->wb != NULL ||
+           qcache_busy(&s->l2_cache) || qcache_busy(&s->rb_cache);
 }
 
 /* Compress `len` bytes into `dst` (`cap` bytes). Returns the compressed
@@ -182,7 +183,7 @@ int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, ui
     /* the L2 table first, so that data stays after it */
     struct qcache_entry *l2;
     uint64_t idx;
-    r = qcow2_get_l2(s, gc, true, &l2, &idx);
+    r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
     if (r < 0)
         return r;
     qcache_put(&s->l2_cache, l2);
@@ -209,7 +210,7 @@ int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, ui
 
     /* the data must be durable before the L2 entry that exposes it */
     s->flush_owed = true;
-    r = qcow2_get_l2(s, gc, true, &l2, &idx);
+    r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
     if (r < 0)
         return r;   /* the space leaks until a check repairs it */
     uint64_t old = qcow2_l2e_get(s, l2->data, idx);

@@ -55,44 +55,29 @@ static int l1_l2_offset(struct qcow2 *s, uint64_t l1i, uint64_t *out)
     return 0;
 }
 
-int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2, uint64_t *idx)
+/* Allocate a new L2 table for L1 entry l1i (a copy of the shared table
+ * at `old` when that is not 0), as whole-table entries. */
+static int alloc_table_whole(struct qcow2 *s, uint64_t l1i, uint64_t old, struct qcache_entry **l2)
 {
-    uint64_t l1i = gc >> s->l2_bits, off, noff;
-    struct qcache_entry *old = NULL, *e;
+    struct qcache_entry *src = NULL, *e;
+    uint64_t noff;
     int r;
 
-    *l2 = NULL;
-    *idx = gc & (s->l2_entries - 1);
-    if (l1i >= s->l1_size)
-        return -EIO;
-    r = l1_l2_offset(s, l1i, &off);
-    if (r < 0)
+    if (old && (r = qcache_get(&s->l2_cache, old, false, &src)) < 0)
         return r;
-    if (off && (!alloc || (s->l1[l1i] & L2E_COPIED)))
-        return qcache_get(&s->l2_cache, off, false, l2);
-    if (!alloc)
-        return 0;
-    /* allocate a table, or copy a shared one (snapshots) */
-    if (off) {
-        r = qcache_get(&s->l2_cache, off, false, &old);
-        if (r < 0)
-            return r;
-    }
-    r = qcow2_alloc_clusters(s, 1, &noff);
-    if (r < 0) {
-        qcache_put(&s->l2_cache, old);
+    if ((r = qcache_reserve(&s->l2_cache, 1)) < 0 || (r = qcow2_alloc_clusters(s, 1, &noff)) < 0) {
+        qcache_put(&s->l2_cache, src);
         return r;
     }
     r = qcache_get(&s->l2_cache, noff, true, &e);
     if (r < 0) {
-        qcache_put(&s->l2_cache, old);
+        qcache_put(&s->l2_cache, src);
         return r;
     }
-    if (old) {
-        memcpy(e->data, old->data, s->cluster_size);
-        qcache_put(&s->l2_cache, old);
-        r = qcow2_free_deferred(s, off, 1);
-        if (r < 0) {
+    if (src) {
+        memcpy(e->data, src->data, s->cluster_size);
+        qcache_put(&s->l2_cache, src);
+        if ((r = qcow2_free_deferred(s, old, 1)) < 0) {
             qcache_put(&s->l2_cache, e);
             return r;
         }
@@ -101,6 +86,112 @@ int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry *
     qcow2_mark_l1_dirty(s, l1i);
     *l2 = e;
     return 0;
+}
+
+/* The same as slices: every slice of the new table is made (dirty, so the
+ * whole cluster reaches the disk); the one holding table index `ti` is
+ * returned. A shared table being copied is read synchronously (copies
+ * happen once per table after a snapshot). */
+static int alloc_table_sliced(struct qcow2 *s, uint64_t l1i, uint64_t old, uint64_t ti,
+                              struct qcache_entry **l2)
+{
+    struct qcache *c = &s->l2_cache;
+    uint32_t n = c->cs / c->slice;
+    uint64_t noff, want = ti * s->l2_entry_size / c->slice;
+    CLEANUP_FREE uint8_t *src = NULL;
+    int r;
+
+    if ((r = qcache_reserve(c, n)) < 0)
+        return r;
+    if (old) {
+        struct qmeta_wait *aw = s->aw;
+        if (!(src = fq_memalign(c->cs)))
+            return -ENOMEM;
+        s->aw = NULL;
+        r = fq_bdev_pread_sync(s->file, src, c->cs, old);
+        for (uint32_t i = 0; r == 0 && i < n; i++) {
+            /* cached slices are what the disk holds (a shared table is
+             * never changed in place), but take them as they are */
+            struct qcache_entry *p;
+            if (qcache_get_part(c, old + (uint64_t)i * c->slice, false, &p) == 0) {
+                memcpy(src + (size_t)i * c->slice, p->data, c->slice);
+                qcache_put(c, p);
+            }
+        }
+        s->aw = aw;
+        if (r < 0)
+            return r;
+    }
+    if ((r = qcow2_alloc_clusters(s, 1, &noff)) < 0)
+        return r;
+    *l2 = NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        struct qcache_entry *e;
+        if ((r = qcache_get_part(c, noff + (uint64_t)i * c->slice, true, &e)) < 0) {
+            qcache_put(c, *l2);
+            *l2 = NULL;
+            return r;   /* the cluster leaks; nothing points at it */
+        }
+        if (src)
+            memcpy(e->data, src + (size_t)i * c->slice, c->slice);
+        if (i == want)
+            *l2 = e;
+        else
+            qcache_put(c, e);
+    }
+    if (old && (r = qcow2_free_deferred(s, old, 1)) < 0) {
+        qcache_put(c, *l2);
+        *l2 = NULL;
+        return r;
+    }
+    s->l1[l1i] = noff | L2E_COPIED;
+    qcow2_mark_l1_dirty(s, l1i);
+    return 0;
+}
+
+/* The L2 table (whole) or the entry holding guest cluster gc (part). */
+static int get_l2(struct qcow2 *s, uint64_t gc, bool alloc, bool part, struct qcache_entry **l2,
+                  uint64_t *idx)
+{
+    uint64_t l1i = gc >> s->l2_bits, off, ti = gc & (s->l2_entries - 1);
+    int r;
+
+    *l2 = NULL;
+    *idx = ti;
+    if (l1i >= s->l1_size)
+        return -EIO;
+    r = l1_l2_offset(s, l1i, &off);
+    if (r < 0)
+        return r;
+    if (off && (!alloc || (s->l1[l1i] & L2E_COPIED))) {
+        r = part ? qcache_get_part(&s->l2_cache, off + ti * s->l2_entry_size, false, l2)
+                 : qcache_get(&s->l2_cache, off, false, l2);
+        if (r < 0)
+            return r;
+        *idx = ti - ((*l2)->offset - off) / s->l2_entry_size;
+        return 0;
+    }
+    if (!alloc)
+        return 0;
+    /* allocate a table, or copy a shared one (snapshots) */
+    if (part && s->l2_cache.slice < s->cluster_size) {
+        r = alloc_table_sliced(s, l1i, off, ti, l2);
+        if (r == 0)
+            *idx = ti - ((*l2)->offset - (s->l1[l1i] & L1E_OFFSET_MASK)) / s->l2_entry_size;
+        return r;
+    }
+    return alloc_table_whole(s, l1i, off, l2);
+}
+
+int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2, uint64_t *idx)
+{
+    return get_l2(s, gc, alloc, false, l2, idx);
+}
+
+int qcow2_get_l2_slice(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2,
+                       uint64_t *idx)
+{
+    return get_l2(s, gc, alloc, true, l2, idx);
 }
 
 /* Classify one entry (one subcluster `sc` with extended L2). */
@@ -163,7 +254,7 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
     len = FQ_MIN(len, table_end - off);
     memset(out, 0, sizeof(*out));
     out->guest = off;
-    r = qcow2_get_l2(s, gc, false, &l2, &idx);
+    r = qcow2_get_l2_slice(s, gc, false, &l2, &idx);
     if (r < 0)
         return r;
     if (!l2) {
@@ -171,6 +262,8 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
         out->len = len;
         return 0;
     }
+    /* not past the entry (an L2 slice may cover less than the table) */
+    len = FQ_MIN(len, ((gc - idx + qcow2_l2_count(s, l2)) << s->cluster_bits) - off);
     uint64_t unit = s->subcluster_size, pos = off, end = off + len;
     bool first = true;
     while (pos < end) {
@@ -249,7 +342,7 @@ int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t
 {
     struct qcache_entry *l2;
     uint64_t idx;
-    int r = qcow2_get_l2(s, gc, true, &l2, &idx);
+    int r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
 
     if (r < 0)
         return r;
@@ -275,10 +368,10 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
     while (n > 0) {
         struct qcache_entry *l2;
         uint64_t idx;
-        int r = qcow2_get_l2(s, gc, true, &l2, &idx);
+        int r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
         if (r < 0)
             return r;
-        uint64_t k = FQ_MIN(n, s->l2_entries - idx);
+        uint64_t k = FQ_MIN(n, qcow2_l2_count(s, l2) - idx);
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
             qcow2_l2e_set(s, l2->data, idx + i, (host + i * s->cluster_size) | L2E_COPIED,
@@ -354,9 +447,10 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
             n -= k;
             continue;
         }
-        r = qcow2_get_l2(s, gc, true, &l2, &idx);
+        r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
         if (r < 0)
             return r;
+        k = FQ_MIN(k, qcow2_l2_count(s, l2) - idx);
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
             uint64_t oldbm = qcow2_l2e_bitmap(s, l2->data, idx + i), ne, nb;
@@ -382,7 +476,7 @@ int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unm
     bool backing = s->bs->backing != NULL;
     struct qcache_entry *l2;
     uint64_t idx, e = 0, bm = 0;
-    int r = qcow2_get_l2(s, gc, false, &l2, &idx);
+    int r = qcow2_get_l2_slice(s, gc, false, &l2, &idx);
 
     if (r < 0)
         return r;
@@ -404,7 +498,7 @@ int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unm
     if (ne == e && nbm == bm)
         return 0;
     /* a writable table (allocated, or copied when a snapshot shares it) */
-    if ((r = qcow2_get_l2(s, gc, true, &l2, &idx)) < 0)
+    if ((r = qcow2_get_l2_slice(s, gc, true, &l2, &idx)) < 0)
         return r;
     qcow2_l2e_set(s, l2->data, idx, ne, nbm);
     qcache_mark_dirty(l2);

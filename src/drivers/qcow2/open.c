@@ -6,15 +6,16 @@
  * unknown autoclear bits and repairs a dirty image before any write.
  * SPDX-License-Identifier: MIT
  */
+#include <limits.h>
 #include <stdio.h>
 
 #include "qcow2.h"
 #include "ops.h"
 
-#define DEFAULT_CACHE_BYTES (32ull << 20)
-
 static void qcow2_free_state(struct qcow2 *s)
 {
+    qcow2_rw_fini(s);
+    fq_depth_free(s->depth);
     qcache_destroy(&s->l2_cache);
     qcache_destroy(&s->rb_cache);
     for (size_t i = 0; i < s->exts.len; i++)
@@ -171,32 +172,106 @@ int qcow2_truncate(struct fq_bdev *bs, uint64_t size)
 }
 
 /* Dirty L2 tables depend on refcount blocks (and data) reaching the disk
- * first: evicting one runs the ordered write-back. A refcount block may be
- * written alone at any time. */
+ * first: making room by writing one back runs the ordered write-back. A
+ * refcount block may be written alone at any time. Without blocking, both
+ * start (or join) the asynchronous write-back. */
 static const struct qcache_hooks l2_hooks = {
     .what = "L2 table", .tag = FQ_TAG_L2,
     .check_write = qcow2_check_meta_write, .evict_dirty = qcow2_writeback,
+    .evict_dirty_async = qcow2_wb_evict,
 };
 static const struct qcache_hooks rb_hooks = {
     .what = "refcount block", .tag = FQ_TAG_REFBLOCK,
-    .check_write = qcow2_check_meta_write,
+    .check_write = qcow2_check_meta_write, .evict_dirty_async = qcow2_wb_evict,
 };
 
-static int init_caches(struct qcow2 *s, uint64_t cache_bytes)
+#define DEFAULT_L2_CACHE_MAX (32ull << 20)
+#define DEFAULT_CLEAN_INTERVAL 600
+#define MIN_L2_ENTRIES 2
+#define MIN_REFCOUNT_ENTRIES 4
+
+/* Size the caches as qemu sizes them from cache-size, l2-cache-size,
+ * refcount-cache-size, l2-cache-entry-size and cache-clean-interval, with
+ * its messages for combinations it refuses. */
+static int init_caches(struct qcow2 *s, const struct fq_open_opts *o, char *err)
 {
     uint64_t cs = s->cluster_size;
-    /* L2 tables needed to map the whole disk, and refcount blocks to cover
-     * a file of about the same size: no more is ever useful */
-    uint64_t l2_need = FQ_DIV_UP(s->bs->size, cs * s->l2_entries) + 1;
-    uint64_t rb_need = FQ_DIV_UP(s->bs->size + (64ull << 20), cs << s->rb_bits) + 1;
-    uint64_t budget = FQ_MAX(cache_bytes / cs, (uint64_t)16);
-    uint64_t l2n = FQ_MIN(l2_need, budget);
-    uint64_t rbn = FQ_MIN(rb_need, FQ_MAX(budget / 4, (uint64_t)8));
+    unsigned g = o->cache_given;
+    bool comb_set = o->cache_size || (g & FQ_CACHE_GIVEN_SIZE);
+    bool l2_set = o->l2_cache_size || (g & FQ_CACHE_GIVEN_L2_SIZE);
+    bool rc_set = o->refcount_cache_size || (g & FQ_CACHE_GIVEN_REFCOUNT_SIZE);
+    bool es_set = o->l2_cache_entry_size || (g & FQ_CACHE_GIVEN_ENTRY_SIZE);
+    bool ci_set = o->cache_clean_interval || (g & FQ_CACHE_GIVEN_CLEAN);
+    uint64_t l2 = o->l2_cache_size, rc = o->refcount_cache_size, comb = o->cache_size;
+    /* all the L2 tables the disk can have, in whole clusters */
+    uint64_t max_l2 = FQ_ALIGN_UP(FQ_DIV_UP(s->bs->size, cs) * s->l2_entry_size, cs);
+    uint64_t min_rc = MIN_REFCOUNT_ENTRIES * cs, es = o->l2_cache_entry_size;
     int r;
 
-    r = qcache_init(&s->l2_cache, s, (size_t)FQ_MAX(l2n, (uint64_t)8), &l2_hooks);
+    if (comb_set) {
+        if (l2_set && rc_set) {
+            fq_seterr(err, "cache-size, l2-cache-size and refcount-cache-size may not be set "
+                           "at the same time");
+            return -EINVAL;
+        }
+        if (l2_set && l2 > comb) {
+            fq_seterr(err, "l2-cache-size may not exceed cache-size");
+            return -EINVAL;
+        }
+        if (rc_set && rc > comb) {
+            fq_seterr(err, "refcount-cache-size may not exceed cache-size");
+            return -EINVAL;
+        }
+        if (l2_set) {
+            rc = comb - l2;
+        } else if (rc_set) {
+            l2 = comb - rc;
+        } else if (comb >= max_l2 + min_rc) {
+            l2 = max_l2;        /* as much as useful to the L2 tables */
+            rc = comb - l2;
+        } else {
+            rc = FQ_MIN(comb, min_rc);
+            l2 = comb - rc;
+        }
+    } else {
+        if (!l2_set)
+            l2 = FQ_MIN(max_l2, DEFAULT_L2_CACHE_MAX);
+        if (!rc_set)
+            rc = min_rc;
+    }
+    l2 = FQ_MIN(l2, max_l2);    /* more is never used */
+    if (es_set) {
+        if (es < 512 || es > cs || (es & (es - 1))) {
+            fq_seterr(err, "L2 cache entry size must be a power of two between 512 and the "
+                           "cluster size (%llu)", (unsigned long long)cs);
+            return -EINVAL;
+        }
+    } else {
+        /* whole tables when they all fit, else slices of 4 KiB, which is
+         * what random access over a large disk wants */
+        es = l2 >= max_l2 ? cs : FQ_MIN(cs, (uint64_t)4096);
+    }
+    uint64_t l2n = FQ_MAX(l2 / es, (uint64_t)MIN_L2_ENTRIES);
+    uint64_t rcn = FQ_MAX(rc / cs, (uint64_t)MIN_REFCOUNT_ENTRIES);
+    if (l2n > INT_MAX) {
+        fq_seterr(err, "L2 cache size too big");
+        return -EINVAL;
+    }
+    if (rcn > INT_MAX) {
+        fq_seterr(err, "Refcount cache size too big");
+        return -EINVAL;
+    }
+    uint64_t ci = ci_set ? o->cache_clean_interval : DEFAULT_CLEAN_INTERVAL;
+    if (ci > UINT_MAX) {
+        fq_seterr(err, "Cache clean interval too big");
+        return -EINVAL;
+    }
+    s->clean_interval_ns = ci * 1000000000ull;
+    r = qcache_init(&s->l2_cache, s, (size_t)l2n, (uint32_t)es, &l2_hooks);
     if (r == 0)
-        r = qcache_init(&s->rb_cache, s, (size_t)FQ_MAX(rbn, (uint64_t)8), &rb_hooks);
+        r = qcache_init(&s->rb_cache, s, (size_t)rcn, (uint32_t)cs, &rb_hooks);
+    if (r < 0)
+        fq_seterr(err, "Could not allocate metadata caches");
     return r;
 }
 
@@ -226,8 +301,13 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     s->file = child;
     s->readonly = opts->readonly || child->readonly;
     s->check_mode = opts->check_mode;
-    s->max_workers = opts->max_workers ? opts->max_workers : FQ_DEFAULT_WORKERS;
+    if (fq_depth_new(opts->max_workers, 0, &s->depth) < 0) {
+        free(bs);
+        free(s);
+        return -ENOMEM;
+    }
     s->sparse_prealloc = -1;
+    qcow2_rw_init(s);
     bs->readonly = s->readonly;
 
     r = qcow2_read_header(s, err);
@@ -253,7 +333,7 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     if (r == 0)
         r = qcow2_load_refcount_table(s, err);
     if (r == 0)
-        r = init_caches(s, opts->cache_size ? opts->cache_size : DEFAULT_CACHE_BYTES);
+        r = init_caches(s, opts, err);
     if (r < 0)
         goto fail;
     s->corrupt = (s->incompat & QCOW2_INCOMPAT_CORRUPT) != 0;
@@ -309,6 +389,9 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         }
     }
     bs->child = child;
+    /* this image calls the child's io_sync for metadata while its own
+     * requests run: a child with metadata of its own keeps it synchronous */
+    child->sync_parent = true;
     *out = bs;
     return 0;
 fail:

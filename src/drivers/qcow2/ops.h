@@ -17,7 +17,8 @@
 
 #include "qcow2.h"
 
-/* True while requests of this image have host I/O or allocations in flight. */
+/* True while requests of this image have host I/O, allocations, table
+ * reads or a write-back in flight. */
 bool qcow2_busy(struct qcow2 *s);
 /* Preconditions of whole-image operations; 0 or -EROFS/-EIO/-EBUSY with
  * a message in err. */

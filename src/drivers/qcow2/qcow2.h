@@ -112,16 +112,81 @@
 
 /* ---- metadata cache ----------------------------------------------------- */
 
-struct qcache_entry {
-    uint64_t offset;          /* host offset of the cluster; 0 = free slot */
-    uint8_t *data;            /* cluster_size bytes, aligned */
-    uint64_t lru;             /* last use stamp */
-    unsigned pin;             /* users holding a pointer */
-    bool dirty;
-    struct qcache_entry *hnext;
+struct qcow2;
+struct qcache;
+
+/* A request parked until a table arrives or a write-back ends; `wake`
+ * runs from the loop with 0 or the error that stopped it. */
+struct qcache_waiter {
+    struct qcache_waiter *next;
+    void (*wake)(struct qcache_waiter *w, int err);
 };
 
-struct qcow2;
+/* Waiters woken in the order they came (so that requests parked together
+ * go on in their order: allocations follow submissions). */
+struct qwait_list {
+    struct qcache_waiter *head, **tail;
+};
+static inline void qwait_add(struct qwait_list *l, struct qcache_waiter *w)
+{
+    w->next = NULL;
+    if (!l->head)
+        l->tail = &l->head;
+    *l->tail = w;
+    l->tail = &w->next;
+}
+/* Wake every waiter of l (emptied first: a woken one may wait again). */
+static inline void qwait_wake_all(struct qwait_list *l, int err)
+{
+    struct qcache_waiter *w = l->head;
+
+    l->head = NULL;
+    while (w) {
+        struct qcache_waiter *next = w->next;
+        w->next = NULL;
+        w->wake(w, err);
+        w = next;
+    }
+}
+
+/* The asynchronous context of one request's planning step (s->aw): a miss
+ * parks the request instead of blocking, and the entries the step touched
+ * stay pinned ("held") until the step completes, so that a step that
+ * parked finds them again when it is planned anew. */
+#define QCOW2_HELD_MAX 16
+/* A step that parked this often runs synchronously (blocking reads): a
+ * scan over more tables than a tiny cache holds must still end. */
+#define QCOW2_PARK_MAX 8
+struct qmeta_wait {
+    struct qcache_waiter w;
+    unsigned parks;           /* times the current step parked */
+    unsigned nheld;
+    struct qcache_entry *held[QCOW2_HELD_MAX];
+    struct qcache *held_c[QCOW2_HELD_MAX];
+};
+
+/* Returned (internally, never past the request planner) by a call that
+ * parked its request on s->aw's waiter. */
+#define QCOW2_PARKED (-EINPROGRESS)
+
+enum { QCE_FREE, QCE_READY, QCE_LOADING };
+
+struct qcache_load;
+
+struct qcache_entry {
+    uint64_t offset;          /* host offset of the first byte cached */
+    uint8_t *data;            /* `len` bytes, aligned */
+    uint32_t len;             /* a cluster, or an L2 slice */
+    uint8_t state;            /* QCE_* */
+    bool dirty;               /* changed since its content was last written */
+    unsigned pin;             /* users holding a pointer */
+    unsigned writing;         /* write-back copies of it in flight */
+    uint64_t lru;             /* last use stamp */
+    struct qcache_load *load; /* QCE_LOADING: the read in flight */
+    struct qcache_entry *hnext;
+    struct qcache_entry *prev, *next;   /* clean or dirty list while evictable */
+    size_t slot;              /* index in qcache.all */
+};
 
 /* What a cache's owner decides for it. */
 struct qcache_hooks {
@@ -129,22 +194,44 @@ struct qcache_hooks {
     unsigned tag;             /* FQ_TAG_L2 or FQ_TAG_REFBLOCK */
     /* before any write of an entry: 0, or -errno to refuse it */
     int (*check_write)(struct qcow2 *s, uint64_t off, uint64_t len, unsigned tag);
-    /* a dirty entry must go: write back whatever it depends on and it
-     * (NULL: the entry alone may be written at any time) */
+    /* only dirty entries could make room: write back whatever they depend
+     * on and them, synchronously (NULL: an entry alone may be written) */
     int (*evict_dirty)(struct qcow2 *s);
+    /* the same without blocking: start (or join) an asynchronous
+     * write-back and park `w` on it (QCOW2_PARKED), or return 0 when it
+     * could only be done synchronously and was, or -errno */
+    int (*evict_dirty_async)(struct qcow2 *s, struct qcache_waiter *w);
 };
 
 struct qcache {
     struct qcow2 *s;
     const struct qcache_hooks *hooks;
-    const char *what;         /* "L2 table" / "refcount block" for messages */
-    size_t n;                 /* entries */
-    struct qcache_entry **e;
+    const char *what;
+    bool is_l2;
+    uint32_t cs;              /* whole table: the cluster size */
+    uint32_t slice;           /* entry size of qcache_get_part (L2 slices) */
+    size_t target;            /* entries the configured size holds */
+    size_t count;             /* entries in use (more than target only
+                                 while pinned, loading or dirty ones need it) */
+    struct qcache_entry **all;
+    size_t cap;
     struct qcache_entry **hash;
     size_t hsize;
+    struct qcache_entry clean, dirty;   /* evictable entries, oldest first */
+    unsigned loads;           /* reads in flight */
     uint64_t stamp;
-    /* written before any dirty entry of this cache: see qcow2_writeback */
-    bool is_l2;
+    uint64_t clean_stamp;     /* stamp at the last clean-interval pass */
+    uint8_t *spare;           /* one free data buffer of `slice` bytes */
+};
+
+/* An entry's write-back copy in flight (qcache_snapshot_dirty). */
+struct qcache_wio {
+    struct fq_req req;        /* first */
+    struct iovec iov;
+    struct qcache *c;
+    struct qcache_entry *e;
+    uint8_t *buf;
+    struct qcache_wio *next;
 };
 
 /* ---- driver state -------------------------------------------------------- */
@@ -169,6 +256,7 @@ struct qmeta_set {
 };
 
 struct qreq;
+struct qwb;
 
 /* An allocating write in flight over guest clusters [first, first + n). */
 struct qalloc {
@@ -237,12 +325,29 @@ struct qcow2 {
 
     struct qcache l2_cache;
     struct qcache rb_cache;
+    struct qmeta_wait *aw;    /* the planning step running in an
+                                 asynchronous context, or NULL */
+    struct qwb *wb;           /* the asynchronous write-back in flight */
+    struct {                  /* counts, for tests and benchmarks */
+        uint64_t loads;       /* asynchronous table reads started */
+        uint64_t joined;      /* misses that joined a read in flight */
+        uint64_t sync_fills;  /* synchronous callers that read a table
+                                 being loaded themselves */
+        uint64_t wbs;         /* asynchronous write-backs */
+        uint64_t evict_parks; /* steps parked on a write-back to make room */
+        uint64_t narrow_grows;/* table growths beside a write-back */
+    } stats;
+    unsigned alloc_parked;    /* allocating steps parked: later ones queue */
+    struct qwait_list alloc_queue;   /* ... here, in order */
+    uint64_t clean_interval_ns, next_clean;   /* cache-clean-interval */
 
     struct qfree_vec pending_frees;
     struct qalloc *allocs;    /* allocating writes in flight */
     unsigned data_inflight;   /* reads and writes of host clusters in flight */
+    struct fq_freelist req_fl, task_fl;   /* the planner's requests and tasks */
 
-    unsigned max_workers;
+    struct fq_depth *depth;   /* extents in flight per request (measured,
+                                 or forced by max_workers) */
     bool readonly;
     bool corrupt;             /* set corrupt bit on disk; refuse writes */
     bool dirty_set;           /* lazy refcounts: dirty bit is on disk */
@@ -287,18 +392,69 @@ int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char 
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
 
 /* ---- cache.c ---- */
-int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, const struct qcache_hooks *h);
+/* A cache of `entries` entries; L2 caches get entries of `slice` bytes
+ * from qcache_get_part (slice = cluster size: whole tables). */
+int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, uint32_t slice,
+                const struct qcache_hooks *h);
 void qcache_destroy(struct qcache *c);
-/* Get the table at `offset` (loaded from disk unless `fresh`, which gives a
- * zeroed, dirty entry). Pinned until qcache_put. */
+/* Get the whole table at `offset` (loaded from disk unless `fresh`, which
+ * gives a zeroed, dirty entry), synchronously: a miss blocks. Pinned
+ * until qcache_put. With L2 slices cached, they are merged into the whole
+ * table first (-EBUSY if one of them is in use: whole-table callers run
+ * with the image idle). In a request's asynchronous context (s->aw) a
+ * miss parks it instead (QCOW2_PARKED). */
 int qcache_get(struct qcache *c, uint64_t offset, bool fresh, struct qcache_entry **out);
+/* The request path's get: the entry covering `offset`: an L2 slice (or
+ * the whole table where it is cached whole), a refcount block. A fresh
+ * entry never parks: it takes a clean entry's place or the cache grows
+ * past its size until write-backs clean enough entries. */
+int qcache_get_part(struct qcache *c, uint64_t offset, bool fresh, struct qcache_entry **out);
 void qcache_put(struct qcache *c, struct qcache_entry *e);
 static inline void qcache_mark_dirty(struct qcache_entry *e) { e->dirty = true; }
-/* Write every dirty entry. */
+/* Write every dirty entry (synchronously). */
 int qcache_write_dirty(struct qcache *c);
 bool qcache_has_dirty(struct qcache *c);
-/* Drop an entry without writing it (its cluster was freed). */
+/* Write the whole-cluster entry at `offset` if it is dirty. */
+int qcache_write_one(struct qcache *c, uint64_t offset);
+/* Has the whole-cluster entry at `offset` a write-back copy in flight? */
+bool qcache_writing(struct qcache *c, uint64_t offset);
+/* Drop the entries of the table at `offset` without writing them (its
+ * cluster was freed). */
 void qcache_discard(struct qcache *c, uint64_t offset);
+/* In an asynchronous context: park unless `n` entries can be had without
+ * writing anything back (clean or free ones), starting a write-back to
+ * make room. 0 or QCOW2_PARKED or -errno. */
+int qcache_reserve(struct qcache *c, size_t n);
+/* Drop the pins a planning step held (its step completed or failed). */
+void qcache_release_held(struct qmeta_wait *mw);
+/* Snapshot every dirty entry into write copies (the entries become clean
+ * and stay resident, unevictable, until their copy is written): *list
+ * gets them. -errno (nothing taken) if the owner refuses a write. */
+int qcache_snapshot_dirty(struct qcache *c, struct qcache_wio **list, unsigned *n);
+/* Submit a copy's write to the image file; `cb` gets the fq_req (whose
+ * opaque is `opaque`). */
+void qcache_wio_submit(struct qcache_wio *w, fq_req_cb *cb, void *opaque);
+/* A copy was written (ret 0) or not (the entry is dirty again); frees it. */
+void qcache_wio_finish(struct qcache_wio *w, int ret);
+/* Drop every entry nobody uses, dirty ones unwritten (what they cache was
+ * replaced on disk). */
+void qcache_drop_all(struct qcache *c);
+/* Drop clean, unused entries not used since the last call. */
+void qcache_clean_unused(struct qcache *c);
+/* Reads in flight. */
+bool qcache_busy(const struct qcache *c);
+/* cache-clean-interval: drop the entries of both caches not used since
+ * the last pass, once an interval passed (checked as requests come). */
+void qcow2_cache_tick(struct qcow2 *s);
+
+/* ---- wb.c ---- */
+/* Write back asynchronously (the order of qcow2_writeback) and park `w`
+ * until it ended (QCOW2_PARKED; *own tells whether this call started the
+ * write-back or joined one in flight). Returns 0 when there was nothing
+ * to write or it could only be done synchronously and was, or -errno. */
+int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own);
+/* The caches' evict_dirty_async hook. */
+int qcow2_wb_evict(struct qcow2 *s, struct qcache_waiter *w);
 
 /* ---- refcount.c ---- */
 int qcow2_load_refcount_table(struct qcow2 *s, char *err);
@@ -371,6 +527,16 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
  * copying it when shared) if `alloc`. *l2 is NULL if unallocated and not
  * `alloc`. Caller puts it. */
 int qcow2_get_l2(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2, uint64_t *idx);
+/* The same on the request path: the entry holding gc's L2 entry (an L2
+ * slice, or the whole table where it is cached whole) and *idx in it; in
+ * an asynchronous context a miss parks (QCOW2_PARKED). */
+int qcow2_get_l2_slice(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_entry **l2,
+                       uint64_t *idx);
+/* L2 entries an entry of the L2 cache holds. */
+static inline uint64_t qcow2_l2_count(const struct qcow2 *s, const struct qcache_entry *e)
+{
+    return e->len / s->l2_entry_size;
+}
 uint64_t qcow2_l2e_get(struct qcow2 *s, const uint8_t *l2, uint64_t idx);
 uint64_t qcow2_l2e_bitmap(struct qcow2 *s, const uint8_t *l2, uint64_t idx);
 void qcow2_l2e_set(struct qcow2 *s, uint8_t *l2, uint64_t idx, uint64_t e, uint64_t bitmap);
@@ -415,6 +581,9 @@ int qcow2_truncate(struct fq_bdev *bs, uint64_t size);
 int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err);
 
 /* ---- rw.c ---- */
+/* The planner's free lists (at open; at close). */
+void qcow2_rw_init(struct qcow2 *s);
+void qcow2_rw_fini(struct qcow2 *s);
 void qcow2_submit(struct fq_bdev *bs, struct fq_req *req);
 int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req);
 

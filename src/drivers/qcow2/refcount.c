@@ -218,14 +218,32 @@ static uint64_t end_cluster(struct qcow2 *s)
     return 1;
 }
 
+static int write_refcount_table(struct qcow2 *s);
+
+/* Does a refcount block in [first, last] (table indexes) have a write
+ * of the asynchronous write-back in flight? */
+static bool blocks_in_flight(struct qcow2 *s, uint64_t first, uint64_t last)
+{
+    for (uint64_t ri = first; ri <= last && ri < s->rt_entries; ri++)
+        if (s->rt[ri] && qcache_writing(&s->rb_cache, s->rt[ri]))
+            return true;
+    return false;
+}
+
 /* Replace the refcount table by one of at least `min_entries` entries,
  * placed past the end of the image together with any refcount blocks that
- * must cover it. */
-static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
+ * must cover it.
+ * While an asynchronous write-back is in flight (a synchronous caller:
+ * compressed writes) it cannot write back everything: it writes only the
+ * blocks that cover the new table, the table and the header, placing the
+ * table past any block whose write is in flight, and frees the old table
+ * deferred (the write-back in flight may still be writing it). */
+static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
 {
     uint64_t cs = s->cluster_size, max_entries = QCOW2_MAX_RT_BYTES / 8;
     uint64_t want = FQ_MAX(min_entries, s->rt_entries + s->rt_entries / 2 + 1);
     uint64_t T = end_cluster(s), tc, nb = 0, nentries;
+    bool narrow = s->wb != NULL;
     int r;
 
     for (;;) {
@@ -244,6 +262,15 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
             nb = needed;
         }
         uint64_t last = (T + tc + nb - 1) >> s->rb_bits;
+        if (narrow && blocks_in_flight(s, T >> s->rb_bits, last)) {
+            /* start where no block exists yet */
+            uint64_t ri = (T >> s->rb_bits) + 1;
+            while (ri < s->rt_entries && s->rt[ri])
+                ri++;
+            T = ri << s->rb_bits;
+            nb = 0;
+            continue;
+        }
         if (last < nentries)
             break;
         want = last + 1;
@@ -285,6 +312,19 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
     r = update_covered(s, T, tc + nb, 1);
     if (r < 0)
         return r;
+    if (narrow) {
+        s->stats.narrow_grows++;
+        /* the blocks covering the new table, the table, then the header */
+        for (uint64_t ri = first; ri <= lastri; ri++)
+            if ((r = qcache_write_one(&s->rb_cache, nrt[ri])) < 0)
+                return r;
+        if ((r = write_refcount_table(s)) < 0 || (r = qcow2_flush_file(s)) < 0 ||
+            (r = qcow2_write_header(s)) < 0 || (r = qcow2_flush_file(s)) < 0)
+            return r;
+        s->rt_dirty = false;
+        s->header_dirty = false;
+        return qcow2_free_deferred(s, old_off, old_clusters);
+    }
     /* Persist in order: blocks, table, then the header switch. */
     r = qcow2_writeback(s);
     if (r < 0)
@@ -295,6 +335,21 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
         return r;
     s->flush_owed = false;
     return qcow2_update_refcount(s, old_off, old_clusters, -1);
+}
+
+/* Growth runs synchronously (it is rare); a request's asynchronous step
+ * waits for a write-back in flight first. */
+static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
+{
+    struct qmeta_wait *aw = s->aw;
+    int r;
+
+    if (aw && s->wb)
+        return qcow2_wb_evict(s, &aw->w);
+    s->aw = NULL;
+    r = grow_refcount_table_now(s, min_entries);
+    s->aw = aw;
+    return r;
 }
 
 /* ---- allocation ---- */
@@ -585,6 +640,8 @@ int qcow2_writeback(struct qcow2 *s)
 
     if (s->readonly)
         return 0;
+    if (s->wb)
+        return -EBUSY;   /* never beside the asynchronous one (wb.c) */
     for (int round = 0; round < 2; round++) {
         bool rb = qcache_has_dirty(&s->rb_cache);
         bool tables = qcache_has_dirty(&s->l2_cache) || l1_has_dirty(s);

@@ -1,9 +1,10 @@
 /* rw.c: the request state machines. "Metadata is planned, data is
  * asynchronous": a request walks its range with qcow2_lookup (metadata from
- * the cache; a miss is a blocking load for now), turning each uniform run
+ * the cache), turning each uniform run
  * into a task (a host-contiguous data read or write, a backing read, a
  * compressed cluster, an allocating write), and issues the tasks through
- * its task pool, at most max_workers at once. Each completion frees a slot
+ * its task pool, at most as many at once as its depth controller allows
+ * (measured, or forced by max_workers). Each completion frees a slot
  * and planning resumes; the request completes when its range is planned
  * and its pool is idle, with the first error.
  *
@@ -14,9 +15,21 @@
  * flight is registered (struct qalloc); any other write, zeroing or discard
  * touching the same guest clusters parks until it linked, then re-plans.
  *
+ * The loop never waits for metadata: each planning step runs in the
+ * request's asynchronous context (s->aw), where a cache miss starts the
+ * table's load and parks the request (QCOW2_PARKED), and where only dirty
+ * tables could make room it parks on an asynchronous write-back; either
+ * way the request is planned again when that completes. A step parks only
+ * before it changed anything, or after a change that stands on its own
+ * (an L2 table allocated and linked into L1), so planning it again from
+ * the same position is exact. What follows a data allocation (extending
+ * the file, registering the range) runs synchronously. Flushes write back
+ * asynchronously too (wb.c).
+ *
  * The same planner runs in "sync" mode for io_sync (metadata I/O of a
  * parent image stacked on this one): tasks run inline through the
- * children's io_sync; it never waits for the loop.
+ * children's io_sync; it never waits for the loop. An image that a parent
+ * drives so (bs->sync_parent) keeps all its metadata work synchronous.
  * SPDX-License-Identifier: MIT
  */
 #include "offload.h"
@@ -30,9 +43,12 @@ struct qreq {
     bool sync;               /* io_sync mode */
     bool planning;           /* plan() is on the stack */
     bool in_submit;          /* completing now would be inline: defer */
-    bool parked;             /* waiting on a qalloc */
+    bool parked;             /* waiting on a qalloc, a table or a write-back */
     bool finished;
+    uint8_t flush_stage;     /* flushes: 1 once its own write-back started */
+    bool alloc_parked;       /* its allocating step parked: later ones queue */
     struct qreq *next_waiter;
+    struct qmeta_wait mw;    /* the asynchronous context of its steps */
     struct fq_bh bh;
 };
 
@@ -49,6 +65,8 @@ struct qtask {
     uint8_t *buf;            /* compressed data / fill buffers */
     uint8_t *buf2;
     struct qalloc *alloc;    /* registered range (allocating writes) */
+    struct qcache_entry *l2; /* allocating writes: the L2 entry they link
+                                into, pinned until then */
     uint64_t host;
     uint64_t n;              /* clusters allocated */
     /* allocating writes: the caller's data, to redo it if bypassed */
@@ -147,14 +165,60 @@ static int wait_allocs(struct qreq *q, uint64_t first, uint64_t n)
     return 1;
 }
 
+/* ---- allocations in order ----
+ * A qcow2 driver allocates host clusters in the order writes arrive, and
+ * the host layout follows (convert writes in guest order, gen writes its
+ * layouts so). A step that parks in the middle of an allocation would let
+ * later writes allocate first; so while one is parked, later allocating
+ * steps queue behind it and go on, in order, once it allocated. */
+
+/* 0, or QCOW2_PARKED when q must queue behind a parked allocation. */
+static int alloc_turn(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+
+    if (!s->aw || q->alloc_parked || !s->alloc_parked)
+        return 0;
+    qwait_add(&s->alloc_queue, &q->mw.w);
+    return QCOW2_PARKED;
+}
+
+/* q's allocating step parked (r) inside an allocation. */
+static int alloc_parked(struct qreq *q, int r)
+{
+    if (r == QCOW2_PARKED && !q->alloc_parked) {
+        q->alloc_parked = true;
+        q->s->alloc_parked++;
+    }
+    return r;
+}
+
+/* q's allocation is done (or given up): the queue may go on once the
+ * step is over (alloc_queue_go). */
+static void alloc_turn_done(struct qreq *q)
+{
+    if (q->alloc_parked) {
+        q->alloc_parked = false;
+        q->s->alloc_parked--;
+    }
+}
+
+/* Between steps: plan the queued allocating steps if nothing is parked. */
+static void alloc_queue_go(struct qcow2 *s)
+{
+    if (!s->alloc_parked && s->alloc_queue.head)
+        qwait_wake_all(&s->alloc_queue, 0);
+}
+
 /* ---- tasks ---- */
 
 static struct qtask *task_new(struct qreq *q, enum tkind kind, uint64_t guest, uint64_t len)
 {
-    struct qtask *t = calloc(1, sizeof(*t));
+    struct qtask *t = fq_fl_get(&q->s->task_fl);
 
     if (!t)
         return NULL;
+    memset(t, 0, sizeof(*t));
     t->q = q;
     t->kind = kind;
     t->guest = guest;
@@ -166,10 +230,11 @@ static struct qtask *task_new(struct qreq *q, enum tkind kind, uint64_t guest, u
 
 static void task_free(struct qtask *t)
 {
+    qcache_put(&t->q->s->l2_cache, t->l2);
     fq_iovb_free(&t->iovb);
     free(t->buf);
     free(t->buf2);
-    free(t);
+    fq_fl_put(&t->q->s->task_fl, t);
 }
 
 /* An allocating write that a synchronous request bypassed: its clusters
@@ -240,6 +305,9 @@ static void task_complete(struct qtask *t, int ret)
     struct qreq *q = t->q;
     struct qalloc *a = t->alloc;
 
+    if (t->kind != T_FLUSH && !q->sync)
+        fq_depth_end(q->s->depth, t->len);
+
     ret = task_finish(t, ret);
     task_free(t);
     fq_pool_end(&q->pool, ret);
@@ -287,6 +355,8 @@ static void task_account(struct qtask *t)
     fq_pool_start(&t->q->pool);
     if (t->kind != T_BACKING && t->kind != T_FLUSH)
         t->q->s->data_inflight++;
+    if (t->kind != T_FLUSH && !t->q->sync)
+        fq_depth_start(t->q->s->depth);
 }
 
 /* Send an accounted task's child request to `dev`. */
@@ -398,7 +468,7 @@ static void finish_bh(void *opaque)
     struct fq_req *req = q->req;
     int ret = q->pool.err;
 
-    free(q);
+    fq_fl_put(&q->s->req_fl, q);
     req->cb(req, ret);
 }
 
@@ -408,6 +478,7 @@ static void maybe_finish(struct qreq *q)
         (q->pos < q->end && q->pool.err == 0))
         return;
     q->finished = true;
+    qcache_release_held(&q->mw);
     if (q->sync)
         return;
     if (q->in_submit)
@@ -482,6 +553,9 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size;
     uint64_t gc0 = q->pos >> s->cluster_bits;
+    /* within one L2 cache entry, which stays pinned until the link */
+    uint64_t per = s->l2_cache.slice / s->l2_entry_size;
+    len = FQ_MIN(len, ((gc0 | (per - 1)) + 1) * cs - q->pos);
     uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
     uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
     uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
@@ -489,6 +563,8 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     int r = wait_allocs(q, gc0, n);
 
     if (r)
+        return r;
+    if ((r = alloc_turn(q)) < 0)
         return r;
     if (!(t = task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
@@ -499,16 +575,17 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
-    /* the L2 table first, so that data stays after it (as qemu lays out) */
-    struct qcache_entry *l2;
+    /* the L2 table first, so that data stays after it (as qemu lays out);
+     * its entry stays pinned for the link */
     uint64_t idx;
-    r = qcow2_get_l2(s, gc0, true, &l2, &idx);
+    r = alloc_parked(q, qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx));
     if (r < 0)
         goto fail;
-    qcache_put(&s->l2_cache, l2);
-    r = qcow2_alloc_clusters(s, n, &t->host);
+    r = alloc_parked(q, qcow2_alloc_clusters(s, n, &t->host));
     if (r < 0)
         goto fail;
+    alloc_turn_done(q);
+    s->aw = NULL;            /* allocated: the rest of the step cannot park */
     qcow2_extend_ahead(s, t->host, t->host + n * cs);
     t->n = n;
     t->wguest = q->pos;
@@ -551,6 +628,8 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
 
     if (r)
         return r;
+    if ((!host || !copied) && (r = alloc_turn(q)) < 0)
+        return r;
     if (!(t = task_new(q, T_SUB, q->pos, wend - q->pos)))
         return -ENOMEM;
     r = -ENOMEM;
@@ -560,14 +639,14 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
         fq_iovb_add_slice(&t->iovb, src->iov, src->iovcnt, src->iov_off, (size_t)(wend - q->pos)) < 0 ||
         fq_iovb_add(&t->iovb, t->buf2, (size_t)tail) < 0)
         goto fail;
+    uint64_t idx;
+    if ((r = alloc_parked(q, qcow2_get_l2_slice(s, gc, true, &t->l2, &idx))) < 0)
+        goto fail;
     if (!host || !copied) {
-        struct qcache_entry *l2;
-        uint64_t idx;
-        if ((r = qcow2_get_l2(s, gc, true, &l2, &idx)) < 0)
+        if ((r = alloc_parked(q, qcow2_alloc_clusters(s, 1, &host))) < 0)
             goto fail;
-        qcache_put(&s->l2_cache, l2);
-        if ((r = qcow2_alloc_clusters(s, 1, &host)) < 0)
-            goto fail;
+        alloc_turn_done(q);
+        s->aw = NULL;        /* allocated: the rest of the step cannot park */
         qcow2_extend_ahead(s, host, host + cs);
         t->n = 1;
     } else if (qcow2_overlaps_metadata(s, host, cs)) {
@@ -612,7 +691,7 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
         /* the cluster's own entry decides: ours (or none) -> subclusters */
         struct qcache_entry *l2;
         uint64_t idx, e = 0;
-        if ((r = qcow2_get_l2(s, q->pos >> s->cluster_bits, false, &l2, &idx)) < 0)
+        if ((r = qcow2_get_l2_slice(s, q->pos >> s->cluster_bits, false, &l2, &idx)) < 0)
             return r;
         if (l2) {
             e = qcow2_l2e_get(s, l2->data, idx);
@@ -686,9 +765,11 @@ static int zero_step(struct qreq *q)
      * request reaches the end of the disk */
     uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
     if (FQ_IS_ALIGNED(pos, cs) && reach - pos >= cs) {
-        /* whole clusters, up to the end of this L2 table */
+        /* whole clusters, up to the end of this L2 slice (each step
+         * changes one cache entry) */
         uint64_t gc = pos >> s->cluster_bits;
-        uint64_t n = FQ_MIN((reach - pos) / cs, s->l2_entries - (gc & (s->l2_entries - 1)));
+        uint64_t per = s->l2_cache.slice / s->l2_entry_size;
+        uint64_t n = FQ_MIN((reach - pos) / cs, per - (gc & (per - 1)));
         int r = wait_allocs(q, gc, n);
         if (r)
             return r;
@@ -743,6 +824,32 @@ static int zero_step(struct qreq *q)
 
 /* ---- the planner ---- */
 
+/* A flush: the metadata written back (asynchronously, by a write-back
+ * started after the flush arrived; one in flight is waited for first),
+ * then the file flushed. */
+static int flush_step(struct qreq *q)
+{
+    struct qcow2 *s = q->s;
+    int r;
+
+    if (s->aw && q->flush_stage == 0) {
+        bool own = false;
+        r = qcow2_wb_start(s, &q->mw.w, &own);
+        if (r == QCOW2_PARKED && own)
+            q->flush_stage = 1;
+        if (r < 0)
+            return r;
+    } else if (!s->aw && (r = qcow2_writeback(s)) < 0) {
+        return r;
+    }
+    struct qtask *t = task_new(q, T_FLUSH, 0, 0);
+    if (!t)
+        return -ENOMEM;
+    q->pos = q->end;
+    task_issue(t, s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
+    return 0;
+}
+
 static int plan_step(struct qreq *q)
 {
     struct fq_req *req = q->req;
@@ -757,35 +864,66 @@ static int plan_step(struct qreq *q)
     case FQ_OP_WRITE_ZEROES:
     case FQ_OP_DISCARD:
         return zero_step(q);
-    case FQ_OP_FLUSH: {
-        int r = qcow2_writeback(q->s);
-        if (r < 0)
-            return r;
-        struct qtask *t = task_new(q, T_FLUSH, 0, 0);
-        if (!t)
-            return -ENOMEM;
-        q->pos = q->end;
-        task_issue(t, q->s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
-        return 0;
-    }
+    case FQ_OP_FLUSH:
+        return flush_step(q);
     }
     return -EINVAL;
 }
 
+/* Steps run in the request's asynchronous context unless it must stay
+ * synchronous. */
+static bool meta_async(const struct qreq *q)
+{
+    return !q->sync && !q->s->bs->sync_parent;
+}
+
 static void plan(struct qreq *q)
 {
+    struct qcow2 *s = q->s;
+    struct qmeta_wait *outer = s->aw;
+
     if (q->planning || q->finished)
         return;
     q->planning = true;
     while (!q->parked && q->pos < q->end && fq_pool_can_start(&q->pool)) {
+        s->aw = meta_async(q) && q->mw.parks < QCOW2_PARK_MAX ? &q->mw : NULL;
         int r = plan_step(q);
-        if (r < 0) {
-            fq_pool_fail(&q->pool, r);
+        s->aw = outer;
+        if (r == QCOW2_PARKED) {
+            q->parked = true;    /* its waiter is queued: planned again later */
+            q->mw.parks++;
             break;
         }
+        if (r < 0) {
+            fq_pool_fail(&q->pool, r);
+            qcache_release_held(&q->mw);
+            alloc_turn_done(q);
+            alloc_queue_go(s);
+            break;
+        }
+        if (!q->parked) {
+            qcache_release_held(&q->mw);    /* the step completed */
+            q->mw.parks = 0;
+        }
+        alloc_queue_go(s);
     }
     q->planning = false;
     maybe_finish(q);
+}
+
+/* A table arrived or a write-back ended: plan the parked request again. */
+static void meta_wake(struct qcache_waiter *w, int err)
+{
+    struct qreq *q = (struct qreq *)((char *)w - offsetof(struct qreq, mw.w));
+
+    q->parked = false;
+    if (err < 0) {
+        fq_pool_fail(&q->pool, err);
+        qcache_release_held(&q->mw);
+        alloc_turn_done(q);
+        alloc_queue_go(q->s);
+    }
+    plan(q);
 }
 
 static int check_req(struct qcow2 *s, struct fq_req *req)
@@ -801,13 +939,33 @@ static int check_req(struct qcow2 *s, struct fq_req *req)
 
 static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool sync)
 {
-    memset(q, 0, sizeof(*q));
+    /* every field but the held-entry arrays (nheld says how many are set) */
     q->s = s;
     q->req = req;
     q->sync = sync;
+    q->planning = q->in_submit = q->parked = q->finished = false;
+    q->flush_stage = 0;
+    q->alloc_parked = false;
+    q->next_waiter = NULL;
     q->pos = req->off;
     q->end = req->op == FQ_OP_FLUSH ? req->off + 1 : req->off + req->len;
-    fq_pool_init(&q->pool, sync ? 1 : s->max_workers);
+    q->mw.w.next = NULL;
+    q->mw.w.wake = meta_wake;
+    q->mw.parks = 0;
+    q->mw.nheld = 0;
+    fq_pool_init(&q->pool, sync ? 1 : fq_depth_limit(s->depth));
+}
+
+void qcow2_rw_init(struct qcow2 *s)
+{
+    fq_fl_init(&s->req_fl, sizeof(struct qreq), 256);
+    fq_fl_init(&s->task_fl, sizeof(struct qtask), 256);
+}
+
+void qcow2_rw_fini(struct qcow2 *s)
+{
+    fq_fl_drain(&s->req_fl);
+    fq_fl_drain(&s->task_fl);
 }
 
 void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
@@ -819,11 +977,13 @@ void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
     if (r == 0 && req->op != FQ_OP_FLUSH &&
         (req->off > bs->size || req->len > bs->size - req->off))
         r = -EINVAL;
-    if (r < 0 || !(q = malloc(sizeof(*q)))) {
+    if (r < 0 || !(q = fq_fl_get(&s->req_fl))) {
         fq_req_complete_later(bs, req, r < 0 ? r : -ENOMEM);
         return;
     }
     init_req(q, s, req, false);
+    if (s->clean_interval_ns)
+        qcow2_cache_tick(s);
     q->in_submit = true;
     plan(q);
     /* q may be finished but is freed only by its bottom half */

@@ -49,16 +49,6 @@ static const struct qcache_hooks new_rb_hooks = {
     .what = "refcount block", .tag = FQ_TAG_REFBLOCK, .check_write = qcow2_check_meta_write,
 };
 
-/* Drop every entry of a clean cache. */
-static void cache_drop(struct qcache *c)
-{
-    for (size_t i = 0; c->e && i < c->n; i++)
-        if (c->e[i] && c->e[i]->offset) {
-            c->e[i]->dirty = false;
-            qcache_discard(c, c->e[i]->offset);
-        }
-}
-
 int qtx_begin(struct qcow2 *s, struct qtx *tx)
 {
     uint64_t cs = s->cluster_size;
@@ -82,8 +72,8 @@ int qtx_begin(struct qcow2 *s, struct qtx *tx)
     }
     memcpy(tx->rt, s->rt, tx->rt_entries * sizeof(uint64_t));
     /* as many blocks as the driver caches, at most 16 MiB of them */
-    size_t n = (size_t)FQ_MIN((uint64_t)s->rb_cache.n, FQ_MAX((16ull << 20) / cs, (uint64_t)8));
-    if ((r = qcache_init(&tx->rb, s, n, &new_rb_hooks)) < 0) {
+    size_t n = (size_t)FQ_MIN((uint64_t)s->rb_cache.target, FQ_MAX((16ull << 20) / cs, (uint64_t)8));
+    if ((r = qcache_init(&tx->rb, s, n, 0, &new_rb_hooks)) < 0) {
         qtx_abort(tx);
         return r;
     }
@@ -94,10 +84,8 @@ void qtx_abort(struct qtx *tx)
 {
     struct qcow2 *s = tx->s;
 
-    if (tx->rb.e) {
-        cache_drop(&tx->rb);
-        qcache_destroy(&tx->rb);
-    }
+    if (tx->rb.hash)
+        qcache_destroy(&tx->rb);   /* the new blocks are not written */
     free(tx->rt);
     free(tx->own);
     qtx_ops_reset(&tx->todo);
@@ -483,8 +471,8 @@ int qtx_commit(struct qtx *tx, const struct qtx_switch *sw, char *err)
         return r;
     }
     /* the new state is durable: drop what the caches hold of the old one */
-    cache_drop(&s->l2_cache);
-    cache_drop(&s->rb_cache);
+    qcache_drop_all(&s->l2_cache);
+    qcache_drop_all(&s->rb_cache);
     free(old.l1);
     free(old.l1_dirty);
     if (tx->changed) {
