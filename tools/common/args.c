@@ -39,15 +39,19 @@ int img_getopt_err(int ch, char **argv)
     return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
 }
 
-/* qemu's sizes: a decimal (or 0x hex) integer, a fraction (only with a
- * suffix, unless it is zero) and one suffix of B K M G T P E in either
- * case, at most INT64_MAX. */
-int img_qsize(const char *s, uint64_t *out)
+/* qemu's size syntax (qemu_strtosz), as learnt from its tools: leading
+ * white space, an optional '+', then a decimal integer with an optional
+ * fraction (a non-zero one needs a suffix), or a 0x hex integer (no
+ * fraction; a suffix is deprecated, with a warning), then at most one
+ * suffix B K M G T P E in either case. The fraction adds its share of the
+ * unit rounded to the nearest byte (half up); one that rounds to 1.0 in
+ * double precision adds nothing, as in qemu. */
+int tool_strtosz(const char *s, uint64_t *out)
 {
     static const char sfx[] = "bkmgtpe";
     const char *p = s, *q;
-    double frac = 0, scale = 0.1;
-    uint64_t v, mult = 1;
+    double frac = 0;
+    uint64_t v, mult = 1, add = 0;
     char *end;
 
     while (isspace((unsigned char)*p))
@@ -55,28 +59,55 @@ int img_qsize(const char *s, uint64_t *out)
     q = *p == '+' ? p + 1 : p;
     if (!isdigit((unsigned char)*q))
         return -EINVAL;
-    bool hex = q[0] == '0' && (q[1] == 'x' || q[1] == 'X');
     errno = 0;
-    v = strtoull(p, &end, hex ? 16 : 10);
+    v = strtoull(q, &end, 10);
     if (errno == ERANGE)
         return -ERANGE;
-    if (*end == '.' && !hex)
-        for (end++; isdigit((unsigned char)*end); end++, scale /= 10)
-            frac += (*end - '0') * scale;
+    bool hex = v == 0 && (*end == 'x' || *end == 'X');
+    if (hex) {
+        errno = 0;
+        v = strtoull(q, &end, 16);
+        if (errno == ERANGE)
+            return -ERANGE;
+        if (*end == '.')
+            return -EINVAL;
+    } else if (*end == '.') {
+        const char *f = end;
+        if (!isdigit((unsigned char)f[1])) {
+            end++;           /* "1.k": no fractional digits */
+        } else {
+            errno = 0;
+            frac = strtod(f, &end);
+            if (memchr(f, 'e', (size_t)(end - f)) || memchr(f, 'E', (size_t)(end - f)))
+                return -EINVAL;
+        }
+    }
     if (*end && (q = strchr(sfx, tolower((unsigned char)*end)))) {
         mult = 1ull << (10 * (q - sfx));
         if (hex && mult > 1)
             tool_error("warning: Using a multiplier suffix on hex numbers is deprecated: %s", s);
         end++;
-    } else if (frac != 0) {
-        return -EINVAL;
     }
-    if (*end)
+    if (*end || (mult == 1 && frac != 0))
         return -EINVAL;
-    if (v > INT64_MAX / mult || v * mult + (uint64_t)(frac * (double)mult) > INT64_MAX)
+    if (frac > 0 && frac < 1)
+        add = (uint64_t)(frac * (double)mult + 0.5);
+    if (v > (UINT64_MAX - add) / mult)
         return -ERANGE;
-    *out = v * mult + (uint64_t)(frac * (double)mult);
+    *out = v * mult + add;
     return 0;
+}
+
+int img_qsize(const char *s, uint64_t *out)
+{
+    uint64_t v;
+    int r = tool_strtosz(s, &v);
+
+    if (r == 0 && v > INT64_MAX)
+        r = -ERANGE;
+    if (r == 0)
+        *out = v;
+    return r;
 }
 
 int img_cvtnum(const char *what, const char *s, uint64_t *out)

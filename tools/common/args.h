@@ -44,7 +44,12 @@ int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * argument, anything else an unknown option) with opterr = 0 and a
  * leading ':' in the option string. Returns the exit code 1. */
 int img_getopt_err(int ch, char **argv);
-/* Parse a size as qemu does. Returns 0, -EINVAL, or -ERANGE. */
+/* Parse a size as qemu does (qemu_strtosz: white space, '+', decimal with
+ * fraction or 0x hex, one suffix of B K M G T P E). Returns 0, -EINVAL, or
+ * -ERANGE past UINT64_MAX. */
+int tool_strtosz(const char *s, uint64_t *out);
+/* tool_strtosz limited to INT64_MAX (-ERANGE beyond), as qemu's tools
+ * take sizes and offsets. */
 int img_qsize(const char *s, uint64_t *out);
 /* img_qsize with qemu-img's messages about `what` ("image size").
  * Returns 0 or -1. */
