@@ -289,6 +289,17 @@ struct fq_snapshot {
  * fq_snapshot_list_free. Works on read-only images. */
 int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count);
 void fq_snapshot_list_free(struct fq_snapshot *list, int count);
+/* The VM state area of a qcow2 image: the saved state of a virtual machine
+ * that internal snapshots carry, kept in clusters past the end of the disk
+ * (from the first L1 entry the disk does not use). Reading and writing it
+ * does not change the disk. `pos` and `len` are multiples of 512
+ * (-EINVAL otherwise); a range no L1 table could map fails with -EIO; a
+ * write honours the cache mode as a disk write does; what was never
+ * written reads as unallocated guest data does (the backing file's data
+ * at that offset, else zeros). -ENOTSUP for formats without one (raw).
+ * The image must be idle (-EBUSY). */
+int fq_vmstate_pread(struct fq_image *img, void *buf, size_t len, uint64_t pos);
+int fq_vmstate_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t pos);
 /* Persistent dirty bitmaps the image records (qcow2 v3 with its bitmaps
  * bit set). fastqcow does not maintain them: a read-write open flags each
  * one in use (inconsistent), so that no reader trusts a stale bitmap. */

@@ -29,6 +29,10 @@ struct fq_req;
 
 typedef void fq_req_cb(struct fq_req *req, int ret);
 
+/* fq_req.flags: the request addresses the VM state area a format keeps
+ * past the end of the disk (qcow2), not the disk. */
+#define FQ_REQ_VMSTATE 0x100u
+
 struct fq_req {
     enum fq_op op;
     uint64_t off;
@@ -36,7 +40,8 @@ struct fq_req {
     const struct iovec *iov;
     int iovcnt;
     size_t iov_off;
-    unsigned flags;          /* FQ_ZERO_MAY_UNMAP for write-zeroes */
+    unsigned flags;          /* FQ_ZERO_MAY_UNMAP for write-zeroes,
+                                FQ_REQ_VMSTATE */
     unsigned tag;            /* what is written: FQ_TAG_* (for fault
                                 injection and recording devices) */
     fq_req_cb *cb;
@@ -99,6 +104,9 @@ struct fq_bdev_ops {
      * `cs` bytes needs for them. */
     int (*bitmap_list)(struct fq_bdev *bs, struct fq_bitmap **out, int *count, char *err);
     int (*bitmaps_size)(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *err);
+    /* Read or write `len` bytes at `pos` of the VM state area (positions
+     * and lengths are the caller's to check; fq_vmstate_pread). */
+    int (*vmstate_rw)(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write);
 };
 
 struct fq_bdev {

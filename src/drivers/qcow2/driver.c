@@ -147,6 +147,11 @@ static int bitmaps_size(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *er
     return s->version >= 3 ? qcow2_bitmaps_size(s, cs, out, err) : -ENOTSUP;
 }
 
+static int vmstate_rw(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write)
+{
+    return qcow2_vmstate_rw(bs->priv, buf, len, pos, write);
+}
+
 const struct fq_bdev_ops qcow2_dev_ops = {
     .name = "qcow2",
     .submit = qcow2_submit,
@@ -172,6 +177,7 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .make_empty = make_empty,
     .bitmap_list = bitmap_list,
     .bitmaps_size = bitmaps_size,
+    .vmstate_rw = vmstate_rw,
 };
 
 /* ---- measure ---- */

@@ -2,7 +2,7 @@
  * request planner: compressed cluster writes (compress.c); resize,
  * backing-file changes and emptying (resize.c); amend, the refcount
  * width included (amend.c); walking whole L1 trees
- * (snapshot.c, also used by the others).
+ * (snapshot.c, also used by the others); the VM state area (vmstate.c).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -83,5 +83,14 @@ int qcow2_write_header_sync(struct qcow2 *s);
  * it). Every change is checked before any is made (a refusal changes
  * nothing); then: upgrade, refcount width, lazy refcounts, downgrade. */
 int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, int refcount_bits, char *err);
+
+/* ---- vmstate.c ---- */
+/* Guest offset where the VM state area starts: the first L1 entry past the
+ * disk. */
+uint64_t qcow2_vmstate_offset(const struct qcow2 *s);
+/* Read or write [pos, pos+len) of the VM state area; a write grows the L1
+ * table to cover it, a read past what the L1 table covers reads zeros.
+ * Returns 0, -EIO past what an L1 table can map, or -errno. */
+int qcow2_vmstate_rw(struct qcow2 *s, void *buf, uint64_t len, uint64_t pos, bool write);
 
 #endif
