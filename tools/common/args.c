@@ -100,7 +100,7 @@ int tool_strtosz(const char *s, uint64_t *out)
 
 int img_qsize(const char *s, uint64_t *out)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int r = tool_strtosz(s, &v);
 
     if (r == 0 && v > INT64_MAX)
@@ -133,7 +133,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         { "start-offset", required_argument, NULL, LO_START },
         { "max-length", required_argument, NULL, LO_MAXLEN },
         { "repair", required_argument, NULL, 'r' }, { 0 } };
-    uint64_t v;
+    uint64_t v = 0;
     int ch;
 
     *a = (struct args){ .jobs = 8, .maxlen = UINT64_MAX, .sparse = 4096 };

@@ -35,6 +35,10 @@ int tool_parse_engine(const char *s, enum fq_engine_kind *out);
 extern const char *tool_backing_format;
 /* fq_open_opts_init plus the tool's global options. */
 void tool_open_opts_init(struct fq_open_opts *o);
+/* The warning qemu's tools print when they open an image read-write whose
+ * format nobody named and probing took for raw (`given` is the format
+ * named, or NULL). */
+void tool_warn_probed_raw(const char *name, const char *given, struct fq_image *img, bool rw);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
 void tool_human_size(uint64_t v, char *buf, size_t len);
 

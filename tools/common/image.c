@@ -16,8 +16,10 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
     struct fq_image *img;
     int r = fq_open(file, o, &img, err);
 
-    if (r == 0)
+    if (r == 0) {
+        tool_warn_probed_raw(file, o->format, img, !o->readonly);
         return img;
+    }
     if (err[0])
         tool_error("%s", err);
     else

@@ -24,11 +24,10 @@
  * common/args.c), at most INT64_MAX. Returns 0, -EINVAL or -ERANGE. */
 static inline int cvtnum(const char *s, int64_t *out)
 {
-    uint64_t v;
+    uint64_t v = 0;
     int r = img_qsize(s, &v);
 
-    if (r == 0)
-        *out = (int64_t)v;
+    *out = r == 0 ? (int64_t)v : 0;
     return r;
 }
 
