@@ -164,6 +164,7 @@ int cmd_amend(int argc, char **argv)
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
         "refcount_bits, size (a smaller size drops only unused space, as resize --shrink).\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "force", no_argument, NULL, 'F' }, { 0 } };
     struct fq_amend_opts o;
     enum fq_cache_mode cache = FQ_CACHE_WRITEBACK;
@@ -185,6 +186,10 @@ int cmd_amend(int argc, char **argv)
                 return 1;
             break;
         case 'p': case 'q': case 'F': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }

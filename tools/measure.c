@@ -23,6 +23,7 @@ int cmd_measure(int argc, char **argv)
         "usage: fastqcow measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]\n\n"
         "Show the size a new image would need (qemu-img measure).\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "output", required_argument, NULL, 'J' },
                                         { "size", required_argument, NULL, 'Z' },
                                         { "force-share", no_argument, NULL, 'U' }, { 0 } };
@@ -45,6 +46,10 @@ int cmd_measure(int argc, char **argv)
                 lists[nl++] = optarg;
             break;
         case 'U': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'J':
             if (strcmp(optarg, "human") && strcmp(optarg, "json")) {
                 tool_error("--output must be used with human or json as argument.");

@@ -40,6 +40,10 @@ int cmd_rebase(int argc, char **argv)
         case 'p': pg.on = true; break;
         case 'q': quiet = true; break;
         case 'U': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 't':
             if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;

@@ -29,6 +29,7 @@ int cmd_resize(int argc, char **argv)
         "  --discard-data  with --shrink: drop the data past the new end, as\n"
         "                  qemu-img resize --shrink does\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "shrink", no_argument, NULL, 'S' },
                                         { "discard-data", no_argument, NULL, 'D' },
                                         { "preallocation", required_argument, NULL, 'P' },
@@ -56,6 +57,10 @@ int cmd_resize(int argc, char **argv)
         case 'S': shrink = true; break;
         case 'D': discard = true; break;
         case 'U': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'P':
             if (strcmp(optarg, "off")) {
                 tool_error("Preallocation mode '%s' is not supported by resize", optarg);

@@ -40,6 +40,10 @@ int cmd_snapshot(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'U': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }

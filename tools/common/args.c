@@ -16,10 +16,19 @@
 #include <string.h>
 
 #include "args.h"
+#include "object.h"
 
 const struct option img_help_only[] = { { "help", no_argument, NULL, 'h' },
                                        { "force-share", no_argument, NULL, 'U' },
+                                       { "object", required_argument, NULL, LO_OBJECT },
                                        { 0 } };
+
+int img_object_opt(const char *arg)
+{
+    int r = tool_object_add(arg);
+
+    return r == 0 ? -1 : r > 0 ? 0 : 1;
+}
 
 int img_usage_err(const char *fmt, ...)
 {
@@ -132,13 +141,20 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         { "backing-chain", no_argument, NULL, LO_CHAIN },
         { "start-offset", required_argument, NULL, LO_START },
         { "max-length", required_argument, NULL, LO_MAXLEN },
-        { "repair", required_argument, NULL, 'r' }, { 0 } };
+        { "repair", required_argument, NULL, 'r' },
+        { "object", required_argument, NULL, LO_OBJECT }, { 0 } };
     uint64_t v = 0;
     int ch;
 
     *a = (struct args){ .jobs = 8, .maxlen = UINT64_MAX, .sparse = 4096 };
     opterr = 0;
     while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        if (ch == LO_OBJECT) {   /* every subcommand takes it */
+            int r = img_object_opt(optarg);
+            if (r >= 0)
+                return r == 0 ? -1 : r;
+            continue;
+        }
         if (ch != '?' && ch != ':' && !strchr(shorts, ch) && !strchr(longs, ch))
             ch = '?';   /* a long option this subcommand does not take */
         switch (ch) {

@@ -28,16 +28,20 @@ struct args {
 };
 
 /* Codes of the long-only options, for parse_args' `longs`. */
-enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y' };
+enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y', LO_OBJECT = 'Q' };
 
 /* Parse a subcommand's options: `shorts` is its getopt string, `longs`
  * the LO_* codes it accepts. Returns 0, -1 after printing `usage` (exit
  * 0), or the exit code after printing an error. */
 int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
                    const char *usage, struct args *a);
-/* The long options of subcommands that parse their own: --help and
- * --force-share (which, as for qemu-img, changes nothing here). */
+/* The long options of subcommands that parse their own: --help,
+ * --force-share (which, as for qemu-img, changes nothing here) and
+ * --object (LO_OBJECT). */
 extern const struct option img_help_only[];
+/* --object ARG (common/object.h) in a subcommand's option loop. Returns
+ * -1 to go on, else the exit code (0 after a help it printed). */
+int img_object_opt(const char *arg);
 /* A usage error as qemu-img reports it. Returns the exit code 1. */
 int img_usage_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The usage error for what getopt returned as `ch` (':' a missing
