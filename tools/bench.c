@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/args.h"
 #include "common/cli.h"
 #include "common/seeded.h"
 #include "subcommands.h"
@@ -212,7 +213,8 @@ int cmd_bench(int argc, char **argv)
     tool_open_opts_init(&oo);
     oo.cache = FQ_CACHE_WRITEBACK;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "hc:d:f:i:no:qs:S:t:wU", lopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hc:d:f:i:no:qs:S:t:wU", lopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage(stdout);
@@ -297,16 +299,12 @@ int cmd_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        default:
-            fprintf(stderr, "Try 'fastqcow bench --help' for more information\n");
-            return 1;
+        default:   /* '?' and ':' */
+            return img_getopt_err(c, argv);
         }
     }
-    if (optind != argc - 1) {
-        tool_error("Expecting one image file name");
-        fprintf(stderr, "Try 'fastqcow bench --help' for more information\n");
-        return 1;
-    }
+    if (optind != argc - 1)
+        return img_usage_err("Expecting one image file name");
     if (b.flush_interval && !b.write) {
         tool_error("--flush-interval is only available in write tests");
         return 1;

@@ -44,7 +44,7 @@ int img_usage_err(const char *fmt, ...)
 int img_getopt_err(int ch, char **argv)
 {
     if (ch == ':')
-        return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
+        return img_usage_err("missing argument for option '%s'", argv[optind - 1]);
     return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
 }
 
