@@ -6,7 +6,8 @@
  * when the target reads as zeros already. Writes are submitted in source
  * order unless -W: a job's writes start only after those of every earlier
  * job, so that a new qcow2 target is laid out in order. -c writes whole
- * target clusters compressed.
+ * target clusters compressed. -B (or -o backing_file) gives the target a
+ * backing file and copies only what the source allocates itself.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -148,6 +149,10 @@ static int conv_run(struct xfer *x)
         if (r < 0) {
             tool_error("error while reading block status at offset %" PRIu64 ": %s", off, strerror(-r));
             x->err = -ECANCELED;
+        } else if (x->top_only && (x->run[0].depth > 0 || !(st & FQ_MAP_ALLOCATED))) {
+            off += len;   /* -B: the target's backing file shows through */
+            x->done += len;
+            img_progress(&x->pg, x->done, x->total, false);
         } else if (x->ccs && (st & FQ_MAP_ZERO) && x->zero_init &&
                    FQ_ALIGN_DOWN_C(off + len, x->ccs) > off) {
             /* -c: jobs stay whole target clusters; skip whole ones only */
@@ -186,7 +191,8 @@ int cmd_convert(int argc, char **argv)
 {
     static const char usage[] =
         "usage: fastqcow convert [-p] [-q] [-n] [-c] [-W] [-m num] [-S size] [-f fmt] [-O fmt]\n"
-        "                        [-o options] [-t cache] [-T src_cache] src dst\n\n"
+        "                        [-B backing_file [-F backing_fmt]] [-o options] [-t cache]\n"
+        "                        [-T src_cache] src dst\n\n"
         "Copy the contents of an image into a new one (qemu-img convert), with up to\n"
         "num (1..16, default 8) requests in flight. -n writes into an existing dst.\n";
     struct xfer x = { .on_read = conv_job_read };
@@ -194,7 +200,7 @@ int cmd_convert(int argc, char **argv)
     struct cspec c = { 0 };
     struct fq_info in;
     struct args a;
-    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchU", "", usage, &a);
+    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchUB:F:", "", usage, &a);
 
     if (r)
         return r < 0 ? 0 : r;
@@ -234,6 +240,19 @@ int cmd_convert(int argc, char **argv)
             goto out;
         }
         r = 1;
+        if (a.backing) {   /* -B and -F over -o */
+            c.val[K_BFILE] = a.backing;
+            c.val[K_BFMT] = a.fmt2;
+        }
+        if (c.val[K_BFILE] && strcmp(c.fmt, "qcow2")) {
+            tool_error("Backing file not supported for file format '%s'", c.fmt);
+            goto out;
+        }
+        if (c.val[K_BFILE] && !c.val[K_BFMT]) {
+            tool_error("Use of backing file requires explicit backing format");
+            goto out;
+        }
+        x.top_only = c.val[K_BFILE] != NULL;
         x.zero_init = !c.val[K_BFILE];   /* a new image reads as zeros */
         img_cspec_num(&c, K_SIZE, x.total);
         if (img_create(&c) < 0)
@@ -241,6 +260,8 @@ int cmd_convert(int argc, char **argv)
     }
     if (xfer_open(&x, 1, &o[1]) < 0)
         goto out;
+    /* -B: ranges the source leaves to its own backing file are skipped */
+    x.top_only = (x.top_only || a.backing) && fq_get_info(x.img[0], &in) == 0 && in.backing_file[0];
     if (a.compress) {
         /* jobs of whole target clusters, written compressed one by one */
         if (fq_get_info(x.img[1], &in) < 0 || !in.cluster_size) {

@@ -162,6 +162,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         case 'F': a->fmt2 = optarg; break;
         case 'O': a->out_fmt = optarg; break;
         case 'b': a->backing = optarg; break;
+        case 'B': a->backing = optarg; break;   /* convert's -B */
         case 'q': a->quiet = true; break;
         case 'p': a->progress = true; break;
         case 's': a->strict = true; break;

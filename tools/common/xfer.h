@@ -43,6 +43,9 @@ struct xfer {
     struct job job[16];
     int njobs, busy, err, err_side;
     bool strict, ooo, zero_init, full;
+    bool top_only;                        /* convert -B: what the source does not
+                                             allocate itself is left to the
+                                             target's backing file */
     size_t gran;                          /* convert: zero detection block */
     uint64_t ccs;                         /* convert -c: target cluster size */
     size_t chunk;                         /* job buffer size (0 = CHUNK) */
