@@ -73,7 +73,7 @@ int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err)
         fq_seterr(err, "The image is opened read-only");
         return -EROFS;
     }
-    if (flags & ~(FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA)) {
+    if (flags & ~(FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA | FQ_RESIZE_KEEP_DATA)) {
         fq_seterr(err, "Unknown resize flags 0x%x", flags);
         return -EINVAL;
     }

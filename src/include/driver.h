@@ -139,8 +139,8 @@ void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
  * `len` bytes) as the layer that describes it reports it, with its depth;
  * ranges no layer allocates read as zeros. */
 int fq_bdev_map_chain(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out);
-/* The message and error (-ENOTEMPTY) of a shrink to `size` refused because
- * guest data lies at `used` or past it. */
+/* The message and error (-ENOTEMPTY) of a shrink to `size` refused
+ * (FQ_RESIZE_KEEP_DATA) because guest data lies at `used` or past it. */
 int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 
 /* ---- drivers and the registry ---- */

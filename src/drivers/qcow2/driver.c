@@ -115,8 +115,8 @@ static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
     return qcow2_resize(bs->priv, size, flags, err);
 }
 
-/* fq_amend: the format's options, then the size (a smaller one drops only
- * unused space, as resize --shrink). */
+/* fq_amend: the format's options, then the size (a smaller one drops what
+ * lies past the new end, as resize --shrink). */
 static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
 {
     struct qcow2 *s = bs->priv;

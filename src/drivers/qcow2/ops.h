@@ -61,10 +61,10 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
 
 /* ---- resize.c ---- */
 /* Change the virtual size. Shrinking needs FQ_RESIZE_SHRINK in `flags` and
- * is refused (-ENOTEMPTY, nothing changed) while the active state maps data
- * or compressed clusters past the new end, unless FQ_RESIZE_DISCARD_DATA:
- * then every cluster past the new end is dropped. Growing reads as zeros
- * in the new range, also where a backing file would show through. */
+ * drops every cluster past the new end; with FQ_RESIZE_KEEP_DATA it is
+ * refused instead (-ENOTEMPTY, nothing changed) while the active state
+ * maps data or compressed clusters there. Growing reads as zeros in the
+ * new range, also where a backing file would show through. */
 int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err);
 /* Record another backing file name and format (NULL name = none), only
  * in the header: the data is not touched. */
