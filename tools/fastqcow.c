@@ -36,6 +36,7 @@ static const struct subcommand cmds[] = {
     { "measure", cmd_measure, "show the size a new image needs (qemu-img measure)" },
     { "rebase", cmd_rebase, "change the backing file (qemu-img rebase)" },
     { "commit", cmd_commit, "merge an image into its backing file (qemu-img commit)" },
+    { "dd", cmd_dd, "copy an image block by block into a new one (qemu-img dd)" },
 };
 
 /* The tool's help: the subcommands of the table, the global options. */

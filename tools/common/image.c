@@ -20,10 +20,9 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
         tool_warn_probed_raw(file, o->format, img, !o->readonly);
         return img;
     }
-    if (err[0])
-        tool_error("%s", err);
-    else
-        tool_error("Could not open '%s': %s", file, strerror(-r));
+    /* qemu-img names the file, then gives the reason (which for a file
+     * that cannot be opened names it again) */
+    tool_error("Could not open '%s': %s", file, err[0] ? err : strerror(-r));
     return NULL;
 }
 
