@@ -137,13 +137,90 @@ static void conv_job_read(struct job *j)
     }
 }
 
-/* Copy the source into the target. Returns 0 or -1 after the error. */
-static int conv_run(struct xfer *x)
+/* ---- progress, in qemu-img's steps ----
+ * qemu-img convert counts the bytes it copies as data (runs that read as
+ * zeros only with -S 0; none of those -B leaves to the backing file),
+ * claims them in pieces of 2 MiB from the start of each run (one target
+ * cluster with -c; a run ends where the status changes, or after
+ * QEMU_RUN_MAX bytes), and moves the progress line as it claims each
+ * piece. The same pieces are counted here, in a first pass over the
+ * source's status runs, and reported as the copy reaches them. */
+
+#define QEMU_PIECE (2u << 20)
+#define QEMU_RUN_MAX 2147483136ull   /* the most one status query covers */
+
+struct conv_pg {
+    struct progress *pg;
+    uint64_t total, done;      /* counted bytes */
+    uint64_t next, end;        /* next piece of the current run, its end */
+};
+
+/* Does a status run count as copied data? */
+static bool conv_counted(const struct xfer *x, unsigned st)
 {
+    if (x->top_only && (x->run[0].depth > 0 || !(st & FQ_MAP_ALLOCATED)))
+        return false;
+    return !(st & FQ_MAP_ZERO) || x->full;
+}
+
+/* The end of the run at `off` of length `len`, as qemu-img's query ends it. */
+static uint64_t conv_run_end(uint64_t off, uint64_t len)
+{
+    return off + MIN(len, QEMU_RUN_MAX);
+}
+
+/* The first pass: the counted bytes of the whole source. */
+static int conv_pg_total(struct xfer *x, struct conv_pg *c)
+{
+    uint64_t len;
+    unsigned st;
+
+    for (uint64_t off = 0; off < x->total; off = conv_run_end(off, len)) {
+        int r = xfer_status(x, 0, off, &len, &st);
+        if (r < 0)
+            return r;
+        if (conv_counted(x, st))
+            c->total += conv_run_end(off, len) - off;
+    }
+    return 0;
+}
+
+/* The copy claimed everything before `upto`: report the pieces that
+ * start there. */
+static void conv_pg_claim(struct xfer *x, struct conv_pg *c, uint64_t upto)
+{
+    uint64_t piece = x->ccs ? x->ccs : QEMU_PIECE, len;
+    unsigned st;
+
+    while (c->pg->on && c->next < upto && c->next < x->total) {
+        if (c->next >= c->end) {
+            /* the next run: where the status changes, or where the last
+             * query of a long one ended */
+            if (xfer_status(x, 0, c->next, &len, &st) < 0)
+                return;
+            c->end = conv_run_end(c->next, len);
+            if (!conv_counted(x, st)) {
+                c->next = c->end;
+                continue;
+            }
+        }
+        uint64_t n = MIN(x->ccs ? piece - c->next % piece : piece, c->end - c->next);
+        c->next += n;
+        c->done += n;
+        img_progress_set(c->pg, (float)(100.0 * (double)c->done / (double)c->total));
+    }
+}
+
+/* Copy the source into the target. Returns 0 or -1 after the error. */
+static int conv_run(struct xfer *x, struct progress *pg)
+{
+    struct conv_pg c = { .pg = pg };
     uint64_t off = 0, len;
     unsigned st;
     struct job *j;
 
+    if (pg->on && conv_pg_total(x, &c) < 0)
+        pg->on = false;
     while (off < x->total && !x->err) {
         int r = xfer_status(x, 0, off, &len, &st);
         if (r < 0) {
@@ -152,14 +229,12 @@ static int conv_run(struct xfer *x)
         } else if (x->top_only && (x->run[0].depth > 0 || !(st & FQ_MAP_ALLOCATED))) {
             off += len;   /* -B: the target's backing file shows through */
             x->done += len;
-            img_progress(&x->pg, x->done, x->total, false);
         } else if (x->ccs && (st & FQ_MAP_ZERO) && x->zero_init &&
                    FQ_ALIGN_DOWN_C(off + len, x->ccs) > off) {
             /* -c: jobs stay whole target clusters; skip whole ones only */
             len = off + len >= x->total ? x->total - off : FQ_ALIGN_DOWN_C(off + len, x->ccs) - off;
             off += len;
             x->done += len;
-            img_progress(&x->pg, x->done, x->total, false);
         } else if (x->ccs) {
             size_t chunk = x->chunk > CHUNK ? x->chunk : CHUNK;
             uint64_t jl = MIN(FQ_ALIGN_UP_C(off + len, x->ccs), x->total) - off;
@@ -172,13 +247,13 @@ static int conv_run(struct xfer *x)
         } else if ((st & FQ_MAP_ZERO) && x->zero_init) {
             off += len;
             x->done += len;
-            img_progress(&x->pg, x->done, x->total, false);
         } else if ((j = job_get(x, off, MIN(len, CHUNK - off % CHUNK)))) {
             if (!(j->zero[0] = st & FQ_MAP_ZERO))
                 job_read(j, 0);
             off += j->len;
             job_put(j);
         }
+        conv_pg_claim(x, &c, off);
     }
     xfer_drain(x);
     if (x->err && x->err != -ECANCELED)
@@ -196,6 +271,7 @@ int cmd_convert(int argc, char **argv)
         "Copy the contents of an image into a new one (qemu-img convert), with up to\n"
         "num (1..16, default 8) requests in flight. -n writes into an existing dst.\n";
     struct xfer x = { .on_read = conv_job_read };
+    struct progress pg = { 0 };
     struct fq_open_opts o[2];
     struct cspec c = { 0 };
     struct fq_info in;
@@ -219,7 +295,7 @@ int cmd_convert(int argc, char **argv)
     x.njobs = a.jobs;
     x.ooo = a.ooo;
     x.full = a.sparse == 0;
-    x.pg.on = a.progress && !a.quiet;
+    pg.on = a.progress && !a.quiet;
     for (int s = 0; s < 2; s++) {
         tool_open_opts_init(&o[s]);
         x.name[s] = argv[optind + s];
@@ -283,15 +359,15 @@ int cmd_convert(int argc, char **argv)
     x.gran = a.sparse ? a.sparse < 512 ? 512 : a.sparse : 0;
     if (x.gran && fq_get_info(x.img[1], &in) == 0 && in.cluster_size > x.gran)
         x.gran = in.cluster_size;
-    img_progress(&x.pg, 0, x.total, true);
-    r = conv_run(&x) < 0;
+    img_progress(&pg, 0, x.total, true);
+    r = conv_run(&x, &pg) < 0;
 out:
     if (xfer_close(&x) < 0 && r == 0) {
         tool_error("error while flushing %s", x.name[1]);
         r = 1;
     }
-    if (r == 0 && x.pg.on) {
-        img_progress(&x.pg, x.total, x.total, true);
+    if (r == 0 && pg.on) {
+        img_progress(&pg, x.total, x.total, true);
         putchar('\n');
     }
     return r;

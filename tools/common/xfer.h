@@ -51,6 +51,7 @@ struct xfer {
     size_t chunk;                         /* job buffer size (0 = CHUNK) */
     struct progress pg;
     void (*on_read)(struct job *j);       /* all reads of a job are in */
+    void *user;                           /* the subcommand's own state */
 };
 
 /* A job is done: free its slot and count its bytes as progress. */
