@@ -18,6 +18,7 @@
 
 #include "common/args.h"
 #include "common/image.h"
+#include "common/output.h"
 #include "subcommands.h"
 
 static const char *const amend_help[][2] = {
@@ -171,6 +172,9 @@ int cmd_amend(int argc, char **argv)
     const char *fmt = NULL;
     char *lists[16], err[FQ_ERR_MAX] = "";
     int nl = 0, ch;
+    struct progress pg = { 0 };
+    bool quiet = false;
+
     fq_amend_opts_init(&o);
     opterr = 0;
     optind = 1;
@@ -185,7 +189,9 @@ int cmd_amend(int argc, char **argv)
             if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;
             break;
-        case 'p': case 'q': case 'F': break;
+        case 'p': pg.on = true; break;
+        case 'q': quiet = true; break;
+        case 'F': break;
         case LO_OBJECT:
             if ((ch = img_object_opt(optarg)) >= 0)
                 return ch;
@@ -207,9 +213,16 @@ int cmd_amend(int argc, char **argv)
     struct fq_image *img = img_open_file(argv[optind], fmt, true, true, cache);
     if (!img)
         return 1;
+    pg.on = pg.on && !quiet;
+    img_progress(&pg, 0, 1, true);
     int r = fq_amend(img, &o, err);
     if (r < 0)
         tool_error("%s", err);
     r = img_close(img, r);
+    if (r == 0 && pg.on) {   /* as qemu-img: the last step, then the end */
+        img_progress(&pg, 1, 1, true);
+        img_progress(&pg, 1, 1, true);
+        putchar('\n');
+    }
     return r < 0;
 }
