@@ -3,7 +3,7 @@
 # Idempotent and quick when everything is present.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc clang liburing-dev zlib1g-dev libzstd-dev
-      qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev)
+      qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev scdoc)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

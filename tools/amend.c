@@ -161,9 +161,20 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
 int cmd_amend(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename\n\n"
+        "usage: fastqcow amend [--object objectdef] [-p] [-q] [-f fmt] [-t cache] [--force]\n"
+        "                      -o options filename\n"
+        "\n"
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
-        "refcount_bits, size (a smaller size drops only unused space, as resize --shrink).\n";
+        "refcount_bits, size (a smaller size drops what lies past the new end).\n"
+        "\n"
+        "  -o options           the options to change; '-o help' lists them\n"
+        "  -f fmt               the image's format (qcow2)\n"
+        "  -t cache             cache mode\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  --force              accepted for compatibility\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "object", required_argument, NULL, LO_OBJECT },
                                         { "force", no_argument, NULL, 'F' }, { 0 } };

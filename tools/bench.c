@@ -160,7 +160,8 @@ static void usage(FILE *f)
             "  --workers=N         extents in flight per request (0 = library default)\n"
             "  --random[=SEED]     random offsets, multiples of the step from -o (seed 1)\n"
             "  -q                  accepted for compatibility (the lines are always printed)\n"
-            "  -U                  force share; only with read tests, as qemu-img\n");
+            "  -U                  force share; only with read tests, as qemu-img\n"
+            "  -h, --help          this help\n");
 }
 
 /* Strict unsigned decimal/hex integer; false if malformed or > max. */

@@ -171,9 +171,21 @@ static int cmp_range(struct xfer *x, uint64_t off, uint64_t end)
 int cmd_compare(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow compare [-f fmt] [-F fmt] [-T cache] [-p] [-q] [-s] filename1 filename2\n\n"
+        "usage: fastqcow compare [--object objectdef] [-f fmt] [-F fmt] [-T src_cache] [-p] [-q]\n"
+        "                        [-s] [-U] filename1 filename2\n"
+        "\n"
         "Compare the contents of two images (qemu-img compare). Exit codes: 0 identical,\n"
-        "1 different, 2 open error, 3 allocation query error, 4 read error.\n";
+        "1 different, 2 open error, 3 allocation query error, 4 read error.\n"
+        "\n"
+        "  -f fmt               format of the first image (probed by default)\n"
+        "  -F fmt               format of the second image\n"
+        "  -s                   strict: the allocation status must match too\n"
+        "  -T src_cache         cache mode for both images\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct xfer x = { .mismatch = UINT64_MAX, .status_mismatch = UINT64_MAX, .njobs = 8,
                       .on_read = cmp_job_read };
     struct fq_open_opts o[2];

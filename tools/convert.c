@@ -265,11 +265,31 @@ static int conv_run(struct xfer *x, struct progress *pg)
 int cmd_convert(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow convert [-p] [-q] [-n] [-c] [-W] [-m num] [-S size] [-f fmt] [-O fmt]\n"
-        "                        [-B backing_file [-F backing_fmt]] [-o options] [-t cache]\n"
-        "                        [-T src_cache] src dst\n\n"
+        "usage: fastqcow convert [--object objectdef] [-U] [-c] [-p] [-q] [-n] [-W] [-m num]\n"
+        "                        [-S sparse_size] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt]\n"
+        "                        [-B backing_file [-F backing_fmt]] [-o options] filename output\n"
+        "\n"
         "Copy the contents of an image into a new one (qemu-img convert), with up to\n"
-        "num (1..16, default 8) requests in flight. -n writes into an existing dst.\n";
+        "num requests in flight.\n"
+        "\n"
+        "  -f fmt               format of the source (probed by default)\n"
+        "  -O output_fmt        format of the target: raw (default) or qcow2\n"
+        "  -o options           options of the target; '-o help' lists them\n"
+        "  -B backing_file      give the target this backing file and copy only what\n"
+        "                       the source allocates itself\n"
+        "  -F backing_fmt       the format of that backing file\n"
+        "  -n                   write into an existing target (do not create it)\n"
+        "  -c                   write compressed clusters (qcow2)\n"
+        "  -S sparse_size       ranges of zeros this long stay holes (0: write them)\n"
+        "  -m num               requests in flight, 1 to 16 (default 8)\n"
+        "  -W                   write out of order\n"
+        "  -t cache             cache mode for the target\n"
+        "  -T src_cache         cache mode for the source\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct xfer x = { .on_read = conv_job_read };
     struct progress pg = { 0 };
     struct fq_open_opts o[2];

@@ -120,11 +120,18 @@ static int dd_copy(struct fq_image *in, struct fq_image *out, uint64_t pos, uint
 int cmd_dd(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow dd [-U] [-f fmt] [-O output_fmt] [bs=block_size] [count=blocks]\n"
-        "                   [skip=blocks] [osize=size] if=input of=output\n\n"
+        "usage: fastqcow dd [--object objectdef] [-U] [-f fmt] [-O output_fmt] [bs=block_size]\n"
+        "                   [count=blocks] [skip=blocks] [osize=size] if=input of=output\n"
+        "\n"
         "Copy an image into a new one block by block (qemu-img dd): from skip blocks\n"
         "into the input up to count blocks from its start; osize sets the size of\n"
-        "the output (at least what is copied).\n";
+        "the output (at least what is copied).\n"
+        "\n"
+        "  -f fmt               format of the input (probed by default)\n"
+        "  -O output_fmt        format of the output: raw (default) or qcow2\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct dd d = { .bs = 512 };
     struct cspec c = { .print = false };
     const char *fmt = NULL, *out_fmt = "raw";

@@ -51,7 +51,9 @@ static void usage(FILE *f)
             "                        over what the image records; 'probe': guess the\n"
             "                        format of backing files that record none (by\n"
             "                        default they are refused: a raw disk may start\n"
-            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n");
+            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n"
+            "  -h, --help            this help\n"
+            "  -V, --version         the version\n");
 }
 
 /* Take the global options, then run the subcommand argv[1] names. */

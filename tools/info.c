@@ -182,8 +182,17 @@ static int info_one(const char *file, const char *fmt, bool json, struct jw *w,
 int cmd_info(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename\n\n"
-        "Show what an image is (qemu-img info).\n";
+        "usage: fastqcow info [--object objectdef] [-f fmt] [--output=human|json] [--backing-chain]\n"
+        "                     [-U] filename\n"
+        "\n"
+        "Show what an image is (qemu-img info).\n"
+        "\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  --output=human|json  human-readable (default) or JSON output\n"
+        "  --backing-chain      every image of the backing chain\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static char name[MAX_CHAIN + 1][4096], fmt[MAX_CHAIN + 1][32];
     struct jw w = { 0 };
     struct args a;

@@ -22,10 +22,19 @@
 int cmd_resize(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow resize [-q] [-f fmt] [--shrink] [--preallocation=off] filename [+ | -]size\n\n"
-        "Change the virtual size of an image (qemu-img resize).\n\n"
-        "  --shrink        allow a smaller size: what lies past the new end is dropped\n"
-        "  --discard-data  accepted for scripts written for earlier versions; no effect\n";
+        "usage: fastqcow resize [--object objectdef] [-f fmt] [--preallocation=off] [-q]\n"
+        "                       [--shrink] [--discard-data] [-U] filename [+ | -]size\n"
+        "\n"
+        "Change the virtual size of an image (qemu-img resize).\n"
+        "\n"
+        "  --shrink             allow a smaller size: what lies past the new end is dropped\n"
+        "  --discard-data       accepted for scripts written for earlier versions; no effect\n"
+        "  --preallocation=off  the only mode resize takes\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  -q                   print nothing on success\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "object", required_argument, NULL, LO_OBJECT },
                                         { "shrink", no_argument, NULL, 'S' },

@@ -172,9 +172,9 @@ static void usage(void)
            "  -V, --version        output version information and exit\n"
            "\n"
            "See 'fastqcow io -c help' for information on available commands.\n"
-           "Beyond qemu-io, read, write, readv, writev, aio_read and aio_write take\n"
-           "-R SEED: content depending on SEED and on each byte's guest offset, so\n"
-           "that data at a wrong place is caught.\n");
+           "Beyond qemu-io, read, write, readv, writev, aio_read and aio_write take a\n"
+           "seed (fastqcow-io(1)): content depending on it and on each byte's guest\n"
+           "offset, so that data at a wrong place is caught.\n");
 }
 
 /* -T: every pattern is accepted; a name without a wildcard is warned
