@@ -386,6 +386,17 @@ struct fq_snapshot {
  * fq_snapshot_list_free. Works on read-only images. */
 int fq_snapshot_list(struct fq_image *img, struct fq_snapshot **out, int *count);
 void fq_snapshot_list_free(struct fq_snapshot *list, int count);
+/* The VM state area of a qcow2 image: the saved state of a virtual machine
+ * that internal snapshots carry, kept in clusters past the end of the disk
+ * (from the first L1 entry the disk does not use). Reading and writing it
+ * does not change the disk. `pos` and `len` are multiples of 512
+ * (-EINVAL otherwise); a range no L1 table could map fails with -EIO; a
+ * write honours the cache mode as a disk write does; what was never
+ * written reads as unallocated guest data does (the backing file's data
+ * at that offset, else zeros). -ENOTSUP for formats without one (raw).
+ * The image must be idle (-EBUSY). */
+int fq_vmstate_pread(struct fq_image *img, void *buf, size_t len, uint64_t pos);
+int fq_vmstate_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t pos);
 /* Persistent dirty bitmaps the image records (qcow2 v3 with its bitmaps
  * bit set). fastqcow does not maintain them: a read-write open flags each
  * one in use (inconsistent), so that no reader trusts a stale bitmap. */
@@ -410,17 +421,22 @@ int fq_snapshot_delete(struct fq_image *img, const char *which, char *err);
 
 /* Change the virtual size (qcow2 and raw). Growing reads as zeros in the
  * new range (zeros are written where a backing file would show through).
- * Shrinking needs FQ_RESIZE_SHRINK (else -EINVAL) and then only drops
- * unused space: it fails with -ENOTEMPTY, changing nothing, and `err`
- * names the first guest offset in use past the new end, when the image
- * itself holds data there (qcow2: data or compressed clusters of the
- * active state; raw: anything but holes). Zero clusters, unallocated
- * ranges (whatever a backing file shows there) and clusters referenced
- * only by snapshots do not count. FQ_RESIZE_DISCARD_DATA (with
- * FQ_RESIZE_SHRINK) drops the data past the new end instead, as
- * `qemu-img resize --shrink` does. */
+ * Shrinking needs FQ_RESIZE_SHRINK (else -EINVAL, as `qemu-img resize`
+ * without --shrink) and then drops what lies past the new end, as
+ * `qemu-img resize --shrink` does: every cluster past it is released and
+ * the file trimmed; growing again later reads zeros there. With
+ * FQ_RESIZE_KEEP_DATA as well it drops only unused space instead: it fails
+ * with -ENOTEMPTY, changing nothing, and `err` names the first guest
+ * offset in use past the new end, when the image itself holds data there
+ * (qcow2: data or compressed clusters of the active state; raw: anything
+ * but holes); zero clusters, unallocated ranges (whatever a backing file
+ * shows there) and clusters referenced only by snapshots do not count.
+ * A snapshot keeps its data and its own size either way.
+ * FQ_RESIZE_DISCARD_DATA is accepted and changes nothing (it asked for what
+ * FQ_RESIZE_SHRINK now does alone). */
 #define FQ_RESIZE_SHRINK 1u
 #define FQ_RESIZE_DISCARD_DATA 2u
+#define FQ_RESIZE_KEEP_DATA 4u
 int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err);
 
 /* Amend options of an existing qcow2 image; fields left at their
@@ -429,8 +445,9 @@ struct fq_amend_opts {
     int version;               /* 2 (compat=0.10) or 3 (compat=1.1); 0 = keep */
     int lazy_refcounts;        /* 0 or 1; -1 = keep */
     uint64_t size;             /* new virtual size; 0 = keep. A smaller one
-                                  drops only unused space (as fq_resize with
-                                  FQ_RESIZE_SHRINK alone) */
+                                  drops what lies past the new end (as
+                                  fq_resize with FQ_RESIZE_SHRINK, and as
+                                  qemu-img amend -o size= does) */
     const char *backing_file;  /* NULL = keep; "" = none (header only: data
                                   is not copied, as rebase -u) */
     const char *backing_format;/* with backing_file; NULL = none recorded */

@@ -3,7 +3,7 @@
 # Idempotent and quick when everything is present.
 set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc clang liburing-dev zlib1g-dev libzstd-dev
-      qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev
+      qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev scdoc
       libgnutls28-dev gnutls-bin libnbd-bin python3-libnbd
       fuse3 libfuse3-dev e2fsprogs qemu-system-common)
 missing=()

@@ -11,22 +11,73 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/args.h"
 #include "common/image.h"
+#include "common/output.h"
 #include "subcommands.h"
 
 static const char *const amend_help[][2] = {
     { "backing_file=<str>", "File name of a base image" },
     { "backing_fmt=<str>", "Image format of the base image" },
     { "compat=<str>", "Compatibility level (v2 [0.10] or v3 [1.1])" },
+    { "data_file=<str>", "File name of an external data file" },
+    { "data_file_raw=<bool (on/off)>", "The external data file must stay valid as a raw image" },
+    { "encrypt.iter-time=<num>", "Time to spend in PBKDF in milliseconds" },
+    { "encrypt.keyslot=<num>", "Select a single keyslot to modify explicitly" },
+    { "encrypt.new-secret=<str>", "New secret to set in the matching keyslots. Empty string to erase" },
+    { "encrypt.old-secret=<str>", "Select all keyslots that match this password" },
+    { "encrypt.state=<str>", "Select new state of affected keyslots (active/inactive)" },
     { "lazy_refcounts=<bool (on/off)>", "Postpone refcount updates" },
     { "refcount_bits=<num>", "Width of a reference count entry in bits" },
     { "size=<size>", "Virtual disk size" },
 };
+
+/* Does an -o list ask for help? */
+static bool wants_help(const char *list)
+{
+    char *l = strdup(list), *save = NULL;
+    bool help = false;
+
+    for (char *t = l ? strtok_r(l, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
+        help |= !strcmp(t, "help") || !strcmp(t, "?");
+    free(l);
+    return help;
+}
+
+/* '-o help': the amend options of the image's format (-f, or probed).
+ * Returns the exit code. */
+static int amend_help_for(const char *fmt, int argc, char **argv)
+{
+    char f[16] = "";
+
+    if (!fmt) {
+        if (optind != argc - 1) {
+            tool_error("Expecting one image file name");
+            return 1;
+        }
+        /* read-write, as amend opens it (the probed-raw warning with it) */
+        struct fq_image *img = img_open_file(argv[optind], NULL, true, false, FQ_CACHE_WRITEBACK);
+        if (!img)
+            return 1;
+        snprintf(f, sizeof(f), "%s", fq_format(img));
+        fq_close(img);
+        fmt = f;
+    }
+    if (strcmp(fmt, "qcow2")) {
+        tool_error(strcmp(fmt, "raw") ? "Unknown file format '%s'"
+                                      : "Format driver '%s' does not support option amendment", fmt);
+        return 1;
+    }
+    printf("Amend options for 'qcow2':\n");
+    for (size_t i = 0; i < sizeof(amend_help) / sizeof(amend_help[0]); i++)
+        printf("  %-22s - %s\n", amend_help[i][0], amend_help[i][1]);
+    return 0;
+}
 
 /* An on/off value of key `key` (also true/false, yes/no). Returns 0 or -1
  * after printing. */
@@ -43,7 +94,7 @@ static int parse_bool(const char *key, const char *v, int *out)
     return 0;
 }
 
-/* Parse one amend -o list into `o`. Returns 0, 1 after printing help, -1. */
+/* Parse one amend -o list into `o`. Returns 0 or -1 after printing. */
 static int amend_parse(char *list, struct fq_amend_opts *o)
 {
     static const char *const create_only[] = { "cluster_size", "extended_l2", "compression_type",
@@ -53,12 +104,6 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
 
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *v = strchr(tok, '=');
-        if (!strcmp(tok, "help") || !strcmp(tok, "?")) {
-            printf("Amend options for 'qcow2':\n");
-            for (size_t i = 0; i < sizeof(amend_help) / sizeof(amend_help[0]); i++)
-                printf("  %-22s - %s\n", amend_help[i][0], amend_help[i][1]);
-            return 1;
-        }
         if (v)
             *v++ = '\0';
         for (size_t i = 0; i < sizeof(create_only) / sizeof(create_only[0]); i++)
@@ -116,16 +161,31 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
 int cmd_amend(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename\n\n"
+        "usage: fastqcow amend [--object objectdef] [-p] [-q] [-f fmt] [-t cache] [--force]\n"
+        "                      -o options filename\n"
+        "\n"
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
-        "refcount_bits, size (a smaller size drops only unused space, as resize --shrink).\n";
+        "refcount_bits, size (a smaller size drops what lies past the new end).\n"
+        "\n"
+        "  -o options           the options to change; '-o help' lists them\n"
+        "  -f fmt               the image's format (qcow2)\n"
+        "  -t cache             cache mode\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  --force              accepted for compatibility\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "force", no_argument, NULL, 'F' }, { 0 } };
     struct fq_amend_opts o;
     enum fq_cache_mode cache = FQ_CACHE_WRITEBACK;
     const char *fmt = NULL;
     char *lists[16], err[FQ_ERR_MAX] = "";
     int nl = 0, ch;
+    struct progress pg = { 0 };
+    bool quiet = false;
+
     fq_amend_opts_init(&o);
     opterr = 0;
     optind = 1;
@@ -140,16 +200,23 @@ int cmd_amend(int argc, char **argv)
             if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;
             break;
-        case 'p': case 'q': case 'F': break;
+        case 'p': pg.on = true; break;
+        case 'q': quiet = true; break;
+        case 'F': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }
     }
-    for (int i = 0; i < nl; i++) {
-        int r = amend_parse(lists[i], &o);
-        if (r)
-            return r < 0;
-    }
+    for (int i = 0; i < nl; i++)
+        if (wants_help(lists[i]))
+            return amend_help_for(fmt, argc, argv);
+    for (int i = 0; i < nl; i++)
+        if (amend_parse(lists[i], &o) < 0)
+            return 1;
     if (nl == 0)
         return img_usage_err("Must specify options (-o)");
     if (optind != argc - 1)
@@ -157,9 +224,16 @@ int cmd_amend(int argc, char **argv)
     struct fq_image *img = img_open_file(argv[optind], fmt, true, true, cache);
     if (!img)
         return 1;
+    pg.on = pg.on && !quiet;
+    img_progress(&pg, 0, 1, true);
     int r = fq_amend(img, &o, err);
     if (r < 0)
         tool_error("%s", err);
     r = img_close(img, r);
+    if (r == 0 && pg.on) {   /* as qemu-img: the last step, then the end */
+        img_progress(&pg, 1, 1, true);
+        img_progress(&pg, 1, 1, true);
+        putchar('\n');
+    }
     return r < 0;
 }

@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/args.h"
 #include "common/cli.h"
 #include "common/seeded.h"
 #include "subcommands.h"
@@ -206,7 +207,8 @@ static void usage(FILE *f)
             "  --random[=SEED]     random offsets, multiples of the step from -o (seed 1)\n"
             "  --warm-metadata     read every L2 table before the timed run\n"
             "  -q                  accepted for compatibility (the lines are always printed)\n"
-            "  -U                  force share; only with read tests, as qemu-img\n");
+            "  -U                  force share; only with read tests, as qemu-img\n"
+            "  -h, --help          this help\n");
 }
 
 /* Strict unsigned decimal/hex integer; false if malformed or > max. */
@@ -260,7 +262,8 @@ int cmd_bench(int argc, char **argv)
     tool_open_opts_init(&oo);
     oo.cache = FQ_CACHE_WRITEBACK;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "hc:d:f:i:no:qs:S:t:wU", lopts, NULL)) != -1) {
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":hc:d:f:i:no:qs:S:t:wU", lopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             usage(stdout);
@@ -348,16 +351,12 @@ int cmd_bench(int argc, char **argv)
                 return 1;
             }
             break;
-        default:
-            fprintf(stderr, "Try 'fastqcow bench --help' for more information\n");
-            return 1;
+        default:   /* '?' and ':' */
+            return img_getopt_err(c, argv);
         }
     }
-    if (optind != argc - 1) {
-        tool_error("Expecting one image file name");
-        fprintf(stderr, "Try 'fastqcow bench --help' for more information\n");
-        return 1;
-    }
+    if (optind != argc - 1)
+        return img_usage_err("Expecting one image file name");
     if (b.flush_interval && !b.write) {
         tool_error("--flush-interval is only available in write tests");
         return 1;

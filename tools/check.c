@@ -82,9 +82,21 @@ static void check_human(const struct fq_check_result *res)
 int cmd_check(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow check [-q] [-f fmt] [--output=human|json] [-r leaks|all] [-T cache] filename\n\n"
+        "usage: fastqcow check [--object objectdef] [-q] [-f fmt] [--output=human|json]\n"
+        "                      [-r leaks|all] [-T cache] [-U] filename\n"
+        "\n"
         "Check, and with -r repair, an image (qemu-img check). Exit codes: 0 consistent,\n"
-        "1 check not completed, 2 corrupted, 3 leaked clusters only, 63 no checks.\n";
+        "1 check not completed, 2 corrupted, 3 leaked clusters only, 63 no checks.\n"
+        "\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  -r, --repair=leaks|all\n"
+        "                       repair leaked clusters, or everything\n"
+        "  --output=human|json  human-readable (default) or JSON output\n"
+        "  -T cache             cache mode for the image\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct fq_check_result res, again;
     struct fq_open_opts o;
     struct fq_image *img;

@@ -18,9 +18,22 @@
 int cmd_commit(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow commit [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename\n\n"
+        "usage: fastqcow commit [--object objectdef] [-q] [-f fmt] [-t cache] [-b base]\n"
+        "                       [-r rate_limit] [-d] [-p] filename\n"
+        "\n"
         "Write the data of an image into its backing file (qemu-img commit); then empty\n"
-        "the image unless -d (or -b names a deeper backing file).\n";
+        "the image unless -d (or -b names a deeper backing file).\n"
+        "\n"
+        "  -b base              the backing file to commit into (default: the image's own)\n"
+        "  -d                   keep the image's data (do not empty it)\n"
+        "  -f fmt               the image's format (probed by default)\n"
+        "  -t cache             cache mode\n"
+        "  -r rate_limit        accepted; commits run unthrottled\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct fq_commit_opts o = { 0 };
     struct progress pg = { 0 };
     char err[FQ_ERR_MAX] = "";
@@ -37,6 +50,10 @@ int cmd_commit(int argc, char **argv)
         case 'p': pg.on = true; break;
         case 'q': quiet = true; break;
         case 'r': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 't':
             if (tool_parse_cache(optarg, &o.cache, "cache") < 0)
                 return 1;

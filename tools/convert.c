@@ -6,7 +6,8 @@
  * when the target reads as zeros already. Writes are submitted in source
  * order unless -W: a job's writes start only after those of every earlier
  * job, so that a new qcow2 target is laid out in order. -c writes whole
- * target clusters compressed.
+ * target clusters compressed. -B (or -o backing_file) gives the target a
+ * backing file and copies only what the source allocates itself.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -136,25 +137,104 @@ static void conv_job_read(struct job *j)
     }
 }
 
-/* Copy the source into the target. Returns 0 or -1 after the error. */
-static int conv_run(struct xfer *x)
+/* ---- progress, in qemu-img's steps ----
+ * qemu-img convert counts the bytes it copies as data (runs that read as
+ * zeros only with -S 0; none of those -B leaves to the backing file),
+ * claims them in pieces of 2 MiB from the start of each run (one target
+ * cluster with -c; a run ends where the status changes, or after
+ * QEMU_RUN_MAX bytes), and moves the progress line as it claims each
+ * piece. The same pieces are counted here, in a first pass over the
+ * source's status runs, and reported as the copy reaches them. */
+
+#define QEMU_PIECE (2u << 20)
+#define QEMU_RUN_MAX 2147483136ull   /* the most one status query covers */
+
+struct conv_pg {
+    struct progress *pg;
+    uint64_t total, done;      /* counted bytes */
+    uint64_t next, end;        /* next piece of the current run, its end */
+};
+
+/* Does a status run count as copied data? */
+static bool conv_counted(const struct xfer *x, unsigned st)
 {
+    if (x->top_only && (x->run[0].depth > 0 || !(st & FQ_MAP_ALLOCATED)))
+        return false;
+    return !(st & FQ_MAP_ZERO) || x->full;
+}
+
+/* The end of the run at `off` of length `len`, as qemu-img's query ends it. */
+static uint64_t conv_run_end(uint64_t off, uint64_t len)
+{
+    return off + MIN(len, QEMU_RUN_MAX);
+}
+
+/* The first pass: the counted bytes of the whole source. */
+static int conv_pg_total(struct xfer *x, struct conv_pg *c)
+{
+    uint64_t len;
+    unsigned st;
+
+    for (uint64_t off = 0; off < x->total; off = conv_run_end(off, len)) {
+        int r = xfer_status(x, 0, off, &len, &st);
+        if (r < 0)
+            return r;
+        if (conv_counted(x, st))
+            c->total += conv_run_end(off, len) - off;
+    }
+    return 0;
+}
+
+/* The copy claimed everything before `upto`: report the pieces that
+ * start there. */
+static void conv_pg_claim(struct xfer *x, struct conv_pg *c, uint64_t upto)
+{
+    uint64_t piece = x->ccs ? x->ccs : QEMU_PIECE, len;
+    unsigned st;
+
+    while (c->pg->on && c->next < upto && c->next < x->total) {
+        if (c->next >= c->end) {
+            /* the next run: where the status changes, or where the last
+             * query of a long one ended */
+            if (xfer_status(x, 0, c->next, &len, &st) < 0)
+                return;
+            c->end = conv_run_end(c->next, len);
+            if (!conv_counted(x, st)) {
+                c->next = c->end;
+                continue;
+            }
+        }
+        uint64_t n = MIN(x->ccs ? piece - c->next % piece : piece, c->end - c->next);
+        c->next += n;
+        c->done += n;
+        img_progress_set(c->pg, (float)(100.0 * (double)c->done / (double)c->total));
+    }
+}
+
+/* Copy the source into the target. Returns 0 or -1 after the error. */
+static int conv_run(struct xfer *x, struct progress *pg)
+{
+    struct conv_pg c = { .pg = pg };
     uint64_t off = 0, len;
     unsigned st;
     struct job *j;
 
+    if (pg->on && conv_pg_total(x, &c) < 0)
+        pg->on = false;
     while (off < x->total && !x->err) {
         int r = xfer_status(x, 0, off, &len, &st);
         if (r < 0) {
             tool_error("error while reading block status at offset %" PRIu64 ": %s", off, strerror(-r));
             x->err = -ECANCELED;
+        } else if (x->top_only && (x->run[0].depth > 0 || !(st & FQ_MAP_ALLOCATED))) {
+            off += len;   /* -B: the target's backing file shows through */
+            x->done += len;
         } else if (x->ccs && (st & FQ_MAP_ZERO) && x->zero_init &&
                    FQ_ALIGN_DOWN_C(off + len, x->ccs) > off) {
             /* -c: jobs stay whole target clusters; skip whole ones only */
             len = off + len >= x->total ? x->total - off : FQ_ALIGN_DOWN_C(off + len, x->ccs) - off;
             off += len;
             x->done += len;
-            img_progress(&x->pg, x->done, x->total, false);
         } else if (x->ccs) {
             size_t chunk = x->chunk > CHUNK ? x->chunk : CHUNK;
             uint64_t jl = MIN(FQ_ALIGN_UP_C(off + len, x->ccs), x->total) - off;
@@ -167,13 +247,13 @@ static int conv_run(struct xfer *x)
         } else if ((st & FQ_MAP_ZERO) && x->zero_init) {
             off += len;
             x->done += len;
-            img_progress(&x->pg, x->done, x->total, false);
         } else if ((j = job_get(x, off, MIN(len, CHUNK - off % CHUNK)))) {
             if (!(j->zero[0] = st & FQ_MAP_ZERO))
                 job_read(j, 0);
             off += j->len;
             job_put(j);
         }
+        conv_pg_claim(x, &c, off);
     }
     xfer_drain(x);
     if (x->err && x->err != -ECANCELED)
@@ -185,20 +265,46 @@ static int conv_run(struct xfer *x)
 int cmd_convert(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow convert [-p] [-q] [-n] [-c] [-W] [-m num] [-S size] [-f fmt] [-O fmt]\n"
-        "                        [-o options] [-t cache] [-T src_cache] src dst\n\n"
+        "usage: fastqcow convert [--object objectdef] [-U] [-c] [-p] [-q] [-n] [-W] [-m num]\n"
+        "                        [-S sparse_size] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt]\n"
+        "                        [-B backing_file [-F backing_fmt]] [-o options] filename output\n"
+        "\n"
         "Copy the contents of an image into a new one (qemu-img convert), with num\n"
         "(1..16) requests in flight; by default as many as the devices gain from\n"
-        "(measured as it runs, up to 16). -n writes into an existing dst.\n";
+        "(measured as it runs, up to 16).\n"
+        "\n"
+        "  -f fmt               format of the source (probed by default)\n"
+        "  -O output_fmt        format of the target: raw (default) or qcow2\n"
+        "  -o options           options of the target; '-o help' lists them\n"
+        "  -B backing_file      give the target this backing file and copy only what\n"
+        "                       the source allocates itself\n"
+        "  -F backing_fmt       the format of that backing file\n"
+        "  -n                   write into an existing target (do not create it)\n"
+        "  -c                   write compressed clusters (qcow2)\n"
+        "  -S sparse_size       ranges of zeros this long stay holes (0: write them)\n"
+        "  -m num               requests in flight, 1 to 16 (default: measured)\n"
+        "  -W                   write out of order\n"
+        "  -t cache             cache mode for the target\n"
+        "  -T src_cache         cache mode for the source\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    read the source while other programs write it\n"
+        "  --image-opts         the source is named by qemu's option list\n"
+        "  --target-image-opts  so is the target (with -n)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct xfer x = { .on_read = conv_job_read };
+    struct progress pg = { 0 };
     struct fq_open_opts o[2];
     struct cspec c = { 0 };
     struct fq_info in;
     struct args a;
-    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchU", "", usage, &a);
+    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchUB:F:", "", usage, &a);
 
     if (r)
         return r < 0 ? 0 : r;
+    if ((r = img_cspec_help(&a, a.out_fmt ? a.out_fmt : "raw", argc - optind >= 2 ? argv[argc - 1] : NULL)))
+        return r < 0;
     if (argc - optind < 2)
         return img_usage_err("Must specify image file name");
     if (argc - optind > 2) {
@@ -221,7 +327,7 @@ int cmd_convert(int argc, char **argv)
     }
     x.ooo = a.ooo;
     x.full = a.sparse == 0;
-    x.pg.on = a.progress && !a.quiet;
+    pg.on = a.progress && !a.quiet;
     for (int s = 0; s < 2; s++) {
         tool_open_opts_init(&o[s]);
         x.name[s] = argv[optind + s];
@@ -243,6 +349,19 @@ int cmd_convert(int argc, char **argv)
             goto out;
         }
         r = 1;
+        if (a.backing) {   /* -B and -F over -o */
+            c.val[K_BFILE] = a.backing;
+            c.val[K_BFMT] = a.fmt2;
+        }
+        if (c.val[K_BFILE] && strcmp(c.fmt, "qcow2")) {
+            tool_error("Backing file not supported for file format '%s'", c.fmt);
+            goto out;
+        }
+        if (c.val[K_BFILE] && !c.val[K_BFMT]) {
+            tool_error("Use of backing file requires explicit backing format");
+            goto out;
+        }
+        x.top_only = c.val[K_BFILE] != NULL;
         x.zero_init = !c.val[K_BFILE];   /* a new image reads as zeros */
         img_cspec_num(&c, K_SIZE, x.total);
         if (img_create(&c) < 0)
@@ -254,6 +373,8 @@ int cmd_convert(int argc, char **argv)
     tool_image_opts = src_opts;
     if (tr < 0)
         goto out;
+    /* -B: ranges the source leaves to its own backing file are skipped */
+    x.top_only = (x.top_only || a.backing) && fq_get_info(x.img[0], &in) == 0 && in.backing_file[0];
     if (a.compress) {
         /* jobs of whole target clusters, written compressed one by one */
         if (fq_get_info(x.img[1], &in) < 0 || !in.cluster_size) {
@@ -275,15 +396,15 @@ int cmd_convert(int argc, char **argv)
     x.gran = a.sparse ? a.sparse < 512 ? 512 : a.sparse : 0;
     if (x.gran && fq_get_info(x.img[1], &in) == 0 && in.cluster_size > x.gran)
         x.gran = in.cluster_size;
-    img_progress(&x.pg, 0, x.total, true);
-    r = conv_run(&x) < 0;
+    img_progress(&pg, 0, x.total, true);
+    r = conv_run(&x, &pg) < 0;
 out:
     if (xfer_close(&x) < 0 && r == 0) {
         tool_error("error while flushing %s", x.name[1]);
         r = 1;
     }
-    if (r == 0 && x.pg.on) {
-        img_progress(&x.pg, x.total, x.total, true);
+    if (r == 0 && pg.on) {
+        img_progress(&pg, x.total, x.total, true);
         putchar('\n');
     }
     return r;

@@ -13,10 +13,20 @@
 int cmd_create(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u]\n"
-        "                       [-o options] filename [size]\n\n"
+        "usage: fastqcow create [--object objectdef] [-q] [-f fmt] [-b backing_file [-F backing_fmt]]\n"
+        "                       [-u] [-o options] filename [size]\n"
+        "\n"
         "Create a qcow2 or raw image (qemu-img create). Sizes take the suffixes\n"
-        "k, M, G, T, P, E; '-o help' lists the options of the format.\n";
+        "k, M, G, T, P, E.\n"
+        "\n"
+        "  -f fmt               format of the new image: raw (default) or qcow2\n"
+        "  -o options           its options, key=value,...; '-o help' lists them\n"
+        "  -b backing_file      a backing file (qcow2)\n"
+        "  -F backing_fmt       the format of the backing file\n"
+        "  -u                   do not open the backing file (the size must be given)\n"
+        "  -q                   print nothing on success\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct args a;
     struct cspec c = { .print = true };
     uint64_t sz;

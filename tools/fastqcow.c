@@ -30,7 +30,7 @@ static const struct subcommand cmds[] = {
     { "map", cmd_map, "show the guest-to-host mapping (qemu-img map)", true },
     { "compare", cmd_compare, "compare two images (qemu-img compare)", true },
     { "convert", cmd_convert, "copy an image to another format (qemu-img convert)", true },
-    { "io", cmd_io, "run qemu-io style commands on an image", true },
+    { "io", cmd_io, "run qemu-io style commands on an image", false },
     { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)", true },
     { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images", false },
     { "snapshot", cmd_snapshot, "list, create, apply or delete snapshots (qemu-img snapshot)", true },
@@ -43,6 +43,7 @@ static const struct subcommand cmds[] = {
     { "mount", cmd_mount, "serve the guest view of an image as a regular file (FUSE)", false },
     { "umount", cmd_umount, "unmount a file served by mount, wait until the image is closed", false },
     { "defrag", cmd_defrag, "rewrite an image in place so it reads sequentially", true },
+    { "dd", cmd_dd, "copy an image block by block into a new one (qemu-img dd)", true },
 };
 
 /* The tool's help: the subcommands of the table, the global options. */
@@ -57,7 +58,9 @@ static void usage(FILE *f)
             "                        over what the image records; 'probe': guess the\n"
             "                        format of backing files that record none (by\n"
             "                        default they are refused: a raw disk may start\n"
-            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n\n"
+            "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n"
+            "  -h, --help            this help\n"
+            "  -V, --version         the version\n\n"
             "Subcommands that open images take --image-opts: their image names are\n"
             "then qemu's option lists (driver=qcow2,file.filename=disk.qcow2,\n"
             "l2-cache-size=4M,l2-cache-entry-size=4k,refcount-cache-size=1M,\n"

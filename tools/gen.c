@@ -124,7 +124,8 @@ static void usage(FILE *f)
             "  -t CACHE           none, writeback (default), writethrough, directsync, unsafe\n"
             "  -i AIO, -n         I/O engine: io_uring (native; -n), threads, sync\n"
             "  --workers N        extents in flight per request (0 = measured: the default)\n"
-            "  -q                 print nothing on success\n");
+            "  -q                 print nothing on success\n"
+            "  -h, --help         this help\n");
 }
 
 static bool parse_num(const char *s, uint64_t max, uint64_t *out, const char *what)

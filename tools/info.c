@@ -198,12 +198,21 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
 int cmd_info(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow info [-f fmt] [--output=human|json] [--backing-chain] [-U]\n"
-        "                     [--fragmentation] filename\n\n"
-        "Show what an image is (qemu-img info).\n\n"
-        "  --fragmentation  also what qemu-img check reports: clusters allocated,\n"
-        "                   fragmented and compressed (a line, or json keys, that\n"
-        "                   qemu-img info does not print)\n";
+        "usage: fastqcow info [--object objectdef] [-f fmt] [--output=human|json] [--backing-chain]\n"
+        "                     [-U] [--fragmentation] [--image-opts] filename\n"
+        "\n"
+        "Show what an image is (qemu-img info).\n"
+        "\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  --output=human|json  human-readable (default) or JSON output\n"
+        "  --backing-chain      every image of the backing chain\n"
+        "  -U, --force-share    read the image while other programs write it\n"
+        "  --fragmentation      also what qemu-img check reports: clusters allocated,\n"
+        "                       fragmented and compressed (a line, or json keys, that\n"
+        "                       qemu-img info does not print)\n"
+        "  --image-opts         the image is named by qemu's option list\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static char name[MAX_CHAIN + 1][4096], fmt[MAX_CHAIN + 1][32];
     struct jw w = { 0 };
     struct args a;

@@ -54,8 +54,18 @@ static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*
 int cmd_map(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow map [-f fmt] [--output=human|json] [--start-offset=N] [--max-length=N] filename\n\n"
-        "Show where the guest data of an image lives (qemu-img map).\n";
+        "usage: fastqcow map [--object objectdef] [-f fmt] [--start-offset=offset]\n"
+        "                    [--max-length=len] [--output=human|json] [-U] filename\n"
+        "\n"
+        "Show where the guest data of an image lives (qemu-img map).\n"
+        "\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  --start-offset=offset  where to start\n"
+        "  --max-length=len     how far to go\n"
+        "  --output=human|json  human-readable (default) or JSON output\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static char names[MAX_CHAIN + 1][4096];
     struct fq_map_entry cur, next;
     struct fq_open_opts o;

@@ -20,9 +20,22 @@
 int cmd_measure(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]\n\n"
-        "Show the size a new image would need (qemu-img measure).\n";
+        "usage: fastqcow measure [--output=human|json] [-O output_fmt] [-o options]\n"
+        "                        [--size N | [--object objectdef] [-f fmt] [-l snapshot] [-U] filename]\n"
+        "\n"
+        "Show the size a new image would need (qemu-img measure).\n"
+        "\n"
+        "  --size N             of an empty image of this virtual size\n"
+        "  -O output_fmt        format of the new image: raw (default) or qcow2\n"
+        "  -o options           its options\n"
+        "  -f fmt               format of the source image (probed by default)\n"
+        "  -l snapshot          the source's snapshot (refused: not supported)\n"
+        "  --output=human|json  human-readable (default) or JSON output\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "output", required_argument, NULL, 'J' },
                                         { "size", required_argument, NULL, 'Z' },
                                         { "force-share", no_argument, NULL, 'U' }, { 0 } };
@@ -45,6 +58,10 @@ int cmd_measure(int argc, char **argv)
                 lists[nl++] = optarg;
             break;
         case 'U': tool_force_share = true; break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'J':
             if (strcmp(optarg, "human") && strcmp(optarg, "json")) {
                 tool_error("--output must be used with human or json as argument.");

@@ -18,9 +18,23 @@
 int cmd_rebase(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow rebase [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename\n\n"
+        "usage: fastqcow rebase [--object objectdef] [-U] [-q] [-f fmt] [-t cache] [-T src_cache]\n"
+        "                       [-p] [-u] -b backing_file [-F backing_fmt] filename\n"
+        "\n"
         "Change the backing file of an image (qemu-img rebase). Without -u, data that\n"
-        "reads differently through the new backing file is copied into the image first.\n";
+        "reads differently through the new backing file is copied into the image first.\n"
+        "\n"
+        "  -b backing_file      the new backing file (\"\" for none)\n"
+        "  -F backing_fmt       its format\n"
+        "  -u                   unsafe: only rewrite the header\n"
+        "  -f fmt               the image's format (qcow2)\n"
+        "  -t cache             cache mode for the image\n"
+        "  -T src_cache         cache mode for the backing files\n"
+        "  -p                   show progress\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     struct fq_rebase_opts o = { 0 };
     struct progress pg = { 0 };
     enum fq_cache_mode cache = FQ_CACHE_WRITEBACK;
@@ -40,6 +54,10 @@ int cmd_rebase(int argc, char **argv)
         case 'p': pg.on = true; break;
         case 'q': quiet = true; break;
         case 'U': break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 't':
             if (tool_parse_cache(optarg, &cache, "cache") < 0)
                 return 1;

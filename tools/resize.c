@@ -2,10 +2,10 @@
  * an image to a size or by +/- a size; prints "Image resized.".
  *
  * Options, output and exit codes follow qemu-img 7.2 (learnt by running
- * it); errors go to stderr as "fastqcow: ..." and exit 1.
- * One deliberate difference: `resize --shrink` refuses to drop data past
- * the new end; `resize --shrink --discard-data` does what qemu-img's
- * --shrink does.
+ * it); errors go to stderr as "fastqcow: ..." and exit 1. As in qemu-img,
+ * a smaller size needs --shrink, which drops what lies past the new end;
+ * without it the refusal carries qemu-img's warning. --discard-data, which
+ * once had to come with --shrink for that, is accepted and changes nothing.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -22,20 +22,27 @@
 int cmd_resize(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow resize [-q] [-f fmt] [--shrink [--discard-data]] [--preallocation=off] filename [+ | -]size\n\n"
-        "Change the virtual size of an image (qemu-img resize).\n\n"
-        "  --shrink        allow a smaller size; refused if the image holds data past\n"
-        "                  the new end (zero or unallocated ranges may go)\n"
-        "  --discard-data  with --shrink: drop the data past the new end, as\n"
-        "                  qemu-img resize --shrink does\n";
+        "usage: fastqcow resize [--object objectdef] [-f fmt] [--preallocation=off] [-q]\n"
+        "                       [--shrink] [--discard-data] filename [+ | -]size\n"
+        "\n"
+        "Change the virtual size of an image (qemu-img resize).\n"
+        "\n"
+        "  --shrink             allow a smaller size: what lies past the new end is dropped\n"
+        "  --discard-data       accepted for scripts written for earlier versions; no effect\n"
+        "  --preallocation=off  the only mode resize takes\n"
+        "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
+        "  -q                   print nothing on success\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
+                                        { "object", required_argument, NULL, LO_OBJECT },
                                         { "shrink", no_argument, NULL, 'S' },
                                         { "discard-data", no_argument, NULL, 'D' },
                                         { "preallocation", required_argument, NULL, 'P' },
                                         { 0 } };
     const char *fmt = NULL, *arg;
     char err[FQ_ERR_MAX] = "";
-    bool quiet = false, shrink = false, discard = false;
+    bool quiet = false, shrink = false;
     uint64_t v;
     int ch;
 
@@ -54,7 +61,11 @@ int cmd_resize(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'S': shrink = true; break;
-        case 'D': discard = true; break;
+        case 'D': break;   /* --discard-data: what --shrink does */
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'P':
             if (strcmp(optarg, "off")) {
                 tool_error("Preallocation mode '%s' is not supported by resize", optarg);
@@ -87,17 +98,18 @@ int cmd_resize(int argc, char **argv)
         tool_error("New image size must be positive");
         r = -EINVAL;
     }
+    if (r == 0 && size < cur && !shrink) {
+        tool_error("Use the --shrink option to perform a shrink operation.");
+        tool_error("warning: Shrinking an image will delete all data beyond the shrunken image's "
+                   "end. Before performing such an operation, make sure there is no important "
+                   "data there.");
+        r = -EINVAL;
+    }
     if (r == 0 && !strcmp(fq_format(img), "qcow2") && size % 512) {
         tool_error("The new size must be a multiple of 512");
         r = -EINVAL;
     }
-    if (r == 0 && size < cur && !shrink) {
-        tool_error("Use the --shrink option to perform a shrink operation.");
-        tool_error("warning: --shrink drops only unused space past the new end; with "
-                   "--discard-data it deletes all data beyond the shrunken image's end.");
-        r = -EINVAL;
-    }
-    unsigned flags = (shrink ? FQ_RESIZE_SHRINK : 0) | (discard ? FQ_RESIZE_DISCARD_DATA : 0);
+    unsigned flags = shrink ? FQ_RESIZE_SHRINK : 0;
     if (r == 0 && (r = fq_resize(img, size, flags, err)) < 0)
         tool_error("%s", err);
     r = img_close(img, r);

@@ -20,8 +20,20 @@
 int cmd_snapshot(int argc, char **argv)
 {
     static const char usage[] =
-        "usage: fastqcow snapshot [-q] [-U] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename\n\n"
-        "List, create, apply (revert to) or delete internal snapshots (qemu-img snapshot).\n";
+        "usage: fastqcow snapshot [--object objectdef] [-U] [-q] [-f fmt]\n"
+        "                         [-l | -a snapshot | -c snapshot | -d snapshot] filename\n"
+        "\n"
+        "List, create, apply (revert to) or delete internal snapshots (qemu-img snapshot).\n"
+        "\n"
+        "  -l                   list the snapshots\n"
+        "  -c snapshot          take a snapshot of this name\n"
+        "  -a snapshot          revert to the snapshot (ID or name)\n"
+        "  -d snapshot          delete the snapshot (ID or name)\n"
+        "  -f fmt               the image's format (qcow2)\n"
+        "  -q                   print nothing\n"
+        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --object objectdef   define an object (secret)\n"
+        "  -h, --help           this help\n";
     const char *fmt = NULL, *name = NULL;
     char act = 0, err[FQ_ERR_MAX] = "";
     int ch, r = 0;
@@ -40,6 +52,10 @@ int cmd_snapshot(int argc, char **argv)
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
         case 'U': tool_force_share = true; break;
+        case LO_OBJECT:
+            if ((ch = img_object_opt(optarg)) >= 0)
+                return ch;
+            break;
         case 'h': fputs(usage, stdout); return 0;
         default: return img_getopt_err(ch, argv);   /* '?' and ':' */
         }

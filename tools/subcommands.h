@@ -41,6 +41,8 @@ int cmd_measure(int argc, char **argv);
 int cmd_rebase(int argc, char **argv);
 /* commit.c */
 int cmd_commit(int argc, char **argv);
+/* dd.c */
+int cmd_dd(int argc, char **argv);
 /* serve/serve.c */
 int cmd_serve(int argc, char **argv);
 /* mount/options.c */

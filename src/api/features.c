@@ -1,7 +1,7 @@
 /* features.c: the public whole-image calls of fastqcow.h ("image
- * features"): snapshots, resize, amend and measure. Each checks its
- * arguments and calls the operation of the image's format driver
- * (driver.h), which fails with -ENOTSUP where the format has none.
+ * features"): snapshots, resize, amend, the VM state area and measure.
+ * Each checks its arguments and calls the operation of the image's format
+ * driver (driver.h), which fails with -ENOTSUP where the format has none.
  * SPDX-License-Identifier: MIT
  */
 #include <stdio.h>
@@ -73,7 +73,7 @@ int fq_resize(struct fq_image *img, uint64_t size, unsigned flags, char *err)
         fq_seterr(err, "The image is opened read-only");
         return -EROFS;
     }
-    if (flags & ~(FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA)) {
+    if (flags & ~(FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA | FQ_RESIZE_KEEP_DATA)) {
         fq_seterr(err, "Unknown resize flags 0x%x", flags);
         return -EINVAL;
     }
@@ -104,6 +104,38 @@ int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err)
         r = bs->ops->set_backing ? bs->ops->set_backing(bs, o->backing_file, o->backing_format, err)
                                  : -ENOTSUP;
     return r;
+}
+
+/* ---- VM state ---- */
+
+/* Both directions: checks, the driver's call, a write-through flush. */
+static int vmstate_rw(struct fq_image *img, void *buf, size_t len, uint64_t pos, bool write)
+{
+    struct fq_bdev *bs = fq_image_bdev(img);
+    int r;
+
+    if (!bs->ops->vmstate_rw)
+        return -ENOTSUP;
+    if (pos % 512 || len % 512)
+        return -EINVAL;
+    if (write && bs->readonly)
+        return -EROFS;
+    if (bs->ops->busy && bs->ops->busy(bs))
+        return -EBUSY;
+    r = bs->ops->vmstate_rw(bs, buf, len, pos, write);
+    if (r == 0 && write)
+        r = fq_image_flush_if_writethrough(img);
+    return r;
+}
+
+int fq_vmstate_pread(struct fq_image *img, void *buf, size_t len, uint64_t pos)
+{
+    return vmstate_rw(img, buf, len, pos, false);
+}
+
+int fq_vmstate_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t pos)
+{
+    return vmstate_rw(img, (void *)buf, len, pos, true);
 }
 
 /* ---- measure ---- */

@@ -85,8 +85,8 @@ void fq_bdev_close(struct fq_bdev *bs)
 int fq_shrink_refused(char *err, uint64_t size, uint64_t used)
 {
     fq_seterr(err, "Cannot shrink to %llu bytes: the image holds data past the new end (the "
-              "first at guest offset %llu, 0x%llx); resize --shrink --discard-data "
-              "(FQ_RESIZE_DISCARD_DATA) drops it", (unsigned long long)size,
+              "first at guest offset %llu, 0x%llx); without FQ_RESIZE_KEEP_DATA it is dropped",
+              (unsigned long long)size,
               (unsigned long long)used, (unsigned long long)used);
     return -ENOTEMPTY;
 }

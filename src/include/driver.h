@@ -29,6 +29,10 @@ struct fq_req;
 
 typedef void fq_req_cb(struct fq_req *req, int ret);
 
+/* fq_req.flags: the request addresses the VM state area a format keeps
+ * past the end of the disk (qcow2), not the disk. */
+#define FQ_REQ_VMSTATE 0x100u
+
 struct fq_req {
     enum fq_op op;
     uint64_t off;
@@ -36,7 +40,8 @@ struct fq_req {
     const struct iovec *iov;
     int iovcnt;
     size_t iov_off;
-    unsigned flags;          /* FQ_ZERO_MAY_UNMAP for write-zeroes */
+    unsigned flags;          /* FQ_ZERO_MAY_UNMAP for write-zeroes,
+                                FQ_REQ_VMSTATE */
     unsigned tag;            /* what is written: FQ_TAG_* (for fault
                                 injection and recording devices) */
     fq_req_cb *cb;
@@ -111,6 +116,9 @@ struct fq_bdev_ops {
      * asynchronously and are waited for through `w`. `st` is filled. */
     int (*defrag)(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
                   const struct fq_waiter *w, char *err);
+    /* Read or write `len` bytes at `pos` of the VM state area (positions
+     * and lengths are the caller's to check; fq_vmstate_pread). */
+    int (*vmstate_rw)(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write);
 };
 
 struct fq_bdev {
@@ -146,8 +154,8 @@ void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
  * `len` bytes) as the layer that describes it reports it, with its depth;
  * ranges no layer allocates read as zeros. */
 int fq_bdev_map_chain(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entry *out);
-/* The message and error (-ENOTEMPTY) of a shrink to `size` refused because
- * guest data lies at `used` or past it. */
+/* The message and error (-ENOTEMPTY) of a shrink to `size` refused
+ * (FQ_RESIZE_KEEP_DATA) because guest data lies at `used` or past it. */
 int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 
 /* ---- drivers and the registry ---- */

@@ -13,7 +13,8 @@
  *
  * Part E (edges): argument checks and error codes: alignment, raw images,
  * read-only images, missing snapshots, refcounts too narrow for a
- * snapshot (the image stays clean), shrinking without the flag, requests
+ * snapshot (the image stays clean), shrinking without the flag or over
+ * data with FQ_RESIZE_KEEP_DATA, requests
  * in flight (-EBUSY), measure figures known from qemu-img.
  *
  * Usage: test-feat-api [SEED [CONFIG-SUBSTRING]].
@@ -288,10 +289,12 @@ static void step(struct m *M, struct tl_rng *g)
                                     : tl_range(g, 1, size / 512) * 512;
         ns = FQ_MIN(ns, 4 * M->c->size);
         snprintf(what, sizeof(what), "resize %llu -> %llu", (unsigned long long)size, (unsigned long long)ns);
-        /* a shrink over data is refused (changing nothing) unless told to drop it */
-        r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK, err);
+        /* asked to keep data, a shrink over data is refused (changing
+         * nothing); a plain shrink then drops it */
+        r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK | FQ_RESIZE_KEEP_DATA, err);
         if (r == -ENOTEMPTY && ns < size)
-            r = fq_resize(M->img, ns, FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA, err);
+            r = fq_resize(M->img, ns, tl_pct(g, 50) ? FQ_RESIZE_SHRINK
+                                                    : FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA, err);
         /* a v2 snapshot records no size: its image cannot be resized */
         if (r == -ENOTSUP && strstr(M->c->opts, "compat=0.10") && M->nsnap > 0)
             r = 0;
@@ -435,6 +438,11 @@ static void part_e(void)
     /* shrink needs the flag */
     ECHECK(fq_resize(img, 512 * 1024, 0, err) == -EINVAL, "shrink without the flag");
     ECHECK(fq_size(img) == 1 * MiB + 1024, "size unchanged");
+    /* asked to keep data: refused, naming the first offset in use */
+    ECHECK(fq_resize(img, 512 * 1024, FQ_RESIZE_SHRINK | FQ_RESIZE_KEEP_DATA, err) == -ENOTEMPTY &&
+           strstr(err, "0x100000"), "shrink over data, keeping it: %s", err);
+    ECHECK(fq_size(img) == 1 * MiB + 1024, "size unchanged");
+    ECHECK(fq_resize(img, 1 * MiB + 1024, FQ_RESIZE_SHRINK | 8u, err) == -EINVAL, "unknown flag");
     /* snapshots by ID and name */
     ECHECK(fq_snapshot_create(img, "a", err) == 0, "create a: %s", err);
     ECHECK(fq_snapshot_create(img, "a", err) == 0, "create a again (names need not be unique)");

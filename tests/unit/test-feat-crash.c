@@ -364,7 +364,7 @@ static int run_op(struct fq_image *img, const void *arg, char *err)
     case OP_GROW:
         return fq_resize(img, fc->arg, 0, err);
     case OP_SHRINK:
-        return fq_resize(img, fc->arg, FQ_RESIZE_SHRINK | FQ_RESIZE_DISCARD_DATA, err);
+        return fq_resize(img, fc->arg, FQ_RESIZE_SHRINK, err);
     case OP_COMPRESS: {
         uint8_t *buf = malloc(cs);
         if (!buf)

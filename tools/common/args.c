@@ -16,10 +16,19 @@
 #include <string.h>
 
 #include "args.h"
+#include "object.h"
 
 const struct option img_help_only[] = { { "help", no_argument, NULL, 'h' },
                                        { "force-share", no_argument, NULL, 'U' },
+                                       { "object", required_argument, NULL, LO_OBJECT },
                                        { 0 } };
+
+int img_object_opt(const char *arg)
+{
+    int r = tool_object_add(arg);
+
+    return r == 0 ? -1 : r > 0 ? 0 : 1;
+}
 
 int img_usage_err(const char *fmt, ...)
 {
@@ -35,19 +44,23 @@ int img_usage_err(const char *fmt, ...)
 int img_getopt_err(int ch, char **argv)
 {
     if (ch == ':')
-        return img_usage_err("option '%s' requires an argument", argv[optind - 1]);
+        return img_usage_err("missing argument for option '%s'", argv[optind - 1]);
     return img_usage_err("unrecognized option '%s'", argv[optind - 1]);
 }
 
-/* qemu's sizes: a decimal (or 0x hex) integer, a fraction (only with a
- * suffix, unless it is zero) and one suffix of B K M G T P E in either
- * case, at most INT64_MAX. */
-int img_qsize(const char *s, uint64_t *out)
+/* qemu's size syntax (qemu_strtosz), as learnt from its tools: leading
+ * white space, an optional '+', then a decimal integer with an optional
+ * fraction (a non-zero one needs a suffix), or a 0x hex integer (no
+ * fraction; a suffix is deprecated, with a warning), then at most one
+ * suffix B K M G T P E in either case. The fraction adds its share of the
+ * unit rounded to the nearest byte (half up); one that rounds to 1.0 in
+ * double precision adds nothing, as in qemu. */
+int tool_strtosz(const char *s, uint64_t *out)
 {
     static const char sfx[] = "bkmgtpe";
     const char *p = s, *q;
-    double frac = 0, scale = 0.1;
-    uint64_t v, mult = 1;
+    double frac = 0;
+    uint64_t v, mult = 1, add = 0;
     char *end;
 
     while (isspace((unsigned char)*p))
@@ -55,28 +68,55 @@ int img_qsize(const char *s, uint64_t *out)
     q = *p == '+' ? p + 1 : p;
     if (!isdigit((unsigned char)*q))
         return -EINVAL;
-    bool hex = q[0] == '0' && (q[1] == 'x' || q[1] == 'X');
     errno = 0;
-    v = strtoull(p, &end, hex ? 16 : 10);
+    v = strtoull(q, &end, 10);
     if (errno == ERANGE)
         return -ERANGE;
-    if (*end == '.' && !hex)
-        for (end++; isdigit((unsigned char)*end); end++, scale /= 10)
-            frac += (*end - '0') * scale;
+    bool hex = v == 0 && (*end == 'x' || *end == 'X');
+    if (hex) {
+        errno = 0;
+        v = strtoull(q, &end, 16);
+        if (errno == ERANGE)
+            return -ERANGE;
+        if (*end == '.')
+            return -EINVAL;
+    } else if (*end == '.') {
+        const char *f = end;
+        if (!isdigit((unsigned char)f[1])) {
+            end++;           /* "1.k": no fractional digits */
+        } else {
+            errno = 0;
+            frac = strtod(f, &end);
+            if (memchr(f, 'e', (size_t)(end - f)) || memchr(f, 'E', (size_t)(end - f)))
+                return -EINVAL;
+        }
+    }
     if (*end && (q = strchr(sfx, tolower((unsigned char)*end)))) {
         mult = 1ull << (10 * (q - sfx));
         if (hex && mult > 1)
             tool_error("warning: Using a multiplier suffix on hex numbers is deprecated: %s", s);
         end++;
-    } else if (frac != 0) {
-        return -EINVAL;
     }
-    if (*end)
+    if (*end || (mult == 1 && frac != 0))
         return -EINVAL;
-    if (v > INT64_MAX / mult || v * mult + (uint64_t)(frac * (double)mult) > INT64_MAX)
+    if (frac > 0 && frac < 1)
+        add = (uint64_t)(frac * (double)mult + 0.5);
+    if (v > (UINT64_MAX - add) / mult)
         return -ERANGE;
-    *out = v * mult + (uint64_t)(frac * (double)mult);
+    *out = v * mult + add;
     return 0;
+}
+
+int img_qsize(const char *s, uint64_t *out)
+{
+    uint64_t v = 0;
+    int r = tool_strtosz(s, &v);
+
+    if (r == 0 && v > INT64_MAX)
+        r = -ERANGE;
+    if (r == 0)
+        *out = v;
+    return r;
 }
 
 int img_cvtnum(const char *what, const char *s, uint64_t *out)
@@ -102,13 +142,20 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         { "fragmentation", no_argument, NULL, LO_FRAG },
         { "start-offset", required_argument, NULL, LO_START },
         { "max-length", required_argument, NULL, LO_MAXLEN },
-        { "repair", required_argument, NULL, 'r' }, { 0 } };
-    uint64_t v;
+        { "repair", required_argument, NULL, 'r' },
+        { "object", required_argument, NULL, LO_OBJECT }, { 0 } };
+    uint64_t v = 0;
     int ch;
 
     *a = (struct args){ .jobs = 0, .maxlen = UINT64_MAX, .sparse = 4096 };
     opterr = 0;
     while ((ch = getopt_long(argc, argv, shorts, lo, NULL)) != -1) {
+        if (ch == LO_OBJECT) {   /* every subcommand takes it */
+            int r = img_object_opt(optarg);
+            if (r >= 0)
+                return r == 0 ? -1 : r;
+            continue;
+        }
         if (ch != '?' && ch != ':' && !strchr(shorts, ch) && !strchr(longs, ch))
             ch = '?';   /* a long option this subcommand does not take */
         switch (ch) {
@@ -116,6 +163,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         case 'F': a->fmt2 = optarg; break;
         case 'O': a->out_fmt = optarg; break;
         case 'b': a->backing = optarg; break;
+        case 'B': a->backing = optarg; break;   /* convert's -B */
         case 'q': a->quiet = true; break;
         case 'p': a->progress = true; break;
         case 's': a->strict = true; break;

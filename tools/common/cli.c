@@ -1,6 +1,7 @@
 /* common/cli.c: helpers every subcommand shares (cli.h): the "fastqcow: "
  * error messages, size, cache and engine option values, the global
- * --backing-format option and human-readable sizes.
+ * --backing-format option, the warning about probed raw images and
+ * human-readable sizes.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -59,6 +60,16 @@ int tool_parse_engine(const char *s, enum fq_engine_kind *out)
         return 0;
     tool_error("Invalid aio option: %s", s);
     return -1;
+}
+
+void tool_warn_probed_raw(const char *name, const char *given, struct fq_image *img, bool rw)
+{
+    if (given || !rw || strcmp(fq_format(img), "raw"))
+        return;
+    fprintf(stderr, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"
+            "         Automatically detecting the format is dangerous for raw images, write "
+            "operations on block 0 will be restricted.\n"
+            "         Specify the 'raw' format explicitly to remove the restrictions.\n", name);
 }
 
 void tool_human_size(uint64_t v, char *buf, size_t len)

@@ -59,6 +59,10 @@ const char *tool_image_file(const char *name, const char **fmt);
  * prints it its way (qemu-img: "Could not open 'NAME': why"). */
 int tool_open_image(const char *name, const struct fq_open_opts *o, struct fq_image **out,
                     char *err);
+/* The warning qemu's tools print when they open an image read-write whose
+ * format nobody named and probing took for raw (`given` is the format
+ * named, or NULL). */
+void tool_warn_probed_raw(const char *name, const char *given, struct fq_image *img, bool rw);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
 void tool_human_size(uint64_t v, char *buf, size_t len);
 

@@ -1,7 +1,8 @@
 /* common/create_opts.c: image creation as create and convert -O do it
- * (create_opts.h): the -o keys of qcow2 and raw, their parsing and help,
- * qemu-img's checks of their values, the "Formatting ..." line and
- * img_create.
+ * (create_opts.h): the -o keys of qcow2, raw and the file protocol, their
+ * parsing and help (listed exactly as qemu-img 7.2 lists them, also the
+ * keys refused here: encryption and external data files), qemu-img's
+ * checks of their values, the "Formatting ..." line and img_create.
  *
  * Where this file repeats a check the library makes (create option
  * values), it does so only to print qemu-img 7.2's wording; the library
@@ -15,39 +16,129 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "create_opts.h"
 #include "image.h"
 
-/* Each -o key: its name, its type and its line of '-o help'. */
+/* Each -o key: its name, its type, where it applies (the qcow2 format,
+ * the raw format, the file protocol under either), its default printed
+ * for qcow2 and its line of '-o help'. */
 enum otype { OT_SIZE, OT_BOOL, OT_NUM, OT_STR };
-static const struct {
-    const char *key, *def, *help;  /* def: printed for qcow2 when not given */
+#define S_QCOW2 1u
+#define S_RAW 2u
+#define S_FILE 4u
+static const struct okey {
+    const char *key, *def, *help;
     enum otype type;
+    unsigned scope;
 } okeys[K_NUM] = {
-    [K_CLUSTER] = { "cluster_size", "65536", "qcow2 cluster size", OT_SIZE },
-    [K_EXTL2] = { "extended_l2", "off", "Extended L2 tables", OT_BOOL },
-    [K_PREALLOC] = { "preallocation", NULL, "Preallocation mode (allowed values: off, metadata, falloc, full)", OT_STR },
-    [K_COMPR] = { "compression_type", "zlib", "Compression method used for image cluster compression", OT_STR },
-    [K_SIZE] = { "size", NULL, "Virtual disk size", OT_SIZE },
-    [K_BFILE] = { "backing_file", NULL, "File name of a base image", OT_STR },
-    [K_BFMT] = { "backing_fmt", NULL, "Image format of the base image", OT_STR },
-    [K_COMPAT] = { "compat", NULL, "Compatibility level (v2 [0.10] or v3 [1.1])", OT_STR },
-    [K_LAZY] = { "lazy_refcounts", "off", "Postpone refcount updates", OT_BOOL },
-    [K_REFBITS] = { "refcount_bits", "16", "Width of a reference count entry in bits", OT_NUM },
+    [K_ENCRYPTION] = { "encryption", NULL, "Encrypt the image with format 'aes'. (Deprecated in "
+                       "favor of encrypt.format=aes)", OT_BOOL, S_QCOW2 },
+    [K_ENC_FORMAT] = { "encrypt.format", NULL, "Encrypt the image, format choices: 'aes', 'luks'",
+                       OT_STR, S_QCOW2 },
+    [K_ENC_SECRET] = { "encrypt.key-secret", NULL, "ID of secret providing qcow AES key or LUKS "
+                       "passphrase", OT_STR, S_QCOW2 },
+    [K_ENC_CALG] = { "encrypt.cipher-alg", NULL, "Name of encryption cipher algorithm", OT_STR, S_QCOW2 },
+    [K_ENC_CMODE] = { "encrypt.cipher-mode", NULL, "Name of encryption cipher mode", OT_STR, S_QCOW2 },
+    [K_ENC_IVALG] = { "encrypt.ivgen-alg", NULL, "Name of IV generator algorithm", OT_STR, S_QCOW2 },
+    [K_ENC_IVHASH] = { "encrypt.ivgen-hash-alg", NULL, "Name of IV generator hash algorithm", OT_STR,
+                       S_QCOW2 },
+    [K_ENC_HASH] = { "encrypt.hash-alg", NULL, "Name of encryption hash algorithm", OT_STR, S_QCOW2 },
+    [K_ENC_ITER] = { "encrypt.iter-time", NULL, "Time to spend in PBKDF in milliseconds", OT_NUM,
+                     S_QCOW2 },
+    [K_CLUSTER] = { "cluster_size", "65536", "qcow2 cluster size", OT_SIZE, S_QCOW2 },
+    [K_EXTL2] = { "extended_l2", "off", "Extended L2 tables", OT_BOOL, S_QCOW2 },
+    [K_PREALLOC] = { "preallocation", NULL, "Preallocation mode (allowed values: off, metadata, "
+                     "falloc, full)", OT_STR, S_QCOW2 | S_FILE },
+    [K_COMPR] = { "compression_type", "zlib", "Compression method used for image cluster compression",
+                  OT_STR, S_QCOW2 },
+    [K_SIZE] = { "size", NULL, "Virtual disk size", OT_SIZE, S_QCOW2 | S_RAW | S_FILE },
+    [K_COMPAT] = { "compat", NULL, "Compatibility level (v2 [0.10] or v3 [1.1])", OT_STR, S_QCOW2 },
+    [K_BFILE] = { "backing_file", NULL, "File name of a base image", OT_STR, S_QCOW2 },
+    [K_BFMT] = { "backing_fmt", NULL, "Image format of the base image", OT_STR, S_QCOW2 },
+    [K_DATAFILE] = { "data_file", NULL, "File name of an external data file", OT_STR, S_QCOW2 },
+    [K_DATARAW] = { "data_file_raw", NULL, "The external data file must stay valid as a raw image",
+                    OT_BOOL, S_QCOW2 },
+    [K_LAZY] = { "lazy_refcounts", "off", "Postpone refcount updates", OT_BOOL, S_QCOW2 },
+    [K_REFBITS] = { "refcount_bits", "16", "Width of a reference count entry in bits", OT_NUM, S_QCOW2 },
+    [K_NOCOW] = { "nocow", NULL, "Turn off copy-on-write (valid only on btrfs)", OT_BOOL, S_FILE },
+    [K_EXTHINT] = { "extent_size_hint", NULL, "Extent size hint for the image file, 0 to disable",
+                    OT_SIZE, S_FILE },
 };
-static const int raw_keys[] = { K_SIZE, K_PREALLOC };
+/* The order of the raw format's "Formatting" line. */
+static const int raw_keys[] = { K_SIZE, K_NOCOW, K_PREALLOC, K_EXTHINT };
 
 static bool is_raw(const struct cspec *c)
 {
     return !strcmp(c->fmt, "raw");
 }
 
+/* Does an image of c->fmt, created as a file, take key k? */
 static bool key_valid(const struct cspec *c, int k)
 {
-    return !is_raw(c) || k == K_SIZE || k == K_PREALLOC;
+    return (okeys[k].scope & (S_FILE | (is_raw(c) ? S_RAW : S_QCOW2))) != 0;
+}
+
+static int cmp_key(const void *a, const void *b)
+{
+    return strcmp(okeys[*(const int *)a].key, okeys[*(const int *)b].key);
+}
+
+/* '-o help': the options of the format, and those of the file protocol
+ * when a target file is named, sorted by name as qemu-img lists them. */
+static void print_help(const char *fmt, bool protocol)
+{
+    static const char *tname[] = { "size", "bool (on/off)", "num", "str" };
+    unsigned scope = (!strcmp(fmt, "raw") ? S_RAW : S_QCOW2) | (protocol ? S_FILE : 0);
+    int keys[K_NUM], n = 0;
+
+    for (int k = 0; k < K_NUM; k++)
+        if (okeys[k].scope & scope)
+            keys[n++] = k;
+    qsort(keys, (size_t)n, sizeof(keys[0]), cmp_key);
+    if (protocol)
+        printf("Supported options:\n");
+    else
+        printf("Supported %s options:\n", fmt);
+    for (int i = 0; i < n; i++) {
+        const struct okey *o = &okeys[keys[i]];
+        char left[64];
+        const char *help = o->help;
+        if (keys[i] == K_PREALLOC && !(scope & S_QCOW2))   /* the file's own */
+            help = "Preallocation mode (allowed values: off, falloc, full)";
+        snprintf(left, sizeof(left), "%s=<%s>", o->key, tname[o->type]);
+        printf("  %-22s - %s\n", left, help);
+    }
+    if (!protocol)
+        printf("\nThe protocol level may support further options.\n"
+               "Specify the target filename to include those options.\n");
+}
+
+int img_cspec_help(const struct args *a, const char *fmt, const char *file)
+{
+    bool help = false;
+
+    for (int i = 0; i < a->nolist; i++) {
+        /* a copy: the list is parsed again afterwards */
+        char *l = strdup(a->olist[i]), *save = NULL;
+        for (char *t = l ? strtok_r(l, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save))
+            help |= !strcmp(t, "help") || !strcmp(t, "?");
+        free(l);
+    }
+    if (!help)
+        return 0;
+    if (strcmp(fmt, "raw") && strcmp(fmt, "qcow2")) {
+        tool_error("Unknown file format '%s'", fmt);
+        return -1;
+    }
+    print_help(fmt, file && file[0]);
+    return 1;
 }
 
 void img_cspec_num(struct cspec *c, int k, uint64_t v)
@@ -60,25 +151,12 @@ void img_cspec_num(struct cspec *c, int k, uint64_t v)
 /* Parse one -o list. Returns 0, 1 after printing help, -1 on error. */
 static int cspec_parse(struct cspec *c, char *list)
 {
-    static const char *tname[] = { "size", "bool (on/off)", "num", "str" };
     char *save = NULL, *end;
 
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
         char *v = strchr(tok, '=');
         int k = 0;
 
-        if (!strcmp(tok, "help") || !strcmp(tok, "?")) {
-            printf("Supported %s options:\n", c->fmt);
-            for (; k < K_NUM; k++)
-                if (key_valid(c, k) && !(is_raw(c) && k == K_PREALLOC)) {
-                    char left[64];
-                    snprintf(left, sizeof(left), "%s=<%s>", okeys[k].key, tname[okeys[k].type]);
-                    printf("  %-22s - %s\n", left, okeys[k].help);
-                }
-            printf("\nThe protocol level may support further options.\n"
-                   "Specify the target filename to include those options.\n");
-            return 1;
-        }
         if (v)
             *v++ = '\0';
         while (k < K_NUM && (strcmp(tok, okeys[k].key) || !key_valid(c, k)))
@@ -155,6 +233,55 @@ static const char *qcow2_opts_error(const struct cspec *c, int *version)
     return msg[0] ? msg : NULL;
 }
 
+/* What is refused here (encryption and external data files: not
+ * supported yet), in qemu-img's words where it has some; NULL if nothing. */
+static const char *unsupported_error(const struct cspec *c)
+{
+    bool enc = c->on[K_ENCRYPTION] || c->val[K_ENC_FORMAT];
+
+    if (enc && !c->val[K_ENC_SECRET])
+        return "Parameter 'encrypt.key-secret' is required for cipher";
+    if (enc)
+        return "Encrypted images are not supported";
+    if (c->val[K_DATAFILE])
+        return "External data files are not supported";
+    if (c->val[K_EXTHINT] && c->num[K_EXTHINT] > UINT32_MAX)
+        return "Extent size hint is too large";
+    return NULL;
+}
+
+/* The file protocol's options, on the file before the image is written
+ * to it as qemu does (on file systems that take them; silently not
+ * elsewhere): no copy-on-write (btrfs) and the extent size hint (XFS),
+ * 1 MiB unless given. Only new or empty regular files: an existing file
+ * is emptied by the create itself, once it holds the image's lock (a file
+ * another program uses is never touched). */
+static void prepare_file(const struct cspec *c)
+{
+    uint64_t hint = c->val[K_EXTHINT] ? c->num[K_EXTHINT] : 1u << 20;
+    struct stat st;
+    int fd;
+
+    if (!c->on[K_NOCOW] && !hint)
+        return;
+    if ((fd = open(c->file, O_WRONLY | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        return;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size == 0) {
+        int flags;
+        struct fsxattr attr;
+        if (c->on[K_NOCOW] && ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0) {
+            flags |= FS_NOCOW_FL;
+            ioctl(fd, FS_IOC_SETFLAGS, &flags);
+        }
+        if (hint && ioctl(fd, FS_IOC_FSGETXATTR, &attr) == 0 && attr.fsx_extsize == 0) {
+            attr.fsx_xflags |= FS_XFLAG_EXTSIZE;
+            attr.fsx_extsize = (uint32_t)hint;
+            ioctl(fd, FS_IOC_FSSETXATTR, &attr);
+        }
+    }
+    close(fd);
+}
+
 /* Append to a fixed buffer. */
 static void cat(char *buf, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void cat(char *buf, size_t n, const char *fmt, ...)
@@ -223,7 +350,8 @@ int img_create(struct cspec *c)
     }
     if (c->print && !c->quiet) {
         printf("Formatting '%s', fmt=%s", c->file, c->fmt);
-        for (int i = 0; i < (is_raw(c) ? 2 : K_NUM); i++) {
+        int nk = is_raw(c) ? (int)(sizeof(raw_keys) / sizeof(raw_keys[0])) : K_NUM;
+        for (int i = 0; i < nk; i++) {
             int k = is_raw(c) ? raw_keys[i] : i;
             const char *v = c->val[k] ? c->val[k] : is_raw(c) ? NULL : okeys[k].def;
             if (v)
@@ -240,10 +368,13 @@ int img_create(struct cspec *c)
         return -1;
     }
     const char *m = is_raw(c) ? NULL : qcow2_opts_error(c, &version);
+    if (!m)
+        m = unsupported_error(c);
     if (m) {
         tool_error("%s: %s", c->file, m);
         return -1;
     }
+    prepare_file(c);
     /* Hand the library normalised values (it parses base 10 and on/off). */
     fq_create_opts_init(&o);
     o.format = c->fmt;
@@ -271,8 +402,10 @@ int img_create(struct cspec *c)
 
 int img_cspec_parse(struct cspec *c, const struct args *a)
 {
-    int r = 0;
+    int r = img_cspec_help(a, c->fmt, c->file);
 
+    if (r)
+        return r;
     for (int i = 0; i < a->nolist && r == 0; i++)
         r = cspec_parse(c, a->olist[i]);   /* values point into argv */
     return r;

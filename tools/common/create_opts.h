@@ -11,9 +11,12 @@
 
 #include "args.h"
 
-/* The -o keys, in the order qemu-img prints them after "Formatting". */
-enum { K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE, K_BFILE, K_BFMT, K_COMPAT,
-       K_LAZY, K_REFBITS, K_NUM };
+/* The -o keys, in the order qemu-img prints them after "Formatting" for
+ * qcow2: the format's, then the file's (nocow, extent_size_hint). */
+enum { K_ENCRYPTION, K_ENC_FORMAT, K_ENC_SECRET, K_ENC_CALG, K_ENC_CMODE, K_ENC_IVALG,
+       K_ENC_IVHASH, K_ENC_HASH, K_ENC_ITER, K_CLUSTER, K_EXTL2, K_PREALLOC, K_COMPR, K_SIZE,
+       K_COMPAT, K_BFILE, K_BFMT, K_DATAFILE, K_DATARAW, K_LAZY, K_REFBITS, K_NOCOW, K_EXTHINT,
+       K_NUM };
 
 /* What to create: the -o values as given (NULL = not given). */
 struct cspec {
@@ -28,6 +31,11 @@ void img_cspec_num(struct cspec *c, int k, uint64_t v);
 /* Parse every -o list of `a` into `c`. Returns 0, 1 after printing the
  * help, -1 after printing an error. */
 int img_cspec_parse(struct cspec *c, const struct args *a);
+/* If an -o list of `a` asks for help ("help" or "?" among its items),
+ * print the options of format `fmt` as qemu-img lists them, with those of
+ * the file protocol when `file` names the target, and return 1 (-1 after
+ * printing an error for an unknown format); 0 if none asks. */
+int img_cspec_help(const struct args *a, const char *fmt, const char *file);
 /* Create c->file as qemu-img create would: its checks and messages, the
  * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
 int img_create(struct cspec *c);

@@ -17,14 +17,20 @@ struct fq_image *img_open(const char *file, const struct fq_open_opts *o)
     struct fq_image *img;
     int r = tool_open_image(file, o, &img, err);
 
-    if (r == 0)
+    if (r == 0) {
+        tool_warn_probed_raw(file, o->format, img, !o->readonly);
         return img;
-    if (tool_image_opts)
-        tool_error("Could not open '%s': %s", file, err[0] ? err : strerror(-r));
-    else if (err[0])
+    }
+    /* qemu-img names the file, then gives the reason, which for a file
+     * that cannot be opened names it again; reasons the library already
+     * gave in that form (a lock held elsewhere, force-share) once */
+    const char *why = strerror(-r);
+    size_t el = strlen(err), wl = strlen(why);
+    bool errno_said = el > wl + 2 && !strcmp(err + el - wl, why) && !strncmp(err + el - wl - 2, ": ", 2);
+    if (!strncmp(err, "Could not open '", 16) && !errno_said)
         tool_error("%s", err);
     else
-        tool_error("Could not open '%s': %s", file, strerror(-r));
+        tool_error("Could not open '%s': %s", file, err[0] ? err : why);
     return NULL;
 }
 

@@ -73,15 +73,32 @@ void jw_str(struct jw *w, const char *key, const char *s)
     putchar('"');
 }
 
+/* Print the current percentage. */
+static void progress_print(struct progress *p)
+{
+    p->last = p->cur;
+    printf("    (%3.2f/100%%)\r", (double)p->cur);
+    fflush(stdout);
+}
+
+void img_progress_set(struct progress *p, float pct)
+{
+    float skip = p->min_skip > 0 ? p->min_skip : 1.0f;
+
+    if (!p->on)
+        return;
+    p->cur = pct;
+    if (pct > p->last + skip || pct < p->last - skip || pct == 100 || pct == 0)
+        progress_print(p);
+}
+
 void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force)
 {
-    double pct = total ? (double)done * 100.0 / (double)total : 100.0;
-
-    if (!p->on || (!force && pct - p->last < 1.0))
+    if (!p->on)
         return;
-    p->last = pct;
-    printf("    (%3.2f/100%%)\r", pct);
-    fflush(stdout);
+    img_progress_set(p, total ? (float)(100.0 * (double)done / (double)total) : 100.0f);
+    if (force && p->last != p->cur)
+        progress_print(p);
 }
 
 void img_progress_cb(void *opaque, uint64_t done, uint64_t total)

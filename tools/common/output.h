@@ -28,11 +28,16 @@ void jw_int(struct jw *w, const char *key, int64_t v);
 void jw_bool(struct jw *w, const char *key, bool v);
 void jw_str(struct jw *w, const char *key, const char *s);
 
-/* "    (12.34/100%)\r" whenever a further 1% is done (or when forced). */
+/* qemu-img's progress line, "    (12.34/100%)\r": printed when the
+ * percentage moved more than min_skip (1 unless set) from the last one
+ * printed, or is 0 or 100; computed in single precision as qemu-img does. */
 struct progress {
     bool on;
-    double last;
+    float cur, last, min_skip;
 };
+/* The percentage is now `pct`. */
+void img_progress_set(struct progress *p, float pct);
+/* done of total (force: print even without a move). */
 void img_progress(struct progress *p, uint64_t done, uint64_t total, bool force);
 /* img_progress as a library progress callback; opaque: the progress. */
 void img_progress_cb(void *opaque, uint64_t done, uint64_t total);

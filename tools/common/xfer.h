@@ -45,11 +45,15 @@ struct xfer {
     struct fq_depth *depth;               /* jobs in flight by measurement
                                              (NULL: njobs) */
     bool strict, ooo, zero_init, full;
+    bool top_only;                        /* convert -B: what the source does not
+                                             allocate itself is left to the
+                                             target's backing file */
     size_t gran;                          /* convert: zero detection block */
     uint64_t ccs;                         /* convert -c: target cluster size */
     size_t chunk;                         /* job buffer size (0 = CHUNK) */
     struct progress pg;
     void (*on_read)(struct job *j);       /* all reads of a job are in */
+    void *user;                           /* the subcommand's own state */
 };
 
 /* A job is done: free its slot and count its bytes as progress. */

@@ -1,6 +1,7 @@
 /* io/buffers.h: the request buffers of `fastqcow io`.
  *
- * A plain buffer is what qemu-io uses: one 4 KiB-aligned piece per length.
+ * A plain buffer is what qemu-io uses: one 4 KiB-aligned piece per length
+ * (or 16 bytes past the alignment, for -m).
  * A guarded buffer (used with -R on vectored commands) is an iovec array
  * of odd-sized pieces cut from one allocation with CANARY bytes between
  * them; the request starts part-way into the first iovec (non-zero
@@ -47,14 +48,15 @@ static void iobuf_free(struct iobuf *b)
     memset(b, 0, sizeof(*b));
 }
 
-static int iobuf_plain(struct iobuf *b, const int64_t *lens, int n, int fill)
+/* `misalign` (qemu-io -m) starts each piece 16 bytes past its alignment. */
+static int iobuf_plain(struct iobuf *b, const int64_t *lens, int n, int fill, bool misalign)
 {
-    size_t total = 0;
+    size_t total = 0, skew = misalign ? 16 : 0;
     void *mem;
 
     memset(b, 0, sizeof(*b));
     for (int i = 0; i < n; i++)
-        total += ((size_t)lens[i] + 4095) & ~(size_t)4095;
+        total += ((size_t)lens[i] + skew + 4095) & ~(size_t)4095;
     b->iov = calloc((size_t)n, sizeof(*b->iov));
     if (!b->iov || posix_memalign(&mem, 4096, total ? total : 1)) {
         free(b->iov);
@@ -64,9 +66,9 @@ static int iobuf_plain(struct iobuf *b, const int64_t *lens, int n, int fill)
     b->memlen = total;
     size_t pos = 0;
     for (int i = 0; i < n; i++) {
-        b->iov[i].iov_base = b->mem + pos;
+        b->iov[i].iov_base = b->mem + pos + skew;
         b->iov[i].iov_len = (size_t)lens[i];
-        pos += ((size_t)lens[i] + 4095) & ~(size_t)4095;
+        pos += ((size_t)lens[i] + skew + 4095) & ~(size_t)4095;
         b->len += (size_t)lens[i];
     }
     b->cnt = n;

@@ -1,6 +1,7 @@
 /* io/format.h: qemu-io's number syntax and output formats for `fastqcow io`:
- * byte counts ("1.5k", "0x200"), pattern bytes, human sizes ("3.875 MiB"),
- * the two report lines of every request, and the -v hex dump.
+ * byte counts ("1.5k", "0x200"; qemu's size syntax of common/args.c),
+ * pattern bytes, human sizes ("3.875 MiB"), the two report lines of every
+ * request, and the -v hex dump.
  * The io subcommand's files (interpreter.c, requests.c, query.c) include
  * this; static inline, so that each uses what it needs.
  * SPDX-License-Identifier: MIT
@@ -17,60 +18,17 @@
 #include <string.h>
 #include <time.h>
 
-/* Parse a byte count as qemu-io does: decimal (fraction allowed with a
- * suffix, rounded to nearest) or 0x hex, optional b/k/M/G/T/P/E suffix.
- * Returns 0, -EINVAL or -ERANGE. */
+#include "../common/args.h"
+
+/* Parse a byte count as qemu-io does: qemu's size syntax (img_qsize,
+ * common/args.c), at most INT64_MAX. Returns 0, -EINVAL or -ERANGE. */
 static inline int cvtnum(const char *s, int64_t *out)
 {
-    const char *p = s;
-    uint64_t v = 0, mul = 1;
-    double frac = 0;
-    bool hex = p[0] == '0' && (p[1] == 'x' || p[1] == 'X');
+    uint64_t v = 0;
+    int r = img_qsize(s, &v);
 
-    if (hex) {
-        p += 2;
-        if (!isxdigit((unsigned char)*p))
-            return -EINVAL;
-        for (; isxdigit((unsigned char)*p); p++) {
-            if (v >> 60)
-                return -ERANGE;
-            v = v * 16 + (uint64_t)(isdigit((unsigned char)*p) ? *p - '0'
-                                                              : (tolower((unsigned char)*p) - 'a' + 10));
-        }
-    } else {
-        if (!isdigit((unsigned char)*p))
-            return -EINVAL;
-        for (; isdigit((unsigned char)*p); p++) {
-            if (v > (UINT64_MAX - 9) / 10)
-                return -ERANGE;
-            v = v * 10 + (uint64_t)(*p - '0');
-        }
-        if (*p == '.') {
-            char tmp[40] = "0.";
-            size_t n = 2;
-            for (p++; isdigit((unsigned char)*p); p++)
-                if (n < sizeof(tmp) - 1)
-                    tmp[n++] = *p;
-            tmp[n] = '\0';
-            frac = strtod(tmp, NULL);
-        }
-    }
-    const char *sfx = strchr("bkmgtpe", tolower((unsigned char)*p));
-    if (*p && sfx) {
-        mul = 1ull << (10 * (sfx - "bkmgtpe"));
-        if (hex && mul > 1)
-            fprintf(stderr, "fastqcow: warning: Using a multiplier suffix on hex numbers is deprecated: %s\n", s);
-        p++;
-    }
-    if (*p || (frac != 0 && mul == 1))
-        return -EINVAL;
-    if (v > (uint64_t)INT64_MAX / mul)
-        return -ERANGE;
-    v = v * mul + (uint64_t)(frac * (double)mul + 0.5);
-    if (v > (uint64_t)INT64_MAX)
-        return -ERANGE;
-    *out = (int64_t)v;
-    return 0;
+    *out = r == 0 ? (int64_t)v : 0;
+    return r;
 }
 
 /* cvtnum with qemu-io's error line on failure. */

@@ -12,9 +12,7 @@
 #include "commands.h"
 #include "format.h"
 
-/* Length of the run at `off` (at most len) whose allocation in the top
- * layer is uniform; *alloc gets that status. */
-static int top_alloc_run(struct io *io, uint64_t off, uint64_t len, bool *alloc, uint64_t *run)
+int io_top_alloc_run(struct io *io, uint64_t off, uint64_t len, bool *alloc, uint64_t *run)
 {
     struct fq_map_entry e;
     uint64_t done = 0;
@@ -43,7 +41,7 @@ int map_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
     bool alloc;
 
     while (off < size) {
-        int r = top_alloc_run(io, off, size - off, &alloc, &n);
+        int r = io_top_alloc_run(io, off, size - off, &alloc, &n);
         if (r < 0 || n == 0) {
             fprintf(stderr, "fastqcow: Failed to get allocation status: %s\n", strerror(r < 0 ? -r : EIO));
             return r < 0 ? r : -EIO;
@@ -71,7 +69,7 @@ int alloc_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
             count -= (int64_t)rem;
             break;
         }
-        int r = top_alloc_run(io, pos, rem < size - pos ? rem : size - pos, &alloc, &n);
+        int r = io_top_alloc_run(io, pos, rem < size - pos ? rem : size - pos, &alloc, &n);
         if (r < 0) {
             printf("is_allocated failed: %s\n", strerror(-r));
             return r;

@@ -118,8 +118,8 @@ static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
     return qcow2_resize(bs->priv, size, flags, err);
 }
 
-/* fq_amend: the format's options, then the size (a smaller one drops only
- * unused space, as resize --shrink). */
+/* fq_amend: the format's options, then the size (a smaller one drops what
+ * lies past the new end, as resize --shrink). */
 static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
 {
     struct qcow2 *s = bs->priv;
@@ -150,6 +150,11 @@ static int bitmaps_size(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *er
     return s->version >= 3 ? qcow2_bitmaps_size(s, cs, out, err) : -ENOTSUP;
 }
 
+static int vmstate_rw(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write)
+{
+    return qcow2_vmstate_rw(bs->priv, buf, len, pos, write);
+}
+
 const struct fq_bdev_ops qcow2_dev_ops = {
     .name = "qcow2",
     .submit = qcow2_submit,
@@ -176,6 +181,7 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .bitmap_list = bitmap_list,
     .bitmaps_size = bitmaps_size,
     .defrag = qcow2_defrag,
+    .vmstate_rw = vmstate_rw,
 };
 
 /* ---- measure ---- */

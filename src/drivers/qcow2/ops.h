@@ -4,7 +4,7 @@
  * width included (amend.c); new refcount structures switched in whole
  * (rcbuild.c, for amend and check); walking whole L1 trees
  * (snapshot.c, also used by the others and by txn.c); defragmentation
- * (defrag*.c).
+ * (defrag*.c); the VM state area (vmstate.c).
  *
  * Each runs synchronously (metadata and data through io_sync, never the
  * context loop), so it is safe from completion callbacks. Except for
@@ -66,10 +66,10 @@ int qcow2_switch_l1(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t si
 
 /* ---- resize.c ---- */
 /* Change the virtual size. Shrinking needs FQ_RESIZE_SHRINK in `flags` and
- * is refused (-ENOTEMPTY, nothing changed) while the active state maps data
- * or compressed clusters past the new end, unless FQ_RESIZE_DISCARD_DATA:
- * then every cluster past the new end is dropped. Growing reads as zeros
- * in the new range, also where a backing file would show through. */
+ * drops every cluster past the new end; with FQ_RESIZE_KEEP_DATA it is
+ * refused instead (-ENOTEMPTY, nothing changed) while the active state
+ * maps data or compressed clusters there. Growing reads as zeros in the
+ * new range, also where a backing file would show through. */
 int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err);
 /* Record another backing file name and format (NULL name = none), only
  * in the header: the data is not touched. */
@@ -121,5 +121,14 @@ int qcow2_amend(struct qcow2 *s, int version, int lazy_refcounts, int refcount_b
  * through `w`; `st` is filled. */
 int qcow2_defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
                  const struct fq_waiter *w, char *err);
+
+/* ---- vmstate.c ---- */
+/* Guest offset where the VM state area starts: the first L1 entry past the
+ * disk. */
+uint64_t qcow2_vmstate_offset(const struct qcow2 *s);
+/* Read or write [pos, pos+len) of the VM state area; a write grows the L1
+ * table to cover it, a read past what the L1 table covers reads zeros.
+ * Returns 0, -EIO past what an L1 table can map, or -errno. */
+int qcow2_vmstate_rw(struct qcow2 *s, void *buf, uint64_t len, uint64_t pos, bool write);
 
 #endif

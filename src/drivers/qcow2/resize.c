@@ -1,6 +1,6 @@
 /* resize.c: changes to a whole image: the virtual size (growing
- * the L1 table, or shrinking: only over unused space unless asked to drop
- * data), the recorded backing file, and emptying the active state (after a
+ * the L1 table, or shrinking: dropping what lies past the new end, or
+ * only unused space when asked to keep data), the recorded backing file, and emptying the active state (after a
  * commit). Amend lives in amend.c.
  *
  * Ordering, as everywhere: a new L1 table is written and flushed before
@@ -157,7 +157,7 @@ int qcow2_resize(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
         fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
         return -EINVAL;
     }
-    if (size < old && !(flags & FQ_RESIZE_DISCARD_DATA)) {
+    if (size < old && (flags & FQ_RESIZE_KEEP_DATA)) {
         if ((r = first_data(s, size, old, &used)) < 0)
             goto fail;
         if (used < old)

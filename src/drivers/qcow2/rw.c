@@ -400,6 +400,15 @@ static void fill_put(struct qtask *t, int ret)
     task_send(t, t->q->s->file, FQ_OP_WRITE, t->wr_off, t->iovb.v, t->iovb.cnt, 0, t->wr_len);
 }
 
+/* How far a request may reach: the end of the disk, or for the VM state
+ * area (FQ_REQ_VMSTATE) the end of what the L1 table maps. */
+static uint64_t req_limit(const struct qcow2 *s, const struct fq_req *req)
+{
+    if (req->flags & FQ_REQ_VMSTATE)
+        return (uint64_t)s->l1_size * s->cluster_size * s->l2_entries;
+    return s->bs->size;
+}
+
 static void fill_done(struct fq_req *fill, int ret)
 {
     fill_put(fill->opaque, ret);
@@ -413,7 +422,9 @@ static void fill_done(struct fq_req *fill, int ret)
 static void fill_start(struct qtask *t, int i, void *buf, uint64_t off, uint64_t len)
 {
     struct qcow2 *s = t->q->s;
-    uint64_t in = off < s->bs->size ? FQ_MIN(len, s->bs->size - off) : 0;
+    unsigned vm = t->q->req->flags & FQ_REQ_VMSTATE;
+    uint64_t end = req_limit(s, t->q->req);
+    uint64_t in = off < end ? FQ_MIN(len, end - off) : 0;
     struct fq_req *f = &t->fill[i];
 
     memset((uint8_t *)buf + in, 0, (size_t)(len - in));
@@ -421,7 +432,7 @@ static void fill_start(struct qtask *t, int i, void *buf, uint64_t off, uint64_t
         return;
     t->fill_iov[i] = (struct iovec){ buf, (size_t)in };
     *f = (struct fq_req){ .op = FQ_OP_READ, .off = off, .len = in, .iov = &t->fill_iov[i],
-                          .iovcnt = 1, .cb = fill_done, .opaque = t };
+                          .iovcnt = 1, .flags = vm, .cb = fill_done, .opaque = t };
     t->fills++;
 }
 
@@ -928,6 +939,10 @@ static void meta_wake(struct qcache_waiter *w, int err)
 
 static int check_req(struct qcow2 *s, struct fq_req *req)
 {
+    uint64_t end = req_limit(s, req);
+
+    if (req->op != FQ_OP_FLUSH && (req->off > end || req->len > end - req->off))
+        return -EINVAL;
     if (req->op == FQ_OP_READ || req->op == FQ_OP_FLUSH)
         return 0;
     if (s->readonly)
@@ -974,9 +989,6 @@ void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
     int r = check_req(s, req);
     struct qreq *q;
 
-    if (r == 0 && req->op != FQ_OP_FLUSH &&
-        (req->off > bs->size || req->len > bs->size - req->off))
-        r = -EINVAL;
     if (r < 0 || !(q = fq_fl_get(&s->req_fl))) {
         fq_req_complete_later(bs, req, r < 0 ? r : -ENOMEM);
         return;
@@ -999,8 +1011,6 @@ int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req)
 
     if (r < 0)
         return r;
-    if (req->op != FQ_OP_FLUSH && (req->off > bs->size || req->len > bs->size - req->off))
-        return -EINVAL;
     init_req(&q, s, req, true);
     plan(&q);
     return q.pool.err;

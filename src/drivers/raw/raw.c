@@ -101,7 +101,8 @@ static int first_data(struct fq_bdev *bs, uint64_t from, uint64_t *out)
     return 0;
 }
 
-/* fq_resize: shrinking drops only holes unless told to drop data. */
+/* fq_resize: shrinking drops the data past the new end (only holes with
+ * FQ_RESIZE_KEEP_DATA). */
 static int raw_resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 {
     int r;
@@ -110,7 +111,7 @@ static int raw_resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *e
         fq_seterr(err, "Use the --shrink option to perform a shrink operation.");
         return -EINVAL;
     }
-    if (size < bs->size && !(flags & FQ_RESIZE_DISCARD_DATA)) {
+    if (size < bs->size && (flags & FQ_RESIZE_KEEP_DATA)) {
         uint64_t used = bs->size;
         if ((r = first_data(bs, size, &used)) < 0) {
             fq_seterr(err, "Could not read the allocation status: %s", strerror(-r));
