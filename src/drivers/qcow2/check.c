@@ -533,7 +533,8 @@ static int walk_all(struct ck *k)
             v[n++] = (struct witem){ .off = l1[j] & L1E_OFFSET_MASK, .seq = seq, .active = t < 0 };
         }
     }
-    qsort(v, n, sizeof(*v), witem_cmp);
+    if (n > 1)
+        qsort(v, n, sizeof(*v), witem_cmp);
     struct wscan w = { .k = k, .v = v };
     k->hold = k->msg != NULL;
     int r = qcow2_scan(s, n, (size_t)s->cluster_size, witem_off, witem_walk, &w);

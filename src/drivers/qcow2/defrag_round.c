@@ -387,7 +387,8 @@ static int make_jobs(struct defrag *d, struct djob **jobs, size_t *nj, struct dp
     *parts = NULL;
     *nj = *np = 0;
     sort_d = d;
-    qsort(d->mv, d->nmv, sizeof(*d->mv), cmp_move);
+    if (d->nmv > 1)
+        qsort(d->mv, d->nmv, sizeof(*d->mv), cmp_move);
     sort_d = NULL;
     for (size_t i = 0; i < d->nmv; i++) {
         const struct dmove *m = &d->mv[i];
