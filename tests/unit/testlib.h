@@ -8,6 +8,19 @@
 #ifndef FQ_TESTLIB_H
 #define FQ_TESTLIB_H
 
+/* Sanitizer builds run several times slower: the tests then walk a
+ * sample (a stride over the same space) to stay within tens of seconds. */
+#if defined(__SANITIZE_ADDRESS__)
+#define WL_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define WL_SANITIZED 1
+#endif
+#endif
+#ifndef WL_SANITIZED
+#define WL_SANITIZED 0
+#endif
+
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE   /* O_DIRECT; the build defines it, standalone use may not */
 #endif

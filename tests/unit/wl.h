@@ -18,19 +18,6 @@
 #include "testlib.h"
 #include "util.h"
 
-/* Sanitizer builds run several times slower: the tests then walk a
- * sample (a stride over the same space) to stay within tens of seconds. */
-#if defined(__SANITIZE_ADDRESS__)
-#define WL_SANITIZED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define WL_SANITIZED 1
-#endif
-#endif
-#ifndef WL_SANITIZED
-#define WL_SANITIZED 0
-#endif
-
 #define WL_SECTOR 512u
 #define WL_ZERO UINT32_MAX
 
