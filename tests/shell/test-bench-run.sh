@@ -134,7 +134,9 @@ raw_complete() {
     done
     ! grep -q ',NA,' "$csv" || { bad "$csv: failed runs"; grep ',NA,' "$csv"; }
 }
-if command -v fio >/dev/null && command -v python3 >/dev/null && [ -x /usr/bin/time ]; then
+# (the plain run does them; a sanitizer run, FQ_TEST_QUICK, leaves them out)
+if [ -z "${FQ_TEST_QUICK:-}" ] && command -v fio >/dev/null && command -v python3 >/dev/null &&
+    [ -x /usr/bin/time ]; then
     bash "$REPO/bench/feature-table" --help | grep -q -- '--verify' || bad "feature-table --help"
     bash "$REPO/bench/seed-table" --help | grep -q -- '--features' || bad "seed-table --help: --features"
     # the images go to a scratch dir the script picks (never tmpfs: O_DIRECT)
