@@ -172,7 +172,8 @@ int cmd_amend(int argc, char **argv)
         "  -t cache             cache mode\n"
         "  -p                   show progress\n"
         "  -q                   print nothing\n"
-        "  --force              accepted for compatibility\n"
+        "  -F, --force          accepted for compatibility\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },

@@ -207,7 +207,9 @@ static void usage(FILE *f)
             "  --random[=SEED]     random offsets, multiples of the step from -o (seed 1)\n"
             "  --warm-metadata     read every L2 table before the timed run\n"
             "  -q                  accepted for compatibility (the lines are always printed)\n"
-            "  -U                  force share; only with read tests, as qemu-img\n"
+            "  -U, --force-share   read tests only: read the image while other programs\n"
+            "                      write it\n"
+            "  --image-opts        the image is named by qemu's option list\n"
             "  -h, --help          this help\n");
 }
 

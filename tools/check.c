@@ -94,7 +94,8 @@ int cmd_check(int argc, char **argv)
         "  --output=human|json  human-readable (default) or JSON output\n"
         "  -T cache             cache mode for the image\n"
         "  -q                   print nothing\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    read the image while other programs write it (not with -r)\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     struct fq_check_result res, again;

@@ -31,7 +31,7 @@ int cmd_commit(int argc, char **argv)
         "  -r rate_limit        accepted; commits run unthrottled\n"
         "  -p                   show progress\n"
         "  -q                   print nothing\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     struct fq_commit_opts o = { 0 };

@@ -183,7 +183,8 @@ int cmd_compare(int argc, char **argv)
         "  -T src_cache         cache mode for both images\n"
         "  -p                   show progress\n"
         "  -q                   print nothing\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    read the images while other programs write them\n"
+        "  --image-opts         the images are named by qemu's option lists\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     struct xfer x = { .mismatch = UINT64_MAX, .status_mismatch = UINT64_MAX, .njobs = 8,

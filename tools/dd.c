@@ -129,7 +129,7 @@ int cmd_dd(int argc, char **argv)
         "\n"
         "  -f fmt               format of the input (probed by default)\n"
         "  -O output_fmt        format of the output: raw (default) or qcow2\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    accepted; no effect (the input is opened as usual)\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     struct dd d = { .bs = 512 };

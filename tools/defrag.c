@@ -38,7 +38,9 @@ int cmd_defrag(int argc, char **argv)
         "  --budget SIZE   how far the file may grow past its final size while clusters\n"
         "                  wait for their place (default 32M)\n"
         "  --output=json   print the figures (file sizes before, after and at most,\n"
-        "                  bytes copied, clusters placed, rounds, leaks reclaimed)\n";
+        "                  bytes copied, clusters placed, rounds, leaks reclaimed)\n"
+        "  --image-opts    the image is named by qemu's option list\n"
+        "  -h, --help      this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },
                                         { "compact-only", no_argument, NULL, 'C' },
                                         { "budget", required_argument, NULL, 'B' },

@@ -63,7 +63,8 @@ int cmd_map(int argc, char **argv)
         "  --start-offset=offset  where to start\n"
         "  --max-length=len     how far to go\n"
         "  --output=human|json  human-readable (default) or JSON output\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    read the image while other programs write it\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     static char names[MAX_CHAIN + 1][4096];

@@ -31,7 +31,8 @@ int cmd_measure(int argc, char **argv)
         "  -f fmt               format of the source image (probed by default)\n"
         "  -l snapshot          the source's snapshot (refused: not supported)\n"
         "  --output=human|json  human-readable (default) or JSON output\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    read the image while other programs write it\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },

@@ -32,7 +32,8 @@ int cmd_rebase(int argc, char **argv)
         "  -T src_cache         cache mode for the backing files\n"
         "  -p                   show progress\n"
         "  -q                   print nothing\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    accepted; no effect (the image is opened read-write)\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     struct fq_rebase_opts o = { 0 };

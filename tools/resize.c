@@ -32,6 +32,7 @@ int cmd_resize(int argc, char **argv)
         "  --preallocation=off  the only mode resize takes\n"
         "  -f fmt               the image's format (qcow2, raw; probed by default)\n"
         "  -q                   print nothing on success\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     static const struct option lo[] = { { "help", no_argument, NULL, 'h' },

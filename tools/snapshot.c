@@ -31,7 +31,8 @@ int cmd_snapshot(int argc, char **argv)
         "  -d snapshot          delete the snapshot (ID or name)\n"
         "  -f fmt               the image's format (qcow2)\n"
         "  -q                   print nothing\n"
-        "  -U, --force-share    accepted (fastqcow takes no locks)\n"
+        "  -U, --force-share    with -l: read the image while other programs write it\n"
+        "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     const char *fmt = NULL, *name = NULL;

@@ -393,7 +393,9 @@ static void umount_usage(FILE *f)
 "usage: fastqcow umount FILE\n"
 "\n"
 "Unmount a file served by fastqcow mount and wait until its server has\n"
-"flushed and closed the image.\n");
+"flushed and closed the image.\n"
+"\n"
+"  -h, --help  this help\n");
 }
 
 /* Run fusermount3 -u on path (unprivileged unmount). */

@@ -58,7 +58,8 @@ static void usage(void)
            "      --aio=MODE, -i MODE  I/O engine: io_uring (native), threads, sync\n"
            "      --discard=MODE       ignore (default) or unmap\n"
            "      --detect-zeroes=MODE off (default), on, unmap\n"
-           "      --image-opts         IMAGE is driver=FMT,file.filename=PATH,...\n");
+           "      --image-opts         IMAGE is driver=FMT,file.filename=PATH,...\n\n"
+           "  -h, --help               this help\n");
 }
 
 enum {
