@@ -131,6 +131,7 @@ int cmd_dd(int argc, char **argv)
         "  -O output_fmt        format of the output: raw (default) or qcow2\n"
         "  -U, --force-share    accepted; no effect (the input is opened as usual)\n"
         "  --object objectdef   define an object (secret)\n"
+        "  --image-opts         the input (if=) is named by qemu's option list\n"
         "  -h, --help           this help\n";
     struct dd d = { .bs = 512 };
     struct cspec c = { .print = false };
@@ -185,6 +186,8 @@ int cmd_dd(int argc, char **argv)
     img_cspec_num(&c, K_SIZE, osize);
     if (img_create(&c) < 0)
         goto done;
+    /* --image-opts names the input only: the output is a plain file name */
+    tool_image_opts = false;
     if (!(out = img_open_file(d.out, out_fmt, true, false, FQ_CACHE_WRITEBACK)))
         goto done;
     if (past)
