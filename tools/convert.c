@@ -305,8 +305,10 @@ int cmd_convert(int argc, char **argv)
         return r < 0 ? 0 : r;
     if ((r = img_cspec_help(&a, a.out_fmt ? a.out_fmt : "raw", argc - optind >= 2 ? argv[argc - 1] : NULL)))
         return r < 0;
-    if (argc - optind < 2)
-        return img_usage_err("Must specify image file name");
+    if (argc - optind < 2) {
+        tool_error("Must specify image file name");   /* no "Try", as qemu-img */
+        return 1;
+    }
     if (argc - optind > 2) {
         tool_error("Only one source image is supported");
         return 1;

@@ -77,8 +77,12 @@ int cmd_snapshot(int argc, char **argv)
             img_snapshot_dump(v, n);
         break;
     case 'c':
-        if ((r = fq_snapshot_create(img, name, err)) < 0)
-            tool_error("Could not create snapshot '%s': %d (%s)", name, r, strerror(-r));
+        if ((r = fq_snapshot_create(img, name, err)) < 0) {
+            /* refcounts too narrow for the new references (the library's
+             * -ERANGE) are qemu-img's -EINVAL */
+            int e = r == -ERANGE ? -EINVAL : r;
+            tool_error("Could not create snapshot '%s': %d (%s)", name, e, strerror(-e));
+        }
         break;
     case 'a':
         if ((r = fq_snapshot_apply(img, name, err)) < 0)

@@ -9,7 +9,9 @@
 # allowed), partial subclusters are written as zeros (write-zeroes) or
 # left as they are (discard), compressed clusters are rewritten. After each
 # image: `qemu-img check` clean (no leaks), qemu-img and fastqcow read it
-# equal to the model, a snapshot still reads as it was taken.
+# equal to the model, a snapshot still reads as it was taken. A whole
+# allocated cluster zeroed without unmap keeps its host cluster, as
+# qemu-io leaves it.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -115,5 +117,21 @@ F io -c 'write -z 100 200' -c 'discard 4096 1000' e.qcow2 >/dev/null || bad "sub
 qemu-io -c 'read -P 0x77 0 100' -c 'read -P 0 100 200' -c 'read -P 0x77 300 65236' e.qcow2 |
     grep -q 'verification failed' && bad "sub-subcluster ops changed the wrong bytes"
 clean e.qcow2 "sub-subcluster ops"
+
+# write-zeroes of a whole allocated cluster without unmap keeps its host
+# cluster with every subcluster zero, as qemu-io's does: the two images
+# map the same
+qemu-img create -q -f qcow2 -o extended_l2=on k.qcow2 1M
+qemu-io -c 'write -P 0x31 0 256k' k.qcow2 >/dev/null
+cp k.qcow2 kq.qcow2
+ops=(-c 'write -z 0 64k' -c 'write -z 64k 100k' -c 'write -z -u 192k 64k')
+F io "${ops[@]}" k.qcow2 >/dev/null || bad "whole-cluster write -z"
+qemu-io "${ops[@]}" kq.qcow2 >/dev/null
+[ "$(host_of k.qcow2 0)" = 327680 ] || bad "write -z dropped the host cluster ($(host_of k.qcow2 0))"
+[ "$(qemu-img map --output=json k.qcow2)" = "$(qemu-img map --output=json kq.qcow2)" ] ||
+    { bad "whole-cluster write -z maps unlike qemu-io's"; diff <(qemu-img map --output=json kq.qcow2) \
+        <(qemu-img map --output=json k.qcow2); }
+qemu-img compare -q k.qcow2 kq.qcow2 || bad "whole-cluster write -z: the data differs from qemu-io's"
+clean k.qcow2 "whole-cluster write -z"
 
 exit $fail

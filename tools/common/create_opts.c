@@ -341,7 +341,7 @@ int img_create(struct cspec *c)
     if (c->val[K_BFILE] && !c->val[K_BFMT]) {
         tool_error("%s: Backing file specified without backing format", c->file);
         if (detected[0])
-            fprintf(stderr, "Detected format of %s.\n", detected);
+            fprintf(stderr, "Detected format of %s.", detected);   /* no newline, as qemu-img */
         return -1;
     }
     if (!c->val[K_SIZE]) {

@@ -4,7 +4,8 @@
  * straight through. An unaligned write is a read-modify-write of its edge
  * blocks, done synchronously so that two never interleave on one block.
  * Reads beyond the end of the file return zeros. An image is locked
- * while it is open (lock.c), as the open flags say.
+ * while it is open (lock.c), as the open flags say, on a descriptor of
+ * its own that the I/O engine never sees.
  * SPDX-License-Identifier: MIT
  */
 #include <fcntl.h>
@@ -22,6 +23,7 @@ struct file_io;
 
 struct file_priv {
     int fd;
+    int lock_fd;              /* holds the locks when not fd; -1: none */
     struct fq_fdreg *reg;     /* the descriptor registered with the context */
     bool direct;
     bool is_blk;
@@ -462,6 +464,8 @@ static void file_close(struct fq_bdev *bs)
 
     fq_ctx_fd_unregister(bs->ctx, p->reg);
     close(p->fd);
+    if (p->lock_fd >= 0)
+        close(p->lock_fd);    /* the locks go after the last I/O */
     fq_fl_drain(&p->io_fl);
     free(p);
 }
@@ -564,6 +568,14 @@ static unsigned direct_align(int fd, bool is_blk)
     return 4096;
 }
 
+/* Close an open's descriptors: the I/O one, then the locks' (-1: none). */
+static void close_fds(int fd, int lock_fd)
+{
+    close(fd);
+    if (lock_fd >= 0)
+        close(lock_fd);
+}
+
 /* Open `filename` (FQ_FILE_* flags) as a device. */
 static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
                      struct fq_bdev **out, char *err)
@@ -584,7 +596,14 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
         fq_seterr(err, "Could not open '%s': %s", filename, strerror(errno));
         return r;
     }
-    int r = file_lock(fd, flags, filename, err);
+    int lfd = file_lock_fd(fd);
+    int r = file_lock(lfd, flags, filename, err);
+    if (r <= 0 && lfd != fd) {
+        close(lfd);           /* refused, or no locks on this file system */
+        lfd = -1;
+    } else if (lfd == fd) {
+        lfd = -1;             /* the locks go with fd */
+    }
     if (r < 0) {
         close(fd);
         return r;
@@ -592,14 +611,14 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     if (fstat(fd, &st) < 0) {
         r = -errno;
         fq_seterr(err, "Could not stat '%s': %s", filename, strerror(errno));
-        close(fd);
+        close_fds(fd, lfd);
         return r;
     }
     if ((flags & FQ_FILE_CREATE) && S_ISREG(st.st_mode) && st.st_size) {
         if (ftruncate(fd, 0) < 0) {
             r = -errno;
             fq_seterr(err, "Could not empty '%s': %s", filename, strerror(errno));
-            close(fd);
+            close_fds(fd, lfd);
             return r;
         }
         st.st_size = 0;
@@ -609,10 +628,11 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     if (!bs || !p) {
         free(bs);
         free(p);
-        close(fd);
+        close_fds(fd, lfd);
         return -ENOMEM;
     }
     p->fd = fd;
+    p->lock_fd = lfd;
     p->is_blk = S_ISBLK(st.st_mode);
     p->waiting_tail = &p->waiting;
     fq_fl_init(&p->io_fl, sizeof(struct file_io), 256);
@@ -630,7 +650,7 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
             r = -errno;
             fq_seterr(err, "Could not open '%s' with O_DIRECT (cache=none): %s",
                       filename, strerror(errno));
-            close(fd);
+            close_fds(fd, lfd);
             free(p);
             free(bs);
             return r;

@@ -25,14 +25,20 @@
  * These are open-file-description locks: they belong to the descriptor
  * (not to the process, so a second open in one process conflicts like
  * another process), go with its close, and with the process when it dies
- * however it dies. A file system without them (F_OFD_SETLK fails with
- * EINVAL, ENOLCK or EOPNOTSUPP) is said once, and the image opened
- * without a lock.
+ * however it dies. They are held on a description of their own
+ * (file_lock_fd), not on the one the I/O goes through: the I/O engine may
+ * keep that one a moment longer than the process (io_uring drops its
+ * registered files when it tears the ring down, after the process is
+ * gone), and a program started right after a killed one must find the
+ * image free, as it finds it after a killed qemu-io. A file system
+ * without them (F_OFD_SETLK fails with EINVAL, ENOLCK or EOPNOTSUPP) is
+ * said once, and the image opened without a lock.
  * SPDX-License-Identifier: MIT
  */
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "driver.h"
@@ -90,6 +96,24 @@ static void note_unsupported(const char *name, int r)
         fprintf(stderr, "fastqcow: warning: '%s': the file system has no open file description "
                 "locks (%s); images are opened without a lock, so another program may open "
                 "them at the same time\n", name, strerror(-r));
+}
+
+int file_lock_fd(int fd)
+{
+    struct stat a, b;
+    char path[48];
+    int l;
+
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+    l = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (l < 0)
+        return fd;
+    if (fstat(l, &a) < 0 || fstat(fd, &b) < 0 || a.st_dev != b.st_dev || a.st_ino != b.st_ino ||
+        a.st_rdev != b.st_rdev) {
+        close(l);   /* not the same file after all */
+        return fd;
+    }
+    return l;
 }
 
 int file_lock(int fd, unsigned flags, const char *name, char *err)

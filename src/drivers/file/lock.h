@@ -15,6 +15,12 @@ enum {
     PERM_RESIZE = 1u << 3,
 };
 
+/* A second open file description of the file open as `fd`, used for the
+ * locks alone, so that they go the moment the process does (see lock.c).
+ * Returns the new descriptor, or `fd` itself when none can be made (no
+ * /proc): the locks then share the I/O descriptor. */
+int file_lock_fd(int fd);
+
 /* Lock the file open as `fd` (named `name` in messages) for an open with
  * FQ_FILE_* `flags`. Returns 1 when locked, 0 when the file system has no
  * such locks (said once per process on stderr; the open goes on without

@@ -393,7 +393,8 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 /* The entry that zeroing (or discarding) turns `old` into, following the
  * mapping qemu uses, so that map/alloc report the same:
  *  - v3 write-zeroes: a zero cluster (keeping its host cluster when it is
- *    ours and unmapping is not allowed);
+ *    ours and unmapping is not allowed; with extended L2 the kept cluster
+ *    has every subcluster zero);
  *  - v3 discard: a zero cluster where something was allocated or a backing
  *    file would show through, else left unallocated;
  *  - v2 (no backing file here): unallocated.
@@ -410,12 +411,17 @@ static bool zeroed_entry(struct qcow2 *s, uint64_t old, uint64_t oldbm, bool unm
         return allocated;
     if (discard && !allocated && !s->bs->backing)
         return false;
+    bool ours = !discard && !unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
+                (old & L2E_OFFSET_MASK);
     if (s->extl2) {
         *nb = 0xffffffffull << 32;
+        if (ours) {
+            *ne = old & (L2E_OFFSET_MASK | L2E_COPIED);   /* keep the allocation */
+            *keep = true;
+        }
         return true;
     }
-    if (!discard && !unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
-        (old & L2E_OFFSET_MASK)) {
+    if (ours) {
         *ne = (old & (L2E_OFFSET_MASK | L2E_COPIED)) | L2E_ZERO;   /* keep the allocation */
         *keep = true;
         return true;
