@@ -151,7 +151,17 @@ struct fq_open_opts {
     int force_share;           /* read-only opens only (else -EINVAL): let
                                   other programs write the image meanwhile
                                   (qemu-img -U); reads may then see it
-                                  change or look inconsistent */
+                                  change or look inconsistent */    const char *backing_protocols; /* protocols a backing file name read
+                                  from an image may use ("nbd", a comma-
+                                  separated list, or "all"); NULL: plain
+                                  files only. An image is untrusted input:
+                                  its backing name must not connect to a
+                                  server unless the user allows it. Names
+                                  given to fq_open may use any protocol. */
+    int name_from_image;       /* the name given to fq_open is a backing
+                                  file name read from an image (a program
+                                  walking a chain itself): held to
+                                  backing_protocols like one */
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u

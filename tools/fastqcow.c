@@ -95,13 +95,45 @@ static int take_image_opts(int argc, char **argv, bool target)
     return o;
 }
 
+/* A global option `name` with a value at argv[1] ("--name V" or
+ * "--name=V"): the value into *out. Returns the arguments it took, 0 if
+ * argv[1] is not that option, -1 (with a message) if its value is
+ * missing. */
+static int global_value(int argc, char **argv, const char *name, const char **out)
+{
+    size_t n = strlen(name);
+
+    if (argc < 2 || strncmp(argv[1], name, n) || (argv[1][n] && argv[1][n] != '='))
+        return 0;
+    const char *v = argv[1][n] == '=' ? argv[1] + n + 1 : argc >= 3 ? argv[2] : NULL;
+    if (!v || !v[0]) {
+        tool_error("%s needs a value", name);
+        return -1;
+    }
+    *out = v;
+    return argv[1][n] == '=' ? 1 : 2;
+}
+
 /* Take the global options, then run the subcommand argv[1] names. */
 int main(int argc, char **argv)
 {
     tool_backing_format = getenv("FASTQCOW_BACKING_FORMAT");
     if (tool_backing_format && !tool_backing_format[0])
         tool_backing_format = NULL;
-    while (argc >= 2 && !strncmp(argv[1], "--backing-format", 16)) {
+    tool_backing_protocols = getenv("FASTQCOW_ALLOW_BACKING_PROTOCOL");
+    if (tool_backing_protocols && !tool_backing_protocols[0])
+        tool_backing_protocols = NULL;
+    for (;;) {
+        int used = global_value(argc, argv, "--allow-backing-protocol", &tool_backing_protocols);
+        if (used < 0)
+            return 1;
+        if (used) {
+            argc -= used;
+            argv += used;
+            continue;
+        }
+        if (argc < 2 || strncmp(argv[1], "--backing-format", 16))
+            break;
         const char *v = argv[1][16] == '=' ? argv[1] + 17 : argv[1][16] ? NULL : argc >= 3 ? argv[2] : NULL;
         if (!v || !v[0] || (argv[1][16] && argv[1][16] != '=')) {
             tool_error("--backing-format needs a format (raw, qcow2 or probe)");
@@ -112,7 +144,7 @@ int main(int argc, char **argv)
             return 1;
         }
         tool_backing_format = v;
-        int used = argv[1][16] == '=' ? 1 : 2;
+        used = argv[1][16] == '=' ? 1 : 2;
         argc -= used;
         argv += used;
     }

@@ -24,7 +24,7 @@
  * file as qemu opens it ("" = none), `next_fmt` that file's format.
  * Returns 0 or -1. */
 static int info_one(const char *spec, const char *file, const char *fmt, bool json, bool frag,
-                    struct jw *w, char *next, size_t n, char *next_fmt)
+                    bool from_image, struct jw *w, char *next, size_t n, char *next_fmt)
 {
     struct fq_open_opts o;
     struct fq_image *img;
@@ -37,6 +37,7 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
     tool_open_opts_init(&o);
     o.format = fmt;
     o.readonly = o.check_mode = o.no_backing = 1;
+    o.name_from_image = from_image;   /* a backing file: no protocol unasked */
     if (!(img = img_open(spec, &o)))
         return -1;
     r = fq_get_info(img, &in);
@@ -269,7 +270,7 @@ int cmd_info(int argc, char **argv)
             putchar('\n');
         tool_image_opts = spec_top && n == 0;   /* backing files are plain names */
         if (info_one(n == 0 ? spec : name[n], name[n], fmt[n][0] ? fmt[n] : NULL, a.json, a.frag,
-                     &w, name[n + 1], sizeof(name[n + 1]), fmt[n + 1]) < 0)
+                     n > 0, &w, name[n + 1], sizeof(name[n + 1]), fmt[n + 1]) < 0)
             return 1;
     }
     if (a.chain && a.json)

@@ -21,14 +21,17 @@ void fq_open_opts_init(struct fq_open_opts *o)
 
 #define MAX_CHAIN_DEPTH 256
 
-/* Resolve a backing file name relative to the directory of `image`. */
+/* Resolve a backing file name relative to the directory of `image` (a
+ * name with a protocol, or the backing file of an image opened through
+ * one, is taken as it is). */
 static char *resolve_backing(const char *image, const char *name)
 {
     const char *slash = strrchr(image, '/');
     size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
     char *p;
 
-    if (name[0] == '/' || dl == 0 || strstr(name, "://"))
+    if (name[0] == '/' || dl == 0 || strstr(name, "://") || fq_protocol_of(name) ||
+        fq_protocol_of(image))
         return strdup(name);
     p = malloc(dl + strlen(name) + 1);
     if (p) {
@@ -36,6 +39,22 @@ static char *resolve_backing(const char *image, const char *name)
         strcpy(p + dl, name);
     }
     return p;
+}
+
+/* May a backing file name read from an image use protocol `proto`? Only
+ * if the caller's list names it (or says "all"). */
+static bool protocol_allowed(const char *list, const char *proto)
+{
+    size_t n = strlen(proto);
+
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if ((l == n && !memcmp(p, proto, n)) || (l == 3 && !memcmp(p, "all", 3)))
+            return true;
+        p = e ? e + 1 : NULL;
+    }
+    return false;
 }
 
 /* The files opened so far down one chain, to recognize a loop whatever
@@ -60,6 +79,16 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
     if (depth > MAX_CHAIN_DEPTH) {
         fq_seterr(err, "Backing chain is deeper than %d images at '%s'", MAX_CHAIN_DEPTH, filename);
         return -ELOOP;
+    }
+    if (depth > 0 || opts->name_from_image) {
+        /* an image is untrusted: its backing name opens no server unasked */
+        const struct fq_driver *proto = fq_protocol_of(filename);
+        if (proto && !protocol_allowed(opts->backing_protocols, proto->name)) {
+            fq_seterr(err, "the image names a backing file over the %s protocol, which a "
+                      "backing file name read from an image may not use unless allowed "
+                      "(--allow-backing-protocol %s)", proto->name, proto->name);
+            return -EPERM;
+        }
     }
     if (stat(filename, &st) == 0) {
         me.dev = st.st_dev;

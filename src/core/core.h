@@ -14,7 +14,11 @@ const struct fq_driver *fq_driver_find(const char *name);
 /* "qcow2, raw": the names of the format drivers, for messages. */
 const char *fq_format_names(void);
 
-/* Open the protocol driver "file" on `filename` (FQ_FILE_* flags). */
+/* The protocol driver that claims `filename` ("nbd://..."), or NULL for
+ * a plain file name. */
+const struct fq_driver *fq_protocol_of(const char *filename);
+/* Open `filename` (FQ_FILE_* flags) with the protocol driver that claims
+ * it, or the driver "file". */
 int fq_bdev_open_file(struct fq_ctx *ctx, const char *filename, unsigned flags,
                       struct fq_bdev **out, char *err);
 /* Open format `format` (NULL: probe) on `file`, which the result owns on

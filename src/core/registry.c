@@ -1,5 +1,6 @@
 /* registry.c: finding drivers in the registry (fq_drivers) and the calls
- * that go through it: open a file, open or probe a format on a device,
+ * that go through it: open a file (with the protocol driver that claims
+ * its name, else "file"), open or probe a format on a device,
  * create an image, ask a device for its backing file. The core never
  * names a driver; the list itself is drivers/registry.c.
  * SPDX-License-Identifier: MIT
@@ -31,10 +32,21 @@ const char *fq_format_names(void)
     return names;
 }
 
+const struct fq_driver *fq_protocol_of(const char *filename)
+{
+    for (const struct fq_driver *const *d = fq_drivers; *d; d++)
+        if ((*d)->open_file && (*d)->claims && (*d)->claims(filename))
+            return *d;
+    return NULL;
+}
+
 int fq_bdev_open_file(struct fq_ctx *ctx, const char *filename, unsigned flags,
                       struct fq_bdev **out, char *err)
 {
-    const struct fq_driver *d = fq_driver_find("file");
+    const struct fq_driver *d = fq_protocol_of(filename);
+
+    if (!d)
+        d = fq_driver_find("file");
 
     if (!d || !d->open_file) {
         fq_seterr(err, "No driver opens files");

@@ -10,11 +10,17 @@ extern const struct fq_driver fq_driver_qcow2;
 extern const struct fq_driver fq_driver_raw;
 extern const struct fq_driver fq_driver_luks;
 extern const struct fq_driver fq_driver_file;
+#ifdef FQ_HAVE_LIBNBD
+extern const struct fq_driver fq_driver_nbd;
+#endif
 
 const struct fq_driver *const fq_drivers[] = {
     &fq_driver_qcow2,
     &fq_driver_raw,
     &fq_driver_luks,
     &fq_driver_file,
+#ifdef FQ_HAVE_LIBNBD
+    &fq_driver_nbd,
+#endif
     NULL,
 };

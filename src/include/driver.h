@@ -189,6 +189,10 @@ struct fq_driver {
     /* protocol: open `filename` (FQ_FILE_* flags) */
     int (*open_file)(struct fq_ctx *ctx, const char *filename, unsigned flags,
                      struct fq_bdev **out, char *err);
+    /* protocol: true if `filename` is one of this protocol's names
+     * ("nbd://..."); the file driver, which has none, opens every name
+     * no other protocol claims */
+    bool (*claims)(const char *filename);
 };
 
 /* The registry: every driver, NULL-terminated (drivers/registry.c). */

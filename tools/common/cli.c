@@ -1,6 +1,6 @@
 /* common/cli.c: helpers every subcommand shares (cli.h): the "fastqcow: "
  * error messages, size, cache and engine option values, the global
- * --backing-format option, the warning about probed raw images and
+ * --backing-format and --allow-backing-protocol options, the warning about probed raw images and
  * human-readable sizes.
  * SPDX-License-Identifier: MIT
  */
@@ -12,12 +12,14 @@
 #include "cli.h"
 
 const char *tool_backing_format;
+const char *tool_backing_protocols;
 bool tool_force_share;
 
 void tool_open_opts_init(struct fq_open_opts *o)
 {
     fq_open_opts_init(o);
     o->backing_format = tool_backing_format;
+    o->backing_protocols = tool_backing_protocols;
     o->force_share = tool_force_share;
 }
 

@@ -33,6 +33,11 @@ int tool_parse_engine(const char *s, enum fq_engine_kind *out);
  * "probe" to guess the format of backing files that record none; NULL
  * (the default) refuses to open those. */
 extern const char *tool_backing_format;
+/* The global --allow-backing-protocol option (or
+ * FASTQCOW_ALLOW_BACKING_PROTOCOL): the protocols ("nbd", a comma-
+ * separated list, or "all") a backing file name read from an image may
+ * use; NULL (the default): plain files only (fq_open_opts.backing_protocols). */
+extern const char *tool_backing_protocols;
 /* -U / --force-share of the subcommands that take it (as qemu-img:
  * info, check, map, compare, convert's source, measure, snapshot -l,
  * bench's reads, io -r): every image they open read-only lets other

@@ -89,6 +89,7 @@ bool img_chain_names(const char *file, const char *fmt, char (*names)[4096])
         tool_open_opts_init(&o);
         o.format = d == 0 ? fmt : NULL;
         o.readonly = o.no_backing = o.check_mode = 1;
+        o.name_from_image = d > 0;
         if (fq_open(names[d], &o, &img, NULL) < 0)
             return true;
         int r = fq_get_info(img, &in);
