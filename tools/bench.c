@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/cli.h"
 #include "common/seeded.h"
 #include "subcommands.h"

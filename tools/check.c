@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/image.h"
 #include "common/output.h"
 #include "subcommands.h"
@@ -136,9 +137,15 @@ int cmd_check(int argc, char **argv)
         tool_error("Check failed: %s", strerror(-r));
         return 1;
     }
-    if (!a.quiet && a.json)
-        check_json(&res, tool_image_file(argv[optind], NULL), format);
-    else if (!a.quiet)
+    if (!a.quiet && a.json) {
+        /* the image opened: its name is good */
+        struct blockopts spec;
+        const char *file;
+        char err[FQ_ERR_MAX];
+        tool_image_name(argv[optind], &spec, &file, NULL, err);
+        check_json(&res, file, format);
+        blockopts_free(&spec);
+    } else if (!a.quiet)
         check_human(&res);
     return res.check_errors ? 1 : res.corruptions ? 2 : res.leaks ? 3 : 0;
 }

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/output.h"
 #include "subcommands.h"
 
@@ -64,23 +65,21 @@ int cmd_commit(int argc, char **argv)
     }
     if (optind != argc - 1)
         return img_usage_err("Expecting one image file name");
-    const char *file = argv[optind];
-    if (tool_image_opts) {
-        /* the file and its format (commit opens the chain itself, with
-         * the default caches) */
-        struct fq_open_opts oo;
-        tool_open_opts_init(&oo);
-        if (tool_image_spec(&file, &oo, err) < 0) {
-            tool_error("Could not open '%s': %s", argv[optind], err);
-            return 1;
-        }
-        o.format = oo.format;
+    /* under --image-opts, the file and its format (commit opens the
+     * chain itself, with the default caches) */
+    struct blockopts spec;
+    const char *file;
+    if (tool_image_name(argv[optind], &spec, &file, &o.format, err) < 0) {
+        tool_error("Could not open '%s': %s", argv[optind], err);
+        blockopts_free(&spec);
+        return 1;
     }
     pg.on = pg.on && !quiet;
     o.progress = img_progress_cb;
     o.opaque = &pg;
     img_progress(&pg, 0, 1, true);
     int r = fq_commit(file, &o, err);
+    blockopts_free(&spec);
     if (r < 0) {
         tool_error("%s", err[0] ? err : strerror(-r));
         return 1;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/create_opts.h"
 #include "common/xfer.h"
 #include "subcommands.h"

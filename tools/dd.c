@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/create_opts.h"
 #include "common/image.h"
 #include "subcommands.h"

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/blockopts.h"
 #include "common/cli.h"
 #include "subcommands.h"
 

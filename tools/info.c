@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/image.h"
 #include "common/output.h"
 #include "subcommands.h"
@@ -225,20 +226,20 @@ int cmd_info(int argc, char **argv)
         return img_usage_err("Expecting one image file name");
     /* under --image-opts the top image is an option list: its file, and
      * its format if it names one, for the names of the chain */
-    const char *spec = argv[optind], *file0 = spec, *fmt0 = a.fmt;
-    if (tool_image_opts) {
-        struct fq_open_opts t;
-        char err[FQ_ERR_MAX];
-        tool_open_opts_init(&t);
-        if (tool_image_spec(&file0, &t, err) < 0) {
-            tool_error("Could not open '%s': %s", spec, err);
-            return 1;
-        }
-        fmt0 = t.format ? t.format : fmt0;
+    const char *spec = argv[optind], *file0, *fmt0 = a.fmt;
+    struct blockopts top;
+    char err[FQ_ERR_MAX];
+    if (tool_image_name(spec, &top, &file0, &fmt0, err) < 0) {
+        tool_error("Could not open '%s': %s", spec, err);
+        blockopts_free(&top);
+        return 1;
     }
     snprintf(name[0], sizeof(name[0]), "%s", file0);
     snprintf(fmt[0], sizeof(fmt[0]), "%s", fmt0 ? fmt0 : "");
-    if (a.chain && !img_chain_names(file0, fmt0, name)) {
+    bool chain_ok = !a.chain || img_chain_names(file0, fmt0, name);
+    snprintf(name[0], sizeof(name[0]), "%s", file0);
+    blockopts_free(&top);
+    if (!chain_ok) {
         /* as qemu-img: nothing printed for a chain that loops */
         int d = 0;
         while (d < MAX_CHAIN && name[d + 1][0])
@@ -246,7 +247,6 @@ int cmd_info(int argc, char **argv)
         tool_error("Backing file '%s' creates an infinite loop.", name[d]);
         return 1;
     }
-    snprintf(name[0], sizeof(name[0]), "%s", file0);
     bool spec_top = tool_image_opts;
     if (a.chain && a.json)
         jw_open(&w, NULL, '[');

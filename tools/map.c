@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "common/args.h"
+#include "common/blockopts.h"
 #include "common/image.h"
 #include "subcommands.h"
 
@@ -86,8 +87,13 @@ int cmd_map(int argc, char **argv)
         return 1;
     uint64_t size = fq_size(img), end = a.maxlen > size - MIN(a.start, size) ? size : a.start + a.maxlen;
     if (!a.json) {
-        const char *fmt = a.fmt, *file = tool_image_file(argv[optind], &fmt);
+        /* the image opened: its name is good */
+        struct blockopts spec;
+        const char *fmt = a.fmt, *file;
+        char err[FQ_ERR_MAX];
+        tool_image_name(argv[optind], &spec, &file, &fmt, err);
         img_chain_names(file, fmt, names);
+        blockopts_free(&spec);
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
     }
     cur = (struct fq_map_entry){ .start = a.start };

@@ -3,7 +3,8 @@
 # on the subcommands that open images: `info` prints what qemu-img prints
 # for a good list (human and json, with --backing-chain), and both refuse
 # bad ones (the cache keys' values and combinations, unknown keys, keys a
-# raw image has not, a missing file) with the same exit code and message;
+# raw image has not, a missing file) with the same exit code and message,
+# as `io` does for the same lists and for `open -o` / `reopen -o`;
 # the cache keys reach the library (a tiny cache still reads and writes
 # right: io, bench, check, compare, convert --target-image-opts, map,
 # resize, snapshot, amend, measure, rebase, commit).
@@ -55,6 +56,36 @@ for bad in "$S=base.qcow2,l2-cache-size=abc" "$S=base.qcow2,l2-cache-size=16E" \
     "driver=qcow2" "$S=" "$S=missing.qcow2" "driver=nope,file.filename=base.qcow2"; do
     same --image-opts "$bad"
 done
+
+# the same lists, and those of the other keys, through io's --image-opts,
+# `open -o` and `reopen -o` (one parser for all): qemu-io's messages
+same_io() {
+    qemu-io "$@" >q.out 2>&1; qrc=$?
+    "$FASTQCOW" io "$@" >f.out 2>&1; frc=$?
+    sed -i 's/^qemu-io: //' q.out
+    sed -i 's/^fastqcow: //' f.out
+    [ $qrc = $frc ] || { bad "io $*: exit $frc, qemu-io $qrc"; cat f.out; return; }
+    cmp -s q.out f.out || { bad "io $*"; diff q.out f.out; }
+}
+for l in "$S=base.qcow2,l2-cache-size=abc" "$S=base.qcow2,cache-size=1M,l2-cache-size=2M" \
+    "$S=base.qcow2,foo=1" "$S=base.qcow2,file.foo=1" "file.filename=r.raw,l2-cache-size=1M" \
+    "driver=qcow2" "$S=" "driver=nope,file.filename=base.qcow2"; do
+    same_io -c quit --image-opts "$l"
+done
+for l in "$S=base.qcow2,discard=bad" "$S=base.qcow2,detect-zeroes=bad" "$S=base.qcow2,node-name=1a" \
+    "$S=base.qcow2,overlap-check=bad" "$S=base.qcow2,overlap-check.template=on" \
+    "$S=base.qcow2,lazy-refcounts=maybe" "$S=base.qcow2,file.aio=sync" "$S=base.qcow2,file.aio=native" \
+    "$S=base.qcow2,file.driver=bogus" "$S=base.qcow2,bogus" "format=qcow2,filename=base.qcow2" \
+    "driver=file,filename=r.raw,l2-cache-size=1M" "driver=file,file.filename=r.raw" \
+    "$S=missing.qcow2,foo=1" "$S=base.qcow2,l2-cache-entry-size=128k"; do
+    same_io -c quit --image-opts "$l"
+    same --image-opts "$l"
+done
+same_io -c 'open -o l2-cache-size=1M,bogus=1 base.qcow2'
+same_io -c 'open -o driver=raw,lazy-refcounts=on r.raw'
+same_io -c 'reopen -o node-name=x' base.qcow2
+same_io -c 'reopen -o l2-cache-size=abc' base.qcow2
+same_io -c 'reopen -o cache-size=1M,refcount-cache-size=2M' -c 'read -q -P 7 0 4k' base.qcow2
 
 # tiny caches on every subcommand that opens an image: results as usual
 tiny="l2-cache-size=1k,l2-cache-entry-size=512,refcount-cache-size=1"

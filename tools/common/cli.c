@@ -1,9 +1,10 @@
 /* common/cli.c: helpers every subcommand shares (cli.h): the "fastqcow: "
  * error messages, size, cache and engine option values, the global
- * --backing-format and --allow-backing-protocol options, the warning about probed raw images and
- * human-readable sizes.
+ * --backing-format and --allow-backing-protocol options, the warning about
+ * probed raw images, qemu's identifiers and human-readable sizes.
  * SPDX-License-Identifier: MIT
  */
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,4 +91,14 @@ void tool_human_size(uint64_t v, char *buf, size_t len)
         snprintf(buf, len, "%llu %s", (unsigned long long)d, units[u]);
     else
         snprintf(buf, len, "%.3g %s", d, units[u]);
+}
+
+bool tool_is_ident(const char *s)
+{
+    if (!isalpha((unsigned char)*s))
+        return false;
+    for (s++; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("-._", *s))
+            return false;
+    return true;
 }

@@ -45,29 +45,13 @@ extern const char *tool_backing_protocols;
 extern bool tool_force_share;
 /* fq_open_opts_init plus the tool's global options. */
 void tool_open_opts_init(struct fq_open_opts *o);
-/* --image-opts, and convert's --target-image-opts (image_opts.c): taken
- * out of the arguments of the subcommands that open images by the
- * dispatcher; the image names they give are then qemu's option lists
- * ("driver=qcow2,file.filename=disk.qcow2,l2-cache-size=4M"). */
-extern bool tool_image_opts, tool_target_image_opts;
-/* Parse the option list *name into `o` and point *name at the file it
- * names. Returns 0, or -1 with why in err (FQ_ERR_MAX bytes). */
-int tool_image_spec(const char **name, struct fq_open_opts *o, char *err);
-/* After the open: -1 with why in err if the list gave options the image's
- * format does not have (qemu refuses them once it knows the format). */
-int tool_image_spec_check(struct fq_image *img, char *err);
-/* The file an image name names: itself, or under --image-opts the file
- * of its option list (and its format into *fmt when it gives one). */
-const char *tool_image_file(const char *name, const char **fmt);
-/* fq_open of `name`, an option list under --image-opts. Returns 0 or
- * -errno with why in err (empty if the library said nothing); the caller
- * prints it its way (qemu-img: "Could not open 'NAME': why"). */
-int tool_open_image(const char *name, const struct fq_open_opts *o, struct fq_image **out,
-                    char *err);
 /* The warning qemu's tools print when they open an image read-write whose
  * format nobody named and probing took for raw (`given` is the format
  * named, or NULL). */
 void tool_warn_probed_raw(const char *name, const char *given, struct fq_image *img, bool rw);
+/* True if `s` is one of qemu's identifiers (object ids, node names): a
+ * letter, then letters, digits, '-', '.', '_'. */
+bool tool_is_ident(const char *s);
 /* Human-readable size as qemu prints it ("1 GiB", "64 KiB", "1.5 MiB"). */
 void tool_human_size(uint64_t v, char *buf, size_t len);
 

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "cli.h"
+#include "blockopts.h"
 #include "image.h"
 
 struct fq_image *img_open(const char *file, const struct fq_open_opts *o)

@@ -183,17 +183,6 @@ static int parse_json(char *s, struct props *p)
     return -1;
 }
 
-/* qemu's identifiers: a letter, then letters, digits, '-', '.', '_'. */
-static bool is_ident(const char *s)
-{
-    if (!isalpha((unsigned char)*s))
-        return false;
-    for (s++; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("-._", *s))
-            return false;
-    return true;
-}
-
 /* base64 as the secret's format=base64 decodes it. Returns the length or -1. */
 static long b64_decode(const char *in, char *out)
 {
@@ -338,7 +327,7 @@ static int create(const struct props *p)
         tool_error("Parameter 'id' is missing");
         return -1;
     }
-    if (!is_ident(id)) {
+    if (!tool_is_ident(id)) {
         tool_error("Parameter 'id' expects an identifier");
         fprintf(stderr, "Identifiers consist of letters, digits, '-', '.', '_', starting with a letter.\n");
         return -1;

@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/imgopts.h"
+#include "../common/blockopts.h"
 #include "commands.h"
 
 /* The options of one open. */
@@ -31,7 +31,7 @@ struct how {
     bool readonly;
     enum fq_cache_mode cache;
     enum fq_engine_kind engine;
-    uint64_t cache_size;
+    const struct blockopts *caches;   /* the metadata caches asked for, or NULL */
     bool force_share;
 };
 
@@ -54,7 +54,8 @@ static int open_how(struct io *io, const struct how *h, char *err)
     oo.cache = h->cache;
     oo.engine = h->engine;
     oo.max_workers = io->max_workers;
-    oo.cache_size = h->cache_size;
+    if (h->caches)
+        blockopts_set_caches(h->caches, &oo);
     oo.force_share = h->force_share;
     if ((r = fq_open(h->path, &oo, &img, err)) < 0) {
         size_t nl = strlen(h->path);
@@ -153,20 +154,20 @@ void io_close(struct io *io)
 /* Check the options of `o` that depend on the format, now that the
  * image's format is known, and refuse those it does not take. Returns 0
  * or -1 (printed, image closed). */
-static int check_format_opts(struct io *io, struct imgopts *o, const char *prefix)
+static int check_format_opts(struct io *io, const struct blockopts *o, const char *prefix)
 {
-    if (imgopts_check_format(o, fq_format(io->img), prefix) == 0 && !o->unknown)
+    char err[FQ_ERR_MAX];
+
+    if (blockopts_check_format(o, fq_format(io->img), err) == 0)
         return 0;
-    if (o->unknown)
-        tool_error("%sBlock format '%s' does not support the option '%s'", prefix,
-                   fq_format(io->img), o->unknown);
+    tool_error("%s%s", prefix, err);
     io_close(io);
     return -1;
 }
 
 int io_open(struct io *io, const struct io_spec *sp)
 {
-    struct imgopts o = { 0 };
+    struct blockopts o;
     struct how h = { 0 };
     char prefix[FQ_ERR_MAX], err[FQ_ERR_MAX] = "";
     const char *name = sp->image_opts ? NULL : sp->name;
@@ -178,17 +179,19 @@ int io_open(struct io *io, const struct io_spec *sp)
         return -1;
     }
     snprintf(prefix, sizeof(prefix), "can't open%s%.400s: ", name ? " device " : "", name ? name : "");
-    o.readonly = o.direct = o.no_flush = o.discard_unmap = o.lazy_refcounts = -1;
-    if (list && imgopts_parse(list, &o, prefix) < 0)
+    blockopts_init(&o);
+    if (list && blockopts_parse(list, &o, err) < 0) {
+        tool_error("%s%s", prefix, err);
         goto out;
+    }
     if (name && o.filename) {
         tool_error("%sCan't specify 'file' and 'filename' options at the same time", prefix);
         goto out;
     }
     h.path = name ? name : o.filename;
     if (!h.path) {
-        tool_error(o.driver ? "%sA block device must be specified for \"file\""
-                            : "%sMust specify either driver or file", prefix);
+        blockopts_no_file(&o, err);
+        tool_error("%s%s", prefix, err);
         goto out;
     }
     h.format = o.driver ? o.driver : sp->format;
@@ -202,18 +205,15 @@ int io_open(struct io *io, const struct io_spec *sp)
         goto out;
     }
     h.readonly = sp->readonly;
-    h.force_share = sp->force_share;
-    h.cache = imgopts_cache(&o, sp->cache);
-    h.engine = sp->engine;
-    if (sp->native && h.cache != FQ_CACHE_NONE && h.cache != FQ_CACHE_DIRECTSYNC) {
+    h.force_share = sp->force_share || o.force_share == 1;
+    h.cache = blockopts_cache(&o, sp->cache);
+    h.engine = o.engine >= 0 ? (enum fq_engine_kind)o.engine : sp->engine;
+    if ((sp->native || o.aio_native) && h.cache != FQ_CACHE_NONE && h.cache != FQ_CACHE_DIRECTSYNC) {
         tool_error("%saio=native was specified, but it requires cache.direct=on, which was not "
                    "specified.", prefix);
         goto out;
     }
-    const char *aio = imgopts_get(&o, "file.aio");
-    if (aio)
-        fq_engine_parse(aio, &h.engine);
-    h.cache_size = o.cache_size;
+    h.caches = &o;
     if (sp->snapshot && make_overlay(io, &h, err) < 0) {
         tool_error("%s%s", prefix, err);
         goto out;
@@ -230,11 +230,10 @@ int io_open(struct io *io, const struct io_spec *sp)
         goto out;
     io->cor = sp->cor;
     io->unmap = o.discard_unmap >= 0 ? o.discard_unmap : sp->unmap;
-    const char *dz = imgopts_get(&o, "detect-zeroes");
-    io->detect_zeroes = !dz || !strcmp(dz, "off") ? 0 : !strcmp(dz, "on") ? 1 : 2;
+    io->detect_zeroes = o.detect_zeroes >= 0 ? o.detect_zeroes : 0;
     ret = 0;
 out:
-    imgopts_free(&o);
+    blockopts_free(&o);
     return ret;
 }
 
@@ -323,13 +322,13 @@ int close_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
 /* ---- reopen ------------------------------------------------------------------ */
 
 /* Check reopen's -o list against what may change. Returns 0 or -1. */
-static int reopen_check(struct io *io, const struct imgopts *o)
+static int reopen_check(struct io *io, const struct blockopts *o)
 {
     for (int i = 0; i < o->n; i++) {
         const char *k = o->key[i];
         if (!strcmp(k, "driver") && !strcmp(o->val[i], io->format))
             continue;   /* the same driver again */
-        if (!imgopts_reopenable(k, io->format)) {
+        if (!blockopts_reopenable(k, io->format)) {
             /* options of the file are named as the file names them */
             tool_error("Cannot change the option '%s'", strncmp(k, "file.", 5) ? k : k + 5);
             return -1;
@@ -342,11 +341,11 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
 {
     enum fq_cache_mode cache = io->cache;
     bool rw_given = false, cache_given = false, ro = io->readonly;
-    struct imgopts o = { 0 };
+    struct blockopts o;
     char err[FQ_ERR_MAX] = "";
     int c, r = -EINVAL;
 
-    o.readonly = o.direct = o.no_flush = o.discard_unmap = o.lazy_refcounts = -1;
+    blockopts_init(&o);
     optind = 0;
     while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
         switch (c) {
@@ -356,9 +355,11 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
             cache_given = true;
             break;
         case 'o':
-            imgopts_free(&o);
-            if (imgopts_parse(optarg, &o, "") < 0)
+            blockopts_free(&o);
+            if (blockopts_parse(optarg, &o, err) < 0) {
+                tool_error("%s", err);
                 goto out;
+            }
             break;
         case 'r':
         case 'w':
@@ -386,8 +387,12 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
         tool_error("Cannot set both -c and the cache options");
         goto out;
     }
-    if (reopen_check(io, &o) < 0 || imgopts_check_format(&o, io->format, "") < 0)
+    if (reopen_check(io, &o) < 0)
         goto out;
+    if (blockopts_check_format(&o, io->format, err) < 0) {
+        tool_error("%s", err);
+        goto out;
+    }
     if (o.readonly == 0 && io->readonly) {
         /* read-only=off alone: what -w does */
         ro = false;
@@ -396,9 +401,10 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
         tool_error("Read-only block node '#block000' cannot support read-write users");
         goto out;
     }
-    struct how h = { io->path, io->format, ro, imgopts_cache(&o, cache), io->engine, o.cache_size,
+    struct how h = { io->path, io->format, ro, blockopts_cache(&o, cache), io->engine, &o,
                      io->force_share };
-    struct how old = { io->path, io->format, io->readonly, io->cache, io->engine, 0, io->force_share };
+    struct how old = { io->path, io->format, io->readonly, io->cache, io->engine, NULL,
+                       io->force_share };
     char *path = strdup(io->path), *fmt = strdup(io->format), *overlay = io->overlay;
     if (!path || !fmt) {
         free(path);
@@ -425,9 +431,8 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
     if (io->img) {
         if (o.discard_unmap >= 0)
             io->unmap = o.discard_unmap;
-        const char *dz = imgopts_get(&o, "detect-zeroes");
-        if (dz)
-            io->detect_zeroes = !strcmp(dz, "off") ? 0 : !strcmp(dz, "on") ? 1 : 2;
+        if (o.detect_zeroes >= 0)
+            io->detect_zeroes = o.detect_zeroes;
     } else if (overlay) {
         unlink(overlay);
         set_str(&io->overlay, NULL);
@@ -435,6 +440,6 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
     free(path);
     free(fmt);
 out:
-    imgopts_free(&o);
+    blockopts_free(&o);
     return r;
 }

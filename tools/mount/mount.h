@@ -29,6 +29,7 @@
 #include <time.h>
 
 #include "fastqcow.h"
+#include "../common/blockopts.h"
 
 /* The ioctl `fastqcow umount` asks the server's process id with (so that it
  * can wait until the image is flushed and closed). */
@@ -49,6 +50,7 @@ struct mount_opts {
     const char *file;
     struct fq_open_opts open;
     bool image_opts;             /* image given by --image-opts */
+    struct blockopts spec;       /* its option list (image is its file) */
     bool readonly;
     bool growable;
     bool allow_other;

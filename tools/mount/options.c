@@ -50,7 +50,7 @@ static void mount_usage(FILE *f)
 "      --image-opts      IMAGE is qemu's option syntax: driver=FMT,\n"
 "                        file.filename=PATH[,cache.direct=on|off]\n"
 "                        [,cache.no-flush=on|off][,file.aio=ENGINE]\n"
-"                        [,read-only=on|off][,cache-size=SIZE]\n"
+"                        [,read-only=on|off][,l2-cache-size=SIZE]...\n"
 "      --growable        writes past the end and truncate resize the image\n"
 "                        (without it the size is fixed: truncate fails with\n"
 "                        EPERM, writes past the end with EFBIG)\n"
@@ -284,6 +284,29 @@ static int go_background(struct bg *b)
     return code;
 }
 
+/* Check the files of `o` and mount its image (in the background unless
+ * --foreground); returns the exit code. */
+static int mount_image(struct mount_opts *o)
+{
+    o->open.readonly = o->readonly;
+    if (o->growable && o->readonly) {
+        tool_error("--growable and --read-only exclude each other");
+        return 1;
+    }
+    if (check_file(o->file, &o->created) < 0)
+        return 1;
+    struct bg b = { .fd = -1, .pid_file = o->pid_file };
+    if (!o->foreground) {
+        int code = go_background(&b);
+        if (code >= 0)
+            return code;
+    }
+    int code = mount_serve(o, ready, &b);
+    if (o->pid_file && code == 0)
+        unlink(o->pid_file);
+    return code;
+}
+
 int cmd_mount(int argc, char **argv)
 {
     enum { O_GROWABLE = 256, O_ALLOW_OTHER, O_FOREGROUND, O_PID_FILE, O_DIRECT_IO,
@@ -358,32 +381,22 @@ int cmd_mount(int argc, char **argv)
     }
     o.image = argv[optind];
     o.file = argv[optind + 1];
+    blockopts_init(&o.spec);
     if (image_opts) {
-        /* lives as long as the process: the options point into it */
+        /* o.spec holds the strings o.open points to: freed at the end */
         char err[FQ_ERR_MAX];
-        if (tool_image_spec(&o.image, &o.open, err) < 0) {
+        if (blockopts_parse(o.image, &o.spec, err) < 0 ||
+            blockopts_apply(&o.spec, &o.open, err) < 0) {
             tool_error("Could not open '%s': %s", o.image, err);
+            blockopts_free(&o.spec);
             return 1;
         }
+        o.image = o.spec.filename;
         o.image_opts = true;
         o.readonly = o.readonly || o.open.readonly;
     }
-    o.open.readonly = o.readonly;
-    if (o.growable && o.readonly) {
-        tool_error("--growable and --read-only exclude each other");
-        return 1;
-    }
-    if (check_file(o.file, &o.created) < 0)
-        return 1;
-    struct bg b = { .fd = -1, .pid_file = o.pid_file };
-    if (!o.foreground) {
-        int code = go_background(&b);
-        if (code >= 0)
-            return code;
-    }
-    int code = mount_serve(&o, ready, &b);
-    if (o.pid_file && code == 0)
-        unlink(o.pid_file);
+    int code = mount_image(&o);
+    blockopts_free(&o.spec);
     return code;
 }
 

@@ -1,7 +1,7 @@
 /* exports.c: the images a server exports, opened on its context: the
- * --image-opts keys, -s (a temporary overlay), -o, and what the handshake
- * tells clients about each export (size, transmission flags, block sizes,
- * metadata contexts).
+ * --image-opts lists (parsed by common/blockopts.c), -s (a temporary
+ * overlay), -o, and what the handshake tells clients about each export
+ * (size, transmission flags, block sizes, metadata contexts).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -10,60 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../common/cli.h"
+#include "../common/blockopts.h"
 #include "server.h"
-
-/* Parse --image-opts "driver=qcow2,file.filename=x.qcow2,read-only=on,..."
- * into the open options; *file gets the file name. Returns 0 or -1. */
-static int image_opts(char *spec, struct fq_open_opts *oo, const char **file, bool *ro)
-{
-    char *save = NULL;
-    int direct = -1, noflush = -1;
-
-    *file = NULL;
-    for (char *t = strtok_r(spec, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        char *v = strchr(t, '=');
-        if (!v) {
-            tool_error("--image-opts: '%s' is not key=value", t);
-            return -1;
-        }
-        *v++ = '\0';
-        bool on = !strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "yes");
-        if (!strcmp(t, "driver") || !strcmp(t, "format"))
-            oo->format = v;
-        else if (!strcmp(t, "file.filename") || !strcmp(t, "filename") || !strcmp(t, "file"))
-            *file = v;
-        else if (!strcmp(t, "file.driver")) {
-            if (strcmp(v, "file")) {
-                tool_error("--image-opts: file.driver=%s is not supported", v);
-                return -1;
-            }
-        } else if (!strcmp(t, "read-only"))
-            *ro = on;
-        else if (!strcmp(t, "cache.direct"))
-            direct = on;
-        else if (!strcmp(t, "cache.no-flush"))
-            noflush = on;
-        else if (!strcmp(t, "cache-size")) {
-            if (tool_parse_size(v, &oo->cache_size, "cache-size") < 0)
-                return -1;
-        } else {
-            tool_error("--image-opts: unknown key '%s'", t);
-            return -1;
-        }
-    }
-    if (!*file) {
-        tool_error("--image-opts: no file.filename");
-        return -1;
-    }
-    if (noflush == 1)
-        oo->cache = FQ_CACHE_UNSAFE;
-    else if (direct == 1)
-        oo->cache = FQ_CACHE_NONE;
-    else if (direct == 0)
-        oo->cache = FQ_CACHE_WRITEBACK;
-    return 0;
-}
 
 /* -s: a temporary qcow2 overlay over `file` (removed at once: it lives as
  * long as the open image). Returns the open overlay or NULL. */
@@ -128,30 +76,39 @@ int exports_open(struct server *s)
         const struct export_opts *eo = &o->exports[i];
         struct export *e = &s->exports[i];
         struct fq_open_opts oo;
+        struct blockopts spec;
         const char *file = eo->image;
-        bool ro = o->readonly;
-        char *spec = NULL;
         tool_open_opts_init(&oo);
         oo.format = o->format;
         oo.cache = o->cache;
         oo.ctx = s->ctx;
-        if (o->image_opts) {
-            spec = strdup(eo->image);
-            if (!spec || image_opts(spec, &oo, &file, &ro) < 0) {
-                free(spec);
-                return -1;
-            }
+        oo.readonly = o->readonly;
+        blockopts_init(&spec);
+        if (o->image_opts && (blockopts_parse(eo->image, &spec, err) < 0 ||
+                              blockopts_apply(&spec, &oo, err) < 0)) {
+            tool_error("Failed to blk_new_open '%s': %s", eo->image, err);
+            blockopts_free(&spec);
+            return -1;
         }
-        oo.readonly = ro;
+        if (o->image_opts)
+            file = spec.filename;
+        bool ro = oo.readonly;
         int r = 0;
         if (o->snapshot) {
             e->img = open_overlay(s, file, &oo);
             r = e->img ? 0 : -1;
         } else if (fq_open(file, &oo, &e->img, err) < 0) {
-            tool_error("%s", err);
+            if (o->image_opts)
+                tool_error("Failed to blk_new_open '%s': %s", eo->image, err);
+            else
+                tool_error("%s", err);
             r = -1;
         }
-        free(spec);
+        if (r == 0 && o->image_opts && blockopts_check_format(&spec, fq_format(e->img), err) < 0) {
+            tool_error("Failed to blk_new_open '%s': %s", eo->image, err);
+            r = -1;   /* closed with the others */
+        }
+        blockopts_free(&spec);
         if (r < 0)
             return -1;
         uint64_t size = fq_size(e->img);
