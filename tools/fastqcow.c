@@ -50,7 +50,7 @@ static const struct subcommand cmds[] = {
 /* The tool's help: the subcommands of the table, the global options. */
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: fastqcow [--backing-format FMT] SUBCOMMAND [options]\n\nSubcommands:\n");
+    fprintf(f, "usage: fastqcow [--backing-format FMT] [--allow-backing-protocol LIST] SUBCOMMAND [options]\n\nSubcommands:\n");
     for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++)
         fprintf(f, "  %-8s %s\n", cmds[i].name, cmds[i].summary);
     fprintf(f, "\nRun 'fastqcow SUBCOMMAND --help' for its options.\n\n"
@@ -60,6 +60,9 @@ static void usage(FILE *f)
             "                        format of backing files that record none (by\n"
             "                        default they are refused: a raw disk may start\n"
             "                        with qcow2's magic). Also FASTQCOW_BACKING_FORMAT.\n"
+            "  --allow-backing-protocol LIST  protocols (nbd, or all) a backing file\n"
+            "                        name read from an image may use; by default only\n"
+            "                        plain files. Also FASTQCOW_ALLOW_BACKING_PROTOCOL.\n"
             "  -h, --help            this help\n"
             "  -V, --version         the version\n\n"
             "Subcommands that open images take --image-opts: their image names are\n"
