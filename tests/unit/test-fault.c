@@ -299,7 +299,8 @@ static void run_config(const struct fcfg *c, uint64_t seed, int long_mode)
             (unsigned long long)cnt.flushes, (unsigned long long)cnt.tags[FQ_TAG_REFTABLE]);
     /* sanitizer builds: once and sticky on alternate points */
     int alt = WL_SANITIZED && !long_mode;
-    for (uint64_t nth = 1; nth <= total && failures < 10; nth++) {
+    uint64_t nth0 = getenv("FQ_FAULT_NTH") ? strtoull(getenv("FQ_FAULT_NTH"), NULL, 0) : 1;
+    for (uint64_t nth = nth0; nth <= total && failures < 10; nth++) {
         struct fq_fault_spec f = { FQ_FAULT_ANY, 0, nth, nth % 2 ? -EIO : -ENOSPC, false };
         if (!alt || nth % 2)
             one_run(&R, &f, &cnt);

@@ -490,6 +490,12 @@ static void maybe_finish(struct qreq *q)
         return;
     q->finished = true;
     qcache_release_held(&q->mw);
+    /* a request that fails (a task's I/O error) while its allocating step
+     * is parked gives its turn up: the steps queued behind it go on */
+    if (q->alloc_parked) {
+        alloc_turn_done(q);
+        alloc_queue_go(q->s);
+    }
     if (q->sync)
         return;
     if (q->in_submit)
