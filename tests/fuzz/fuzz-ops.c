@@ -71,24 +71,11 @@ static void close_to_bytes(struct fq_image *img, size_t *n)
     fq_close(img);
 }
 
-/* Known issue (docs/RELIABILITY.md, "Known limits"): concurrent
- * allocating writes into one cluster followed by a discard can leave one
- * leaked cluster on disk after a reopen. Leaks are space, not data, and
- * `check -r leaks` reclaims them; FUZZ_ALLOW_LEAKS=1 (the short CI pass)
- * reports them without failing, every other run fails on them. */
 static void check_clean(struct fq_image *img, const char *when)
 {
     struct fq_check_result r;
     int ret = fq_check(img, 0, &r, NULL, NULL);
-    static int allow_leaks = -1;
 
-    if (allow_leaks < 0)
-        allow_leaks = getenv("FUZZ_ALLOW_LEAKS") != NULL;
-    if (allow_leaks && ret == 0 && r.leaks && !r.corruptions && !r.check_errors) {
-        fprintf(stderr, "fuzz-ops: %s: %lld leaked cluster(s) (known issue, allowed)\n", when,
-                (long long)r.leaks);
-        r.leaks = 0;
-    }
     CHECK(ret == 0 && r.corruptions == 0 && r.leaks == 0 && r.check_errors == 0,
           "%s: check ret %d, %lld corruptions, %lld leaks, %lld errors", when, ret,
           (long long)r.corruptions, (long long)r.leaks, (long long)r.check_errors);

@@ -15,9 +15,11 @@
  * Steps (each waits for the previous one): the refcount blocks; a flush
  * if one is owed (flush_owed) and tables follow; the L2 tables; a flush
  * and the L1 sectors if any; then, when no data I/O or table read is in
- * flight, a flush and the deferred frees applied to the cache (written by
- * the next write-back). A flush clears flush_owed when it is issued and
- * sets it again if it fails, so that whatever owes a flush meanwhile keeps
+ * flight, a flush, the deferred frees applied to the cache (only those
+ * queued before the copies were taken: a later free's table change is not
+ * in this write-back) and the refcount blocks they lowered written, so
+ * that a flush leaves no leak behind. A flush clears flush_owed when it is
+ * issued and sets it again if it fails, so that whatever owes a flush meanwhile keeps
  * owing one. A failed write makes its entry dirty again and ends the
  * write-back with that error, which every waiter gets.
  *
@@ -30,7 +32,7 @@
  */
 #include "qcow2.h"
 
-enum { WB_RB, WB_FLUSH_RB, WB_L2, WB_FLUSH_L2, WB_L1, WB_FLUSH_FREES, WB_FREES, WB_END };
+enum { WB_RB, WB_FLUSH_RB, WB_L2, WB_FLUSH_L2, WB_L1, WB_FLUSH_FREES, WB_FREES, WB_RB_FREED, WB_END };
 
 /* One L1 sector group's copy. */
 struct wb_l1 {
@@ -46,6 +48,7 @@ struct qwb {
     struct qcache_wio *rb, *l2;
     unsigned nrb, nl2, nl1;
     struct wb_l1 *l1;
+    struct qfree_vec frees;   /* the deferred frees whose tables are copied */
     struct fq_req flush;
     int step;
     unsigned pending;         /* I/O of the current step in flight */
@@ -141,25 +144,38 @@ static void submit_l1(struct qwb *wb)
     }
 }
 
-/* Frees may be applied: nothing can still land in or read the clusters. */
-static bool frees_allowed(struct qcow2 *s)
+/* The write-back's frees may be applied: nothing can still land in or
+ * read the clusters. */
+static bool frees_allowed(struct qwb *wb)
 {
-    return s->pending_frees.len && !s->data_inflight && !qcache_busy(&s->l2_cache) &&
+    struct qcow2 *s = wb->s;
+
+    return wb->frees.len && !s->data_inflight && !qcache_busy(&s->l2_cache) &&
            !qcache_busy(&s->rb_cache);
 }
 
-/* Lower the refcounts of the deferred frees (in the cache; the next
- * write-back writes them). */
-static int apply_frees(struct qcow2 *s)
+/* Lower the refcounts of the write-back's frees (in the cache; the next
+ * write-back writes them). Only the frees queued before the copies were
+ * taken: a later one's table change is not in this write-back. */
+static int apply_frees(struct qwb *wb)
 {
-    struct qfree_vec v = s->pending_frees;
+    struct qfree_vec v = wb->frees;
     int r = 0;
 
-    memset(&s->pending_frees, 0, sizeof(s->pending_frees));
+    memset(&wb->frees, 0, sizeof(wb->frees));
     for (size_t i = 0; r == 0 && i < v.len; i++)
-        r = qcow2_update_refcount(s, v.ptr[i].offset, v.ptr[i].nb_clusters, -1);
+        r = qcow2_update_refcount(wb->s, v.ptr[i].offset, v.ptr[i].nb_clusters, -1);
     qfree_vec_reset(&v);
     return r;
+}
+
+/* Frees not applied go back to the queue (a failed push leaks them:
+ * never a reference to a free cluster). */
+static void return_frees(struct qwb *wb)
+{
+    for (size_t i = 0; i < wb->frees.len; i++)
+        qcow2_free_deferred(wb->s, wb->frees.ptr[i].offset, wb->frees.ptr[i].nb_clusters);
+    qfree_vec_reset(&wb->frees);
 }
 
 static void finish(struct qwb *wb)
@@ -183,6 +199,7 @@ static void finish(struct qwb *wb)
         free(wb->l1[i].buf);
     }
     free(wb->l1);
+    return_frees(wb);
     s->wb = NULL;
     free(wb);
     qwait_wake_all(&w, err);
@@ -220,14 +237,22 @@ static void advance(struct qwb *wb)
         case WB_FLUSH_FREES:
             /* frees become safe once the tables that dropped the clusters
              * are durable */
-            if (frees_allowed(s))
+            if (frees_allowed(wb))
                 submit_flush(wb);
             else
                 wb->step = WB_END;
             break;
         case WB_FREES:
-            if (frees_allowed(s))
-                wb->err = apply_frees(s);
+            if (frees_allowed(wb))
+                wb->err = apply_frees(wb);
+            else
+                wb->step = WB_END;
+            break;
+        case WB_RB_FREED:
+            /* the lowered refcounts, so that a flush leaves no leak */
+            wb->err = qcache_snapshot_dirty(&s->rb_cache, &wb->rb, &wb->nrb);
+            if (wb->err == 0)
+                submit_list(wb, &wb->rb);
             break;
         }
     }
@@ -295,7 +320,10 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
         r = qcache_snapshot_dirty(&s->l2_cache, &wb->l2, &wb->nl2);
     if (r == 0)
         r = snapshot_l1(wb);
-    if (r < 0 || (!wb->nrb && !wb->nl2 && !wb->nl1 && !frees_allowed(s))) {
+    /* the frees whose table changes the copies hold */
+    wb->frees = s->pending_frees;
+    memset(&s->pending_frees, 0, sizeof(s->pending_frees));
+    if (r < 0 || (!wb->nrb && !wb->nl2 && !wb->nl1 && !frees_allowed(wb))) {
         wb->err = r;
         wb->step = WB_RB;
         s->wb = wb;
