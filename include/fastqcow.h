@@ -52,7 +52,10 @@ const char *fq_ctx_engine_note(const struct fq_ctx *ctx);
  * context completed or `timeout_ms` passed (-1 = no limit, 0 = poll).
  * Returns the number of user callbacks run, or negative errno. */
 int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms);
-/* A file descriptor that becomes readable when fq_ctx_run has work. */
+/* A file descriptor that becomes readable when fq_ctx_run has work to
+ * complete. Requests submitted outside fq_ctx_run start their work in it:
+ * call fq_ctx_run(ctx, 0, 0) after submitting and before sleeping on the
+ * descriptor. */
 int fq_ctx_fd(struct fq_ctx *ctx);
 /* Number of user requests submitted and not yet completed. */
 unsigned fq_ctx_inflight(const struct fq_ctx *ctx);

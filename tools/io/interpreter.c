@@ -97,6 +97,11 @@ static ssize_t next_line(struct io *io, char **buf, size_t *cap, size_t *have)
             *cap = *cap * 2 + 4096;
         }
         if (io->ctx && fq_ctx_inflight(io->ctx) > 0) {
+            /* what the requests owe the loop (queued steps, submissions
+             * not yet handed to the engine) goes out before the wait */
+            fq_ctx_run(io->ctx, 0, 0);
+        }
+        if (io->ctx && fq_ctx_inflight(io->ctx) > 0) {
             struct pollfd p[2] = { { 0, POLLIN, 0 }, { fq_ctx_fd(io->ctx), POLLIN, 0 } };
             int pr = poll(p, p[1].fd >= 0 ? 2 : 1, p[1].fd >= 0 ? -1 : 10);
             if (pr >= 0 && !(p[0].revents & (POLLIN | POLLHUP | POLLERR))) {
