@@ -7,7 +7,7 @@ bash scripts/setup.sh
 args=(); dir=build
 for a in "$@"; do
   case "$a" in
-    --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debug)
+    --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized)
             # the shell tests sample their heaviest loops (the plain run
             # covers them whole)
             export FQ_TEST_QUICK=1 ;;
