@@ -17,7 +17,8 @@ command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
 base=${TEST_TMPDIR:-/tmp}
 [ -d /dev/shm ] && [ -w /dev/shm ] && base=/dev/shm
 T=$(mktemp -d "$base/kill.XXXXXX") || exit 1
+# not exec'd: the trap must run to remove the directory
 trap 'rm -rf "$T"' EXIT
-exec bash "$TEST_SRCDIR/../scripts/kill-test.sh" -t "$FASTQCOW" -k 2 -s 1G -n 2000 \
+bash "$TEST_SRCDIR/../scripts/kill-test.sh" -t "$FASTQCOW" -k 2 -s 1G -n 2000 \
     -S "${KILL_SEED:-$(date +%s)}" \
     -o snap-create,snap-delete,snap-apply,amend-refbits-up,commit,rebase,check-r "$T"
