@@ -8,8 +8,9 @@
 # smoke runs of the benchmark scripts on tiny images, for correctness only
 # (no timing is judged): bench/feature-table --verify (fastqcow reads the
 # overlay and the compressed images as qemu-img does, written overlays stay
-# clean, every timed run succeeds) and bench/seed-table --features, whose
-# CSVs must hold every row with a figure for every tool.
+# clean, every timed run succeeds), bench/seed-table --features and
+# bench/scale-table --quick, whose CSVs must hold every row with a figure
+# for every tool.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -150,6 +151,14 @@ if [ -z "${FQ_TEST_QUICK:-}" ] && command -v fio >/dev/null && command -v python
         grep -q '^| t-overlay -w ' feat.log || { bad "feature table not printed"; cat feat.log; }
     else
         bad "bench/feature-table --verify failed"; cat feat.log
+    fi
+    # bench/scale-table: every subcommand of every layout measured for both
+    if bash "$REPO/bench/scale-table" --quick --out "$T/scale" >scale.log 2>&1; then
+        rows=$(tail -n +2 "$T/scale/scale-table.csv" | awk -F, '$6 != "" && $7 != ""' | wc -l)
+        [ "$rows" = 24 ] || { bad "scale-table: $rows complete rows, 24 expected"; cat scale.log; }
+        ! grep -q FAILED scale.log || { bad "scale-table: failed runs"; grep -A3 FAILED scale.log; }
+    else
+        bad "bench/scale-table --quick failed"; cat scale.log
     fi
     if command -v gnuplot >/dev/null; then
         if bash "$REPO/bench/seed-table" --size 8M --runs 1 --no-gen-cmp --no-random --features \
