@@ -163,6 +163,15 @@ if [ -n "${FQ_TEST_QUICK:-}" ]; then
     widths 512 16 1 64
     widths 64k 16 1 64
     widths 2M 64 1
+elif [ -z "${FQ_TEST_FULL:-}" ]; then
+    # every width from 16 at the smallest and the default cluster size,
+    # the extremes elsewhere (FQ_TEST_FULL=1: every pair below)
+    widths 512 16 1 2 4 8 32 64
+    widths 512 64 1 16
+    widths 4k 16 1 64
+    widths 64k 16 1 2 4 8 32 64
+    widths 2M 16 1 64
+    widths 2M 64 1
 else
     widths 512 16 1 2 4 8 32 64
     widths 512 1 2 64
