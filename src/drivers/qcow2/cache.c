@@ -125,6 +125,55 @@ static void *alloc_data(uint32_t len)
     return posix_memalign(&p, FQ_MIN(len, (uint32_t)FQ_MEM_ALIGN), len) == 0 ? p : NULL;
 }
 
+#define POOL_CHUNK_SLICES 64
+
+/* Slices are carved from chunks of POOL_CHUNK_SLICES (an aligned
+ * allocation each costs about as much again in the allocator's padding);
+ * a free slice holds the link to the next one. The chunks stay until the
+ * cache is destroyed: they never outgrow the cache's largest size. */
+static bool pooled(const struct qcache *c, uint32_t len)
+{
+    return c->slice < c->cs && len == c->slice;
+}
+
+/* A data buffer of `len` bytes. */
+static void *buf_get(struct qcache *c, uint32_t len)
+{
+    if (!pooled(c, len))
+        return alloc_data(len);
+    if (!c->pool) {
+        uint8_t **nc = realloc(c->chunks, (c->nchunks + 1) * sizeof(*nc));
+        if (!nc)
+            return NULL;
+        c->chunks = nc;
+        uint8_t *ch = alloc_data(len * POOL_CHUNK_SLICES);
+        if (!ch)
+            return NULL;
+        c->chunks[c->nchunks++] = ch;
+        for (unsigned i = POOL_CHUNK_SLICES; i-- > 0;) {
+            uint8_t *p = ch + (size_t)i * len;
+            memcpy(p, &c->pool, sizeof(c->pool));
+            c->pool = p;
+        }
+    }
+    uint8_t *p = c->pool;
+    memcpy(&c->pool, p, sizeof(c->pool));
+    return p;
+}
+
+/* Give back a buffer of buf_get. */
+static void buf_put(struct qcache *c, void *p, uint32_t len)
+{
+    if (!p)
+        return;
+    if (!pooled(c, len)) {
+        free(p);
+        return;
+    }
+    memcpy(p, &c->pool, sizeof(c->pool));
+    c->pool = p;
+}
+
 static struct qcache_entry *entry_new(struct qcache *c)
 {
     struct qcache_entry *e;
@@ -149,12 +198,15 @@ static void entry_free(struct qcache *c, struct qcache_entry *e)
 {
     struct qcache_entry *last = c->all[--c->count];
 
+    if (e->data)
+        c->units -= e->len / c->slice;
+
     c->all[e->slot] = last;
     last->slot = e->slot;
     if (!c->spare && e->len == c->slice)
         c->spare = e->data;
     else
-        free(e->data);
+        buf_put(c, e->data, e->len);
     free(e);
 }
 
@@ -164,7 +216,7 @@ static void settle(struct qcache *c, struct qcache_entry *e)
 {
     if (e && e->state == QCE_READY && !e->pin && !e->writing && !e->prev)
         list_append(e->dirty ? &c->dirty : &c->clean, e);
-    while (c->count > c->target && !list_empty(&c->clean)) {
+    while (c->units > c->target && !list_empty(&c->clean)) {
         struct qcache_entry *old = c->clean.next;
         unlist(old);
         unhash(c, old);
@@ -195,12 +247,15 @@ int qcache_init(struct qcache *c, struct qcow2 *s, size_t entries, uint32_t slic
 void qcache_destroy(struct qcache *c)
 {
     for (size_t i = 0; c->all && i < c->count; i++) {
-        free(c->all[i]->data);
+        buf_put(c, c->all[i]->data, c->all[i]->len);
         free(c->all[i]);
     }
+    buf_put(c, c->spare, c->slice);
+    for (size_t i = 0; i < c->nchunks; i++)
+        free(c->chunks[i]);
+    free(c->chunks);
     free(c->all);
     free(c->hash);
-    free(c->spare);
     memset(c, 0, sizeof(*c));
 }
 
@@ -286,7 +341,7 @@ static int take_slot(struct qcache *c, bool may_park, struct qcache_entry **out)
     int r;
 
     for (int tries = 0; !e; tries++) {
-        if (c->count < c->target)
+        if (c->units < c->target)
             break;
         if (!list_empty(&c->clean)) {
             e = c->clean.next;
@@ -318,7 +373,7 @@ static int take_slot(struct qcache *c, bool may_park, struct qcache_entry **out)
 int qcache_reserve(struct qcache *c, size_t n)
 {
     struct qcow2 *s = c->s;
-    size_t room = c->count < c->target ? c->target - c->count : 0;
+    size_t room = c->units < c->target ? c->target - c->units : 0;
 
     if (!s->aw)
         return 0;
@@ -349,14 +404,19 @@ static int check_in_file(struct qcache *c, uint64_t off)
     return 0;
 }
 
-static int ensure_data(struct qcache_entry *e, uint32_t len)
+static int ensure_data(struct qcache *c, struct qcache_entry *e, uint32_t len)
 {
     if (e->data && e->len == len)
         return 0;
-    free(e->data);
+    if (e->data)
+        c->units -= e->len / c->slice;
+    buf_put(c, e->data, e->len);
     e->len = len;
-    e->data = alloc_data(len);
-    return e->data ? 0 : -ENOMEM;
+    e->data = buf_get(c, len);
+    if (!e->data)
+        return -ENOMEM;
+    c->units += len / c->slice;
+    return 0;
 }
 
 static void load_done(struct fq_req *req, int ret)
@@ -382,7 +442,7 @@ static void load_done(struct fq_req *req, int ret)
     if (!c->spare && ld->buf && e->len == c->slice)
         c->spare = ld->buf;
     else
-        free(ld->buf);
+        buf_put(c, ld->buf, e->len);
     free(ld);
     /* the load's pin keeps the entry while its waiters are planned again */
     qwait_wake_all(&waiters, ret);
@@ -403,7 +463,7 @@ static int load_start(struct qcache *c, struct qcache_entry *e)
     if (c->spare && e->len == c->slice) {
         ld->buf = c->spare;
         c->spare = NULL;
-    } else if (!(ld->buf = alloc_data(e->len))) {
+    } else if (!(ld->buf = buf_get(c, e->len))) {
         free(ld);
         return -ENOMEM;
     }
@@ -480,7 +540,7 @@ static int get_entry(struct qcache *c, uint64_t off, uint32_t len, bool fresh,
         return r;
     if ((r = take_slot(c, !fresh, &e)) < 0)
         return r;
-    if ((r = ensure_data(e, len)) < 0) {
+    if ((r = ensure_data(c, e, len)) < 0) {
         entry_free(c, e);
         return r;
     }
@@ -540,7 +600,7 @@ static int get_whole_merge(struct qcache *c, uint64_t off, bool fresh, struct qc
     s->aw = aw;
     if (r < 0)
         return r;
-    if ((r = ensure_data(e, c->cs)) < 0 ||
+    if ((r = ensure_data(c, e, c->cs)) < 0 ||
         (!fresh && (r = fq_bdev_pread_sync(s->file, e->data, c->cs, off)) < 0)) {
         entry_free(c, e);
         return r;
@@ -635,7 +695,7 @@ void qcache_clean_unused(struct qcache *c)
             entry_free(c, e);
         }
     }
-    free(c->spare);
+    buf_put(c, c->spare, c->slice);
     c->spare = NULL;
     c->clean_stamp = c->stamp;
 }

@@ -210,9 +210,11 @@ struct qcache {
     bool is_l2;
     uint32_t cs;              /* whole table: the cluster size */
     uint32_t slice;           /* entry size of qcache_get_part (L2 slices) */
-    size_t target;            /* entries the configured size holds */
-    size_t count;             /* entries in use (more than target only
-                                 while pinned, loading or dirty ones need it) */
+    size_t target;            /* slices the configured size holds */
+    size_t count;             /* entries in use */
+    size_t units;             /* slices their data holds (a whole table:
+                                 cs / slice); more than target only while
+                                 pinned, loading or dirty entries need it */
     struct qcache_entry **all;
     size_t cap;
     struct qcache_entry **hash;
@@ -222,6 +224,9 @@ struct qcache {
     uint64_t stamp;
     uint64_t clean_stamp;     /* stamp at the last clean-interval pass */
     uint8_t *spare;           /* one free data buffer of `slice` bytes */
+    uint8_t *pool;            /* free slices (slice < cs), linked */
+    uint8_t **chunks;         /* what the slices are carved from */
+    size_t nchunks;
 };
 
 /* An entry's write-back copy in flight (qcache_snapshot_dirty). */
