@@ -46,6 +46,8 @@ static int write_compressed(struct fq_bdev *bs, const uint8_t *data, uint64_t of
 {
     struct qcow2 *s = bs->priv;
 
+    if (qcow2_has_data_file(s))
+        return -ENOTSUP;    /* no compressed clusters in a data file */
     return qcow2_write_compressed(s, data, off >> s->cluster_bits);
 }
 
@@ -59,6 +61,8 @@ static int store_compressed(struct fq_bdev *bs, uint64_t off, const uint8_t *dat
 {
     struct qcow2 *s = bs->priv;
 
+    if (qcow2_has_data_file(s))
+        return -ENOTSUP;
     return qcow2_store_compressed(s, off >> s->cluster_bits, data, blob, clen);
 }
 
@@ -100,12 +104,16 @@ static int snapshot_list(struct fq_bdev *bs, struct fq_snapshot **out, int *coun
 
 static int snapshot_create(struct fq_bdev *bs, const char *name, char *err)
 {
-    return qcow2_snapshot_create(bs->priv, name, err);
+    int r = qcow2_data_refuse(bs->priv, "Internal snapshots", err);
+
+    return r < 0 ? r : qcow2_snapshot_create(bs->priv, name, err);
 }
 
 static int snapshot_apply(struct fq_bdev *bs, const char *which, char *err)
 {
-    return qcow2_snapshot_apply(bs->priv, which, err);
+    int r = qcow2_data_refuse(bs->priv, "Internal snapshots", err);
+
+    return r < 0 ? r : qcow2_snapshot_apply(bs->priv, which, err);
 }
 
 static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
@@ -182,6 +190,8 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .bitmaps_size = bitmaps_size,
     .defrag = qcow2_defrag,
     .vmstate_rw = vmstate_rw,
+    .data_file = qcow2_data_file_op,
+    .set_data_file = qcow2_set_data_file,
 };
 
 /* ---- measure ---- */

@@ -201,6 +201,11 @@ static int classify(struct qcow2 *s, uint64_t e, uint64_t bitmap, unsigned sc,
     uint64_t off = e & L2E_OFFSET_MASK;
 
     *host = 0;
+    if ((e & L2E_COMPRESSED) && qcow2_has_data_file(s)) {
+        qcow2_signal_corruption(s, "compressed cluster entry 0x%llx in an image with an external "
+                                "data file", (unsigned long long)e);
+        return -EIO;
+    }
     if (e & L2E_COMPRESSED) {
         *kind = QK_COMPRESSED;
         return 0;
@@ -335,6 +340,8 @@ int qcow2_release_entry(struct qcow2 *s, uint64_t e)
         return qcow2_free_deferred(s, first, (last - first) / s->cluster_size + 1);
     }
     uint64_t off = e & L2E_OFFSET_MASK;
+    if (qcow2_has_data_file(s))
+        return 0;       /* data clusters in a data file have no refcounts */
     return off ? qcow2_free_deferred(s, off, 1) : 0;
 }
 
