@@ -189,3 +189,27 @@ int qcow2_data_flush(struct qcow2 *s)
         return 0;
     return fq_bdev_flush_sync(s->data);
 }
+
+int qcow2_data_prealloc(struct qcow2 *s)
+{
+    uint64_t cs = s->cluster_size, nclusters = FQ_DIV_UP(s->bs->size, cs);
+
+    for (uint64_t gc = 0; gc < nclusters;) {
+        struct qcache_entry *l2;
+        uint64_t idx;
+        int r = qcow2_get_l2(s, gc, true, &l2, &idx);
+        if (r < 0)
+            return r;
+        uint64_t k = FQ_MIN(nclusters - gc, qcow2_l2_count(s, l2) - idx);
+        for (uint64_t i = 0; i < k; i++) {
+            uint64_t e = qcow2_l2e_get(s, l2->data, idx + i);
+            if (!(e & (L2E_OFFSET_MASK | L2E_COPIED)))
+                qcow2_l2e_set(s, l2->data, idx + i, ((gc + i) * cs) | L2E_COPIED,
+                              s->extl2 ? 0xffffffffull : 0);
+        }
+        qcache_mark_dirty(l2);
+        qcache_put(&s->l2_cache, l2);
+        gc += k;
+    }
+    return 0;
+}
