@@ -193,6 +193,11 @@ void blockopts_set_caches(const struct blockopts *o, struct fq_open_opts *oo)
     if (c->cache_given & FQ_CACHE_GIVEN_CLEAN)
         oo->cache_clean_interval = c->cache_clean_interval;
     oo->cache_given |= c->cache_given;
+    /* the external data file: a file name (qemu's data-file.filename) */
+    if (blockopts_get(o, "data-file.filename"))
+        oo->data_file = blockopts_get(o, "data-file.filename");
+    else if (blockopts_get(o, "data-file"))
+        oo->data_file = blockopts_get(o, "data-file");
 }
 
 /* qemu's booleans: 1 (on, yes, true, y), 0 (off, no, false, n) or -1. */
@@ -404,11 +409,6 @@ int blockopts_apply(const struct blockopts *o, struct fq_open_opts *oo, char *er
         return -1;
     }
     blockopts_set_caches(o, oo);
-    /* the external data file: a file name (qemu's data-file.filename) */
-    if (blockopts_get(o, "data-file.filename"))
-        oo->data_file = blockopts_get(o, "data-file.filename");
-    else if (blockopts_get(o, "data-file"))
-        oo->data_file = blockopts_get(o, "data-file");
     return 0;
 }
 

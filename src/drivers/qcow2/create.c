@@ -453,7 +453,7 @@ int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *er
     if (r == 0)
         r = fq_bdev_flush_sync(s->file);
     if (r == 0 && o->data_file && (o->prealloc != FQ_PREALLOC_OFF || o->data_file_raw))
-        r = qcow2_data_prealloc(s);   /* every cluster mapped where it is */
+        r = qcow2_data_prealloc(s, 0);   /* every cluster mapped where it is */
     else if (r == 0 && o->prealloc != FQ_PREALLOC_OFF)
         r = preallocate(s, o->prealloc);
     if (r == 0)

@@ -190,11 +190,11 @@ int qcow2_data_flush(struct qcow2 *s)
     return fq_bdev_flush_sync(s->data);
 }
 
-int qcow2_data_prealloc(struct qcow2 *s)
+int qcow2_data_prealloc(struct qcow2 *s, uint64_t from)
 {
     uint64_t cs = s->cluster_size, nclusters = FQ_DIV_UP(s->bs->size, cs);
 
-    for (uint64_t gc = 0; gc < nclusters;) {
+    for (uint64_t gc = from / cs; gc < nclusters;) {
         struct qcache_entry *l2;
         uint64_t idx;
         int r = qcow2_get_l2(s, gc, true, &l2, &idx);
@@ -210,6 +210,33 @@ int qcow2_data_prealloc(struct qcow2 *s)
         qcache_mark_dirty(l2);
         qcache_put(&s->l2_cache, l2);
         gc += k;
+    }
+    return 0;
+}
+
+int qcow2_data_resize(struct qcow2 *s, uint64_t old_size, char *err)
+{
+    int r;
+
+    if (!qcow2_has_data_file(s))
+        return 0;
+    if (!qcow2_separate_data(s)) {
+        fq_seterr(err, "The image's external data file is not open");
+        return -EIO;
+    }
+    /* the data file follows the disk's size */
+    r = s->data->ops->truncate ? s->data->ops->truncate(s->data, s->bs->size) : -ENOTSUP;
+    if (r < 0) {
+        fq_seterr(err, "Could not resize the external data file: %s", strerror(-r));
+        return r;
+    }
+    if (qcow2_data_raw(s) && s->bs->size > old_size) {
+        /* a raw data file maps the new clusters too */
+        if ((r = qcow2_data_prealloc(s, FQ_ALIGN_DOWN(old_size, s->cluster_size))) < 0 ||
+            (r = qcow2_writeback(s)) < 0 || (r = qcow2_flush_file(s)) < 0) {
+            fq_seterr(err, "Could not map the new clusters: %s", strerror(-r));
+            return r;
+        }
     }
     return 0;
 }

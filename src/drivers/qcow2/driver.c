@@ -121,9 +121,18 @@ static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
     return qcow2_snapshot_delete(bs->priv, which, err);
 }
 
+/* A resize, which an external data file follows. */
+static int resize_all(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
+{
+    uint64_t old = s->bs->size;
+    int r = qcow2_resize(s, size, flags, err);
+
+    return r < 0 ? r : qcow2_data_resize(s, old, err);
+}
+
 static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 {
-    return qcow2_resize(bs->priv, size, flags, err);
+    return resize_all(bs->priv, size, flags, err);
 }
 
 /* fq_amend: the format's options, then the size (a smaller one drops what
@@ -136,7 +145,7 @@ static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
     if (o->version || o->lazy_refcounts >= 0 || o->refcount_bits)
         r = qcow2_amend(s, o->version, o->lazy_refcounts, o->refcount_bits, err);
     if (r == 0 && o->size && o->size != bs->size)
-        r = qcow2_resize(s, o->size, FQ_RESIZE_SHRINK, err);
+        r = resize_all(s, o->size, FQ_RESIZE_SHRINK, err);
     return r;
 }
 

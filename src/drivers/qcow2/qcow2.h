@@ -438,9 +438,13 @@ void qcow2_unref_data(struct qcow2 *s, uint64_t host, uint64_t n);
 int qcow2_data_refuse(struct qcow2 *s, const char *what, char *err);
 /* Flush the data file if it is not the image file. */
 int qcow2_data_flush(struct qcow2 *s);
-/* Map every guest cluster at its own offset in the data file (what
- * data_file_raw and preallocation make): the L2 tables only. */
-int qcow2_data_prealloc(struct qcow2 *s);
+/* Map every guest cluster from guest offset `from` on at its own offset
+ * in the data file (what data_file_raw and preallocation make): the L2
+ * tables only; entries already mapped stay. */
+int qcow2_data_prealloc(struct qcow2 *s, uint64_t from);
+/* After a resize from `old_size`: the data file sized to the disk, and
+ * with data_file_raw the new clusters mapped. */
+int qcow2_data_resize(struct qcow2 *s, uint64_t old_size, char *err);
 
 /* ---- cache.c ---- */
 /* A cache of `entries` entries; L2 caches get entries of `slice` bytes
