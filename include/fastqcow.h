@@ -484,6 +484,12 @@ struct fq_amend_opts {
     const char *backing_format;/* with backing_file; NULL = none recorded */
     int refcount_bits;         /* refcount width: 1, 2, 4, 8, 16, 32 or 64
                                   (compat=1.1; 0.10 has 16 only); 0 = keep */
+    const char *data_file;     /* the external data file name the image
+                                  records (images that have one); NULL =
+                                  keep */
+    int data_file_raw;         /* 0: drop the raw flag (1 only where it is
+                                  set: it cannot be set on an existing
+                                  image); -1 = keep */
 };
 void fq_amend_opts_init(struct fq_amend_opts *o);
 /* Every change asked for is checked before any is made: a refusal leaves

@@ -240,3 +240,44 @@ int qcow2_data_resize(struct qcow2 *s, uint64_t old_size, char *err)
     }
     return 0;
 }
+
+int qcow2_data_amend(struct qcow2 *s, const struct fq_amend_opts *o, char *err)
+{
+    bool has = qcow2_has_data_file(s);
+    int r;
+
+    if (o->version == 2 && has) {
+        fq_seterr(err, "Cannot downgrade an image with a data file");
+        return -ENOTSUP;
+    }
+    if (o->data_file && !has) {
+        fq_seterr(err, "data-file can only be set for images that use an external data file");
+        return -EINVAL;
+    }
+    if (o->data_file_raw > 0 && !qcow2_data_raw(s)) {
+        fq_seterr(err, "data-file-raw cannot be set on existing images");
+        return -EINVAL;
+    }
+    if (o->data_file && (!o->data_file[0] || strlen(o->data_file) > QCOW2_MAX_DATA_FILE_NAME)) {
+        fq_seterr(err, "Invalid data file name '%s' (1 to %d bytes)", o->data_file,
+                  QCOW2_MAX_DATA_FILE_NAME);
+        return -EINVAL;
+    }
+    if (s->readonly) {
+        fq_seterr(err, "The image is read-only");
+        return -EROFS;
+    }
+    bool drop_raw = o->data_file_raw == 0 && qcow2_data_raw(s);
+    if (!o->data_file && !drop_raw)
+        return 0;
+    if (o->data_file && (r = qcow2_set_data_file_name(s, o->data_file)) < 0)
+        return r;
+    if (drop_raw)
+        s->autoclear &= ~QCOW2_AUTOCLEAR_DATA_RAW;
+    r = qcow2_write_header(s);
+    if (r == 0)
+        r = fq_bdev_flush_sync(s->file);
+    if (r < 0)
+        fq_seterr(err, "Could not update the header: %s", strerror(-r));
+    return r;
+}

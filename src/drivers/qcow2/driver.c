@@ -140,9 +140,9 @@ static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
 {
     struct qcow2 *s = bs->priv;
-    int r = 0;
+    int r = qcow2_data_amend(s, o, err);
 
-    if (o->version || o->lazy_refcounts >= 0 || o->refcount_bits)
+    if (r == 0 && (o->version || o->lazy_refcounts >= 0 || o->refcount_bits))
         r = qcow2_amend(s, o->version, o->lazy_refcounts, o->refcount_bits, err);
     if (r == 0 && o->size && o->size != bs->size)
         r = resize_all(s, o->size, FQ_RESIZE_SHRINK, err);

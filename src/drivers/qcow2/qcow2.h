@@ -442,6 +442,10 @@ int qcow2_data_flush(struct qcow2 *s);
  * in the data file (what data_file_raw and preallocation make): the L2
  * tables only; entries already mapped stay. */
 int qcow2_data_prealloc(struct qcow2 *s, uint64_t from);
+/* amend: the data file name and raw flag (checked before anything
+ * changes, written with one header write); a downgrade to version 2
+ * refused. */
+int qcow2_data_amend(struct qcow2 *s, const struct fq_amend_opts *o, char *err);
 /* After a resize from `old_size`: the data file sized to the disk, and
  * with data_file_raw the new clusters mapped. */
 int qcow2_data_resize(struct qcow2 *s, uint64_t old_size, char *err);
