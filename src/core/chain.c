@@ -100,12 +100,13 @@ static int data_name_allowed(const char *name, char *err)
 
 /* Open the external data file `top` needs, if any, in the mode and with
  * the locks of the image's own file (`fflags`), and hand it over. */
-static int open_data_file(struct fq_ctx *ctx, struct fq_bdev *top, unsigned fflags,
-                          const struct fq_open_opts *opts, char *err)
+static int open_data_file(struct fq_ctx *ctx, const char *image, struct fq_bdev *top,
+                          unsigned fflags, const struct fq_open_opts *opts, char *err)
 {
     const char *name = NULL;
     bool from_image = false;
     struct fq_bdev *df;
+    struct stat a, b;
     int r;
 
     if (opts->no_data_file || !top->ops->data_file || !top->ops->set_data_file)
@@ -115,6 +116,12 @@ static int open_data_file(struct fq_ctx *ctx, struct fq_bdev *top, unsigned ffla
         return r == -ENOTSUP ? 0 : r;
     if (from_image && (r = data_name_allowed(name, err)) < 0)
         return r;
+    if (stat(image, &a) == 0 && stat(name, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino) {
+        /* guest data would overwrite the image's own metadata */
+        fq_seterr(err, "The external data file '%s' is the image file itself", name);
+        return -EINVAL;
+    }
     r = fq_bdev_open_file(ctx, name, fflags, &df, err);
     if (r < 0)
         return r;
@@ -203,7 +210,7 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         fq_bdev_close(file);
         return r;
     }
-    r = open_data_file(ctx, top, fflags, depth ? &(struct fq_open_opts){ .no_data_file =
+    r = open_data_file(ctx, filename, top, fflags, depth ? &(struct fq_open_opts){ .no_data_file =
                        opts->no_data_file } : opts, err);
     if (r < 0) {
         fq_bdev_close(top);
