@@ -133,4 +133,22 @@ qemu-img info --output=json c.qcow2 | grep -q '"data-file": "c2.data"' || bad "a
 qemu-img info c.qcow2 | grep -q '^    data file raw: false' || bad "amend: raw flag not dropped"
 F amend -o data_file_raw=on c.qcow2 2>/dev/null && bad "amend: data_file_raw=on accepted"
 qemu-io -c 'read -P 0x61 0 1M' c.qcow2 >/dev/null || bad "amend: qemu-io does not read the new data file"
+
+# an overlay with a data file: commit into its backing file empties it
+# (its data clusters were never counted: nothing of the qcow2 file freed),
+# rebase onto nothing copies the backing data into the data file
+qemu-img create -q -f qcow2 b.qcow2 4M
+qemu-io -c 'write -P 0x71 0 4M' b.qcow2 >/dev/null
+F create -q -f qcow2 -o data_file=t.data -b b.qcow2 -F qcow2 t.qcow2 4M || bad "overlay create"
+F io -c 'write -P 0x72 64k 100k' t.qcow2 >/dev/null || bad "overlay write"
+F commit -q t.qcow2 || bad "commit"
+clean t.qcow2 "commit (overlay)"
+clean b.qcow2 "commit (backing)"
+qemu-io -c 'read -P 0x71 0 64k' -c 'read -P 0x72 64k 100k' -c 'read -P 0x71 164k 28k' b.qcow2 >/dev/null ||
+    bad "commit: backing content"
+F io -c 'write -P 0x73 1M 64k' t.qcow2 >/dev/null
+F rebase -b '' t.qcow2 || bad "rebase"
+clean t.qcow2 "rebase"
+qemu-io -c 'read -P 0x72 64k 100k' -c 'read -P 0x73 1M 64k' -c 'read -P 0x71 2M 2M' t.qcow2 >/dev/null ||
+    bad "rebase: content"
 exit $fail
