@@ -10,8 +10,8 @@
 #  - images fastqcow creates (create, convert -O qcow2 -o data_file=...)
 #    pass qemu-img check, read back through qemu-io, and info, map and
 #    check print what qemu-img prints for them (human and JSON);
-#  - the same writes made by qemu-io and by fastqcow on twin raw images
-#    leave the same mapping and the same data file;
+#  - the same writes made by qemu-io and by fastqcow on twin images (plain,
+#    raw, raw with extended L2) leave the same mapping and data file;
 #  - resize carries the data file along; amend changes its name.
 # SPDX-License-Identifier: MIT
 set -u
@@ -83,11 +83,13 @@ for raw in off on; do
 done
 
 # created by fastqcow; the same writes through qemu-io on a qemu-made twin
-for raw in off on; do
-    tag="fastqcow-made data_file_raw=$raw"
+for o in data_file_raw=off data_file_raw=on data_file_raw=on,extended_l2=on; do
+    tag="fastqcow-made $o"
+    raw=off
+    case $o in *raw=on*) raw=on ;; esac
     rm -f f.qcow2 f.data q.qcow2 q.data m.raw
-    F create -q -f qcow2 -o data_file=f.data,data_file_raw=$raw f.qcow2 16M || { bad "$tag: create"; continue; }
-    qemu-img create -q -f qcow2 -o data_file=q.data,data_file_raw=$raw q.qcow2 16M
+    F create -q -f qcow2 -o data_file=f.data,$o f.qcow2 16M || { bad "$tag: create"; continue; }
+    qemu-img create -q -f qcow2 -o data_file=q.data,$o q.qcow2 16M
     clean f.qcow2 "$tag: new"
     [ "$(stat -c %s f.data)" = 16777216 ] || bad "$tag: data file not sized to the disk"
     qemu-img create -q -f raw m.raw 16M

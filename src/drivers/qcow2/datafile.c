@@ -204,8 +204,8 @@ int qcow2_data_prealloc(struct qcow2 *s, uint64_t from)
         for (uint64_t i = 0; i < k; i++) {
             uint64_t e = qcow2_l2e_get(s, l2->data, idx + i);
             if (!(e & (L2E_OFFSET_MASK | L2E_COPIED)))
-                qcow2_l2e_set(s, l2->data, idx + i, ((gc + i) * cs) | L2E_COPIED,
-                              s->extl2 ? 0xffffffffull : 0);
+                /* (extended L2: the subclusters stay unallocated, zeros) */
+                qcow2_l2e_set(s, l2->data, idx + i, ((gc + i) * cs) | L2E_COPIED, 0);
         }
         qcache_mark_dirty(l2);
         qcache_put(&s->l2_cache, l2);

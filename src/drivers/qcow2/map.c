@@ -511,8 +511,10 @@ int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unm
     else
         nbm |= (uint64_t)mask << 32;
     uint64_t ne = e;
-    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard))
-        ne = 0;                 /* no subcluster left in the host cluster */
+    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard) &&
+        !qcow2_has_data_file(s))
+        ne = 0;                 /* no subcluster left in the host cluster (one
+                                   in a data file stays mapped where it is) */
     if (ne == e && nbm == bm)
         return 0;
     /* a writable table (allocated, or copied when a snapshot shares it) */
