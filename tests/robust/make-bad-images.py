@@ -317,15 +317,11 @@ for v, n in (("proc", b"/proc/self/environ"), ("sys", b"/sys/kernel/mm/transpare
 OUT_ABS = os.path.abspath(OUT)
 with open(os.path.join(OUT_ABS, "df-short.raw"), "wb") as f:
     f.write(b"\x5a" * 65536)
-fifo = os.path.join(OUT_ABS, "df-fifo")
-if not os.path.exists(fifo):
-    os.mkfifo(fifo)
 mutate("v3", "data-file", "short", "data file shorter than the mapped clusters, a compressed entry",
        data_file(os.path.join(OUT_ABS, "df-short.raw").encode()))
 mutate("v3", "data-file", "short-raw", "the same with the raw bit",
        lambda img: (data_file(os.path.join(OUT_ABS, "df-short.raw").encode())(img),
                     img.p64(88, img.u64(88) | 2)))
-mutate("v3", "data-file", "fifo", "data file is a FIFO", data_file(fifo.encode()))
 mutate("v3", "bitmaps", "garbage", "bitmaps extension pointing at garbage",
        lambda img: (ext_fill(0x23852875, struct.pack(">IIQQ", 0xffff, 0, 1 << 40, 0x10000 + 4))(img),
                     img.p64(88, 1)))
