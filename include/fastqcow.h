@@ -165,6 +165,13 @@ struct fq_open_opts {
                                   file name read from an image (a program
                                   walking a chain itself): held to
                                   backing_protocols like one */
+    const char *data_file;     /* qcow2 "data-file": the external data file
+                                  to use instead of the name the image
+                                  records (the caller's name, opened as
+                                  given); only for images that have one */
+    int no_data_file;          /* do not open the external data file
+                                  (metadata only: info, check); guest
+                                  data I/O then fails with -EIO */
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u
@@ -267,6 +274,12 @@ struct fq_create_opts {
     const char *file_format;   /* create inside an existing image of this
                                   format (nesting); NULL = plain file */
     void *owned;               /* strings fq_create_opts_parse allocated */
+    const char *data_file;     /* qcow2 "data_file": keep guest data in this
+                                  file (created, sized to the disk; its
+                                  name is recorded as given); NULL = none */
+    int data_file_raw;         /* "data_file_raw": the data file stays a
+                                  raw image of the disk (implies
+                                  preallocation=metadata) */
 };
 
 void fq_create_opts_init(struct fq_create_opts *o);
@@ -302,6 +315,9 @@ struct fq_info {
     char backing_format[32];   /* "" = not recorded */
     int nb_snapshots;
     int encrypted;
+    char data_file[1024];      /* qcow2 external data file name as the image
+                                  records it ("" = none) */
+    int data_file_raw;         /* its raw flag */
 };
 int fq_get_info(struct fq_image *img, struct fq_info *out);
 
@@ -314,6 +330,8 @@ int fq_get_info(struct fq_image *img, struct fq_info *out);
 #define FQ_MAP_PAST_BACKING 32u /* zeros, not allocated: past the end of the
                                    backing file at depth + 1 (qemu counts the
                                    range as that backing file's) */
+#define FQ_MAP_DATA_FILE  64u /* host_offset is an offset into the layer's
+                                 external data file (qcow2 data_file) */
 
 struct fq_map_entry {
     uint64_t start;
@@ -466,6 +484,12 @@ struct fq_amend_opts {
     const char *backing_format;/* with backing_file; NULL = none recorded */
     int refcount_bits;         /* refcount width: 1, 2, 4, 8, 16, 32 or 64
                                   (compat=1.1; 0.10 has 16 only); 0 = keep */
+    const char *data_file;     /* the external data file name the image
+                                  records (images that have one); NULL =
+                                  keep */
+    int data_file_raw;         /* 0: drop the raw flag (1 only where it is
+                                  set: it cannot be set on an existing
+                                  image); -1 = keep */
 };
 void fq_amend_opts_init(struct fq_amend_opts *o);
 /* Every change asked for is checked before any is made: a refusal leaves

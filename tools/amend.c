@@ -1,5 +1,6 @@
 /* amend.c: `fastqcow amend`, qemu-img amend: change options of an
- * existing qcow2 image (compat, lazy_refcounts, refcount_bits, size)
+ * existing qcow2 image (compat, lazy_refcounts, refcount_bits, size,
+ * data_file, data_file_raw=off)
  * through fq_amend; the options only creation takes, and the backing
  * file (rebase's job), are refused with qemu-img's messages.
  *
@@ -98,8 +99,7 @@ static int parse_bool(const char *key, const char *v, int *out)
 static int amend_parse(char *list, struct fq_amend_opts *o)
 {
     static const char *const create_only[] = { "cluster_size", "extended_l2", "compression_type",
-                                                "preallocation", "encryption", "encrypt.format",
-                                                "data_file", "data_file_raw" };
+                                                "preallocation", "encryption", "encrypt.format" };
     char *save = NULL;
 
     for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
@@ -114,7 +114,8 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
             }
         if (!v || (strcmp(tok, "compat") && strcmp(tok, "lazy_refcounts") && strcmp(tok, "size") &&
                    strcmp(tok, "refcount_bits") && strcmp(tok, "backing_file") &&
-                   strcmp(tok, "backing_fmt"))) {
+                   strcmp(tok, "backing_fmt") && strcmp(tok, "data_file") &&
+                   strcmp(tok, "data_file_raw"))) {
             tool_error("Invalid parameter '%s'", tok);
             return -1;
         }
@@ -143,6 +144,11 @@ static int amend_parse(char *list, struct fq_amend_opts *o)
                 return -1;
             }
             o->refcount_bits = (int)n;
+        } else if (!strcmp(tok, "data_file")) {
+            o->data_file = v;
+        } else if (!strcmp(tok, "data_file_raw")) {
+            if (parse_bool(tok, v, &o->data_file_raw) < 0)
+                return -1;
         } else if (!strcmp(tok, "size")) {
             if (img_qsize(v, &o->size) < 0 || o->size == 0) {
                 tool_error("Parameter 'size' expects a non-negative number below 2^64");
@@ -165,7 +171,8 @@ int cmd_amend(int argc, char **argv)
         "                      -o options filename\n"
         "\n"
         "Change options of an existing image (qemu-img amend): compat, lazy_refcounts,\n"
-        "refcount_bits, size (a smaller size drops what lies past the new end).\n"
+        "refcount_bits, size (a smaller size drops what lies past the new end),\n"
+        "data_file, data_file_raw=off.\n"
         "\n"
         "  -o options           the options to change; '-o help' lists them\n"
         "  -f fmt               the image's format (qcow2)\n"

@@ -38,6 +38,7 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
     tool_open_opts_init(&o);
     o.format = fmt;
     o.readonly = o.check_mode = o.no_backing = 1;
+    o.no_data_file = 1;               /* metadata only, as qemu-img info */
     o.name_from_image = from_image;   /* a backing file: no protocol unasked */
     if (!(img = img_open(spec, &o)))
         return -1;
@@ -123,6 +124,10 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
                 jw_close(w, ']');
             }
             jw_int(w, "refcount-bits", in.refcount_bits);
+            if (in.data_file[0])
+                jw_str(w, "data-file", in.data_file);
+            if (in.incompatible_features & 4)   /* the data file bit */
+                jw_bool(w, "data-file-raw", in.data_file_raw);
             if (v3) {
                 jw_bool(w, "corrupt", in.corrupt);
                 jw_bool(w, "extended-l2", in.extended_l2);
@@ -186,6 +191,10 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
     free(bm);
     if (qcow2)
         printf("    refcount bits: %d\n", in.refcount_bits);
+    if (qcow2 && in.data_file[0])
+        printf("    data file: %s\n", in.data_file);
+    if (qcow2 && (in.incompatible_features & 4))   /* the data file bit */
+        printf("    data file raw: %s\n", in.data_file_raw ? "true" : "false");
     if (qcow2 && v3)
         printf("    corrupt: %s\n    extended l2: %s\n", in.corrupt ? "true" : "false",
                in.extended_l2 ? "true" : "false");

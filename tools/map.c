@@ -27,7 +27,8 @@ static bool map_mergeable(const struct fq_map_entry *a, const struct fq_map_entr
 
 /* Print a merged entry. Returns 0, or -1 where human output cannot show
  * data without a host offset (compressed clusters). */
-static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*names)[4096])
+static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*names)[4096],
+                    const char *data_name)
 {
     bool off = e->flags & FQ_MAP_OFFSET, data = e->flags & FQ_MAP_DATA, zero = e->flags & FQ_MAP_ZERO;
 
@@ -47,7 +48,10 @@ static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*
         const uint64_t v[3] = { e->start, e->length, e->host_offset };
         for (int i = 0; i < 3; i++)
             snprintf(col[i], sizeof(col[i]), v[i] ? "%#" PRIx64 : "0", v[i]);
-        printf("%-16s%-16s%-16s%s\n", col[0], col[1], col[2], names[e->depth]);
+        /* data in an external data file is named by it */
+        printf("%-16s%-16s%-16s%s\n", col[0], col[1], col[2],
+               (e->flags & FQ_MAP_DATA_FILE) && e->depth == 0 && data_name[0] ? data_name
+                                                                              : names[e->depth]);
     }
     return 0;
 }
@@ -69,6 +73,8 @@ int cmd_map(int argc, char **argv)
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
     static char names[MAX_CHAIN + 1][4096];
+    struct fq_info info;
+    const char *data_name = "";
     struct fq_map_entry cur, next;
     struct fq_open_opts o;
     struct fq_image *img;
@@ -94,6 +100,10 @@ int cmd_map(int argc, char **argv)
         tool_image_name(argv[optind], &spec, &file, &fmt, err);
         img_chain_names(file, fmt, names);
         blockopts_free(&spec);
+        if (fq_get_info(img, &info) == 0)
+            data_name = info.data_file;
+        if (o.data_file)
+            data_name = o.data_file;
         printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File");
     }
     cur = (struct fq_map_entry){ .start = a.start };
@@ -105,14 +115,14 @@ int cmd_map(int argc, char **argv)
         } else if (map_mergeable(&cur, &next)) {
             cur.length += MIN(next.length, end - off);
         } else {
-            if (cur.length && (r = map_dump(&cur, a.json, first, names)) == 0)
+            if (cur.length && (r = map_dump(&cur, a.json, first, names, data_name)) == 0)
                 first = false;
             cur = next;
             cur.length = MIN(next.length, end - off);
         }
     }
     if (r == 0)   /* the last entry is printed even if empty */
-        r = map_dump(&cur, a.json, first, names);
+        r = map_dump(&cur, a.json, first, names, data_name);
     if (r == 0 && a.json)
         printf("]\n");
     fq_close(img);

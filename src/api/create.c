@@ -109,6 +109,12 @@ static int parse_one(struct fq_create_opts *o, const char *key, const char *val,
     } else if (!strcmp(key, "backing_file")) {
         if (!(o->backing_file = keep_string(o, val)))
             return -ENOMEM;
+    } else if (!strcmp(key, "data_file")) {
+        if (!(o->data_file = keep_string(o, val)))
+            return -ENOMEM;
+    } else if (!strcmp(key, "data_file_raw")) {
+        if (parse_bool(val, &o->data_file_raw) < 0)
+            goto bad;
     } else if (!strcmp(key, "backing_fmt")) {
         if (!(o->backing_format = keep_string(o, val)))
             return -ENOMEM;
@@ -145,6 +151,31 @@ int fq_create_opts_parse(struct fq_create_opts *o, const char *list, char *err)
     return r;
 }
 
+/* An external data file for a new image: created (emptied once locked,
+ * as the image is) and sized to the disk, its name as the caller gave it
+ * (the image records it so). */
+static int create_data_file(struct fq_ctx *ctx, const struct fq_create_opts *o, char *err)
+{
+    struct fq_bdev *df;
+    int r;
+
+    if (!o->data_file[0]) {
+        fq_seterr(err, "Invalid data file name '%s'", o->data_file);
+        return -EINVAL;
+    }
+    r = fq_bdev_open_file(ctx, o->data_file, FQ_FILE_CREATE, &df, err);
+    if (r < 0)
+        return r;
+    if (!df->ops->truncate)
+        r = -ENOTSUP;
+    else
+        r = df->ops->truncate(df, o->size);
+    if (r < 0)
+        fq_seterr(err, "Could not resize the data file '%s': %s", o->data_file, strerror(-r));
+    fq_bdev_close(df);
+    return r;
+}
+
 int fq_create(const char *filename, const struct fq_create_opts *opts, char *err)
 {
     struct fq_create_opts def;
@@ -175,6 +206,11 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
     r = fq_ctx_new(FQ_ENGINE_SYNC, &ctx, err);
     if (r < 0)
         return r;
+    if (opts->data_file && !strcmp(opts->format, "qcow2") &&
+        (r = create_data_file(ctx, opts, err)) < 0) {
+        fq_ctx_free(ctx);
+        return r;
+    }
     if (opts->file_format) {
         /* nesting: create inside the guest view of an existing image */
         struct fq_open_opts oo;

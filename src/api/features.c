@@ -88,6 +88,7 @@ void fq_amend_opts_init(struct fq_amend_opts *o)
 {
     memset(o, 0, sizeof(*o));
     o->lazy_refcounts = -1;
+    o->data_file_raw = -1;
 }
 
 int fq_amend(struct fq_image *img, const struct fq_amend_opts *o, char *err)

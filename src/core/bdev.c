@@ -78,6 +78,7 @@ void fq_bdev_close(struct fq_bdev *bs)
     bs->ops->close(bs);
     fq_bdev_close(bs->backing);
     fq_bdev_close(bs->child);
+    fq_bdev_close(bs->data);
     free(bs->filename);
     free(bs);
 }

@@ -8,6 +8,7 @@
  */
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include "core/core.h"
 #include "util.h"
@@ -55,6 +56,79 @@ static bool protocol_allowed(const char *list, const char *proto)
         p = e ? e + 1 : NULL;
     }
     return false;
+}
+
+#define PROC_FS_MAGIC 0x9fa0
+#define SYS_FS_MAGIC 0x62656572
+
+/* May an image name `name` as its external data file? The image is
+ * untrusted input: its name is a plain file name (no protocol, no json:
+ * or other prefix, never a server), used as given (relative names from
+ * the working directory, as the image's creator gave them) and naming a
+ * regular file outside /proc and /sys (never a device or a kernel file).
+ * The caller's own data-file option is not held to this. */
+static int data_name_allowed(const char *name, char *err)
+{
+    struct stat st;
+    struct statfs sf;
+    const char *colon = strchr(name, ':');
+    const char *slash = strchr(name, '/');
+
+    if (!name[0]) {
+        fq_seterr(err, "the image names an empty external data file name");
+        return -EINVAL;
+    }
+    if (fq_protocol_of(name) || (colon && (!slash || colon < slash))) {
+        fq_seterr(err, "the image names its external data file '%s', which is not a plain file "
+                  "name; a name read from an image may not use a protocol or prefix (give the "
+                  "data file explicitly: data-file=FILENAME)", name);
+        return -EPERM;
+    }
+    if (stat(name, &st) < 0) {
+        fq_seterr(err, "Could not open '%s': %s", name, strerror(errno));
+        return -errno;
+    }
+    if (!S_ISREG(st.st_mode) ||
+        (statfs(name, &sf) == 0 && (sf.f_type == PROC_FS_MAGIC || sf.f_type == SYS_FS_MAGIC))) {
+        fq_seterr(err, "the image names its external data file '%s', which is not a regular "
+                  "file; a name read from an image must be one (give the data file explicitly: "
+                  "data-file=FILENAME)", name);
+        return -EPERM;
+    }
+    return 0;
+}
+
+/* Open the external data file `top` needs, if any, in the mode and with
+ * the locks of the image's own file (`fflags`), and hand it over. */
+static int open_data_file(struct fq_ctx *ctx, const char *image, struct fq_bdev *top,
+                          unsigned fflags, const struct fq_open_opts *opts, char *err)
+{
+    const char *name = NULL;
+    bool from_image = false;
+    struct fq_bdev *df;
+    struct stat a, b;
+    int r;
+
+    if (opts->no_data_file || !top->ops->data_file || !top->ops->set_data_file)
+        return 0;
+    r = top->ops->data_file(top, &name, &from_image);
+    if (r < 0 || !name)
+        return r == -ENOTSUP ? 0 : r;
+    if (from_image && (r = data_name_allowed(name, err)) < 0)
+        return r;
+    if (stat(image, &a) == 0 && stat(name, &b) == 0 && a.st_dev == b.st_dev &&
+        a.st_ino == b.st_ino) {
+        /* guest data would overwrite the image's own metadata */
+        fq_seterr(err, "The external data file '%s' is the image file itself", name);
+        return -EINVAL;
+    }
+    r = fq_bdev_open_file(ctx, name, fflags, &df, err);
+    if (r < 0)
+        return r;
+    r = top->ops->set_data_file(top, df, err);
+    if (r < 0)
+        fq_bdev_close(df);
+    return r;
 }
 
 /* The files opened so far down one chain, to recognize a loop whatever
@@ -118,6 +192,8 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         struct fq_open_opts inner = *opts;
         struct fq_bdev *container;
         inner.file_format = NULL;
+        inner.data_file = NULL;
+        inner.no_data_file = 1;
         inner.no_backing = 1;
         inner.readonly = ro;
         r = fq_bdev_open_format(file, opts->file_format, &inner, &container, err);
@@ -134,12 +210,19 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         fq_bdev_close(file);
         return r;
     }
+    r = open_data_file(ctx, filename, top, fflags, depth ? &(struct fq_open_opts){ .no_data_file =
+                       opts->no_data_file } : opts, err);
+    if (r < 0) {
+        fq_bdev_close(top);
+        return r;
+    }
     const char *bname = NULL, *bfmt = NULL;
     if (!opts->no_backing && fq_bdev_backing(top, &bname, &bfmt) == 0 && bname) {
         char *path = resolve_backing(filename, bname);
         char berr[FQ_ERR_MAX] = "";
         struct fq_open_opts bo = *opts;
         bo.file_format = NULL;
+        bo.data_file = NULL;
         bo.check_mode = 0;
         /* "probe" (asked for explicitly) guesses the format of every
          * backing file down the chain that records none */

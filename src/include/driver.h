@@ -119,6 +119,12 @@ struct fq_bdev_ops {
     /* Read or write `len` bytes at `pos` of the VM state area (positions
      * and lengths are the caller's to check; fq_vmstate_pread). */
     int (*vmstate_rw)(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write);
+    /* The external data file the image needs (NULL name: none): the
+     * caller's data-file option, else the name the image records
+     * (*from_image: untrusted input, held to plain file names). */
+    int (*data_file)(struct fq_bdev *bs, const char **name, bool *from_image);
+    /* Take the opened data file (bs->data owns it from then on). */
+    int (*set_data_file)(struct fq_bdev *bs, struct fq_bdev *data, char *err);
 };
 
 struct fq_bdev {
@@ -135,6 +141,8 @@ struct fq_bdev {
     uint64_t cluster;        /* allocation unit of a format (0: none) */
     struct fq_bdev *child;   /* the device this one stores its data on */
     struct fq_bdev *backing; /* backing device (qcow2), or NULL */
+    struct fq_bdev *data;    /* a second child: the external data file
+                                (qcow2 data_file), or NULL */
     char *filename;
     void *priv;
 };

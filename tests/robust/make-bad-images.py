@@ -303,6 +303,25 @@ mutate("v3", "data-file", "noext", "external data file bit, no extension",
        lambda img: img.p64(72, img.u64(72) | (1 << 2)))
 mutate("v3", "data-file", "raw", "data_file_raw autoclear bit without a data file",
        lambda img: img.p64(88, img.u64(88) | 2))
+# path tricks: names an image may not use as its data file (never opened,
+# never connected to), and data files that exist but do not fit the image
+for v, n in (("proc", b"/proc/self/environ"), ("sys", b"/sys/kernel/mm/transparent_hugepage/enabled"),
+             ("dev", b"/dev/zero"), ("dir", b"/tmp"), ("dotdot", b"../../../../nonexistent/x.raw"),
+             ("json", b'json:{"driver":"file","filename":"/dev/zero"}'),
+             ("nbd", b"nbd://127.0.0.1:9/x"), ("nbd-unix", b"nbd+unix:///x?socket=/tmp/nbd.sock"),
+             ("file-prefix", b"file:/dev/zero"), ("long", b"x" * 4000), ("nul", b"d\x00.raw"),
+             ("newline", b"a\nb.raw")):
+    mutate("v3", "data-file", v, "external data file name %r" % n[:60], data_file(n))
+# data files that exist: the image's own entries (data clusters at the
+# qcow2 file's offsets, a compressed cluster) point past a short one
+OUT_ABS = os.path.abspath(OUT)
+with open(os.path.join(OUT_ABS, "df-short.raw"), "wb") as f:
+    f.write(b"\x5a" * 65536)
+mutate("v3", "data-file", "short", "data file shorter than the mapped clusters, a compressed entry",
+       data_file(os.path.join(OUT_ABS, "df-short.raw").encode()))
+mutate("v3", "data-file", "short-raw", "the same with the raw bit",
+       lambda img: (data_file(os.path.join(OUT_ABS, "df-short.raw").encode())(img),
+                    img.p64(88, img.u64(88) | 2)))
 mutate("v3", "bitmaps", "garbage", "bitmaps extension pointing at garbage",
        lambda img: (ext_fill(0x23852875, struct.pack(">IIQQ", 0xffff, 0, 1 << 40, 0x10000 + 4))(img),
                     img.p64(88, 1)))

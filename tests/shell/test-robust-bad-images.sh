@@ -20,7 +20,8 @@
 # corpus under ASan would take minutes); ROBUST_ALL=1 runs all of them
 # (scripts/robust-bad-images.sh). The last line gives the figures;
 # ROBUST_REPORT=FILE also writes, per image class, how the runs ended.
-# ROBUST_JOBS=N runs N images at once.
+# ROBUST_JOBS=N runs N images at once; ROBUST_CLASS=CLASS runs only the
+# images of one class (all of them).
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -115,7 +116,9 @@ one_image() {
 export -f one_image
 export T TO FASTQCOW
 
-if [ -n "${ROBUST_ALL:-}" ]; then
+if [ -n "${ROBUST_CLASS:-}" ]; then
+    sel='$2 == "'"$ROBUST_CLASS"'" { print $1, $2, $4 }'
+elif [ -n "${ROBUST_ALL:-}" ]; then
     sel='{ print $1, $2, $4 }'
 else
     sel='{ n[$2]++; if (n[$2] == 1 || NR % 8 == 0 || $2 == "check-rebuild") print $1, $2, $4 }'

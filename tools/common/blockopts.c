@@ -5,7 +5,8 @@
  * of the file protocol (file.filename, file.driver, file.locking,
  * file.aio; with driver=file the same keys without "file.") and qcow2's
  * runtime options (lazy-refcounts, overlap checks, discard passing and
- * the metadata cache keys). Each value is checked as qemu checks it, with
+ * the metadata cache keys, the external data file: data-file.filename or
+ * data-file). Each value is checked as qemu checks it, with
  * its message: the generic ones as the list is parsed, the format's once
  * the format is known. The metadata cache keys are the library's: it
  * parses them (fq_open_opts_set) and refuses combinations that contradict
@@ -64,6 +65,9 @@ static const struct key {
     { "cache-size", KT_CACHE, NULL, true, true },
     { "l2-cache-entry-size", KT_CACHE, NULL, true, true },
     { "cache-clean-interval", KT_CACHE, NULL, true, true },
+    { "data-file", KT_STR, NULL, true, false },
+    { "data-file.filename", KT_STR, NULL, true, false },
+    { "data-file.driver", KT_ENUM, "file", true, false },
 };
 
 /* overlap-check.main-header, overlap-check.active-l1...: one switch per
@@ -189,6 +193,11 @@ void blockopts_set_caches(const struct blockopts *o, struct fq_open_opts *oo)
     if (c->cache_given & FQ_CACHE_GIVEN_CLEAN)
         oo->cache_clean_interval = c->cache_clean_interval;
     oo->cache_given |= c->cache_given;
+    /* the external data file: a file name (qemu's data-file.filename) */
+    if (blockopts_get(o, "data-file.filename"))
+        oo->data_file = blockopts_get(o, "data-file.filename");
+    else if (blockopts_get(o, "data-file"))
+        oo->data_file = blockopts_get(o, "data-file");
 }
 
 /* qemu's booleans: 1 (on, yes, true, y), 0 (off, no, false, n) or -1. */
@@ -232,7 +241,7 @@ static int check_value(const struct key *k, const char *name, const char *v, cha
             snprintf(err, FQ_ERR_MAX, "Invalid node-name: '%s'", v);
             return -1;
         }
-        if (!strcmp(k->name, "file.filename") && !*v) {
+        if ((!strcmp(k->name, "file.filename") || !strncmp(k->name, "data-file", 9)) && !*v) {
             snprintf(err, FQ_ERR_MAX, "The 'file' block driver requires a file name");
             return -1;
         }

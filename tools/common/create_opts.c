@@ -1,7 +1,7 @@
 /* common/create_opts.c: image creation as create and convert -O do it
  * (create_opts.h): the -o keys of qcow2, raw and the file protocol, their
  * parsing and help (listed exactly as qemu-img 7.2 lists them, also the
- * keys refused here: encryption and external data files), qemu-img's
+ * keys refused here: encryption), qemu-img's
  * checks of their values, the "Formatting ..." line and img_create.
  *
  * Where this file repeats a check the library makes (create option
@@ -227,14 +227,20 @@ static const char *qcow2_opts_error(const struct cspec *c, int *version)
     else if (ct && !strcmp(ct, "zstd") && *version == 2)
         snprintf(msg, sizeof(msg), "Non-zlib compression type is only supported with compatibility "
                  "level 1.1 and above%s", v3);
+    else if (c->on[K_DATARAW] && !c->val[K_DATAFILE])
+        snprintf(msg, sizeof(msg), "data-file-raw requires data-file");
+    else if (c->val[K_DATAFILE] && *version == 2)
+        snprintf(msg, sizeof(msg), "External data files are only supported with compatibility "
+                 "level 1.1 and above%s", v3);
+    else if (c->val[K_BFILE] && c->on[K_DATARAW])
+        snprintf(msg, sizeof(msg), "Backing file and data-file-raw cannot be used at the same time");
     else if (c->num[K_SIZE] / per_l2 + 1 > (32u << 20) / 8)   /* the L1 table: at most 32 MiB */
         snprintf(msg, sizeof(msg), "The image size is too large for file format 'qcow2' (try using "
                  "a larger cluster size)");
     return msg[0] ? msg : NULL;
 }
 
-/* What is refused here (encryption and external data files: not
- * supported yet), in qemu-img's words where it has some; NULL if nothing. */
+/* What is refused here (encryption: not supported yet), in qemu-img's words where it has some; NULL if nothing. */
 static const char *unsupported_error(const struct cspec *c)
 {
     bool enc = c->on[K_ENCRYPTION] || c->val[K_ENC_FORMAT];
@@ -243,8 +249,6 @@ static const char *unsupported_error(const struct cspec *c)
         return "Parameter 'encrypt.key-secret' is required for cipher";
     if (enc)
         return "Encrypted images are not supported";
-    if (c->val[K_DATAFILE])
-        return "External data files are not supported";
     if (c->val[K_EXTHINT] && c->num[K_EXTHINT] > UINT32_MAX)
         return "Extent size hint is too large";
     return NULL;
@@ -390,6 +394,8 @@ int img_create(struct cspec *c)
             cat(list, sizeof(list), "compression_type=%s,", c->val[K_COMPR]);
         o.backing_file = c->val[K_BFILE];
         o.backing_format = c->val[K_BFMT];
+        o.data_file = c->val[K_DATAFILE];
+        o.data_file_raw = c->on[K_DATARAW];
     }
     if (pa)
         cat(list, sizeof(list), "preallocation=%s,", pa);

@@ -313,7 +313,8 @@ static void walk_l2(struct ck *k, uint64_t l2off, bool active, const uint8_t *bu
                 (unsigned long long)i, (unsigned long long)l2off);
             k->res->corruptions++;
         }
-        if (!off)
+        /* offset 0 is a data cluster in an external data file if COPIED */
+        if (!off && !(qcow2_has_data_file(s) && (e & L2E_COPIED)))
             continue;
         uint64_t c = off >> s->cluster_bits;
         if (active) {
@@ -321,6 +322,10 @@ static void walk_l2(struct ck *k, uint64_t l2off, bool active, const uint8_t *bu
             if (next_host && off != next_host)
                 k->res->fragmented_clusters++;
             next_host = off + cs;
+        }
+        if (qcow2_has_data_file(s))
+            continue;   /* in the data file: no refcount, no COPIED check */
+        if (active) {
             /* what check_copied needs to know whether to look again (a
              * cluster past the file: always) */
             if (!(off & (cs - 1)) && off < k->flen)

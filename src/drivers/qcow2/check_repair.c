@@ -24,7 +24,7 @@ bool ck_looks_like_l2(const struct ck *k, uint64_t off)
             qcow2_compressed_loc(s, e, &host, &n);
         else if ((e & reserved) || !FQ_IS_ALIGNED(host, s->cluster_size))
             return false;
-        if (host && ck_past_eof(k, host, n))
+        if (host && !(qcow2_has_data_file(s) && !(e & L2E_COMPRESSED)) && ck_past_eof(k, host, n))
             return false;
     }
     return true;

@@ -56,6 +56,22 @@ static int validate(const struct fq_create_opts *o, uint64_t cs, int rbits, char
         fq_seterr(err, "Backing format name too long");
         return -EINVAL;
     }
+    if (o->data_file_raw && !o->data_file) {
+        fq_seterr(err, "data-file-raw requires data-file");
+        return -EINVAL;
+    }
+    if (o->data_file && o->version == 2) {
+        fq_seterr(err, "External data files are only supported with compatibility level 1.1 and above (use version=v3 or greater)");
+        return -EINVAL;
+    }
+    if (o->data_file && strlen(o->data_file) > QCOW2_MAX_DATA_FILE_NAME) {
+        fq_seterr(err, "Data file name too long (at most %d bytes)", QCOW2_MAX_DATA_FILE_NAME);
+        return -EINVAL;
+    }
+    if (o->backing_file && o->data_file_raw) {
+        fq_seterr(err, "Backing file and data-file-raw cannot be used at the same time");
+        return -EINVAL;
+    }
     if (o->backing_file && o->prealloc != FQ_PREALLOC_OFF) {
         fq_seterr(err, "Backing file and preallocation can only be used at the same time if extended_l2 is on");
         return -EINVAL;
@@ -425,10 +441,20 @@ int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *er
         s->backing_file = strdup(o->backing_file);
     if (o->backing_format)
         s->backing_format = strdup(o->backing_format);
+    if (o->data_file) {
+        /* guest data in a data file, at its guest offsets */
+        s->incompat |= QCOW2_INCOMPAT_DATA_FILE;
+        if (o->data_file_raw)
+            s->autoclear |= QCOW2_AUTOCLEAR_DATA_RAW;
+        if ((r = qcow2_set_data_file_name(s, o->data_file)) < 0)
+            goto out;
+    }
     r = qcow2_write_header(s);
     if (r == 0)
         r = fq_bdev_flush_sync(s->file);
-    if (r == 0 && o->prealloc != FQ_PREALLOC_OFF)
+    if (r == 0 && o->data_file && (o->prealloc != FQ_PREALLOC_OFF || o->data_file_raw))
+        r = qcow2_data_prealloc(s, 0);   /* every cluster mapped where it is */
+    else if (r == 0 && o->prealloc != FQ_PREALLOC_OFF)
         r = preallocate(s, o->prealloc);
     if (r == 0)
         r = qcow2_writeback(s);

@@ -194,7 +194,8 @@ int qcow2_defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_d
     if (err)
         err[0] = '\0';
     memset(st, 0, sizeof(*st));
-    if ((r = qcow2_op_writable(s, err)) < 0)
+    if ((r = qcow2_op_writable(s, err)) < 0 ||
+        (r = qcow2_data_refuse(s, "Defragmentation", err)) < 0)
         return r;
     st->file_before = st->file_peak = file_len(s);
     uint64_t budget = o->budget ? o->budget : FQ_DEFRAG_DEFAULT_BUDGET;

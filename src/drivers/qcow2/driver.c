@@ -46,6 +46,8 @@ static int write_compressed(struct fq_bdev *bs, const uint8_t *data, uint64_t of
 {
     struct qcow2 *s = bs->priv;
 
+    if (qcow2_has_data_file(s))
+        return -ENOTSUP;    /* no compressed clusters in a data file */
     return qcow2_write_compressed(s, data, off >> s->cluster_bits);
 }
 
@@ -59,6 +61,8 @@ static int store_compressed(struct fq_bdev *bs, uint64_t off, const uint8_t *dat
 {
     struct qcow2 *s = bs->priv;
 
+    if (qcow2_has_data_file(s))
+        return -ENOTSUP;
     return qcow2_store_compressed(s, off >> s->cluster_bits, data, blob, clen);
 }
 
@@ -100,12 +104,16 @@ static int snapshot_list(struct fq_bdev *bs, struct fq_snapshot **out, int *coun
 
 static int snapshot_create(struct fq_bdev *bs, const char *name, char *err)
 {
-    return qcow2_snapshot_create(bs->priv, name, err);
+    int r = qcow2_data_refuse(bs->priv, "Internal snapshots", err);
+
+    return r < 0 ? r : qcow2_snapshot_create(bs->priv, name, err);
 }
 
 static int snapshot_apply(struct fq_bdev *bs, const char *which, char *err)
 {
-    return qcow2_snapshot_apply(bs->priv, which, err);
+    int r = qcow2_data_refuse(bs->priv, "Internal snapshots", err);
+
+    return r < 0 ? r : qcow2_snapshot_apply(bs->priv, which, err);
 }
 
 static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
@@ -113,9 +121,18 @@ static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
     return qcow2_snapshot_delete(bs->priv, which, err);
 }
 
+/* A resize, which an external data file follows. */
+static int resize_all(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
+{
+    uint64_t old = s->bs->size;
+    int r = qcow2_resize(s, size, flags, err);
+
+    return r < 0 ? r : qcow2_data_resize(s, old, err);
+}
+
 static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 {
-    return qcow2_resize(bs->priv, size, flags, err);
+    return resize_all(bs->priv, size, flags, err);
 }
 
 /* fq_amend: the format's options, then the size (a smaller one drops what
@@ -123,12 +140,12 @@ static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
 {
     struct qcow2 *s = bs->priv;
-    int r = 0;
+    int r = qcow2_data_amend(s, o, err);
 
-    if (o->version || o->lazy_refcounts >= 0 || o->refcount_bits)
+    if (r == 0 && (o->version || o->lazy_refcounts >= 0 || o->refcount_bits))
         r = qcow2_amend(s, o->version, o->lazy_refcounts, o->refcount_bits, err);
     if (r == 0 && o->size && o->size != bs->size)
-        r = qcow2_resize(s, o->size, FQ_RESIZE_SHRINK, err);
+        r = resize_all(s, o->size, FQ_RESIZE_SHRINK, err);
     return r;
 }
 
@@ -182,6 +199,8 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .bitmaps_size = bitmaps_size,
     .defrag = qcow2_defrag,
     .vmstate_rw = vmstate_rw,
+    .data_file = qcow2_data_file_op,
+    .set_data_file = qcow2_set_data_file,
 };
 
 /* ---- measure ---- */

@@ -227,10 +227,6 @@ int qcow2_read_header(struct qcow2 *s, char *err)
                 return -ENOTSUP;
             }
     }
-    if (s->incompat & QCOW2_INCOMPAT_DATA_FILE) {
-        fq_seterr(err, "Unsupported qcow2 feature: external data file (not supported yet)");
-        return -ENOTSUP;
-    }
     if (s->crypt_method) {
         fq_seterr(err, "Unsupported qcow2 feature: encryption (crypt_method %u; %s not supported yet)",
                   s->crypt_method, s->crypt_method == 1 ? "AES" : s->crypt_method == 2 ? "LUKS" : "unknown method");

@@ -194,19 +194,28 @@ int qcow2_get_l2_slice(struct qcow2 *s, uint64_t gc, bool alloc, struct qcache_e
     return get_l2(s, gc, alloc, true, l2, idx);
 }
 
-/* Classify one entry (one subcluster `sc` with extended L2). */
+/* Classify one entry (one subcluster `sc` with extended L2); *has_host
+ * says whether *host names a host cluster (offset 0 is one in an external
+ * data file, where the COPIED flag tells it from "unallocated"). */
 static int classify(struct qcow2 *s, uint64_t e, uint64_t bitmap, unsigned sc,
-                    enum qkind *kind, uint64_t *host)
+                    enum qkind *kind, uint64_t *host, bool *has_host)
 {
     uint64_t off = e & L2E_OFFSET_MASK;
 
     *host = 0;
+    *has_host = off != 0 || (qcow2_has_data_file(s) && (e & L2E_COPIED));
+    if ((e & L2E_COMPRESSED) && qcow2_has_data_file(s)) {
+        qcow2_signal_corruption(s, "compressed cluster entry 0x%llx in an image with an external "
+                                "data file", (unsigned long long)e);
+        return -EIO;
+    }
     if (e & L2E_COMPRESSED) {
         *kind = QK_COMPRESSED;
         return 0;
     }
     uint64_t reserved = L2E_STD_RESERVED | ((s->version < 3 || s->extl2) ? L2E_ZERO : 0);
-    if ((e & reserved) || (off & (s->cluster_size - 1)) || (off && off < s->cluster_size)) {
+    if ((e & reserved) || (off & (s->cluster_size - 1)) ||
+        (off && off < s->cluster_size && !qcow2_has_data_file(s))) {
         qcow2_signal_corruption(s, "L2 entry 0x%llx is invalid", (unsigned long long)e);
         return -EIO;
     }
@@ -216,7 +225,7 @@ static int classify(struct qcow2 *s, uint64_t e, uint64_t bitmap, unsigned sc,
             qcow2_signal_corruption(s, "subcluster %u is both allocated and zero", sc);
             return -EIO;
         }
-        if (a && !off) {
+        if (a && !*has_host) {
             qcow2_signal_corruption(s, "allocated subcluster %u has no host cluster", sc);
             return -EIO;
         }
@@ -229,7 +238,7 @@ static int classify(struct qcow2 *s, uint64_t e, uint64_t bitmap, unsigned sc,
         *host = off;
         return 0;
     }
-    if (!off) {
+    if (!*has_host) {
         if (e & L2E_COPIED) {
             qcow2_signal_corruption(s, "L2 entry 0x%llx has no offset but the copied flag",
                                     (unsigned long long)e);
@@ -272,7 +281,8 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
         uint64_t e = qcow2_l2e_get(s, l2->data, i), bm = qcow2_l2e_bitmap(s, l2->data, i);
         enum qkind k;
         uint64_t host;
-        r = classify(s, e, bm, sc, &k, &host);
+        bool hh;
+        r = classify(s, e, bm, sc, &k, &host, &hh);
         if (r < 0)
             break;
         uint64_t step;
@@ -281,19 +291,19 @@ int qcow2_lookup(struct qcow2 *s, uint64_t off, uint64_t len, struct qextent *ou
         else
             step = unit - (pos & (unit - 1));
         step = FQ_MIN(step, end - pos);
-        uint64_t pos_host = host && k != QK_COMPRESSED ? host + (pos & (s->cluster_size - 1)) : 0;
+        if (k == QK_COMPRESSED || (k == QK_UNALLOC && !s->extl2))
+            hh = false;
+        uint64_t pos_host = hh ? host + (pos & (s->cluster_size - 1)) : 0;
         bool copied = (e & L2E_COPIED) != 0;
-        if (k == QK_UNALLOC && !s->extl2)
-            host = 0;
         if (first) {
             out->kind = k;
             out->host = pos_host;
             out->copied = copied;
-            out->has_host = host != 0;
+            out->has_host = hh;
             out->l2e = e;
             first = false;
-        } else if (k != out->kind || k == QK_COMPRESSED || (host != 0) != out->has_host ||
-                   (host && pos_host != out->host + out->len) ||
+        } else if (k != out->kind || k == QK_COMPRESSED || hh != out->has_host ||
+                   (hh && pos_host != out->host + out->len) ||
                    (k == QK_DATA && copied != out->copied)) {
             break;
         }
@@ -335,6 +345,8 @@ int qcow2_release_entry(struct qcow2 *s, uint64_t e)
         return qcow2_free_deferred(s, first, (last - first) / s->cluster_size + 1);
     }
     uint64_t off = e & L2E_OFFSET_MASK;
+    if (qcow2_has_data_file(s))
+        return 0;       /* data clusters in a data file have no refcounts */
     return off ? qcow2_free_deferred(s, off, 1) : 0;
 }
 
@@ -499,8 +511,10 @@ int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unm
     else
         nbm |= (uint64_t)mask << 32;
     uint64_t ne = e;
-    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard))
-        ne = 0;                 /* no subcluster left in the host cluster */
+    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard) &&
+        !qcow2_has_data_file(s))
+        ne = 0;                 /* no subcluster left in the host cluster (one
+                                   in a data file stays mapped where it is) */
     if (ne == e && nbm == bm)
         return 0;
     /* a writable table (allocated, or copied when a snapshot shares it) */

@@ -25,6 +25,8 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->feature_table);
     free(s->backing_file);
     free(s->backing_format);
+    free(s->data_file_opt);
+    free(s->data_file_hdr);
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
@@ -37,7 +39,8 @@ void qcow2_close(struct fq_bdev *bs)
     struct qcow2 *s = bs->priv;
 
     if (!s->readonly && !s->corrupt) {
-        if (qcow2_writeback(s) == 0 && fq_bdev_flush_sync(s->file) == 0)
+        if (qcow2_writeback(s) == 0 && qcow2_data_flush(s) == 0 &&
+            fq_bdev_flush_sync(s->file) == 0)
             qcow2_trim_ahead(s);
     }
     qcow2_free_state(s);
@@ -83,6 +86,10 @@ int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
     out->autoclear_features = s->autoclear;
     out->nb_snapshots = (int)s->nb_snapshots;
     out->encrypted = s->crypt_method != 0;
+    if (qcow2_has_data_file(s)) {
+        (void)qcow2_data_file_name(s, out->data_file, sizeof(out->data_file));
+        out->data_file_raw = qcow2_data_raw(s);
+    }
     if (s->backing_file)
         snprintf(out->backing_file, sizeof(out->backing_file), "%s", s->backing_file);
     if (s->backing_format)
@@ -135,7 +142,7 @@ int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entr
     case QK_DATA:
         out->flags = FQ_MAP_DATA | FQ_MAP_ALLOCATED;
         /* a data cluster the file holds as a hole reads as zeros */
-        if (s->file->ops->map && sparse_prealloc(s)) {
+        if (!qcow2_has_data_file(s) && s->file->ops->map && sparse_prealloc(s)) {
             struct fq_map_entry f;
             if (s->file->ops->map(s->file, x.host, x.len, &f) == 0 && f.length) {
                 out->length = FQ_MIN(out->length, f.length);
@@ -155,7 +162,7 @@ int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entr
         break;
     }
     if (x.has_host) {
-        out->flags |= FQ_MAP_OFFSET;
+        out->flags |= FQ_MAP_OFFSET | (qcow2_has_data_file(s) ? FQ_MAP_DATA_FILE : 0);
         out->host_offset = x.host;
     }
     return 0;
@@ -311,6 +318,8 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     bs->readonly = s->readonly;
 
     r = qcow2_read_header(s, err);
+    if (r == 0)
+        r = qcow2_data_file_open_check(s, opts, err);
     if (r < 0)
         goto fail;
     bs->cluster = s->cluster_size;
@@ -344,12 +353,12 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
          * (inconsistent) and stays accounted for, so the bitmaps bit can
          * stay; a damaged directory is dropped by clearing the bit, as
          * the format says. Other autoclear features are not kept. */
-        uint64_t keep = 0;
+        uint64_t keep = qcow2_has_data_file(s) ? QCOW2_AUTOCLEAR_DATA_RAW : 0;
         if (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) {
             char berr[FQ_ERR_MAX] = "";
             r = qcow2_bitmaps_mark_in_use(s, berr);
             if (r == 0)
-                keep = QCOW2_AUTOCLEAR_BITMAPS;
+                keep |= QCOW2_AUTOCLEAR_BITMAPS;
             else if (r != -EINVAL) {
                 fq_seterr(err, "%s", berr);
                 goto fail;

@@ -44,7 +44,8 @@ int qcow2_store_compressed(struct qcow2 *s, uint64_t gc, const uint8_t *data, ui
 /* ---- snapshot.c: L1 trees ---- */
 /* Call fn for each reference the L1 table `l1` (host byte order) holds:
  * each L2 table (once per L1 entry) and, in it, each data cluster (once
- * per entry; a compressed entry names the clusters its data spans), as
+ * per entry, none in an external data file; a compressed entry names the
+ * clusters its data spans), as
  * the format counts them; stops at the first error. Unaligned entries
  * mark the image corrupt (-EIO). */
 typedef int qcow2_ref_fn(struct qcow2 *s, uint64_t off, uint64_t n, void *opaque);

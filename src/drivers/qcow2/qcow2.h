@@ -25,6 +25,8 @@
  *   txn.c           metadata transactions: built in free space, switched
  *                   in by one header write (txn.h)
  *   defrag*.c       in-place defragmentation (defrag.h)
+ *   datafile.c      external data files: the name, the data child,
+ *                   placing data clusters there
  * SPDX-License-Identifier: MIT
  */
 #ifndef FQ_QCOW2_H
@@ -93,6 +95,7 @@
 #define QCOW2_MAX_RT_BYTES     (8u << 20)
 #define QCOW2_MAX_BACKING_NAME 1023
 #define QCOW2_MAX_SNAPSHOTS    65536
+#define QCOW2_MAX_DATA_FILE_NAME 4095
 
 /* L1 entry. */
 #define L1E_OFFSET_MASK   0x00fffffffffffe00ull   /* bits 9-55 */
@@ -274,6 +277,11 @@ struct qalloc {
 struct qcow2 {
     struct fq_bdev *bs;       /* this device */
     struct fq_bdev *file;     /* where the image lives */
+    struct fq_bdev *data;     /* where guest data lives: `file`, or the
+                                 external data file (NULL until the core
+                                 attached it: data I/O fails) */
+    char *data_file_opt;      /* the caller's data-file option */
+    char *data_file_hdr;      /* the name the image records (a copy) */
 
     /* header */
     uint32_t version;
@@ -395,6 +403,57 @@ int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err);
 int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char *err);
 /* Mark the image corrupt on disk and in memory; `why` is logged. */
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
+
+/* ---- datafile.c ---- */
+/* The image keeps its guest data in an external data file. */
+static inline bool qcow2_has_data_file(const struct qcow2 *s)
+{
+    return (s->incompat & QCOW2_INCOMPAT_DATA_FILE) != 0;
+}
+/* ... which is a raw image of the disk (data_file_raw). */
+static inline bool qcow2_data_raw(const struct qcow2 *s)
+{
+    return qcow2_has_data_file(s) && (s->autoclear & QCOW2_AUTOCLEAR_DATA_RAW);
+}
+/* ... and is attached (guest data goes elsewhere than the image file). */
+static inline bool qcow2_separate_data(const struct qcow2 *s)
+{
+    return s->data && s->data != s->file;
+}
+/* The name the header extension records into buf: 0, -ENOENT (none),
+ * -ENAMETOOLONG. */
+int qcow2_data_file_name(struct qcow2 *s, char *buf, size_t len);
+/* Record `name` in the header extension (NULL: drop it); in memory, the
+ * next header write stores it. */
+int qcow2_set_data_file_name(struct qcow2 *s, const char *name);
+/* At open, after the header: the data-file option against the image's
+ * bits (qemu's messages); s->data is the image file without a data file. */
+int qcow2_data_file_open_check(struct qcow2 *s, const struct fq_open_opts *o, char *err);
+/* The device ops data_file and set_data_file (driver.h). */
+int qcow2_data_file_op(struct fq_bdev *bs, const char **name, bool *from_image);
+int qcow2_set_data_file(struct fq_bdev *bs, struct fq_bdev *data, char *err);
+/* Host clusters for guest clusters [gc, gc + n): allocated in the image
+ * file, or with a data file the guest offset itself (nothing counted). */
+int qcow2_alloc_data(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t *host);
+/* Give back data clusters that were never linked (nothing with a data
+ * file). */
+void qcow2_unref_data(struct qcow2 *s, uint64_t host, uint64_t n);
+/* -ENOTSUP and "WHAT is not supported with an external data file" for
+ * an image that has one; else 0. */
+int qcow2_data_refuse(struct qcow2 *s, const char *what, char *err);
+/* Flush the data file if it is not the image file. */
+int qcow2_data_flush(struct qcow2 *s);
+/* Map every guest cluster from guest offset `from` on at its own offset
+ * in the data file (what data_file_raw and preallocation make): the L2
+ * tables only; entries already mapped stay. */
+int qcow2_data_prealloc(struct qcow2 *s, uint64_t from);
+/* amend: the data file name and raw flag (checked before anything
+ * changes, written with one header write); a downgrade to version 2
+ * refused. */
+int qcow2_data_amend(struct qcow2 *s, const struct fq_amend_opts *o, char *err);
+/* After a resize from `old_size`: the data file sized to the disk, and
+ * with data_file_raw the new clusters mapped. */
+int qcow2_data_resize(struct qcow2 *s, uint64_t old_size, char *err);
 
 /* ---- cache.c ---- */
 /* A cache of `entries` entries; L2 caches get entries of `slice` bytes

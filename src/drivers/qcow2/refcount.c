@@ -495,8 +495,9 @@ void qcow2_extend_ahead(struct qcow2 *s, uint64_t start, uint64_t end)
     /* one allocating write at a time gains nothing (one extending write
      * is as fast as a write into allocated blocks, and costs no call):
      * extend only while others are in flight */
-    if (s->ahead_off || !s->file->growable || end <= s->ahead_end || !s->allocs)
-        return;
+    if (s->ahead_off || !s->file->growable || end <= s->ahead_end || !s->allocs ||
+        qcow2_has_data_file(s))
+        return;         /* (data clusters in a data file: nothing to extend here) */
     if (!s->ahead_base) {
         int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file) : -1;
         if (flen <= 0) {
@@ -614,11 +615,14 @@ static int write_refcount_table(struct qcow2 *s)
     return fq_bdev_pwrite_tagged(s->file, buf, bytes, s->rt_offset, FQ_TAG_REFTABLE);
 }
 
-/* Flush the file; a success pays any flush owed (see flush_owed). */
+/* Flush the data file (if apart) and the file; a success pays any flush
+ * owed (see flush_owed). */
 int qcow2_flush_file(struct qcow2 *s)
 {
-    int r = fq_bdev_flush_sync(s->file);
+    int r = qcow2_data_flush(s);
 
+    if (r == 0)
+        r = fq_bdev_flush_sync(s->file);
     if (r == 0)
         s->flush_owed = false;
     return r;

@@ -102,7 +102,8 @@ static int cluster_allocated(struct qcow2 *s, uint64_t gc, bool *out)
     if (r < 0 || !l2)
         return r;
     uint64_t e = qcow2_l2e_get(s, l2->data, idx);
-    *out = (e & L2E_COMPRESSED) || (e & L2E_OFFSET_MASK);
+    *out = (e & L2E_COMPRESSED) || (e & L2E_OFFSET_MASK) ||
+           (qcow2_has_data_file(s) && (e & L2E_COPIED) && !(e & L2E_ZERO));
     qcache_put(&s->l2_cache, l2);
     return 0;
 }

@@ -246,8 +246,9 @@ static int merge_bypassed(struct qtask *t)
     struct iovec zv = { (void *)fq_zero_buffer((size_t)t->wlen), (size_t)t->wlen };
     struct fq_req w = { .op = FQ_OP_WRITE, .off = t->wguest, .len = t->wlen,
                         .iov = t->src_iov, .iovcnt = t->src_cnt, .iov_off = t->src_off };
-    int r = qcow2_update_refcount(s, t->host, t->n, -1);
+    int r = 0;
 
+    qcow2_unref_data(s, t->host, t->n);
     if (t->src_zero) {
         w.iov = &zv;
         w.iovcnt = 1;
@@ -280,7 +281,7 @@ static int task_finish(struct qtask *t, int ret)
         break;
     case T_SUB:
         if (ret < 0)
-            qcow2_update_refcount(s, t->host, t->n, -1);   /* n = 0: in place */
+            qcow2_unref_data(s, t->host, t->n);   /* n = 0: in place */
         else if (t->alloc->bypassed)
             ret = merge_bypassed(t);
         else
@@ -288,7 +289,7 @@ static int task_finish(struct qtask *t, int ret)
         break;
     case T_ALLOC:
         if (ret < 0)
-            qcow2_update_refcount(s, t->host, t->n, -1);   /* never referenced */
+            qcow2_unref_data(s, t->host, t->n);   /* never referenced */
         else if (t->alloc->bypassed)
             ret = merge_bypassed(t);
         else
@@ -397,7 +398,7 @@ static void fill_put(struct qtask *t, int ret)
         task_complete(t, t->fill_err);
         return;
     }
-    task_send(t, t->q->s->file, FQ_OP_WRITE, t->wr_off, t->iovb.v, t->iovb.cnt, 0, t->wr_len);
+    task_send(t, t->q->s->data, FQ_OP_WRITE, t->wr_off, t->iovb.v, t->iovb.cnt, 0, t->wr_len);
 }
 
 /* How far a request may reach: the end of the disk, or for the VM state
@@ -454,7 +455,7 @@ static void alloc_issue(struct qtask *t, uint64_t hoff, uint64_t head, uint64_t 
     if (tail)
         fill_start(t, 1, t->buf2, toff, tail);
     if (t->fills == 0) {
-        task_send(t, s->file, FQ_OP_WRITE, host, t->iovb.v, t->iovb.cnt, 0, len);
+        task_send(t, s->data, FQ_OP_WRITE, host, t->iovb.v, t->iovb.cnt, 0, len);
         return;
     }
     /* one count held while submitting, so that no completion sends the
@@ -521,7 +522,7 @@ static int read_step(struct qreq *q)
     case QK_DATA:
         if (!(t = task_new(q, T_READ, q->pos, x.len)))
             return -ENOMEM;
-        task_issue(t, s->file, FQ_OP_READ, x.host, req->iov, req->iovcnt, iov_off, x.len);
+        task_issue(t, s->data, FQ_OP_READ, x.host, req->iov, req->iovcnt, iov_off, x.len);
         break;
     case QK_UNALLOC:
         if (s->bs->backing && q->pos < s->bs->backing->size) {
@@ -598,7 +599,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     r = alloc_parked(q, qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx));
     if (r < 0)
         goto fail;
-    r = alloc_parked(q, qcow2_alloc_clusters(s, n, &t->host));
+    r = alloc_parked(q, qcow2_alloc_data(s, gc0, n, &t->host));
     if (r < 0)
         goto fail;
     alloc_turn_done(q);
@@ -613,7 +614,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     t->src_zero = src->zero;
     t->alloc = alloc_register(s, gc0, n);
     if (!t->alloc) {
-        qcow2_update_refcount(s, t->host, n, -1);
+        qcow2_unref_data(s, t->host, n);
         task_free(t);
         return -ENOMEM;
     }
@@ -660,13 +661,13 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
     if ((r = alloc_parked(q, qcow2_get_l2_slice(s, gc, true, &t->l2, &idx))) < 0)
         goto fail;
     if (!host || !copied) {
-        if ((r = alloc_parked(q, qcow2_alloc_clusters(s, 1, &host))) < 0)
+        if ((r = alloc_parked(q, qcow2_alloc_data(s, gc, 1, &host))) < 0)
             goto fail;
         alloc_turn_done(q);
         s->aw = NULL;        /* allocated: the rest of the step cannot park */
         qcow2_extend_ahead(s, host, host + cs);
         t->n = 1;
-    } else if (qcow2_overlaps_metadata(s, host, cs)) {
+    } else if (!qcow2_has_data_file(s) && qcow2_overlaps_metadata(s, host, cs)) {
         qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
                                 (unsigned long long)host, (unsigned long long)q->pos);
         r = -EIO;
@@ -682,7 +683,7 @@ static int subcluster_write(struct qreq *q, const struct wsrc *src, uint64_t hos
     t->src_zero = src->zero;
     t->alloc = alloc_register(s, gc, 1);
     if (!t->alloc) {
-        qcow2_update_refcount(s, host, t->n, -1);
+        qcow2_unref_data(s, host, t->n);
         r = -ENOMEM;
         goto fail;
     }
@@ -732,7 +733,7 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
                 return r;
         }
         if (len) {
-            if (qcow2_overlaps_metadata(s, x.host, len)) {
+            if (!qcow2_has_data_file(s) && qcow2_overlaps_metadata(s, x.host, len)) {
                 qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
                                         (unsigned long long)x.host, (unsigned long long)q->pos);
                 return -EIO;
@@ -761,7 +762,7 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
                 t->src_zero = src->zero;
             }
             q->pos += len;
-            task_issue(t, s->file, FQ_OP_WRITE, x.host, t->iovb.v, t->iovb.cnt, 0, len);
+            task_issue(t, s->data, FQ_OP_WRITE, x.host, t->iovb.v, t->iovb.cnt, 0, len);
             return 0;
         }
     }
@@ -769,6 +770,31 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
 }
 
 /* ---- zeroing and discard ---- */
+
+/* A raw external data file stays a raw image of the disk: guest range
+ * [pos, pos + len) of guest clusters [gc, gc + n), which the L2 entries
+ * now say read as zeros, is zeroed in the data file too (registered as
+ * an allocation meanwhile, so that a later write there waits for it). */
+static int raw_zero(struct qreq *q, uint64_t gc, uint64_t n, uint64_t pos, uint64_t len,
+                    bool unmap)
+{
+    struct qcow2 *s = q->s;
+    struct qtask *t = task_new(q, T_WRITE, pos, len);
+
+    if (!t)
+        return -ENOMEM;
+    t->alloc = alloc_register(s, gc, n);
+    if (!t->alloc) {
+        task_free(t);
+        return -ENOMEM;
+    }
+    t->wguest = pos;
+    t->wlen = len;
+    t->src_zero = true;
+    t->child.flags = unmap ? FQ_ZERO_MAY_UNMAP : 0;
+    task_issue(t, s->data, FQ_OP_WRITE_ZEROES, pos, NULL, 0, 0, len);
+    return 0;
+}
 
 static int zero_step(struct qreq *q)
 {
@@ -792,7 +818,12 @@ static int zero_step(struct qreq *q)
             return r;
         r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
         if (r == 0) {
-            q->pos = FQ_MIN(pos + n * cs, q->end);
+            uint64_t zend = FQ_MIN(pos + n * cs, q->end);
+            if (qcow2_data_raw(s) &&
+                (r = raw_zero(q, gc, n, pos, zend - pos,
+                              discard || (req->flags & FQ_ZERO_MAY_UNMAP))) < 0)
+                return r;
+            q->pos = zend;
             return 0;
         }
         if (r != -ENOTSUP)
@@ -864,6 +895,12 @@ static int flush_step(struct qreq *q)
         return -ENOMEM;
     q->pos = q->end;
     task_issue(t, s->file, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
+    if (qcow2_separate_data(s)) {
+        /* data overwritten in place is in the data file alone */
+        if (!(t = task_new(q, T_FLUSH, 0, 0)))
+            return -ENOMEM;
+        task_issue(t, s->data, FQ_OP_FLUSH, 0, NULL, 0, 0, 0);
+    }
     return 0;
 }
 
@@ -949,7 +986,11 @@ static int check_req(struct qcow2 *s, struct fq_req *req)
 
     if (req->op != FQ_OP_FLUSH && (req->off > end || req->len > end - req->off))
         return -EINVAL;
-    if (req->op == FQ_OP_READ || req->op == FQ_OP_FLUSH)
+    if (req->op == FQ_OP_FLUSH)
+        return 0;
+    if (!s->data && req->op != FQ_OP_FLUSH)
+        return -EIO;        /* opened without its external data file */
+    if (req->op == FQ_OP_READ)
         return 0;
     if (s->readonly)
         return -EROFS;

@@ -266,8 +266,8 @@ int qcow2_tree_walk(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_ref_f
                 qcow2_signal_corruption(s, "L2 entry 0x%llx in table at 0x%llx is not aligned",
                                         (unsigned long long)e, (unsigned long long)off);
                 r = -EIO;
-            } else if (d) {
-                r = fn(s, d, 1, opaque);
+            } else if (d && !qcow2_has_data_file(s)) {
+                r = fn(s, d, 1, opaque);   /* (a data file's clusters are not ours) */
             }
         }
         qcache_put(&s->l2_cache, t);

@@ -49,7 +49,7 @@ struct qwb {
     unsigned nrb, nl2, nl1;
     struct wb_l1 *l1;
     struct qfree_vec frees;   /* the deferred frees whose tables are copied */
-    struct fq_req flush;
+    struct fq_req flush, flush_data;
     int step;
     unsigned pending;         /* I/O of the current step in flight */
     int err;
@@ -108,6 +108,17 @@ static void flush_done(struct fq_req *req, int ret)
     step_put(wb, ret);
 }
 
+static void flush_data_done(struct fq_req *req, int ret)
+{
+    struct qwb *wb = (struct qwb *)((char *)req - offsetof(struct qwb, flush_data));
+
+    if (ret < 0)
+        wb->s->flush_owed = true;
+    step_put(wb, ret);
+}
+
+/* Flush the file, and the external data file beside it (the data the
+ * tables to come point at). */
 static void submit_flush(struct qwb *wb)
 {
     struct qcow2 *s = wb->s;
@@ -115,6 +126,11 @@ static void submit_flush(struct qwb *wb)
     s->flush_owed = false;   /* paid by this flush unless it fails */
     wb->flush = (struct fq_req){ .op = FQ_OP_FLUSH, .cb = flush_done };
     wb->pending++;
+    if (qcow2_separate_data(s)) {
+        wb->flush_data = (struct fq_req){ .op = FQ_OP_FLUSH, .cb = flush_data_done };
+        wb->pending++;
+        s->data->ops->submit(s->data, &wb->flush_data);
+    }
     s->file->ops->submit(s->file, &wb->flush);
 }
 
