@@ -165,6 +165,12 @@ struct fq_open_opts {
                                   file name read from an image (a program
                                   walking a chain itself): held to
                                   backing_protocols like one */
+    const void *key_secret;    /* encrypted (LUKS) images: the passphrase
+                                  that unlocks them (qemu's encrypt.key-
+                                  secret), key_secret_len bytes; NULL: such
+                                  an image is refused, unless check_mode
+                                  (which needs no key) */
+    size_t key_secret_len;
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u
@@ -267,6 +273,17 @@ struct fq_create_opts {
     const char *file_format;   /* create inside an existing image of this
                                   format (nesting); NULL = plain file */
     void *owned;               /* strings fq_create_opts_parse allocated */
+    /* encryption (qcow2; qemu's encrypt.* options): format "luks" or NULL
+     * (none); the passphrase; the algorithms (NULL: aes-256, xts, plain64,
+     * sha256; ivgen_hash_alg sha256 for essiv) and the PBKDF2 time in ms
+     * (0: 2000) */
+    struct {
+        const char *format;
+        const void *key_secret;
+        size_t key_secret_len;
+        const char *cipher_alg, *cipher_mode, *ivgen_alg, *ivgen_hash_alg, *hash_alg;
+        uint64_t iter_time;
+    } encrypt;
 };
 
 void fq_create_opts_init(struct fq_create_opts *o);

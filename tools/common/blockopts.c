@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "blockopts.h"
+#include "object.h"
 
 bool tool_image_opts;
 bool tool_target_image_opts;
@@ -64,6 +65,7 @@ static const struct key {
     { "cache-size", KT_CACHE, NULL, true, true },
     { "l2-cache-entry-size", KT_CACHE, NULL, true, true },
     { "cache-clean-interval", KT_CACHE, NULL, true, true },
+    { "encrypt.key-secret", KT_STR, NULL, true, false },
 };
 
 /* overlap-check.main-header, overlap-check.active-l1...: one switch per
@@ -189,6 +191,10 @@ void blockopts_set_caches(const struct blockopts *o, struct fq_open_opts *oo)
     if (c->cache_given & FQ_CACHE_GIVEN_CLEAN)
         oo->cache_clean_interval = c->cache_clean_interval;
     oo->cache_given |= c->cache_given;
+    if (c->key_secret) {
+        oo->key_secret = c->key_secret;
+        oo->key_secret_len = c->key_secret_len;
+    }
 }
 
 /* qemu's booleans: 1 (on, yes, true, y), 0 (off, no, false, n) or -1. */
@@ -314,6 +320,10 @@ static int parse(const char *list, struct blockopts *o, bool warn, char *err)
             fq_open_opts_set(&o->caches, o->key[i], o->val[i], NULL);
     }
     o->filename = file_opt(o, "filename");
+    /* the secret named (--object secret,id=...), as qemu looks it up */
+    if ((v = blockopts_get(o, "encrypt.key-secret")) &&
+        !(o->caches.key_secret = tool_secret_or_err(v, &o->caches.key_secret_len, err, FQ_ERR_MAX)))
+        return -1;
     if ((v = blockopts_get(o, "read-only")))
         o->readonly = parse_bool(v);
     if ((v = blockopts_get(o, "force-share")))

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdio.h>
 
+#include "crypt.h"
 #include "qcow2.h"
 #include "ops.h"
 
@@ -25,6 +26,7 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->feature_table);
     free(s->backing_file);
     free(s->backing_format);
+    fq_cipher_free(s->crypt);
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
@@ -334,6 +336,8 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         r = qcow2_load_refcount_table(s, err);
     if (r == 0)
         r = init_caches(s, opts, err);
+    if (r == 0)
+        r = qcow2_crypt_open(s, opts, err);
     if (r < 0)
         goto fail;
     s->corrupt = (s->incompat & QCOW2_INCOMPAT_CORRUPT) != 0;
