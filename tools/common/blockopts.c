@@ -41,7 +41,7 @@ static const struct key {
     const char *values;
     bool qcow2, reopen;
 } keys[] = {
-    { "driver", KT_ENUM, "qcow2 raw file", false, false },
+    { "driver", KT_ENUM, "qcow2 raw luks file", false, false },
     { "file.filename", KT_STR, NULL, false, false },
     { "file.driver", KT_ENUM, "file", false, true },
     { "file.locking", KT_ENUM, "on off auto", false, false },
@@ -66,6 +66,7 @@ static const struct key {
     { "l2-cache-entry-size", KT_CACHE, NULL, true, true },
     { "cache-clean-interval", KT_CACHE, NULL, true, true },
     { "encrypt.key-secret", KT_STR, NULL, true, false },
+    { "key-secret", KT_STR, NULL, false, false },      /* driver=luks */
 };
 
 /* overlap-check.main-header, overlap-check.active-l1...: one switch per
@@ -321,7 +322,7 @@ static int parse(const char *list, struct blockopts *o, bool warn, char *err)
     }
     o->filename = file_opt(o, "filename");
     /* the secret named (--object secret,id=...), as qemu looks it up */
-    if ((v = blockopts_get(o, "encrypt.key-secret")) &&
+    if (((v = blockopts_get(o, "encrypt.key-secret")) || (v = blockopts_get(o, "key-secret"))) &&
         !(o->caches.key_secret = tool_secret_or_err(v, &o->caches.key_secret_len, err, FQ_ERR_MAX)))
         return -1;
     if ((v = blockopts_get(o, "read-only")))

@@ -300,6 +300,13 @@ static void cat(char *buf, size_t n, const char *fmt, ...)
     va_end(ap);
 }
 
+const char *img_cspec_secret(const struct cspec *c, size_t *len)
+{
+    const char *id = c->val[K_ENC_SECRET];
+
+    return id ? tool_secret(id, len) : tool_default_secret(len);
+}
+
 /* The encrypt.* keys into o: the secret the key-secret option names
  * (or the default secret of the environment), the algorithms, the time.
  * 0, or -1 with qemu's message in err. */

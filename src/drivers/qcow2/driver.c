@@ -46,6 +46,8 @@ static int write_compressed(struct fq_bdev *bs, const uint8_t *data, uint64_t of
 {
     struct qcow2 *s = bs->priv;
 
+    if (s->crypt_method)
+        return -ENOTSUP;        /* compressed clusters are never encrypted */
     return qcow2_write_compressed(s, data, off >> s->cluster_bits);
 }
 
@@ -59,6 +61,8 @@ static int store_compressed(struct fq_bdev *bs, uint64_t off, const uint8_t *dat
 {
     struct qcow2 *s = bs->priv;
 
+    if (s->crypt_method)
+        return -ENOTSUP;
     return qcow2_store_compressed(s, off >> s->cluster_bits, data, blob, clen);
 }
 
