@@ -331,6 +331,13 @@ static int params_spec(const struct fq_luks_params *p, struct cspec *c, enum hal
                   *hash == HALG_NONE ? h : p->ivgen_hash_alg);
         return -ENOTSUP;
     }
+    if ((cspec_key_bytes(c) * LUKS_STRIPES) % FQ_CRYPT_SECTOR) {
+        /* key material that ends inside a sector: readers that decrypt
+         * it in whole sectors refuse (or fail on) such headers */
+        fq_seterr(err, "Cipher %s in %s mode is not supported: its key material would not fill "
+                  "whole sectors", alg, mode);
+        return -ENOTSUP;
+    }
     if (c->iv == IVGEN_ESSIV && calg_aes_of(halg_digest_bytes(c->ivhash)) == CALG_NONE) {
         fq_seterr(err, "No AES cipher with key size %zu available", halg_digest_bytes(c->ivhash));
         return -ENOTSUP;

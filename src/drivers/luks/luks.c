@@ -12,6 +12,7 @@
  * never interleave on one sector; write-zeroes writes encrypted zeros
  * (synchronously, a MiB at a time); discard does nothing (the content
  * must stay readable as what it was). A container is never created here.
+ * Opened for check / info (check_mode) without a key, it does no I/O.
  * SPDX-License-Identifier: MIT
  */
 #include "crypt.h"
@@ -47,6 +48,8 @@ static int luks_probe(struct fq_bdev *file)
 
 static int luks_check(struct fq_bdev *bs, const struct fq_req *req)
 {
+    if (!((struct luks *)bs->priv)->c)
+        return -EACCES;         /* opened without its key */
     if (req->op == FQ_OP_FLUSH)
         return 0;
     if (req->op != FQ_OP_READ && bs->readonly)
@@ -238,12 +241,13 @@ static int luks_open(struct fq_bdev *child, const struct fq_open_opts *opts,
     struct luks *l;
     int r;
 
-    if (!opts || !opts->key_secret) {
+    if (!opts || (!opts->key_secret && !opts->check_mode)) {
         fq_seterr(err, "Parameter 'key-secret' is required for cipher");
         return -EINVAL;
     }
-    r = fq_luks_open(hdr_read, child, child->size, opts->key_secret, opts->key_secret_len, &info,
-                     &c, err);
+    /* check_mode (info): the header only, no I/O */
+    r = fq_luks_open(hdr_read, child, child->size, opts->check_mode ? NULL : opts->key_secret,
+                     opts->key_secret_len, &info, &c, err);
     if (r < 0)
         return r;
     bs = calloc(1, sizeof(*bs));
