@@ -1,15 +1,16 @@
 #!/bin/bash
 # test-luks.sh: LUKS encrypted qcow2 images both ways with qemu. An image
-# qemu-img creates (its defaults) and qemu-io writes reads back equal through fastqcow (io -P, convert -O
-# raw against qemu-img's); what fastqcow writes (aligned, unaligned,
-# zeros, over many clusters) reads back equal through qemu-io with the same
-# secret, and images fastqcow creates (each cipher, mode, IV generator and
-# hash it offers) are read by qemu-io and pass qemu-img check. The secret
-# is given as qemu takes it (--object secret data=, file=, base64 with
-# --image-opts ...,encrypt.key-secret=) and in fastqcow's own form
-# (FASTQCOW_SECRET, FASTQCOW_SECRET_FILE). A wrong or missing secret is
-# refused with qemu's message; the ciphertext on disk is not the data.
-# PBKDF2 runs ~10 ms (encrypt.iter-time=10) to keep the test quick.
+# qemu-img creates (its defaults) and qemu-io writes reads back equal
+# through fastqcow (io -P, convert -O raw against qemu-img's); what
+# fastqcow writes (aligned, unaligned, zeros, over many clusters) reads
+# back equal through qemu-io with the same secret, and images fastqcow
+# creates (each cipher, mode, IV generator and hash it offers) are read by
+# qemu-io and pass qemu-img check. The secret is given as qemu takes it
+# (--object secret data=, file=, base64 with --image-opts
+# ...,encrypt.key-secret=) and in fastqcow's own form (FASTQCOW_SECRET,
+# FASTQCOW_SECRET_FILE). A wrong or missing secret is refused with qemu's
+# message; the ciphertext on disk is not the data. Bare LUKS containers
+# both ways. PBKDF2 runs ~10 ms (encrypt.iter-time=10) to keep it quick.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
