@@ -52,6 +52,11 @@ for c in ""; do
     "$FASTQCOW" convert $SEC --image-opts "$(opts q.qcow2)" -O raw f.raw || bad "convert$c"
     cmp -s q.raw f.raw || bad "convert -O raw$c differs from qemu-img's"
     "$FASTQCOW" check q.qcow2 >out 2>&1 || { bad "check of qemu's image$c"; cat out; }
+    for o in human json; do   # encrypted data has no offset to show
+        qemu-img map --output=$o $SEC --image-opts "$(opts q.qcow2)" 2>&1 | sed 's/^qemu-img: /fastqcow: /' >q.map
+        "$FASTQCOW" map --output=$o $SEC --image-opts "$(opts q.qcow2)" >f.map 2>&1
+        cmp -s q.map f.map || { bad "map --output=$o differs from qemu-img's"; diff q.map f.map | head -5; }
+    done
 done
 
 # ---- fastqcow creates and writes, qemu reads ----

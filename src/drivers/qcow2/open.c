@@ -156,7 +156,7 @@ int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entr
         out->flags = 0;
         break;
     }
-    if (x.has_host) {
+    if (x.has_host && !s->crypt_method) {   /* encrypted data: no offset to read it at */
         out->flags |= FQ_MAP_OFFSET;
         out->host_offset = x.host;
     }
