@@ -50,13 +50,7 @@ static int luks_check(struct fq_bdev *bs, const struct fq_req *req)
 {
     if (!((struct luks *)bs->priv)->c)
         return -EACCES;         /* opened without its key */
-    if (req->op == FQ_OP_FLUSH)
-        return 0;
-    if (req->op != FQ_OP_READ && bs->readonly)
-        return -EROFS;
-    if (req->off > bs->size || req->len > bs->size - req->off)
-        return -EINVAL;
-    return 0;
+    return fq_req_check(bs, req);
 }
 
 /* A whole-sector bounce request for `req` (a read, or an aligned write,
