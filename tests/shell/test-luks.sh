@@ -123,6 +123,15 @@ grep -q "twofish-128" out || { bad "unknown cipher message"; cat out; }
 "$FASTQCOW" create -q -f qcow2 $SEC -o "$ENC,encrypt.cipher-alg=aes-192,encrypt.cipher-mode=cbc" a.qcow2 1M \
     >out 2>&1 && bad "aes-192 cbc (key material of part of a sector) accepted"
 
+# ---- amend to compat 0.10: zero clusters become encrypted zeros ----
+rm -f v.qcow2
+"$FASTQCOW" create -q -f qcow2 $SEC -o "$ENC" v.qcow2 1M
+ok "writes before amend" fio v.qcow2 -c 'write -P 0x31 0 256k' -c 'write -z 64k 64k'
+FASTQCOW_SECRET=s3cr3t "$FASTQCOW" amend -o compat=0.10 v.qcow2 || bad "amend of an encrypted image"
+ok "qemu-io reads an amended image" qio v.qcow2 -c 'read -P 0x31 0 64k' -c 'read -P 0 64k 64k' \
+    -c 'read -P 0x31 128k 128k'
+qemu-img check $SEC --image-opts "$(opts v.qcow2)" >out 2>&1 || { bad "qemu-img check after amend"; cat out; }
+
 # ---- convert into a new encrypted image ----
 rm -f c.qcow2
 "$FASTQCOW" convert $SEC --image-opts "$(opts q.qcow2)" -O qcow2 -o "$ENC" c.qcow2 || bad "convert to luks"

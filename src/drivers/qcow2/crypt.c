@@ -128,13 +128,14 @@ bool qcow2_crypt_unaligned(const struct qcow2 *s, const struct fq_req *req)
 /* Write [off, off+len) from `src` (iovecs, or zeros if NULL) as whole
  * sectors: the sectors it covers in part read first. */
 static int rmw(struct fq_bdev *bs, uint64_t off, uint64_t len, const struct iovec *iov, int iovcnt,
-               size_t iov_off)
+               size_t iov_off, unsigned flags)
 {
     uint64_t lo = FQ_ALIGN_DOWN(off, FQ_CRYPT_SECTOR);
     uint64_t hi = FQ_ALIGN_UP(off + len, (uint64_t)FQ_CRYPT_SECTOR);
     CLEANUP_FREE uint8_t *buf = fq_memalign((size_t)(hi - lo));
     struct iovec v = { buf, (size_t)(hi - lo) };
-    struct fq_req rd = { .op = FQ_OP_READ, .iov = &v, .iovcnt = 1, .len = FQ_CRYPT_SECTOR };
+    struct fq_req rd = { .op = FQ_OP_READ, .iov = &v, .iovcnt = 1, .len = FQ_CRYPT_SECTOR,
+                         .flags = flags };
     int r = 0;
 
     if (!buf)
@@ -154,28 +155,30 @@ static int rmw(struct fq_bdev *bs, uint64_t off, uint64_t len, const struct iove
         fq_iov_to_buf(iov, iovcnt, iov_off, buf + (off - lo), (size_t)len);
     else
         memset(buf + (off - lo), 0, (size_t)len);
-    struct fq_req wr = { .op = FQ_OP_WRITE, .off = lo, .len = hi - lo, .iov = &v, .iovcnt = 1 };
+    struct fq_req wr = { .op = FQ_OP_WRITE, .off = lo, .len = hi - lo, .iov = &v, .iovcnt = 1,
+                         .flags = flags };
     return qcow2_io_sync(bs, &wr);
 }
 
 int qcow2_crypt_rmw(struct fq_bdev *bs, struct fq_req *req)
 {
     uint64_t off = req->off, end = req->off + req->len;
+    unsigned vm = req->flags & FQ_REQ_VMSTATE;
 
     if (req->op == FQ_OP_WRITE)
-        return rmw(bs, off, req->len, req->iov, req->iovcnt, req->iov_off);
+        return rmw(bs, off, req->len, req->iov, req->iovcnt, req->iov_off, vm);
     /* write-zeroes: the whole sectors as such, the partial ones rewritten */
     uint64_t a = FQ_ALIGN_UP(off, (uint64_t)FQ_CRYPT_SECTOR), b = FQ_ALIGN_DOWN(end, FQ_CRYPT_SECTOR);
     if (a >= b)
-        return rmw(bs, off, req->len, NULL, 0, 0);
+        return rmw(bs, off, req->len, NULL, 0, 0, vm);
     int r = 0;
     if (off < a)
-        r = rmw(bs, off, a - off, NULL, 0, 0);
+        r = rmw(bs, off, a - off, NULL, 0, 0, vm);
     if (r == 0) {
         struct fq_req z = { .op = FQ_OP_WRITE_ZEROES, .off = a, .len = b - a, .flags = req->flags };
         r = qcow2_io_sync(bs, &z);
     }
     if (r == 0 && b < end)
-        r = rmw(bs, b, end - b, NULL, 0, 0);
+        r = rmw(bs, b, end - b, NULL, 0, 0, vm);
     return r;
 }
