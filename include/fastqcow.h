@@ -299,6 +299,25 @@ int fq_create(const char *filename, const struct fq_create_opts *opts, char *err
 
 /* ---- information -------------------------------------------------------- */
 
+/* An encrypted image's header (LUKS), as `info` shows it; format "" when
+ * the image is not encrypted. */
+struct fq_encrypt_info {
+    char format[8];            /* "luks" */
+    char cipher_alg[16];       /* "aes-256" */
+    char cipher_mode[16];      /* "xts" */
+    char ivgen_alg[16];        /* "plain64" */
+    char ivgen_hash_alg[16];   /* essiv's hash; "" otherwise */
+    char hash_alg[16];         /* PBKDF2 and the splitter: "sha256" */
+    char uuid[40];
+    uint64_t payload_offset;   /* bytes from the header's start */
+    uint32_t master_key_iters;
+    struct {
+        int active;
+        uint32_t iters, stripes;   /* active slots only */
+        uint64_t key_offset;       /* bytes from the header's start */
+    } slots[8];
+};
+
 struct fq_info {
     char format[16];           /* "qcow2" | "raw" */
     uint64_t virtual_size;
@@ -319,6 +338,7 @@ struct fq_info {
     char backing_format[32];   /* "" = not recorded */
     int nb_snapshots;
     int encrypted;
+    struct fq_encrypt_info encrypt;   /* qcow2 with LUKS: its header */
 };
 int fq_get_info(struct fq_image *img, struct fq_info *out);
 

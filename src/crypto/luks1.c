@@ -136,7 +136,7 @@ struct hdr {
 };
 
 /* Check the header and fill info. 0 or -errno with a message. */
-static int check_header(struct hdr *H, uint64_t avail, struct fq_luks_info *info, char *err)
+static int check_header(struct hdr *H, uint64_t avail, struct fq_encrypt_info *info, char *err)
 {
     const uint8_t *h = H->raw;
     const char *cname = field(h, H_CIPHER, 32), *mode = field(h, H_MODE, 32);
@@ -186,6 +186,7 @@ static int check_header(struct hdr *H, uint64_t avail, struct fq_luks_info *info
         return -EINVAL;
     }
     memset(info, 0, sizeof(*info));
+    strcpy(info->format, "luks");
     snprintf(info->cipher_alg, sizeof(info->cipher_alg), "%s", calg_name(H->spec.alg));
     snprintf(info->cipher_mode, sizeof(info->cipher_mode), "%s", cmode_name(H->spec.mode));
     snprintf(info->ivgen_alg, sizeof(info->ivgen_alg), "%s", ivgen_name(H->spec.iv));
@@ -195,7 +196,7 @@ static int check_header(struct hdr *H, uint64_t avail, struct fq_luks_info *info
     memcpy(info->uuid, h + H_UUID, 40);
     info->uuid[39] = '\0';
     info->payload_offset = payload;
-    info->mk_iters = mkit;
+    info->master_key_iters = mkit;
 
     uint64_t material = FQ_ALIGN_UP((uint64_t)H->key_bytes * LUKS_STRIPES, FQ_CRYPT_SECTOR);
     for (int i = 0; i < LUKS_SLOTS; i++) {
@@ -203,9 +204,9 @@ static int check_header(struct hdr *H, uint64_t avail, struct fq_luks_info *info
         uint32_t state = fq_be32(s + S_ACTIVE), it = fq_be32(s + S_ITERS);
         uint32_t stripes = fq_be32(s + S_STRIPES);
         uint64_t koff = (uint64_t)fq_be32(s + S_OFFSET) * FQ_CRYPT_SECTOR;
-        info->slot[i].key_offset = koff;
-        info->slot[i].stripes = stripes;
-        info->slot[i].iters = it;
+        info->slots[i].key_offset = koff;
+        info->slots[i].stripes = stripes;
+        info->slots[i].iters = it;
         if (state == LUKS_SLOT_DISABLED)
             continue;
         if (state != LUKS_SLOT_ACTIVE) {
@@ -222,7 +223,7 @@ static int check_header(struct hdr *H, uint64_t avail, struct fq_luks_info *info
                       (unsigned long long)material, LUKS_HDR_SIZE, (unsigned long long)payload);
             return -EINVAL;
         }
-        info->slot[i].active = true;
+        info->slots[i].active = true;
     }
     return 0;
 }
@@ -263,7 +264,7 @@ out:
 }
 
 int fq_luks_open(fq_crypt_read_fn *rd, void *opaque, uint64_t avail, const void *secret,
-                 size_t secret_len, struct fq_luks_info *info, struct fq_cipher **out, char *err)
+                 size_t secret_len, struct fq_encrypt_info *info, struct fq_cipher **out, char *err)
 {
     struct hdr H;
     uint8_t mk[64];
@@ -281,7 +282,7 @@ int fq_luks_open(fq_crypt_read_fn *rd, void *opaque, uint64_t avail, const void 
     if ((r = check_header(&H, avail, info, err)) < 0 || !secret)
         return r;
     for (int i = 0; i < LUKS_SLOTS; i++) {
-        if (!info->slot[i].active)
+        if (!info->slots[i].active)
             continue;
         r = try_slot(&H, i, rd, opaque, secret, secret_len, mk);
         if (r < 0) {

@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fastqcow.h"
+
 #define FQ_CRYPT_SECTOR 512u
 
 struct fq_cipher;
@@ -26,19 +28,6 @@ void fq_cipher_sectors(const struct fq_cipher *c, uint64_t sector, uint8_t *buf,
                        bool enc);
 void fq_cipher_free(struct fq_cipher *c);
 
-/* What a LUKS header holds, for messages and `info`. */
-struct fq_luks_info {
-    char cipher_alg[16];       /* "aes-256" */
-    char cipher_mode[16];      /* "xts" */
-    char ivgen_alg[16];        /* "plain64" */
-    char ivgen_hash_alg[16];   /* "" unless essiv */
-    char hash_alg[16];         /* "sha256" */
-    char uuid[40];
-    uint64_t payload_offset;   /* bytes from the header's start */
-    uint32_t mk_iters;
-    struct { bool active; uint32_t iters, stripes; uint64_t key_offset; } slot[8];
-};
-
 /* Reads `len` bytes at `off` (from the header's start). 0 or -errno. */
 typedef int fq_crypt_read_fn(void *opaque, void *buf, size_t len, uint64_t off);
 
@@ -48,7 +37,7 @@ typedef int fq_crypt_read_fn(void *opaque, void *buf, size_t len, uint64_t off);
  * message for a damaged or unsupported header, -EPERM with "Invalid
  * password, cannot unlock any keyslot" for a secret no slot takes. */
 int fq_luks_open(fq_crypt_read_fn *rd, void *opaque, uint64_t avail, const void *secret,
-                 size_t secret_len, struct fq_luks_info *info, struct fq_cipher **out, char *err);
+                 size_t secret_len, struct fq_encrypt_info *info, struct fq_cipher **out, char *err);
 
 /* Creation parameters, with qemu's option names and defaults (NULL / 0:
  * the default: aes-256, xts, plain64, sha256, 2000 ms). */

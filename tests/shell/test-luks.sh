@@ -73,6 +73,17 @@ for c in "" ",encrypt.cipher-alg=aes-128" ",encrypt.cipher-alg=aes-192" \
     qemu-img info f.qcow2 >info 2>&1
     want=$(echo "$c" | sed -n 's/.*cipher-alg=\([a-z0-9-]*\).*/\1/p')
     grep -q "cipher alg: ${want:-aes-256}" info || { bad "qemu-img info$c: cipher"; cat info; }
+    for o in human json; do   # the encryption header's details, no secret needed
+        qemu-img info --output=$o f.qcow2 >q.info 2>&1
+        "$FASTQCOW" info --output=$o f.qcow2 >f.info 2>&1
+        cmp -s q.info f.info || { bad "info --output=$o$c"; diff q.info f.info | head -5; }
+    done
+done
+
+for o in human json; do
+    qemu-img info --output=$o q.qcow2 >q.info 2>&1
+    "$FASTQCOW" info --output=$o q.qcow2 >f.info 2>&1
+    cmp -s q.info f.info || { bad "info --output=$o of qemu's image"; diff q.info f.info | head -5; }
 done
 
 # ---- the ciphertext is not the data (a 512-byte run of the pattern) ----

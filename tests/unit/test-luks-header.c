@@ -38,7 +38,7 @@ static int mem_read(void *opaque, void *buf, size_t len, uint64_t off)
 static int try_open(const uint8_t *h, size_t len, const char *pw, char *err)
 {
     struct mem m = { h, len };
-    struct fq_luks_info info;
+    struct fq_encrypt_info info;
     struct fq_cipher *c = NULL;
     int r = fq_luks_open(mem_read, &m, len, pw, pw ? strlen(pw) : 0, &info, &c, err);
 

@@ -229,7 +229,7 @@ static int hdr_read(void *opaque, void *buf, size_t len, uint64_t off)
 static int luks_open(struct fq_bdev *child, const struct fq_open_opts *opts,
                      struct fq_bdev **out, char *err)
 {
-    struct fq_luks_info info;
+    struct fq_encrypt_info info;
     struct fq_cipher *c = NULL;
     struct fq_bdev *bs;
     struct luks *l;

@@ -31,7 +31,6 @@ static int hdr_read(void *opaque, void *buf, size_t len, uint64_t off)
 
 int qcow2_crypt_open(struct qcow2 *s, const struct fq_open_opts *opts, char *err)
 {
-    struct fq_luks_info info;
     uint64_t end;
     int r;
 
@@ -56,8 +55,10 @@ int qcow2_crypt_open(struct qcow2 *s, const struct fq_open_opts *opts, char *err
         fq_seterr(err, "Parameter 'encrypt.key-secret' is required for cipher");
         return -EINVAL;
     }
+    if (!(s->crypt_info = calloc(1, sizeof(*s->crypt_info))))
+        return -ENOMEM;
     r = fq_luks_open(hdr_read, s, s->crypt_hdr_len, opts->check_mode ? NULL : opts->key_secret,
-                     opts->key_secret_len, &info, &s->crypt, err);
+                     opts->key_secret_len, s->crypt_info, &s->crypt, err);
     return r;
 }
 

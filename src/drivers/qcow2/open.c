@@ -27,6 +27,7 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->backing_file);
     free(s->backing_format);
     fq_cipher_free(s->crypt);
+    free(s->crypt_info);
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
@@ -85,6 +86,8 @@ int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
     out->autoclear_features = s->autoclear;
     out->nb_snapshots = (int)s->nb_snapshots;
     out->encrypted = s->crypt_method != 0;
+    if (s->crypt_info)
+        out->encrypt = *s->crypt_info;
     if (s->backing_file)
         snprintf(out->backing_file, sizeof(out->backing_file), "%s", s->backing_file);
     if (s->backing_format)

@@ -290,6 +290,7 @@ struct qcow2 {
     uint64_t crypt_hdr_off;   /* LUKS: the encryption header's clusters */
     uint64_t crypt_hdr_len;   /* (its extension; 0: none) */
     struct fq_cipher *crypt;  /* LUKS: the unlocked data cipher (crypt.c) */
+    struct fq_encrypt_info *crypt_info; /* LUKS: its header, for info */
     char *backing_file;
     char *backing_format;
     uint32_t nb_snapshots;
