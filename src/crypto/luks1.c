@@ -195,6 +195,9 @@ static int check_header(struct hdr *H, uint64_t avail, struct fq_encrypt_info *i
     snprintf(info->hash_alg, sizeof(info->hash_alg), "%s", halg_name(H->hash));
     memcpy(info->uuid, h + H_UUID, 40);
     info->uuid[39] = '\0';
+    for (char *u = info->uuid; *u; u++)     /* shown by info: printable only */
+        if (*u < 0x20 || *u > 0x7e || *u == '"' || *u == '\\')
+            *u = '?';
     info->payload_offset = payload;
     info->master_key_iters = mkit;
 
