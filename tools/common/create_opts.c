@@ -241,7 +241,10 @@ static const char *unsupported_error(const struct cspec *c)
 {
     const char *ef = c->val[K_ENC_FORMAT];
     static char msg[128];
+    size_t len;
 
+    if ((c->on[K_ENCRYPTION] || ef) && !c->val[K_ENC_SECRET] && !tool_default_secret(&len))
+        return "Parameter 'encrypt.key-secret' is required for cipher";
     if (c->on[K_ENCRYPTION] || (ef && !strcmp(ef, "aes")))
         return "The legacy AES encryption (encrypt.format=aes) is not supported for new images: "
                "use encrypt.format=luks";
