@@ -172,6 +172,12 @@ struct fq_open_opts {
     int no_data_file;          /* do not open the external data file
                                   (metadata only: info, check); guest
                                   data I/O then fails with -EIO */
+    const void *key_secret;    /* encrypted (LUKS) images: the passphrase
+                                  that unlocks them (qemu's encrypt.key-
+                                  secret), key_secret_len bytes; NULL: such
+                                  an image is refused, unless check_mode
+                                  (which needs no key) */
+    size_t key_secret_len;
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u
@@ -280,6 +286,17 @@ struct fq_create_opts {
     int data_file_raw;         /* "data_file_raw": the data file stays a
                                   raw image of the disk (implies
                                   preallocation=metadata) */
+    /* encryption (qcow2; qemu's encrypt.* options): format "luks" or NULL
+     * (none); the passphrase; the algorithms (NULL: aes-256, xts, plain64,
+     * sha256; ivgen_hash_alg sha256 for essiv) and the PBKDF2 time in ms
+     * (0: 2000) */
+    struct {
+        const char *format;
+        const void *key_secret;
+        size_t key_secret_len;
+        const char *cipher_alg, *cipher_mode, *ivgen_alg, *ivgen_hash_alg, *hash_alg;
+        uint64_t iter_time;
+    } encrypt;
 };
 
 void fq_create_opts_init(struct fq_create_opts *o);
@@ -294,6 +311,25 @@ void fq_create_opts_release(struct fq_create_opts *o);
 int fq_create(const char *filename, const struct fq_create_opts *opts, char *err);
 
 /* ---- information -------------------------------------------------------- */
+
+/* An encrypted image's header (LUKS), as `info` shows it; format "" when
+ * the image is not encrypted. */
+struct fq_encrypt_info {
+    char format[8];            /* "luks" */
+    char cipher_alg[16];       /* "aes-256" */
+    char cipher_mode[16];      /* "xts" */
+    char ivgen_alg[16];        /* "plain64" */
+    char ivgen_hash_alg[16];   /* essiv's hash; "" otherwise */
+    char hash_alg[16];         /* PBKDF2 and the splitter: "sha256" */
+    char uuid[40];
+    uint64_t payload_offset;   /* bytes from the header's start */
+    uint32_t master_key_iters;
+    struct {
+        int active;
+        uint32_t iters, stripes;   /* active slots only */
+        uint64_t key_offset;       /* bytes from the header's start */
+    } slots[8];
+};
 
 struct fq_info {
     char format[16];           /* "qcow2" | "raw" */
@@ -318,6 +354,7 @@ struct fq_info {
     char data_file[1024];      /* qcow2 external data file name as the image
                                   records it ("" = none) */
     int data_file_raw;         /* its raw flag */
+    struct fq_encrypt_info encrypt;   /* qcow2 with LUKS: its header */
 };
 int fq_get_info(struct fq_image *img, struct fq_info *out);
 

@@ -29,7 +29,7 @@ def tier_of(path):
         return "public"
     if p.startswith("src/include/"):
         return "interface"
-    m = re.match(r"src/(engine|core|api|testdev)/", p)
+    m = re.match(r"src/(engine|core|api|testdev|crypto)/", p)
     if m:
         return m.group(1)
     m = re.match(r"src/drivers/([^/]+)/", p)
@@ -48,6 +48,7 @@ ALLOWED = {
     "public": {"public"},
     "interface": {"public", "interface", "build"},
     "engine": {"public", "interface", "engine", "build"},
+    "crypto": {"public", "interface", "crypto", "build"},
     "core": {"public", "interface", "engine", "core", "build"},
     "driver": {"public", "interface", "driver:self", "build"},
     "registry": {"public", "interface"},
@@ -58,7 +59,7 @@ ALLOWED = {
 }
 
 # rank of each tier for symbol references (a lower rank never calls a higher)
-RANK = {"util": 0, "engine": 1, "core": 2, "driver": 3, "registry": 3, "testdev": 3, "api": 4}
+RANK = {"util": 0, "crypto": 0, "engine": 1, "core": 2, "driver": 3, "registry": 3, "testdev": 3, "api": 4}
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
@@ -104,7 +105,7 @@ def check_includes():
 
 def obj_tier(objname):
     # meson names objects after their source: src_core_ctx.c.o
-    m = re.match(r"src_(engine|core|api|testdev)_(.*)\.c\.o$", objname)
+    m = re.match(r"src_(engine|core|api|testdev|crypto)_(.*)\.c\.o$", objname)
     if m:
         return "util" if m.group(1) == "core" and m.group(2) == "util" else m.group(1)
     if re.match(r"src_drivers_registry\.c\.o$", objname):

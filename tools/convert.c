@@ -366,9 +366,15 @@ int cmd_convert(int argc, char **argv)
         }
         x.top_only = c.val[K_BFILE] != NULL;
         x.zero_init = !c.val[K_BFILE];   /* a new image reads as zeros */
+        if (a.compress && (c.val[K_ENC_FORMAT] || c.on[K_ENCRYPTION])) {
+            tool_error("Compression and encryption not supported at the same time");
+            goto out;
+        }
         img_cspec_num(&c, K_SIZE, x.total);
         if (img_create(&c) < 0)
             goto out;
+        if (c.val[K_ENC_FORMAT])   /* the new image opens with its secret */
+            o[1].key_secret = img_cspec_secret(&c, &o[1].key_secret_len);
     }
     bool src_opts = tool_image_opts;
     tool_image_opts = tool_target_image_opts;   /* for the target */

@@ -24,6 +24,54 @@
 /* Print the info of one image. `next` receives the path of its backing
  * file as qemu opens it ("" = none), `next_fmt` that file's format.
  * Returns 0 or -1. */
+/* The "encrypt" block of qemu-img info's format-specific information, in
+ * its order: JSON into w, else human text. */
+static void print_encrypt(const struct fq_encrypt_info *e, struct jw *w)
+{
+    if (w) {
+        jw_open(w, "encrypt", '{');
+        jw_str(w, "ivgen-alg", e->ivgen_alg);
+        jw_str(w, "hash-alg", e->hash_alg);
+        jw_str(w, "cipher-alg", e->cipher_alg);
+        jw_str(w, "uuid", e->uuid);
+        if (e->ivgen_hash_alg[0])
+            jw_str(w, "ivgen-hash-alg", e->ivgen_hash_alg);
+        jw_str(w, "format", e->format);
+        jw_str(w, "cipher-mode", e->cipher_mode);
+        jw_open(w, "slots", '[');
+        for (int i = 0; i < 8; i++) {
+            jw_open(w, NULL, '{');
+            jw_bool(w, "active", e->slots[i].active);
+            if (e->slots[i].active)
+                jw_int(w, "iters", e->slots[i].iters);
+            jw_int(w, "key-offset", (int64_t)e->slots[i].key_offset);
+            if (e->slots[i].active)
+                jw_int(w, "stripes", e->slots[i].stripes);
+            jw_close(w, '}');
+        }
+        jw_close(w, ']');
+        jw_int(w, "payload-offset", (int64_t)e->payload_offset);
+        jw_int(w, "master-key-iters", e->master_key_iters);
+        jw_close(w, '}');
+        return;
+    }
+    printf("    encrypt:\n        ivgen alg: %s\n        hash alg: %s\n        cipher alg: %s\n"
+           "        uuid: %s\n", e->ivgen_alg, e->hash_alg, e->cipher_alg, e->uuid);
+    if (e->ivgen_hash_alg[0])
+        printf("        ivgen hash alg: %s\n", e->ivgen_hash_alg);
+    printf("        format: %s\n        cipher mode: %s\n        slots:\n", e->format, e->cipher_mode);
+    for (int i = 0; i < 8; i++) {
+        printf("            [%d]:\n                active: %s\n", i, e->slots[i].active ? "true" : "false");
+        if (e->slots[i].active)
+            printf("                iters: %u\n", e->slots[i].iters);
+        printf("                key offset: %" PRIu64 "\n", e->slots[i].key_offset);
+        if (e->slots[i].active)
+            printf("                stripes: %u\n", e->slots[i].stripes);
+    }
+    printf("        payload offset: %" PRIu64 "\n        master key iters: %u\n", e->payload_offset,
+           e->master_key_iters);
+}
+
 static int info_one(const char *spec, const char *file, const char *fmt, bool json, bool frag,
                     bool from_image, struct jw *w, char *next, size_t n, char *next_fmt)
 {
@@ -128,6 +176,8 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
                 jw_str(w, "data-file", in.data_file);
             if (in.incompatible_features & 4)   /* the data file bit */
                 jw_bool(w, "data-file-raw", in.data_file_raw);
+            if (in.encrypt.format[0])
+                print_encrypt(&in.encrypt, w);
             if (v3) {
                 jw_bool(w, "corrupt", in.corrupt);
                 jw_bool(w, "extended-l2", in.extended_l2);
@@ -157,10 +207,10 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
     img_size_str(in.actual_size, ds, sizeof(ds));
     printf("image: %s\nfile format: %s\nvirtual size: %s (%" PRIu64 " bytes)\ndisk size: %s\n",
            file, in.format, vs, vsize, ds);
-    if (in.cluster_size)
-        printf("cluster_size: %u\n", in.cluster_size);
     if (in.encrypted)
         printf("encrypted: yes\n");
+    if (in.cluster_size)
+        printf("cluster_size: %u\n", in.cluster_size);
     if (in.dirty)
         printf("cleanly shut down: no\n");
     if (next[0] && strcmp(next, in.backing_file))
@@ -195,6 +245,8 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
         printf("    data file: %s\n", in.data_file);
     if (qcow2 && (in.incompatible_features & 4))   /* the data file bit */
         printf("    data file raw: %s\n", in.data_file_raw ? "true" : "false");
+    if (qcow2 && in.encrypt.format[0])
+        print_encrypt(&in.encrypt, NULL);
     if (qcow2 && v3)
         printf("    corrupt: %s\n    extended l2: %s\n", in.corrupt ? "true" : "false",
                in.extended_l2 ? "true" : "false");

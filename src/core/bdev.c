@@ -48,6 +48,17 @@ static int rw_sync(struct fq_bdev *bs, enum fq_op op, void *buf, size_t len, uin
     return bs->ops->io_sync(bs, &req);
 }
 
+int fq_req_check(const struct fq_bdev *bs, const struct fq_req *req)
+{
+    if (req->op == FQ_OP_FLUSH)
+        return 0;
+    if (req->op != FQ_OP_READ && bs->readonly)
+        return -EROFS;
+    if (req->off > bs->size || req->len > bs->size - req->off)
+        return -EINVAL;
+    return 0;
+}
+
 int fq_bdev_pread_sync(struct fq_bdev *bs, void *buf, size_t len, uint64_t off)
 {
     return rw_sync(bs, FQ_OP_READ, buf, len, off, 0);

@@ -156,6 +156,9 @@ int fq_bdev_pwrite_tagged(struct fq_bdev *bs, const void *buf, size_t len, uint6
 int fq_bdev_flush_sync(struct fq_bdev *bs);
 /* Close a device and its children. */
 void fq_bdev_close(struct fq_bdev *bs);
+/* A request within the device and allowed on it: 0, -EROFS for a write
+ * to a read-only device, -EINVAL past its end (flushes always pass). */
+int fq_req_check(const struct fq_bdev *bs, const struct fq_req *req);
 /* Complete a request from the loop (for results known at submit time). */
 void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
 /* fq_map over a whole chain: the longest uniform run at `off` (at most

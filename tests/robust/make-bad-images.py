@@ -7,7 +7,8 @@ compressed cluster, an internal snapshot, a backing file, 512-byte and
 one class of damage: a header field out of range, an extension running
 past cluster 0, a table offset unaligned or past the end of the file,
 reserved bits, huge sizes, tables overlapping each other, compressed
-entries with huge sizes, unknown feature bits, encryption, an external
+entries with huge sizes, unknown feature bits, encryption (and damaged
+LUKS headers of an encrypted base, passphrase "pw"), an external
 data file, an unknown compression type, truncation, snapshot table damage,
 refcounts of 0 for used clusters, loops and shared tables...
 
@@ -753,6 +754,120 @@ REBUILD = [
 ]
 for base, k, d, fn in REBUILD:
     mutate(base, "check-rebuild", "%s-%s" % (base, k), d, fn)
+
+# ---- LUKS encrypted images: damaged encryption headers ----
+# The base is encrypted with the passphrase "pw" (the runner gives it as
+# FASTQCOW_SECRET for these classes, so that opens go as far as unlocking).
+# Made by $FASTQCOW when set (qemu-img create spends seconds measuring
+# PBKDF2); written by qemu-io either way.
+LUKS_PW = "pw"
+
+
+def make_luks_base():
+    path = os.path.join(WORK, "luks.qcow2")
+    enc = "encrypt.format=luks,encrypt.key-secret=s,encrypt.iter-time=10"
+    tool = os.environ.get("FASTQCOW")
+    if tool:
+        run(tool, "create", "-q", "-f", "qcow2", "--object", "secret,id=s,data=" + LUKS_PW,
+            "-o", enc, path, "4M")
+    else:
+        run("qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s,data=" + LUKS_PW,
+            "-o", enc, path, "4M")
+    run("qemu-io", "--object", "secret,id=s,data=" + LUKS_PW, "--image-opts",
+        "driver=qcow2,file.filename=%s,encrypt.key-secret=s" % path,
+        "-c", "write -P 0x71 0 128k", "-c", "write -P 0x72 1M 4k")
+    return path
+
+
+bases["luks"] = make_luks_base()
+
+
+def luks_hdr(img):
+    """Offset of the LUKS header (the encryption extension's pointer)."""
+    for off, t, ln in img.extensions():
+        if t == 0x0537be77:
+            return off, img.u64(off + 8)
+    raise RuntimeError("no encryption header extension in " + img.src)
+
+
+def luks_put(rel, data):
+    """Write bytes at `rel` into the LUKS header."""
+    def f(img):
+        h = luks_hdr(img)[1]
+        img.b[h + rel:h + rel + len(data)] = data
+    return f
+
+
+def luks_u32(rel, v):
+    return luks_put(rel, struct.pack(">I", v & U32))
+
+
+def luks_ext(off_fn, len_fn):
+    """The extension's offset and length replaced."""
+    def f(img):
+        e, h = luks_hdr(img)
+        ln = img.u64(e + 16)
+        img.p64(e + 8, off_fn(h))
+        img.p64(e + 16, len_fn(ln))
+    return f
+
+
+SLOT0 = 208
+LUKS_DAMAGE = [
+    ("magic", "magic zeroed", luks_put(0, bytes(6))),
+    ("version-2", "version 2", luks_put(6, b"\x00\x02")),
+    ("version-ffff", "version 0xffff", luks_put(6, b"\xff\xff")),
+    ("cipher-twofish", "cipher name twofish", luks_put(8, b"twofish\x00")),
+    ("cipher-noterm", "cipher name without a NUL", luks_put(8, b"A" * 32)),
+    ("mode-ecb", "cipher mode ecb (no IV)", luks_put(40, b"ecb\x00")),
+    ("mode-foo", "cipher mode xts-foo", luks_put(40, b"xts-foo\x00")),
+    ("mode-essiv-md5", "cipher mode cbc-essiv:md5", luks_put(40, b"cbc-essiv:md5\x00")),
+    ("mode-essiv-sha512", "cipher mode cbc-essiv:sha512 (no AES of 64-byte keys)",
+     luks_put(40, b"cbc-essiv:sha512\x00")),
+    ("mode-noterm", "cipher mode without a NUL", luks_put(40, b"x" * 32)),
+    ("hash-md5", "hash md5", luks_put(72, b"md5\x00")),
+    ("hash-noterm", "hash name without a NUL", luks_put(72, b"s" * 32)),
+    ("payload-0", "payload offset 0", luks_u32(104, 0)),
+    ("payload-1", "payload offset 1 sector (inside the key material)", luks_u32(104, 1)),
+    ("payload-huge", "payload offset 0xffffffff sectors", luks_u32(104, U32)),
+    ("keybytes-0", "key bytes 0", luks_u32(108, 0)),
+    ("keybytes-48", "key bytes 48 (aes-192 xts; the slot does not match)", luks_u32(108, 48)),
+    ("keybytes-65", "key bytes 65", luks_u32(108, 65)),
+    ("keybytes-huge", "key bytes 0xffffffff", luks_u32(108, U32)),
+    ("digest", "master key digest flipped", luks_put(112, b"\xff" * 20)),
+    ("mkiter-0", "master key digest iterations 0", luks_u32(164, 0)),
+    ("mkiter-huge", "master key digest iterations 2^26", luks_u32(164, 1 << 26)),
+    ("mkiter-max", "master key digest iterations 0xffffffff", luks_u32(164, U32)),
+    ("slot-state-0", "key slot 0 state 0", luks_u32(SLOT0, 0)),
+    ("slot-state-dead", "key slot 0 disabled: no active slot", luks_u32(SLOT0, 0xDEAD)),
+    ("slot-all-active", "every key slot active, their material empty",
+     lambda img: [luks_u32(SLOT0 + 48 * i, 0x00AC71F3)(img) or luks_u32(SLOT0 + 48 * i + 4, 1000)(img)
+                  for i in range(1, 8)]),
+    ("slot-iter-0", "key slot 0 iterations 0", luks_u32(SLOT0 + 4, 0)),
+    ("slot-iter-huge", "key slot 0 iterations 2^26", luks_u32(SLOT0 + 4, 1 << 26)),
+    ("slot-iter-max", "key slot 0 iterations 0xffffffff", luks_u32(SLOT0 + 4, U32)),
+    ("slot-salt", "key slot 0 salt changed", luks_put(SLOT0 + 8, b"\x01" * 32)),
+    ("slot-offset-0", "key material at sector 0 (the header)", luks_u32(SLOT0 + 40, 0)),
+    ("slot-offset-1", "key material at sector 1 (over the header)", luks_u32(SLOT0 + 40, 1)),
+    ("slot-offset-end", "key material past the payload offset", luks_u32(SLOT0 + 40, 4000)),
+    ("slot-offset-huge", "key material at sector 0xffffffff", luks_u32(SLOT0 + 40, U32)),
+    ("slot-stripes-0", "key slot 0 stripes 0", luks_u32(SLOT0 + 44, 0)),
+    ("slot-stripes-1", "key slot 0 stripes 1", luks_u32(SLOT0 + 44, 1)),
+    ("slot-stripes-huge", "key slot 0 stripes 0xffffffff", luks_u32(SLOT0 + 44, U32)),
+    ("material", "key material of slot 0 overwritten", luks_put(4096, b"\x5a" * 4096)),
+    ("ext-offset-0", "encryption header offset 0 (the qcow2 header)", luks_ext(lambda h: 0, lambda n: n)),
+    ("ext-offset-odd", "encryption header offset not cluster-aligned", luks_ext(lambda h: h + 512, lambda n: n)),
+    ("ext-offset-eof", "encryption header past the end of the file", luks_ext(lambda h: 1 << 40, lambda n: n)),
+    ("ext-offset-l1", "encryption header offset names the L1 table",
+     lambda img: luks_ext(lambda h: img.l1_off, lambda n: n)(img)),
+    ("ext-len-0", "encryption header length 0", luks_ext(lambda h: h, lambda n: 0)),
+    ("ext-len-short", "encryption header length 100 (less than a LUKS header)", luks_ext(lambda h: h, lambda n: 100)),
+    ("ext-len-huge", "encryption header length 2^62", luks_ext(lambda h: h, lambda n: 1 << 62)),
+    ("ext-len-cut", "encryption header length cut inside the key material", luks_ext(lambda h: h, lambda n: 8192)),
+    ("crypt-aes", "crypt_method 1 (legacy AES) with the LUKS extension", lambda img: img.p32(32, 1)),
+]
+for k, d, fn in LUKS_DAMAGE:
+    mutate("luks", "luks-header", k, d, fn)
 
 # ---- write the manifest ----
 with open(os.path.join(OUT, "MANIFEST"), "w") as f:

@@ -38,6 +38,9 @@ TO=${ROBUST_TIMEOUT:-20}
 one_image() {
     local name=$1 cls=$2 base=${3:-} w="$T/w.$1" f="$T/img/$1" rc out
     mkdir -p "$w"
+    # damaged LUKS headers: with the base's passphrase, opens go as far as
+    # unlocking the key
+    if [ "$cls" = luks-header ]; then export FASTQCOW_SECRET=pw; else unset FASTQCOW_SECRET; fi
     run() {
         local sub=$1; shift
         timeout -k 5 "$TO" "$FASTQCOW" "$@" >"$w/out" 2>"$w/err" </dev/null

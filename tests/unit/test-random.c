@@ -210,6 +210,10 @@ static int open_image(struct run *r, int check_mode, struct fq_image **out)
     o.check_mode = check_mode;
     o.readonly = check_mode;
     o.file_format = r->c->outer_cluster ? "qcow2" : NULL;
+    if (r->c->encrypt) {
+        o.key_secret = "pw";
+        o.key_secret_len = 2;
+    }
     ret = fq_open(r->path, &o, out, err);
     if (ret < 0)
         RFAIL(r, "fq_open(%s): %s: %s", r->path, strerror(-ret), err);
@@ -255,6 +259,13 @@ static int create_image(struct run *r)
         }
         o.backing_file = r->chain.path[r->chain.n - 1];
         o.backing_format = r->chain.fmt[r->chain.n - 1];
+    }
+    if (c->encrypt) {
+        o.encrypt.format = "luks";
+        o.encrypt.key_secret = "pw";
+        o.encrypt.key_secret_len = 2;
+        o.encrypt.cipher_mode = c->encrypt;
+        o.encrypt.iter_time = 1;
     }
     ret = fq_create(r->path, &o, err);
     if (ret < 0)
@@ -738,7 +749,11 @@ static void check_image(struct run *r)
 
     if (!tl_have("qemu-img"))
         return;
-    ret = tl_sh("qemu-img check -q -f qcow2 '%s'", r->path);
+    if (r->c->encrypt)
+        ret = tl_sh("qemu-img check -q --object secret,id=s,data=pw --image-opts "
+                    "'driver=qcow2,file.filename=%s,encrypt.key-secret=s'", r->path);
+    else
+        ret = tl_sh("qemu-img check -q -f qcow2 '%s'", r->path);
     if (ret != 0)
         RFAIL(r, "qemu-img check %s exited %d", r->path, ret);
     if (r->c->lazy) {

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "blockopts.h"
+#include "object.h"
 
 bool tool_image_opts;
 bool tool_target_image_opts;
@@ -41,7 +42,7 @@ static const struct key {
     const char *values;
     bool qcow2, reopen;
 } keys[] = {
-    { "driver", KT_ENUM, "qcow2 raw file", false, false },
+    { "driver", KT_ENUM, "qcow2 raw luks file", false, false },
     { "file.filename", KT_STR, NULL, false, false },
     { "file.driver", KT_ENUM, "file", false, true },
     { "file.locking", KT_ENUM, "on off auto", false, false },
@@ -68,6 +69,8 @@ static const struct key {
     { "data-file", KT_STR, NULL, true, false },
     { "data-file.filename", KT_STR, NULL, true, false },
     { "data-file.driver", KT_ENUM, "file", true, false },
+    { "encrypt.key-secret", KT_STR, NULL, true, false },
+    { "key-secret", KT_STR, NULL, false, false },      /* driver=luks */
 };
 
 /* overlap-check.main-header, overlap-check.active-l1...: one switch per
@@ -198,6 +201,10 @@ void blockopts_set_caches(const struct blockopts *o, struct fq_open_opts *oo)
         oo->data_file = blockopts_get(o, "data-file.filename");
     else if (blockopts_get(o, "data-file"))
         oo->data_file = blockopts_get(o, "data-file");
+    if (c->key_secret) {
+        oo->key_secret = c->key_secret;
+        oo->key_secret_len = c->key_secret_len;
+    }
 }
 
 /* qemu's booleans: 1 (on, yes, true, y), 0 (off, no, false, n) or -1. */
@@ -323,6 +330,10 @@ static int parse(const char *list, struct blockopts *o, bool warn, char *err)
             fq_open_opts_set(&o->caches, o->key[i], o->val[i], NULL);
     }
     o->filename = file_opt(o, "filename");
+    /* the secret named (--object secret,id=...), as qemu looks it up */
+    if (((v = blockopts_get(o, "encrypt.key-secret")) || (v = blockopts_get(o, "key-secret"))) &&
+        !(o->caches.key_secret = tool_secret_or_err(v, &o->caches.key_secret_len, err, FQ_ERR_MAX)))
+        return -1;
     if ((v = blockopts_get(o, "read-only")))
         o->readonly = parse_bool(v);
     if ((v = blockopts_get(o, "force-share")))

@@ -38,7 +38,8 @@ struct blockopts {
     int engine;                /* "file.aio": an enum fq_engine_kind */
     bool aio_native;           /* "file.aio=native" (needs cache.direct=on) */
     struct fq_open_opts caches;/* the qcow2 metadata cache keys, as
-                                  fq_open_opts_set takes them */
+                                  fq_open_opts_set takes them, and the
+                                  secret encrypt.key-secret names */
 };
 
 /* A list that says nothing (what blockopts_parse starts from). */
@@ -55,8 +56,9 @@ int blockopts_check_format(const struct blockopts *o, const char *format, char *
 const char *blockopts_get(const struct blockopts *o, const char *key);
 /* The cache mode the cache.direct / cache.no-flush keys make of `base`. */
 enum fq_cache_mode blockopts_cache(const struct blockopts *o, enum fq_cache_mode base);
-/* Put the metadata cache keys and the data file `o` gives into `oo` (the
- * others stay; the data file's name points into `o`). */
+/* Put the metadata cache keys, the data file and the secret of
+ * encrypt.key-secret that `o` gives into `oo` (the others stay; the data
+ * file's name points into `o`). */
 void blockopts_set_caches(const struct blockopts *o, struct fq_open_opts *oo);
 /* Put all that `o` says into `oo` for an open of its file: the format,
  * read-only (added to oo's), the cache mode over oo's, the engine,

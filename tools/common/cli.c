@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "object.h"
 
 const char *tool_backing_format;
 const char *tool_backing_protocols;
@@ -22,6 +23,7 @@ void tool_open_opts_init(struct fq_open_opts *o)
     o->backing_format = tool_backing_format;
     o->backing_protocols = tool_backing_protocols;
     o->force_share = tool_force_share;
+    o->key_secret = tool_default_secret(&o->key_secret_len);
 }
 
 void tool_verror(const char *fmt, va_list ap)

@@ -25,6 +25,7 @@
 #include "args.h"
 #include "create_opts.h"
 #include "image.h"
+#include "object.h"
 
 /* Each -o key: its name, its type, where it applies (the qcow2 format,
  * the raw format, the file protocol under either), its default printed
@@ -240,15 +241,23 @@ static const char *qcow2_opts_error(const struct cspec *c, int *version)
     return msg[0] ? msg : NULL;
 }
 
-/* What is refused here (encryption: not supported yet), in qemu-img's words where it has some; NULL if nothing. */
+/* What is refused here (the legacy AES encryption), in qemu-img's words
+ * where it has some; NULL if nothing. */
 static const char *unsupported_error(const struct cspec *c)
 {
-    bool enc = c->on[K_ENCRYPTION] || c->val[K_ENC_FORMAT];
+    const char *ef = c->val[K_ENC_FORMAT];
+    static char msg[128];
+    size_t len;
 
-    if (enc && !c->val[K_ENC_SECRET])
+    if ((c->on[K_ENCRYPTION] || ef) && !c->val[K_ENC_SECRET] && !tool_default_secret(&len))
         return "Parameter 'encrypt.key-secret' is required for cipher";
-    if (enc)
-        return "Encrypted images are not supported";
+    if (c->on[K_ENCRYPTION] || (ef && !strcmp(ef, "aes")))
+        return "The legacy AES encryption (encrypt.format=aes) is not supported for new images: "
+               "use encrypt.format=luks";
+    if (ef && strcmp(ef, "luks")) {
+        snprintf(msg, sizeof(msg), "Parameter 'encrypt.format' does not accept value '%.60s'", ef);
+        return msg;
+    }
     if (c->val[K_EXTHINT] && c->num[K_EXTHINT] > UINT32_MAX)
         return "Extent size hint is too large";
     return NULL;
@@ -296,6 +305,37 @@ static void cat(char *buf, size_t n, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(buf + used, n - used, fmt, ap);
     va_end(ap);
+}
+
+const char *img_cspec_secret(const struct cspec *c, size_t *len)
+{
+    const char *id = c->val[K_ENC_SECRET];
+
+    return id ? tool_secret(id, len) : tool_default_secret(len);
+}
+
+/* The encrypt.* keys into o: the secret the key-secret option names
+ * (or the default secret of the environment), the algorithms, the time.
+ * 0, or -1 with qemu's message in err. */
+static int encrypt_opts(const struct cspec *c, struct fq_create_opts *o, char *err)
+{
+    const char *id = c->val[K_ENC_SECRET];
+
+    o->encrypt.format = c->val[K_ENC_FORMAT];
+    if (id)
+        o->encrypt.key_secret = tool_secret_or_err(id, &o->encrypt.key_secret_len, err, FQ_ERR_MAX);
+    else if (!(o->encrypt.key_secret = tool_default_secret(&o->encrypt.key_secret_len)))
+        snprintf(err, FQ_ERR_MAX, "Parameter 'encrypt.key-secret' is required for cipher");
+    if (!o->encrypt.key_secret)
+        return -1;
+    o->encrypt.cipher_alg = c->val[K_ENC_CALG];
+    o->encrypt.cipher_mode = c->val[K_ENC_CMODE];
+    o->encrypt.ivgen_alg = c->val[K_ENC_IVALG];
+    o->encrypt.ivgen_hash_alg = c->val[K_ENC_IVHASH];
+    o->encrypt.hash_alg = c->val[K_ENC_HASH];
+    if (c->val[K_ENC_ITER])
+        o->encrypt.iter_time = c->num[K_ENC_ITER];
+    return 0;
 }
 
 int img_create(struct cspec *c)
@@ -399,6 +439,10 @@ int img_create(struct cspec *c)
     }
     if (pa)
         cat(list, sizeof(list), "preallocation=%s,", pa);
+    if (c->val[K_ENC_FORMAT] && encrypt_opts(c, &o, err) < 0) {
+        tool_error("%s: %s", c->file, err);
+        return -1;
+    }
     if ((list[0] && fq_create_opts_parse(&o, list, err) < 0) || fq_create(c->file, &o, err) < 0) {
         tool_error("%s: %s", c->file, err[0] ? err : "Could not create the image");
         return -1;

@@ -36,6 +36,9 @@ int img_cspec_parse(struct cspec *c, const struct args *a);
  * the file protocol when `file` names the target, and return 1 (-1 after
  * printing an error for an unknown format); 0 if none asks. */
 int img_cspec_help(const struct args *a, const char *fmt, const char *file);
+/* The passphrase a new encrypted image gets (encrypt.key-secret's
+ * secret, or the environment's default), or NULL. */
+const char *img_cspec_secret(const struct cspec *c, size_t *len);
 /* Create c->file as qemu-img create would: its checks and messages, the
  * "Formatting" line (if c->print), then fq_create. Returns 0 or -1. */
 int img_create(struct cspec *c);

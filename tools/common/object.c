@@ -299,6 +299,38 @@ static int add_secret(const struct props *p, const char *id)
     return 0;
 }
 
+const char *tool_default_secret(size_t *len)
+{
+    static char *data;
+    static size_t dlen;
+    static bool done;
+    const char *v = getenv("FASTQCOW_SECRET"), *f = getenv("FASTQCOW_SECRET_FILE");
+
+    if (!done) {
+        done = true;
+        if (v) {
+            data = strdup(v);
+            dlen = strlen(v);
+        } else if (f) {
+            struct props p = { .n = 0 };
+            add_prop(&p, "file", f, true);
+            if (secret_bytes(&p, &data, &dlen) < 0)
+                data = NULL;
+        }
+    }
+    *len = dlen;
+    return data;
+}
+
+const char *tool_secret_or_err(const char *id, size_t *len, char *err, size_t errlen)
+{
+    const char *s = tool_secret(id, len);
+
+    if (!s)
+        snprintf(err, errlen, "No secret with id '%s'", id);
+    return s;
+}
+
 /* Check the properties in qemu's order and create the object. */
 static int create(const struct props *p)
 {

@@ -16,5 +16,13 @@
 int tool_object_add(const char *spec);
 /* The bytes of secret `id` (*len set), or NULL if there is none. */
 const char *tool_secret(const char *id, size_t *len);
+/* The passphrase of encrypted images opened without encrypt.key-secret:
+ * $FASTQCOW_SECRET, or the content of the file $FASTQCOW_SECRET_FILE
+ * names (*len set); NULL if neither is set (or the file is unreadable,
+ * said once). */
+const char *tool_default_secret(size_t *len);
+/* The secret an option names (encrypt.key-secret=ID), or NULL after
+ * putting qemu's message ("No secret with id 'ID'") into err. */
+const char *tool_secret_or_err(const char *id, size_t *len, char *err, size_t errlen);
 
 #endif

@@ -195,7 +195,7 @@ int io_open(struct io *io, const struct io_spec *sp)
         goto out;
     }
     h.format = o.driver ? o.driver : sp->format;
-    if (h.format && strcmp(h.format, "qcow2") && strcmp(h.format, "raw")) {
+    if (h.format && strcmp(h.format, "qcow2") && strcmp(h.format, "raw") && strcmp(h.format, "luks")) {
         tool_error("%sUnknown driver '%s'", prefix, h.format);
         goto out;
     }

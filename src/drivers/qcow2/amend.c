@@ -147,9 +147,10 @@ static int expand_zero_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
     uint64_t cs = s->cluster_size;
     const void *zeros = fq_zero_buffer((size_t)cs);
     bool backing = s->bs->backing != NULL;
+    CLEANUP_FREE uint8_t *enc = s->crypt ? fq_memalign((size_t)cs) : NULL;
     int r = 0;
 
-    if (!zeros)
+    if (!zeros || (s->crypt && !enc))
         return -ENOMEM;
     for (uint32_t i = 0; i < n && r == 0; i++) {
         uint64_t l2off = l1[i] & L1E_OFFSET_MASK, rc;
@@ -174,7 +175,12 @@ static int expand_zero_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n)
                     break;
                 ne = off | (rc == 1 ? L2E_COPIED : 0);
             }
-            if (off && (r = fq_bdev_pwrite_tagged(s->file, zeros, (size_t)cs, off, FQ_TAG_DATA)) < 0)
+            if (off && enc) {       /* encrypted zeros, bound to their offset */
+                memset(enc, 0, (size_t)cs);
+                qcow2_crypt_buf(s, off, enc, (size_t)cs, true);
+            }
+            if (off && (r = fq_bdev_pwrite_tagged(s->file, enc ? enc : zeros, (size_t)cs, off,
+                                                  FQ_TAG_DATA)) < 0)
                 break;
             /* the zeros are durable before the entry that exposes them */
             s->flush_owed = true;

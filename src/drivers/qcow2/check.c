@@ -43,7 +43,7 @@
 const char *const ck_kind_names[] = {
     [M_L2] = "L2 table", [M_HEADER] = "header", [M_L1] = "L1 table",
     [M_RT] = "refcount table", [M_RB] = "refcount block", [M_SNAPTAB] = "snapshot table",
-    [M_SNAPL1] = "snapshot L1 table", [M_BITMAP] = "bitmap",
+    [M_SNAPL1] = "snapshot L1 table", [M_BITMAP] = "bitmap", [M_CRYPT] = "encryption header",
 };
 
 /* True if [off, off+len) ends a cluster or more past the end of the file. */
@@ -182,7 +182,8 @@ static bool ref_entry(struct ck *k, uint64_t off, uint64_t len, uint8_t as, bool
          * bitmap may be the good one of the two (and a whole table of
          * data would go with it): dropped only if the cluster is no L2
          * table */
-        if (fix && as == M_L2 && m != M_HEADER && m != M_L1 && m != M_RT && m != M_SNAPTAB)
+        if (fix && as == M_L2 && m != M_HEADER && m != M_L1 && m != M_RT && m != M_SNAPTAB &&
+            m != M_CRYPT)
             fix = !ck_looks_like_l2(k, off);
         if (fix && w)
             fix = ck_walk_writable(k, w);
@@ -558,6 +559,7 @@ static int count_all(struct ck *k)
     mark(k, 0, s->cluster_size, M_HEADER);
     mark(k, s->l1_offset, (uint64_t)s->l1_size * 8, M_L1);
     count_bitmaps(k);
+    mark(k, s->crypt_hdr_off, s->crypt_hdr_len, M_CRYPT);
     mark(k, s->rt_offset, (uint64_t)s->rt_clusters * s->cluster_size, M_RT);
     for (uint64_t i = 0; i < s->rt_entries; i++)
         if (s->rt[i] && (s->rt[i] >> s->cluster_bits) < k->fclusters)

@@ -11,7 +11,7 @@
 
 /* What a cluster holds, as far as the count has seen (struct ck.kind). */
 enum {
-    M_NONE, M_L2, M_HEADER, M_L1, M_RT, M_RB, M_SNAPTAB, M_SNAPL1, M_BITMAP,
+    M_NONE, M_L2, M_HEADER, M_L1, M_RT, M_RB, M_SNAPTAB, M_SNAPL1, M_BITMAP, M_CRYPT,
 };
 #define M_KIND   0x7f
 #define M_SHARED 0x80             /* also referenced otherwise: a corruption */

@@ -76,7 +76,7 @@ static int validate(const struct fq_create_opts *o, uint64_t cs, int rbits, char
         fq_seterr(err, "Backing file and preallocation can only be used at the same time if extended_l2 is on");
         return -EINVAL;
     }
-    return 0;
+    return qcow2_crypt_validate(o, err);
 }
 
 /* Write the three-cluster skeleton (header with size 0, table, block). */
@@ -379,6 +379,49 @@ static int preallocate(struct qcow2 *s, enum fq_prealloc mode)
     return r;
 }
 
+/* An encrypted image: the LUKS header written into clusters of its own
+ * (after the L1 table, as qemu lays it out), the extension that points at
+ * it kept with the header. */
+static int add_crypt_header(struct qcow2 *s, const struct fq_create_opts *o, char *err)
+{
+    uint8_t *hdr = NULL;
+    size_t len;
+    uint64_t off, cs = s->cluster_size;
+    int r = qcow2_crypt_create(o, &hdr, &len, err);
+
+    if (r < 0)
+        return r;
+    uint64_t n = FQ_DIV_UP((uint64_t)len, cs);
+    CLEANUP_FREE uint8_t *buf = fq_zalign((size_t)(n * cs));
+    uint8_t *ext = malloc(QEXT_CRYPTO_LEN);
+    r = -ENOMEM;
+    if (buf && ext)
+        r = qcow2_alloc_clusters(s, n, &off);
+    if (r == 0) {
+        memcpy(buf, hdr, len);
+        r = qcow2_writeback(s);     /* the refcounts first */
+    }
+    if (r == 0)
+        r = fq_bdev_pwrite_tagged(s->file, buf, (size_t)(n * cs), off, FQ_TAG_OTHER_META);
+    memset(hdr, 0, len);
+    free(hdr);
+    if (r < 0) {
+        free(ext);
+        return r;
+    }
+    fq_put_be64(ext, off);
+    fq_put_be64(ext + 8, len);
+    struct qext x = { QEXT_CRYPTO, QEXT_CRYPTO_LEN, ext };
+    if (qext_vec_push(&s->exts, x) < 0) {
+        free(ext);
+        return -ENOMEM;
+    }
+    s->crypt_method = QCOW2_CRYPT_LUKS;
+    s->crypt_hdr_off = off;
+    s->crypt_hdr_len = len;
+    return 0;
+}
+
 int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *err)
 {
     uint64_t cs = o->cluster_size ? o->cluster_size : 65536;
@@ -436,6 +479,8 @@ int qcow2_create(struct fq_bdev *child, const struct fq_create_opts *o, char *er
         if (r < 0)
             goto out;
     }
+    if (o->encrypt.format && (r = add_crypt_header(s, o, err)) < 0)
+        goto out;
     bs->size = o->size;
     if (o->backing_file)
         s->backing_file = strdup(o->backing_file);

@@ -197,6 +197,11 @@ int qcow2_defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_d
     if ((r = qcow2_op_writable(s, err)) < 0 ||
         (r = qcow2_data_refuse(s, "Defragmentation", err)) < 0)
         return r;
+    if (s->crypt_method) {
+        /* encrypted data is bound to its host offset: it cannot move */
+        fq_seterr(err, "Defragmenting an encrypted image is not supported");
+        return -ENOTSUP;
+    }
     st->file_before = st->file_peak = file_len(s);
     uint64_t budget = o->budget ? o->budget : FQ_DEFRAG_DEFAULT_BUDGET;
     d.budget = FQ_MAX(budget / d.cs, (uint64_t)4);

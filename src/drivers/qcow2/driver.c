@@ -48,6 +48,8 @@ static int write_compressed(struct fq_bdev *bs, const uint8_t *data, uint64_t of
 
     if (qcow2_has_data_file(s))
         return -ENOTSUP;    /* no compressed clusters in a data file */
+    if (s->crypt_method)
+        return -ENOTSUP;        /* compressed clusters are never encrypted */
     return qcow2_write_compressed(s, data, off >> s->cluster_bits);
 }
 
@@ -61,7 +63,7 @@ static int store_compressed(struct fq_bdev *bs, uint64_t off, const uint8_t *dat
 {
     struct qcow2 *s = bs->priv;
 
-    if (qcow2_has_data_file(s))
+    if (qcow2_has_data_file(s) || s->crypt_method)
         return -ENOTSUP;
     return qcow2_store_compressed(s, off >> s->cluster_bits, data, blob, clen);
 }

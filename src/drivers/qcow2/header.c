@@ -103,11 +103,18 @@ static int read_extensions(struct qcow2 *s, const uint8_t *hdr, uint64_t hlen,
             s->feature_table_len = len;
             break;
         case QEXT_CRYPTO:
-            if (s->crypt_method == 0) {
-                fq_seterr(err, "Full disk encryption header extension present but crypt_method is 0");
+            if (s->crypt_method != QCOW2_CRYPT_LUKS) {
+                fq_seterr(err, "Full disk encryption header extension present but crypt_method is %u",
+                          s->crypt_method);
                 return -EINVAL;
             }
-            /* kept, but encrypted images are refused later */
+            if (len != QEXT_CRYPTO_LEN) {
+                fq_seterr(err, "Full disk encryption header extension is %u bytes (16 expected)", len);
+                return -EINVAL;
+            }
+            s->crypt_hdr_off = fq_be64(d);
+            s->crypt_hdr_len = fq_be64(d + 8);
+            /* kept as it is for header rewrites */
             __attribute__((fallthrough));
         default: {
             struct qext x = { type, len, malloc(len ? len : 1) };
@@ -227,9 +234,12 @@ int qcow2_read_header(struct qcow2 *s, char *err)
                 return -ENOTSUP;
             }
     }
-    if (s->crypt_method) {
-        fq_seterr(err, "Unsupported qcow2 feature: encryption (crypt_method %u; %s not supported yet)",
-                  s->crypt_method, s->crypt_method == 1 ? "AES" : s->crypt_method == 2 ? "LUKS" : "unknown method");
+    if (s->crypt_method != QCOW2_CRYPT_NONE && s->crypt_method != QCOW2_CRYPT_LUKS) {
+        fq_seterr(err, "Unsupported qcow2 feature: encryption (crypt_method %u; %s)", s->crypt_method,
+                  s->crypt_method == QCOW2_CRYPT_AES
+                      ? "the legacy AES method is not supported: convert the image with qemu-img "
+                        "to one with encrypt.format=luks"
+                      : "unknown method");
         return -ENOTSUP;
     }
     if (s->refcount_order > 6) {

@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <stdio.h>
 
+#include "crypt.h"
 #include "qcow2.h"
 #include "ops.h"
 
@@ -27,6 +28,8 @@ static void qcow2_free_state(struct qcow2 *s)
     free(s->backing_format);
     free(s->data_file_opt);
     free(s->data_file_hdr);
+    fq_cipher_free(s->crypt);
+    free(s->crypt_info);
     free(s->l1);
     free(s->l1_dirty);
     free(s->rt);
@@ -90,6 +93,8 @@ int qcow2_get_info(struct fq_bdev *bs, struct fq_info *out)
         (void)qcow2_data_file_name(s, out->data_file, sizeof(out->data_file));
         out->data_file_raw = qcow2_data_raw(s);
     }
+    if (s->crypt_info)
+        out->encrypt = *s->crypt_info;
     if (s->backing_file)
         snprintf(out->backing_file, sizeof(out->backing_file), "%s", s->backing_file);
     if (s->backing_format)
@@ -161,7 +166,7 @@ int qcow2_map(struct fq_bdev *bs, uint64_t off, uint64_t len, struct fq_map_entr
         out->flags = 0;
         break;
     }
-    if (x.has_host) {
+    if (x.has_host && !s->crypt_method) {   /* encrypted data: no offset to read it at */
         out->flags |= FQ_MAP_OFFSET | (qcow2_has_data_file(s) ? FQ_MAP_DATA_FILE : 0);
         out->host_offset = x.host;
     }
@@ -343,6 +348,8 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         r = qcow2_load_refcount_table(s, err);
     if (r == 0)
         r = init_caches(s, opts, err);
+    if (r == 0)
+        r = qcow2_crypt_open(s, opts, err);
     if (r < 0)
         goto fail;
     s->corrupt = (s->incompat & QCOW2_INCOMPAT_CORRUPT) != 0;

@@ -199,6 +199,8 @@ bool qcow2_overlaps_metadata(struct qcow2 *s, uint64_t off, uint64_t len)
         return true;
     if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
         return true;
+    if (s->crypt_hdr_len && ranges_overlap(off, len, s->crypt_hdr_off, s->crypt_hdr_len))
+        return true;
     return index_hit(s, 1, off, len) || index_hit(s, 0, off, len);
 }
 
@@ -217,6 +219,9 @@ int qcow2_check_meta_write(struct qcow2 *s, uint64_t off, uint64_t len, unsigned
         what = "the refcount table";
     else if (s->nb_snapshots && ranges_overlap(off, len, s->snapshots_offset, cs))
         what = "the snapshot table";
+    else if (tag != FQ_TAG_OTHER_META && s->crypt_hdr_len &&
+             ranges_overlap(off, len, s->crypt_hdr_off, s->crypt_hdr_len))
+        what = "the encryption header";
     else if (tag != FQ_TAG_REFBLOCK && index_hit(s, 1, off, len))
         what = "a refcount block";
     else if (tag != FQ_TAG_L2 && index_hit(s, 0, off, len))

@@ -13,6 +13,7 @@
  *   rw.c            request state machines (read, write, zero, discard)
  *   open.c          open / close / info / map
  *   create.c        creating images
+ *   crypt.c         LUKS encryption: unlock, new headers, data en/decryption
  *   check.c         consistency check: counting (check.h)
  *   check_compare.c the check's comparison of refcounts and COPIED flags
  *   check_state.c   the check's per-cluster state and messages
@@ -87,6 +88,13 @@
 #define QEXT_BITMAPS        0x23852875u
 #define QEXT_CRYPTO         0x0537be77u
 #define QEXT_DATA_FILE      0x44415441u
+
+/* crypt_method: none, the legacy AES method, LUKS (its header in clusters
+ * that the QEXT_CRYPTO extension points at: be64 offset, be64 length). */
+#define QCOW2_CRYPT_NONE 0u
+#define QCOW2_CRYPT_AES  1u
+#define QCOW2_CRYPT_LUKS 2u
+#define QEXT_CRYPTO_LEN  16u
 
 /* Limits (ours; the spec's and common practice's floor). */
 #define QCOW2_MIN_CLUSTER_BITS 9
@@ -291,7 +299,11 @@ struct qcow2 {
     uint64_t incompat, compat, autoclear;
     uint32_t refcount_order;
     uint8_t compression_type;
-    uint32_t crypt_method;
+    uint32_t crypt_method;    /* QCOW2_CRYPT_* */
+    uint64_t crypt_hdr_off;   /* LUKS: the encryption header's clusters */
+    uint64_t crypt_hdr_len;   /* (its extension; 0: none) */
+    struct fq_cipher *crypt;  /* LUKS: the unlocked data cipher (crypt.c) */
+    struct fq_encrypt_info *crypt_info; /* LUKS: its header, for info */
     char *backing_file;
     char *backing_format;
     uint32_t nb_snapshots;
@@ -632,6 +644,17 @@ int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t
 
 /* ---- open.c: the device's calls (the table is in driver.c) ---- */
 extern const struct fq_bdev_ops qcow2_dev_ops;
+/* crypt.c: LUKS encrypted images. Unlock the image's key at open (the
+ * secret from opts; none needed for check); make the header of a new
+ * image; encrypt / decrypt data in a bounce buffer at a host offset;
+ * unaligned writes as read-modify-write of whole sectors. */
+int qcow2_crypt_open(struct qcow2 *s, const struct fq_open_opts *opts, char *err);
+int qcow2_crypt_validate(const struct fq_create_opts *o, char *err);
+int qcow2_crypt_create(const struct fq_create_opts *o, uint8_t **hdr, size_t *len, char *err);
+void qcow2_crypt_buf(const struct qcow2 *s, uint64_t host, uint8_t *buf, size_t len, bool enc);
+bool qcow2_crypt_unaligned(const struct qcow2 *s, const struct fq_req *req);
+int qcow2_crypt_rmw(struct fq_bdev *bs, struct fq_req *req);
+
 int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
                struct fq_bdev **out, char *err);
 void qcow2_close(struct fq_bdev *bs);

@@ -32,6 +32,7 @@
  * drives so (bs->sync_parent) keeps all its metadata work synchronous.
  * SPDX-License-Identifier: MIT
  */
+#include "crypt.h"
 #include "offload.h"
 #include "qcow2.h"
 
@@ -83,12 +84,17 @@ struct qtask {
     int fills;               /* fill reads in flight */
     int fill_err;
     uint64_t wr_off, wr_len; /* the data write issued once filled */
-    /* compressed reads: decompression runs on a CPU worker */
+    /* compressed reads: decompression runs on a CPU worker; so does the
+     * en/decryption of encrypted data (crypt.c), in cbuf */
     struct fq_job job;
     int jret;
+    uint8_t *cbuf;           /* encrypted images: the ciphertext */
+    struct iovec cvec;
+    size_t chead;            /* reads: bytes of cbuf before the data */
 };
 
 static void plan(struct qreq *q);
+static void task_done(struct fq_req *child, int ret);
 
 /* ---- in-flight allocation registry ---- */
 
@@ -234,6 +240,7 @@ static void task_free(struct qtask *t)
     fq_iovb_free(&t->iovb);
     free(t->buf);
     free(t->buf2);
+    free(t->cbuf);
     fq_fl_put(&t->q->s->task_fl, t);
 }
 
@@ -331,10 +338,78 @@ static void decompress_done(struct fq_job *job)
     task_complete(t, 0);
 }
 
+/* ---- encrypted data: the en/decryption of a task's cbuf, on a CPU
+ * worker (inline in sync mode or without workers) ---- */
+
+/* On a worker: decrypt what a read brought and copy it out. */
+static void decrypt_run(struct fq_job *job)
+{
+    struct qtask *t = (struct qtask *)((char *)job - offsetof(struct qtask, job));
+    struct fq_req *req = t->q->req;
+
+    qcow2_crypt_buf(t->q->s, t->child.off, t->cbuf, t->cvec.iov_len, false);
+    fq_iov_from_buf(req->iov, req->iovcnt, t->iov_off, t->cbuf + t->chead, (size_t)t->len);
+}
+
+/* On a worker: gather what a write carries and encrypt it. */
+static void encrypt_run(struct fq_job *job)
+{
+    struct qtask *t = (struct qtask *)((char *)job - offsetof(struct qtask, job));
+
+    fq_iov_to_buf(t->child.iov, t->child.iovcnt, t->child.iov_off, t->cbuf, (size_t)t->child.len);
+    qcow2_crypt_buf(t->q->s, t->child.off, t->cbuf, (size_t)t->child.len, true);
+}
+
+static void encrypt_done(struct fq_job *job)
+{
+    struct qtask *t = (struct qtask *)((char *)job - offsetof(struct qtask, job));
+    struct fq_bdev *file = t->q->s->data;   /* data writes only */
+
+    t->child.iov = &t->cvec;
+    t->child.iovcnt = 1;
+    t->child.iov_off = 0;
+    if (t->q->sync)
+        task_done(&t->child, file->ops->io_sync(file, &t->child));
+    else
+        file->ops->submit(file, &t->child);
+}
+
+/* Run `run` for t, then `done`: on a worker unless in sync mode. */
+static void crypt_job(struct qtask *t, void (*run)(struct fq_job *), void (*done)(struct fq_job *))
+{
+    t->job.run = run;
+    t->job.done = done;
+    if (t->q->sync || fq_offload_submit(t->q->s->bs->ctx, &t->job) < 0) {
+        run(&t->job);
+        done(&t->job);
+    }
+}
+
+/* A data write of an encrypted image: encrypted into a buffer of its own
+ * before it is sent. False if the write is not one. */
+static bool crypt_write(struct qtask *t)
+{
+    if (!t->q->s->crypt || t->child.op != FQ_OP_WRITE ||
+        (t->kind != T_WRITE && t->kind != T_ALLOC && t->kind != T_SUB))
+        return false;
+    if (!FQ_IS_ALIGNED(t->child.off | t->child.len, FQ_CRYPT_SECTOR) ||
+        !(t->cbuf = fq_memalign((size_t)t->child.len))) {
+        task_done(&t->child, t->cbuf ? -EIO : -ENOMEM);
+        return true;
+    }
+    t->cvec = (struct iovec){ t->cbuf, (size_t)t->child.len };
+    crypt_job(t, encrypt_run, encrypt_done);
+    return true;
+}
+
 static void task_done(struct fq_req *child, int ret)
 {
     struct qtask *t = (struct qtask *)child;
 
+    if (t->kind == T_READ && t->cbuf && ret == 0) {
+        crypt_job(t, decrypt_run, decompress_done);
+        return;
+    }
     if (t->kind == T_COMPRESSED && ret == 0) {
         /* several compressed clusters decompress in parallel, off the
          * context's thread; inline in sync mode or without workers */
@@ -371,6 +446,8 @@ static void task_send(struct qtask *t, struct fq_bdev *dev, enum fq_op op, uint6
     t->child.iovcnt = iovcnt;
     t->child.iov_off = iov_off;
     t->child.cb = task_done;
+    if (crypt_write(t))
+        return;
     if (t->q->sync)
         task_done(&t->child, dev->ops->io_sync(dev, &t->child));
     else
@@ -522,6 +599,19 @@ static int read_step(struct qreq *q)
     case QK_DATA:
         if (!(t = task_new(q, T_READ, q->pos, x.len)))
             return -ENOMEM;
+        if (s->crypt) {
+            /* whole sectors into a buffer, decrypted on completion */
+            uint64_t lo = FQ_ALIGN_DOWN(x.host, FQ_CRYPT_SECTOR);
+            uint64_t hi = FQ_ALIGN_UP(x.host + x.len, (uint64_t)FQ_CRYPT_SECTOR);
+            if (!(t->cbuf = fq_memalign((size_t)(hi - lo)))) {
+                task_free(t);
+                return -ENOMEM;
+            }
+            t->cvec = (struct iovec){ t->cbuf, (size_t)(hi - lo) };
+            t->chead = (size_t)(x.host - lo);
+            task_issue(t, s->data, FQ_OP_READ, lo, &t->cvec, 1, 0, hi - lo);
+            break;
+        }
         task_issue(t, s->data, FQ_OP_READ, x.host, req->iov, req->iovcnt, iov_off, x.len);
         break;
     case QK_UNALLOC:
@@ -1036,6 +1126,11 @@ void qcow2_submit(struct fq_bdev *bs, struct fq_req *req)
     int r = check_req(s, req);
     struct qreq *q;
 
+    if (r == 0 && qcow2_crypt_unaligned(s, req)) {
+        /* read-modify-write of whole sectors, synchronous */
+        fq_req_complete_later(bs, req, qcow2_crypt_rmw(bs, req));
+        return;
+    }
     if (r < 0 || !(q = fq_fl_get(&s->req_fl))) {
         fq_req_complete_later(bs, req, r < 0 ? r : -ENOMEM);
         return;
@@ -1058,6 +1153,8 @@ int qcow2_io_sync(struct fq_bdev *bs, struct fq_req *req)
 
     if (r < 0)
         return r;
+    if (qcow2_crypt_unaligned(s, req))
+        return qcow2_crypt_rmw(bs, req);
     init_req(&q, s, req, true);
     plan(&q);
     return q.pool.err;

@@ -5,20 +5,9 @@
 #include "driver.h"
 #include "util.h"
 
-static int raw_check(struct fq_bdev *bs, struct fq_req *req)
-{
-    if (req->op == FQ_OP_FLUSH)
-        return 0;
-    if (req->op != FQ_OP_READ && bs->readonly)
-        return -EROFS;
-    if (req->off > bs->size || req->len > bs->size - req->off)
-        return -EINVAL;
-    return 0;
-}
-
 static void raw_submit(struct fq_bdev *bs, struct fq_req *req)
 {
-    int r = raw_check(bs, req);
+    int r = fq_req_check(bs, req);
 
     if (r < 0) {
         fq_req_complete_later(bs, req, r);
@@ -29,7 +18,7 @@ static void raw_submit(struct fq_bdev *bs, struct fq_req *req)
 
 static int raw_io_sync(struct fq_bdev *bs, struct fq_req *req)
 {
-    int r = raw_check(bs, req);
+    int r = fq_req_check(bs, req);
 
     return r < 0 ? r : bs->child->ops->io_sync(bs->child, req);
 }
