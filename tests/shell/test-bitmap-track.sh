@@ -96,6 +96,19 @@ for opts in "" "cluster_size=512"; do
         grep -q 'verification failed' && bad "$tag content"
 done
 
+# resize: the bitmaps follow the disk as qemu-img resize makes them follow
+for sz in 300M 2G; do
+    rm -f rq.qcow2 rf.qcow2
+    qemu-img create -q -f qcow2 rq.qcow2 1G
+    qemu-img bitmap --add -g 512 rq.qcow2 b
+    qemu-io -c 'write 1M 4k' -c 'write 260M 50M' -c 'write 900M 1M' rq.qcow2 >/dev/null
+    cp rq.qcow2 rf.qcow2
+    qemu-img resize -q --shrink rq.qcow2 $sz
+    "$FASTQCOW" resize -q --shrink rf.qcow2 $sz || bad "resize $sz"
+    qemu-img check -q rf.qcow2 || bad "resize $sz: qemu-img check"
+    [ "$(dirty rq.qcow2 b)" = "$(dirty rf.qcow2 b)" ] || bad "resize $sz: bits differ"
+done
+
 # killed in the middle: the enabled bitmaps stay in use, the disabled one not
 rm -f k.qcow2
 qemu-img create -q -f qcow2 k.qcow2 64M

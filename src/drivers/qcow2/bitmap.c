@@ -127,6 +127,7 @@ int qbm_model(struct qcow2 *s, char *err)
     const struct qext *x = bitmaps_ext(s);
     uint32_t nb = 0;
     uint64_t dsize = 0, doff = 0;
+    CLEANUP_FREE uint8_t *d = NULL;
     int r;
 
     if (s->bm)
@@ -152,8 +153,7 @@ int qbm_model(struct qcow2 *s, char *err)
         r = -EINVAL;
         goto fail;
     }
-    CLEANUP_FREE uint8_t *d = malloc((size_t)dsize);
-    if (!d) {
+    if (!(d = malloc((size_t)dsize))) {
         r = -ENOMEM;
         goto fail;
     }
@@ -385,10 +385,11 @@ int qbm_read_chunk(struct qcow2 *s, struct qbm *b, uint64_t idx, const uint8_t *
     if (b->chunk && b->chunk[idx])
         for (uint64_t k = 0; k < s->cluster_size; k++)
             b->rd[k] |= b->chunk[idx][k];
-    if (e & QBT_ALL_ONES) {
-        /* the bits past the bitmap's end stay zero */
+    {
+        /* the bits past the bitmap's end stay zero (all-ones entries, a
+         * disk that shrank) */
         uint64_t bits = FQ_DIV_UP(s->bs->size, 1ull << b->gran_bits), per = s->cluster_size * 8;
-        if ((idx + 1) * per > bits) {
+        if ((idx + 1) * per > bits && bits >= idx * per) {
             uint64_t lo = bits - idx * per;
             for (uint64_t k = lo; k < FQ_ALIGN_UP(lo, 8); k++)
                 b->rd[k >> 3] &= (uint8_t)~(1u << (k & 7));
@@ -542,10 +543,10 @@ static int switch_header(struct qcow2 *s, uint32_t nb, uint64_t dsize, uint64_t 
     return r < 0 ? r : qcow2_flush_file(s);
 }
 
-/* Has b content to write (bits set, cleared, or new)? */
+/* Has b content to write (bits set, cleared, resized, or new)? */
 static bool needs_store(const struct qbm *b)
 {
-    return !b->bad && (b->chunk || b->replace || (!b->table && !b->table_off));
+    return !b->bad && (b->chunk || b->replace || b->resized || (!b->table && !b->table_off));
 }
 
 int qbm_commit(struct qcow2 *s, bool in_use, char *err)
@@ -609,7 +610,7 @@ int qbm_commit(struct qcow2 *s, bool in_use, char *err)
                 free(b->chunk[k]);
         free(b->chunk);
         b->chunk = NULL;
-        b->replace = b->changed = false;
+        b->replace = b->changed = b->resized = false;
         b->rd_idx = -1;
     }
     r = qcow2_writeback(s);
@@ -692,6 +693,68 @@ int qcow2_bitmaps_track(struct qcow2 *s, char *err)
     }
     if (any && (r = mark_in_use(s)) < 0)
         fq_seterr(err, "Could not mark the bitmaps in use: %s", strerror(-r));
+    return r;
+}
+
+/* Resize b's table (and pending bits) to `n` entries; the clusters of
+ * the entries cut go with the next commit, and the new last entry is
+ * rewritten so that no bit past the end stays set. */
+static int resize_one(struct qcow2 *s, struct qbm *b, uint32_t n)
+{
+    uint32_t old = b->table_size;
+    uint64_t *t = b->table ? realloc(b->table, (n ? n : 1) * 8ull) : NULL;
+
+    if (b->table && !t)
+        return -ENOMEM;
+    if (t)
+        b->table = t;
+    if (b->chunk) {
+        for (uint32_t k = n; k < old; k++)
+            free(b->chunk[k]);
+        uint8_t **c = realloc(b->chunk, (n ? n : 1) * sizeof(*c));
+        if (!c)
+            return -ENOMEM;
+        b->chunk = c;
+    }
+    for (uint32_t k = old; k < n; k++) {
+        if (b->table)
+            b->table[k] = 0;
+        if (b->chunk)
+            b->chunk[k] = NULL;
+    }
+    for (uint32_t k = n; k < old && b->table; k++)
+        if ((b->table[k] & QBT_OFFSET_MASK) &&
+            qfree_vec_push(&s->bm->drop, (struct qfree){ b->table[k] & QBT_OFFSET_MASK, 1 }) < 0)
+            return -ENOMEM;
+    b->table_size = n;
+    b->resized = true;
+    b->rd_idx = -1;
+    if (n && n <= old) {
+        /* the last entry again, its tail bits cleared by qbm_read_chunk */
+        if (!b->chunk && !(b->chunk = calloc(n, sizeof(*b->chunk))))
+            return -ENOMEM;
+        if (!b->chunk[n - 1] && !(b->chunk[n - 1] = calloc(1, s->cluster_size)))
+            return -ENOMEM;
+    }
+    return 0;
+}
+
+int qcow2_bitmaps_resized(struct qcow2 *s)
+{
+    int r = 0;
+
+    for (uint32_t i = 0; s->bm && i < s->bm->n && r == 0; i++) {
+        struct qbm *b = &s->bm->v[i];
+        uint64_t n = qbm_table_entries(s, b->gran_bits);
+        if (b->bad || (b->table_off && !b->table))
+            continue;          /* left as it is */
+        if (n > QBM_MAX_TABLE) {
+            b->lost = true;    /* cannot follow: stays in use */
+            continue;
+        }
+        if (n != b->table_size)
+            r = resize_one(s, b, (uint32_t)n);
+    }
     return r;
 }
 

@@ -66,6 +66,7 @@ struct qbm {
     uint8_t **chunk;          /* per table entry: bits set since the last
                                  store (a cluster of bitmap data), or NULL */
     bool replace;             /* content = the chunks alone (cleared, new) */
+    bool resized;             /* the table changed size with the disk */
     bool changed;             /* its entry differs from the one on disk */
     bool tracked;             /* enabled and consistent: writes set bits */
     bool lost;                /* bits could not be recorded: stays in use */

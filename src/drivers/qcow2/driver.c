@@ -123,9 +123,19 @@ static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
     return qcow2_snapshot_delete(bs->priv, which, err);
 }
 
+/* qcow2_resize, the persistent bitmaps following the new size. */
+static int resize_all(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
+{
+    int r = qcow2_resize(s, size, flags, err);
+
+    if (r == 0 && s->bm && (r = qcow2_bitmaps_resized(s)) < 0)
+        fq_seterr(err, "Could not resize the bitmaps: %s", strerror(-r));
+    return r;
+}
+
 static int resize(struct fq_bdev *bs, uint64_t size, unsigned flags, char *err)
 {
-    return qcow2_resize(bs->priv, size, flags, err);
+    return resize_all(bs->priv, size, flags, err);
 }
 
 /* fq_amend: the format's options, then the size (a smaller one drops what
@@ -138,7 +148,7 @@ static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
     if (o->version || o->lazy_refcounts >= 0 || o->refcount_bits)
         r = qcow2_amend(s, o->version, o->lazy_refcounts, o->refcount_bits, err);
     if (r == 0 && o->size && o->size != bs->size)
-        r = qcow2_resize(s, o->size, FQ_RESIZE_SHRINK, err);
+        r = resize_all(s, o->size, FQ_RESIZE_SHRINK, err);
     return r;
 }
 

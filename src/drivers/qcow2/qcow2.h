@@ -394,6 +394,8 @@ void qcow2_bitmaps_dirty(struct qcow2 *s, uint64_t off, uint64_t len);
  * `force`; flag the tracked ones in use again if `reopen`. */
 int qcow2_bitmaps_store(struct qcow2 *s, bool force, bool reopen, char *err);
 void qcow2_bitmaps_free(struct qcow2 *s);
+/* The disk changed size: the bitmaps follow it (stored with the rest). */
+int qcow2_bitmaps_resized(struct qcow2 *s);
 /* Bytes the persistent bitmaps need in a copy with clusters of `cs`
  * bytes (each wholly allocated, with its table and the directory, as
  * `measure` reports them); 0 without bitmaps. */
