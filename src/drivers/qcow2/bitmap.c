@@ -245,21 +245,32 @@ static int owned_clusters(struct qcow2 *s, const struct qbm *b, struct qfree_vec
     return r;
 }
 
-static int cmp_free(const void *a, const void *b)
+/* A run of clusters one bitmap (or the directory: owner -1) claims. */
+struct claim {
+    uint64_t off, end;        /* host bytes */
+    int64_t owner;
+};
+FQ_VECTOR(claim_vec, struct claim)
+
+static int cmp_claim(const void *a, const void *b)
 {
-    uint64_t x = ((const struct qfree *)a)->offset, y = ((const struct qfree *)b)->offset;
+    uint64_t x = ((const struct claim *)a)->off, y = ((const struct claim *)b)->off;
 
     return x < y ? -1 : x > y;
 }
 
+/* Table entries all the bitmaps of one image may hold in memory together. */
+#define QBM_MAX_TOTAL_ENTRIES (1u << 25)
+
 /* Before anything is written: read every table, and mark bad the bitmaps
  * whose clusters are not their own (no reference, other metadata, or
- * shared with another bitmap or the directory). A directory not in
- * clusters of its own is -EINVAL: it is never written. */
+ * shared with another bitmap). A directory not in clusters of its own is
+ * -EINVAL: it is never written. */
 static int check_all(struct qcow2 *s, char *err)
 {
     struct qbitmaps *m = s->bm;
-    struct qfree_vec all = { 0 };
+    struct claim_vec all = { 0 };
+    uint64_t total = 0;
     int r = 0;
 
     if (m->checked || !m->n)
@@ -269,53 +280,54 @@ static int check_all(struct qcow2 *s, char *err)
                   (unsigned long long)m->dir_off);
         return -EINVAL;
     }
-    r = qfree_vec_push(&all, (struct qfree){ m->dir_off, FQ_DIV_UP(m->dir_size, s->cluster_size) });
+    uint64_t dend = FQ_ALIGN_UP(m->dir_off + m->dir_size, s->cluster_size);
+    r = claim_vec_push(&all, (struct claim){ m->dir_off, dend, -1 });
     for (uint32_t i = 0; r == 0 && i < m->n; i++) {
         struct qbm *b = &m->v[i];
+        struct qfree_vec mine = { 0 };
         char e2[FQ_ERR_MAX];
-        size_t from = all.len;
-        if (b->bad || (r = qbm_load_table(s, b, e2)) == -EINVAL) {
+        total += b->table_size;
+        if (b->bad || total > QBM_MAX_TOTAL_ENTRIES || (r = qbm_load_table(s, b, e2)) == -EINVAL) {
             b->bad = true;
             r = 0;
             continue;
         }
-        if (r < 0 || (r = owned_clusters(s, b, &all)) < 0)
+        if (r < 0 || (r = owned_clusters(s, b, &mine)) < 0) {
+            qfree_vec_reset(&mine);
             break;
-        for (size_t k = from; k < all.len && !b->bad; k++)
-            if (!own_clusters(s, all.ptr[k].offset, all.ptr[k].nb_clusters * s->cluster_size))
+        }
+        for (size_t k = 0; k < mine.len && r == 0; k++) {
+            uint64_t len = mine.ptr[k].nb_clusters * s->cluster_size;
+            if (!own_clusters(s, mine.ptr[k].offset, len))
                 b->bad = true;
+            r = claim_vec_push(&all, (struct claim){ mine.ptr[k].offset,
+                                                     mine.ptr[k].offset + len, i });
+        }
+        qfree_vec_reset(&mine);
     }
     if (r == 0 && all.len > 1) {
         /* clusters claimed twice: every bitmap involved is bad */
-        qsort(all.ptr, all.len, sizeof(*all.ptr), cmp_free);
-        for (size_t k = 1; k < all.len; k++) {
-            const struct qfree *p = &all.ptr[k - 1], *q = &all.ptr[k];
-            if (p->offset + p->nb_clusters * s->cluster_size <= q->offset)
-                continue;
-            for (uint32_t i = 0; i < m->n; i++) {
-                struct qbm *b = &m->v[i];
-                struct qfree_vec mine = { 0 };
-                if (b->bad || owned_clusters(s, b, &mine) < 0) {
-                    b->bad = true;
-                    qfree_vec_reset(&mine);
-                    continue;
+        qsort(all.ptr, all.len, sizeof(*all.ptr), cmp_claim);
+        uint64_t end = all.ptr[0].end;
+        int64_t last = all.ptr[0].owner;
+        for (size_t k = 1; k < all.len && r == 0; k++) {
+            struct claim *q = &all.ptr[k];
+            if (q->off < end) {
+                if (q->owner < 0 || last < 0) {
+                    fq_seterr(err, "Bitmap directory at 0x%llx is shared with a bitmap",
+                              (unsigned long long)m->dir_off);
+                    r = -EINVAL;
+                    break;
                 }
-                for (size_t j = 0; j < mine.len; j++)
-                    if (mine.ptr[j].offset < q->offset + q->nb_clusters * s->cluster_size &&
-                        q->offset < mine.ptr[j].offset + mine.ptr[j].nb_clusters * s->cluster_size)
-                        b->bad = true;
-                qfree_vec_reset(&mine);
+                m->v[q->owner].bad = m->v[last].bad = true;
             }
-            if (m->dir_off < q->offset + q->nb_clusters * s->cluster_size &&
-                q->offset < m->dir_off + m->dir_size) {
-                fq_seterr(err, "Bitmap directory at 0x%llx is shared with a bitmap",
-                          (unsigned long long)m->dir_off);
-                r = -EINVAL;
-                break;
+            if (q->end > end) {
+                end = q->end;
+                last = q->owner;
             }
         }
     }
-    qfree_vec_reset(&all);
+    claim_vec_reset(&all);
     if (r == 0)
         m->checked = true;
     return r;
@@ -510,9 +522,9 @@ static uint64_t build_dir(struct qcow2 *s, const struct commit *c, bool in_use, 
     return pos;
 }
 
-/* Point the header's bitmaps extension at the directory (none: drop it
- * and the bitmaps bit) and write the header. */
-static int switch_header(struct qcow2 *s, uint32_t nb, uint64_t dsize, uint64_t doff)
+/* Set the bitmaps extension to describe `nb` bitmaps in a directory of
+ * `dsize` bytes at `doff` (none: drop it and the bitmaps bit), in memory. */
+static int set_ext(struct qcow2 *s, uint32_t nb, uint64_t dsize, uint64_t doff)
 {
     struct qext *x = bitmaps_ext(s);
 
@@ -522,25 +534,47 @@ static int switch_header(struct qcow2 *s, uint32_t nb, uint64_t dsize, uint64_t 
             *x = s->exts.ptr[--s->exts.len];
         }
         s->autoclear &= ~QCOW2_AUTOCLEAR_BITMAPS;
-    } else {
-        if (!x) {
-            struct qext nx = { QEXT_BITMAPS, QBX_LEN, calloc(1, QBX_LEN) };
-            if (!nx.data || qext_vec_push(&s->exts, nx) < 0) {
-                free(nx.data);
-                return -ENOMEM;
-            }
-            x = bitmaps_ext(s);
-        }
-        if (x->len < QBX_LEN)
-            return -EINVAL;
-        memset(x->data, 0, x->len);
-        fq_put_be32(x->data + QBX_NB_BITMAPS, nb);
-        fq_put_be64(x->data + QBX_DIR_SIZE, dsize);
-        fq_put_be64(x->data + QBX_DIR_OFFSET, doff);
-        s->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+        return 0;
     }
-    int r = qcow2_write_header(s);
-    return r < 0 ? r : qcow2_flush_file(s);
+    if (!x) {
+        struct qext nx = { QEXT_BITMAPS, QBX_LEN, calloc(1, QBX_LEN) };
+        if (!nx.data || qext_vec_push(&s->exts, nx) < 0) {
+            free(nx.data);
+            return -ENOMEM;
+        }
+        x = bitmaps_ext(s);
+    }
+    if (x->len < QBX_LEN)
+        return -EINVAL;
+    memset(x->data, 0, x->len);
+    fq_put_be32(x->data + QBX_NB_BITMAPS, nb);
+    fq_put_be64(x->data + QBX_DIR_SIZE, dsize);
+    fq_put_be64(x->data + QBX_DIR_OFFSET, doff);
+    s->autoclear |= QCOW2_AUTOCLEAR_BITMAPS;
+    return 0;
+}
+
+/* Switch the header to the new directory (written and flushed). Returns
+ * 0; -errno with nothing written (the old header stands); or, when the
+ * header write or its flush failed, -errno with *unsure set: the header on
+ * disk names the old or the new directory, so both are kept. */
+static int switch_header(struct qcow2 *s, uint32_t nb, uint64_t dsize, uint64_t doff,
+                         bool *unsure)
+{
+    const struct qbitmaps *m = s->bm;
+    struct qext *x = bitmaps_ext(s);
+    uint32_t old_nb = x && x->len >= QBX_LEN ? fq_be32(x->data + QBX_NB_BITMAPS) : 0;
+    uint64_t old_ac = s->autoclear;
+    int r = set_ext(s, nb, dsize, doff);
+
+    *unsure = false;
+    if (r == 0 && (r = qcow2_write_header(s)) == 0 && (r = qcow2_flush_file(s)) == 0)
+        return 0;
+    *unsure = true;
+    /* the in-memory header names the old directory again */
+    if (set_ext(s, m->dir_size ? old_nb : 0, m->dir_size, m->dir_off) == 0)
+        s->autoclear = old_ac;
+    return r;
 }
 
 /* Has b content to write (bits set, cleared, resized, or new)? */
@@ -576,10 +610,12 @@ int qbm_commit(struct qcow2 *s, bool in_use, char *err)
         free(d);
     }
     /* the new clusters and their refcounts durable before the switch */
+    bool unsure = false;
     if (r == 0 && (r = qcow2_writeback(s)) == 0 && (r = qcow2_flush_file(s)) == 0)
-        r = switch_header(s, m->n, dsize, doff);
+        r = switch_header(s, m->n, dsize, doff, &unsure);
     if (r < 0) {
-        for (size_t k = 0; k < c.news.len; k++)
+        /* the new clusters go again, unless the header may name them */
+        for (size_t k = 0; k < c.news.len && !unsure; k++)
             qcow2_free_deferred(s, c.news.ptr[k].offset, c.news.ptr[k].nb_clusters);
         fq_seterr(err, "Could not store the bitmaps: %s", strerror(-r));
         goto out;
