@@ -116,8 +116,9 @@ qemu-img bitmap --add k.qcow2 on
 qemu-img bitmap --add --disable k.qcow2 off
 "$FASTQCOW" io -c 'write -P 1 0 1M' -c 'sleep 20000' k.qcow2 >io.out 2>&1 &
 pid=$!
-for _ in $(seq 100); do
-    qemu-io -U -r -c 'read -P 1 0 1M' k.qcow2 2>/dev/null | grep -q '^read' && break
+for _ in $(seq 600); do
+    out=$(qemu-io -U -r -c 'read -P 1 0 1M' k.qcow2 2>&1)
+    case $out in *failed*) ;; read*) break;; esac
     sleep 0.1
 done
 [ "$(inuse k.qcow2)" = on ] || bad "kill -9: in use while open: $(inuse k.qcow2)"

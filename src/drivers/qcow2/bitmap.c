@@ -228,6 +228,7 @@ int qbm_load_table(struct qcow2 *s, struct qbm *b, char *err)
         }
     }
     b->table = t;
+    b->disk_entries = b->table_size;
     return 0;
 }
 
@@ -236,9 +237,9 @@ static int owned_clusters(struct qcow2 *s, const struct qbm *b, struct qfree_vec
 {
     int r = 0;
 
-    if (b->table_size)
+    if (b->disk_entries)
         r = qfree_vec_push(v, (struct qfree){ b->table_off,
-                                              FQ_DIV_UP((uint64_t)b->table_size * 8, s->cluster_size) });
+                                              FQ_DIV_UP((uint64_t)b->disk_entries * 8, s->cluster_size) });
     for (uint32_t i = 0; r == 0 && i < b->table_size; i++)
         if (b->table[i] & QBT_OFFSET_MASK)
             r = qfree_vec_push(v, (struct qfree){ b->table[i] & QBT_OFFSET_MASK, 1 });
@@ -486,9 +487,9 @@ static int commit_bitmap(struct qcow2 *s, struct commit *c, uint32_t i)
         for (uint32_t k = 0; k < b->table_size; k++)
             t[k] = fq_be64(&t[k]);
     }
-    if (r == 0 && b->table && b->table_size)
+    if (r == 0 && b->table && b->disk_entries)
         r = qfree_vec_push(&c->olds, (struct qfree){ b->table_off,
-                                                     FQ_DIV_UP((uint64_t)b->table_size * 8, s->cluster_size) });
+                                                     FQ_DIV_UP((uint64_t)b->disk_entries * 8, s->cluster_size) });
     return r;
 }
 
@@ -641,6 +642,7 @@ int qbm_commit(struct qcow2 *s, bool in_use, char *err)
         b->table = c.tables[i];
         c.tables[i] = NULL;
         b->table_off = c.table_offs[i];
+        b->disk_entries = b->table_size;
         if (b->chunk)
             for (uint32_t k = 0; k < b->table_size; k++)
                 free(b->chunk[k]);
@@ -738,8 +740,13 @@ int qcow2_bitmaps_track(struct qcow2 *s, char *err)
 static int resize_one(struct qcow2 *s, struct qbm *b, uint32_t n)
 {
     uint32_t old = b->table_size;
-    uint64_t *t = b->table ? realloc(b->table, (n ? n : 1) * 8ull) : NULL;
 
+    /* the data clusters of the entries cut go with the next commit */
+    for (uint32_t k = n; k < old && b->table; k++)
+        if ((b->table[k] & QBT_OFFSET_MASK) &&
+            qfree_vec_push(&s->bm->drop, (struct qfree){ b->table[k] & QBT_OFFSET_MASK, 1 }) < 0)
+            return -ENOMEM;
+    uint64_t *t = b->table ? realloc(b->table, (n ? n : 1) * 8ull) : NULL;
     if (b->table && !t)
         return -ENOMEM;
     if (t)
@@ -758,10 +765,6 @@ static int resize_one(struct qcow2 *s, struct qbm *b, uint32_t n)
         if (b->chunk)
             b->chunk[k] = NULL;
     }
-    for (uint32_t k = n; k < old && b->table; k++)
-        if ((b->table[k] & QBT_OFFSET_MASK) &&
-            qfree_vec_push(&s->bm->drop, (struct qfree){ b->table[k] & QBT_OFFSET_MASK, 1 }) < 0)
-            return -ENOMEM;
     b->table_size = n;
     b->resized = true;
     b->rd_idx = -1;

@@ -62,6 +62,8 @@ struct qbm {
     uint32_t extra_len;
     uint64_t table_off;
     uint32_t table_size;      /* entries */
+    uint32_t disk_entries;    /* entries of the table on disk at table_off
+                                 (table_size differs after a resize) */
     uint64_t *table;          /* host order; NULL until loaded (or new) */
     uint8_t **chunk;          /* per table entry: bits set since the last
                                  store (a cluster of bitmap data), or NULL */
