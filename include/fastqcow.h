@@ -466,8 +466,11 @@ void fq_snapshot_list_free(struct fq_snapshot *list, int count);
 int fq_vmstate_pread(struct fq_image *img, void *buf, size_t len, uint64_t pos);
 int fq_vmstate_pwrite(struct fq_image *img, const void *buf, size_t len, uint64_t pos);
 /* Persistent dirty bitmaps the image records (qcow2 v3 with its bitmaps
- * bit set). fastqcow does not maintain them: a read-write open flags each
- * one in use (inconsistent), so that no reader trusts a stale bitmap. */
+ * bit set). A read-write open keeps every enabled one true: it is flagged
+ * in use on disk while the image is open (so a crash leaves it
+ * inconsistent), each write, write-zeroes and discard sets its bits, and
+ * the close stores it consistent again. Disabled bitmaps are left as
+ * they are. */
 #define FQ_BITMAP_IN_USE 1u        /* inconsistent: not saved by its last writer */
 #define FQ_BITMAP_AUTO   2u        /* enabled: tracks writes */
 struct fq_bitmap {
@@ -478,6 +481,37 @@ struct fq_bitmap {
 /* List them into *out (free() it; NULL when there are none). Returns 0,
  * or -EINVAL with a message in err if the bitmap directory is damaged. */
 int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, char *err);
+/* Change the bitmap `name` (stored before the call returns):
+ * FQ_BITMAP_ADD a new, empty, enabled one of `granularity` bytes (a power
+ * of two from 512 to 2 GiB; 0: the cluster size, between 4 and 64 KiB);
+ * FQ_BITMAP_REMOVE it; FQ_BITMAP_CLEAR its bits; FQ_BITMAP_ENABLE or
+ * FQ_BITMAP_DISABLE tracking; FQ_BITMAP_STORE: store every bitmap now
+ * (name unused). Returns 0; -ENOENT (not found), -EEXIST (add: exists),
+ * -EUCLEAN (in use: inconsistent, only removing it works), -EINVAL (bad
+ * granularity or name, damaged), -ENOTSUP (a format or version without
+ * bitmaps), -EROFS; or an I/O error. Messages in qemu-img's words. */
+enum fq_bitmap_op {
+    FQ_BITMAP_ADD = 1,
+    FQ_BITMAP_REMOVE,
+    FQ_BITMAP_CLEAR,
+    FQ_BITMAP_ENABLE,
+    FQ_BITMAP_DISABLE,
+    FQ_BITMAP_STORE,
+};
+int fq_bitmap_change(struct fq_image *img, const char *name, enum fq_bitmap_op op,
+                     uint64_t granularity, char *err);
+/* Set in bitmap `name` of img every bit set in bitmap `src_name` of src
+ * (img itself or another image; granularities may differ: a source bit
+ * sets every bit its range touches), and store it. Errors as
+ * fq_bitmap_change. */
+int fq_bitmap_merge(struct fq_image *img, const char *name, struct fq_image *src,
+                    const char *src_name, char *err);
+/* The dirty status of bitmap `name` from `off`: *run bytes (at most len,
+ * not past the disk's end; 0 at or past it) that are all dirty or all
+ * clean (*dirty). Reflects the writes of this session. Errors as
+ * fq_bitmap_change (-EUCLEAN: inconsistent). */
+int fq_bitmap_status(struct fq_image *img, const char *name, uint64_t off, uint64_t len,
+                     uint64_t *run, int *dirty, char *err);
 /* Take a snapshot of the current state, named `name`; its ID is the next
  * free number. */
 int fq_snapshot_create(struct fq_image *img, const char *name, char *err);

@@ -8,6 +8,8 @@
  * job, so that a new qcow2 target is laid out in order. -c writes whole
  * target clusters compressed. -B (or -o backing_file) gives the target a
  * backing file and copies only what the source allocates itself.
+ * --bitmaps copies the persistent bitmaps after the data (each added,
+ * disabled if it was, and merged from the source).
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
@@ -263,12 +265,87 @@ static int conv_run(struct xfer *x, struct progress *pg)
     return x->err ? -1 : 0;
 }
 
+/* Can `img` hold persistent bitmaps (qcow2 version 3)? */
+static bool bitmap_capable(struct fq_image *img)
+{
+    struct fq_info in;
+
+    return fq_get_info(img, &in) == 0 && !strcmp(in.format, "qcow2") && in.version >= 3;
+}
+
+/* --bitmaps, before anything is copied: the source can have bitmaps and
+ * none is inconsistent (unless skip). Returns 0 or -1 after a message. */
+static int bitmaps_check(struct fq_image *src, bool skip)
+{
+    struct fq_bitmap *bm = NULL;
+    char err[FQ_ERR_MAX] = "";
+    int n = 0, r = 0;
+
+    if (!bitmap_capable(src)) {
+        tool_error("Source lacks bitmap support");
+        return -1;
+    }
+    if (fq_bitmap_list(src, &bm, &n, err) < 0) {
+        tool_error("%s", err);
+        return -1;
+    }
+    /* in the order qemu-img reports them: the last one first */
+    for (int i = n - 1; i >= 0 && !skip; i--)
+        if (bm[i].flags & FQ_BITMAP_IN_USE) {
+            tool_error("Cannot copy inconsistent bitmap '%s'", bm[i].name);
+            fprintf(stderr, "Try --skip-broken-bitmaps, or use 'qemu-img bitmap --remove' to "
+                            "delete it\n");
+            r = -1;
+            break;
+        }
+    free(bm);
+    return r;
+}
+
+/* --bitmaps, after the data: each bitmap added to the target with its
+ * granularity, disabled if it was, and merged from the source. Returns 0
+ * or -1 after a message. */
+static int bitmaps_copy(struct fq_image *src, struct fq_image *dst, bool skip)
+{
+    struct fq_bitmap *bm = NULL;
+    char err[FQ_ERR_MAX] = "";
+    int n = 0, r = 0;
+
+    if (fq_bitmap_list(src, &bm, &n, err) < 0) {
+        tool_error("%s", err);
+        return -1;
+    }
+    for (int i = n - 1; i >= 0 && skip; i--)   /* qemu-img's order */
+        if (bm[i].flags & FQ_BITMAP_IN_USE)
+            tool_error("warning: Skipping inconsistent bitmap '%s'", bm[i].name);
+    /* added in the source's order, so that the directories match */
+    for (int i = 0; i < n && r == 0; i++) {
+        const char *name = bm[i].name;
+        if (bm[i].flags & FQ_BITMAP_IN_USE)
+            continue;
+        if (fq_bitmap_change(dst, name, FQ_BITMAP_ADD, bm[i].granularity, err) < 0) {
+            tool_error("Failed to create bitmap %s: %s", name, err);
+            r = -1;
+        } else if (!(bm[i].flags & FQ_BITMAP_AUTO) &&
+                   fq_bitmap_change(dst, name, FQ_BITMAP_DISABLE, 0, err) < 0) {
+            tool_error("Failed to create bitmap %s: %s", name, err);
+            r = -1;
+        } else if (fq_bitmap_merge(dst, name, src, name, err) < 0) {
+            tool_error("Failed to populate bitmap %s: %s", name, err);
+            r = -1;
+        }
+    }
+    free(bm);
+    return r;
+}
+
 int cmd_convert(int argc, char **argv)
 {
     static const char usage[] =
         "usage: fastqcow convert [--object objectdef] [-U] [-c] [-p] [-q] [-n] [-W] [-m num]\n"
         "                        [-S sparse_size] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt]\n"
-        "                        [-B backing_file [-F backing_fmt]] [-o options] filename output\n"
+        "                        [-B backing_file [-F backing_fmt]] [-o options]\n"
+        "                        [--bitmaps [--skip-broken-bitmaps]] filename output\n"
         "\n"
         "Copy the contents of an image into a new one (qemu-img convert), with num\n"
         "(1..16) requests in flight; by default as many as the devices gain from\n"
@@ -277,6 +354,8 @@ int cmd_convert(int argc, char **argv)
         "  -f fmt               format of the source (probed by default)\n"
         "  -O output_fmt        format of the target: raw (default) or qcow2\n"
         "  -o options           options of the target; '-o help' lists them\n"
+        "  --bitmaps            copy the persistent bitmaps too (qcow2 to qcow2)\n"
+        "  --skip-broken-bitmaps  with --bitmaps: leave inconsistent ones out\n"
         "  -B backing_file      give the target this backing file and copy only what\n"
         "                       the source allocates itself\n"
         "  -F backing_fmt       the format of that backing file\n"
@@ -300,7 +379,7 @@ int cmd_convert(int argc, char **argv)
     struct cspec c = { 0 };
     struct fq_info in;
     struct args a;
-    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchUB:F:", "", usage, &a);
+    int r = img_parse_args(argc, argv, ":f:O:o:m:S:t:T:pqWnchUB:F:", "ZE", usage, &a);
 
     if (r)
         return r < 0 ? 0 : r;
@@ -312,6 +391,10 @@ int cmd_convert(int argc, char **argv)
     }
     if (argc - optind > 2) {
         tool_error("Only one source image is supported");
+        return 1;
+    }
+    if (a.skip_broken && !a.bitmaps) {
+        tool_error("Use of --skip-broken-bitmaps requires --bitmaps");
         return 1;
     }
     if (tool_target_image_opts && !a.no_create) {
@@ -346,6 +429,8 @@ int cmd_convert(int argc, char **argv)
     if (xfer_open(&x, 0, &o[0]) < 0)
         goto out;
     x.total = x.size[0];
+    if (a.bitmaps && bitmaps_check(x.img[0], a.skip_broken) < 0)
+        goto out;
     if (!a.no_create) {
         if ((r = img_cspec_parse(&c, &a)) != 0) {
             r = r < 0;
@@ -382,6 +467,10 @@ int cmd_convert(int argc, char **argv)
     tool_image_opts = src_opts;
     if (tr < 0)
         goto out;
+    if (a.bitmaps && !bitmap_capable(x.img[1])) {
+        tool_error("Format driver '%s' does not support bitmaps", fq_format(x.img[1]));
+        goto out;
+    }
     /* -B: ranges the source leaves to its own backing file are skipped */
     x.top_only = (x.top_only || a.backing) && fq_get_info(x.img[0], &in) == 0 && in.backing_file[0];
     if (a.compress) {
@@ -407,6 +496,8 @@ int cmd_convert(int argc, char **argv)
         x.gran = in.cluster_size;
     img_progress(&pg, 0, x.total, true);
     r = conv_run(&x, &pg) < 0;
+    if (r == 0 && a.bitmaps && bitmaps_copy(x.img[0], x.img[1], a.skip_broken) < 0)
+        r = 1;
 out:
     if (xfer_close(&x) < 0 && r == 0) {
         tool_error("error while flushing %s", x.name[1]);

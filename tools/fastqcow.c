@@ -35,6 +35,7 @@ static const struct subcommand cmds[] = {
     { "bench", cmd_bench, "run a simple benchmark (qemu-img bench)", true },
     { "gen", cmd_gen, "generate the seq/reverse/rand/part-rand test images", false },
     { "snapshot", cmd_snapshot, "list, create, apply or delete snapshots (qemu-img snapshot)", true },
+    { "bitmap", cmd_bitmap, "add, remove, clear, enable, disable, merge or dump bitmaps (qemu-img bitmap)", true },
     { "resize", cmd_resize, "change the virtual size (qemu-img resize)", true },
     { "amend", cmd_amend, "change options of an image (qemu-img amend)", true },
     { "measure", cmd_measure, "show the size a new image needs (qemu-img measure)", true },

@@ -29,6 +29,8 @@ int cmd_io(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 /* gen.c */
 int cmd_gen(int argc, char **argv);
+/* bitmap.c */
+int cmd_bitmap(int argc, char **argv);
 /* snapshot.c */
 int cmd_snapshot(int argc, char **argv);
 /* resize.c */

@@ -112,6 +112,11 @@ struct fq_bdev_ops {
      * `cs` bytes needs for them. */
     int (*bitmap_list)(struct fq_bdev *bs, struct fq_bitmap **out, int *count, char *err);
     int (*bitmaps_size)(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *err);
+    /* fq_bitmap_change; the bits of fq_bitmap_merge; fq_bitmap_status */
+    int (*bitmap_change)(struct fq_bdev *bs, const char *name, int op, uint64_t gran, char *err);
+    int (*bitmap_set)(struct fq_bdev *bs, const char *name, uint64_t off, uint64_t len, char *err);
+    int (*bitmap_status)(struct fq_bdev *bs, const char *name, uint64_t off, uint64_t len,
+                         uint64_t *run, bool *dirty, char *err);
     /* fq_defrag: rewrite the image in place; the copies go to the child
      * asynchronously and are waited for through `w`. `st` is filled. */
     int (*defrag)(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,

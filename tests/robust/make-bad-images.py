@@ -71,6 +71,20 @@ bases = {
                       writes=("write -c -P 0x14 0 64k",)),
 }
 backing_base = make_base("backing.qcow2", "4M", writes=("write -P 0x21 0 1M",))
+
+
+def make_bitmap_base():
+    # an enabled bitmap with bits set (512 B granularity: two data clusters)
+    # and a disabled one, as qemu-img made them
+    path = make_base("bm.qcow2", "16M", "cluster_size=4k")
+    run("qemu-img", "bitmap", "--add", "-g", "512", path, "on")
+    run("qemu-img", "bitmap", "--add", "-g", "4k", path, "off")
+    qio(path, "write -P 0x15 0 64k", "write -P 0x16 9M 4k")
+    run("qemu-img", "bitmap", "--disable", path, "off")
+    return path
+
+
+bases["bm"] = make_bitmap_base()
 bases["overlay"] = make_base("overlay.qcow2", "4M", writes=("write -P 0x31 64k 64k",),
                              backing="backing.qcow2")
 
@@ -328,6 +342,102 @@ mutate("v3", "bitmaps", "garbage", "bitmaps extension pointing at garbage",
                     img.p64(88, 1)))
 mutate("v3", "bitmaps", "huge", "bitmaps extension with a huge directory",
        lambda img: (ext_fill(0x23852875, struct.pack(">IIQQ", 1, 0, U64, 0x30000))(img), img.p64(88, 1)))
+
+
+# ---- the bitmap directory and tables (class bitmap-dir) ----
+def bm_dir(img):
+    """(extension data offset, directory offset, size, [entry offsets])."""
+    for off, t, ln in img.extensions():
+        if t == 0x23852875:
+            d = off + 8
+            nb, doff, dsize = img.u32(d), img.u64(d + 16), img.u64(d + 8)
+            ents, pos = [], doff
+            for _ in range(nb):
+                ents.append(pos)
+                extra, name = img.u32(pos + 20), struct.unpack_from(">H", img.b, pos + 18)[0]
+                pos += (24 + extra + name + 7) & ~7
+            return d, doff, dsize, ents
+    raise RuntimeError("no bitmaps in " + img.src)
+
+
+def bm_entry(which, off, width, val):
+    def f(img):
+        e = bm_dir(img)[3][which] + off
+        {2: img.p16, 4: img.p32, 8: img.p64}[width](e, val)
+    return f
+
+
+def bm_table_entry(which, idx, val_fn):
+    def f(img):
+        e = bm_dir(img)[3][which]
+        t = img.u64(e) + 8 * idx
+        img.p64(t, val_fn(img, img.u64(t)))
+    return f
+
+
+def bm_ext(off, width, val):
+    def f(img):
+        d = bm_dir(img)[0]
+        (img.p32 if width == 4 else img.p64)(d + off, val)
+    return f
+
+
+for which, nm in ((0, "on"), (1, "off")):
+    for v in (0, 8, 0x1000 + 8, 1 << 56, U64 & ~0xfff):
+        mutate("bm", "bitmap-dir", "%s-table-off-%x" % (nm, v), "bitmap %s table offset 0x%x" % (nm, v),
+               bm_entry(which, 0, 8, v))
+    mutate("bm", "bitmap-dir", "%s-table-l1" % nm, "bitmap %s table is the L1 table" % nm,
+           lambda img, w=which: bm_entry(w, 0, 8, img.l1_off)(img))
+    mutate("bm", "bitmap-dir", "%s-table-rt" % nm, "bitmap %s table is the refcount table" % nm,
+           lambda img, w=which: bm_entry(w, 0, 8, img.rt_off)(img))
+    for v in (0, 2, 0x10000, U32):
+        mutate("bm", "bitmap-dir", "%s-table-size-%x" % (nm, v), "bitmap %s table size %d" % (nm, v),
+               bm_entry(which, 8, 4, v))
+    for v in (1, 3, 8, U32):
+        mutate("bm", "bitmap-dir", "%s-flags-%x" % (nm, v), "bitmap %s flags 0x%x" % (nm, v),
+               bm_entry(which, 12, 4, v))
+    for v in (0, 8, 32, 63, 255):
+        mutate("bm", "bitmap-dir", "%s-gran-%d" % (nm, v), "bitmap %s granularity bits %d" % (nm, v),
+               lambda img, w=which, v=v: img.b.__setitem__(bm_dir(img)[3][w] + 17, v))
+    mutate("bm", "bitmap-dir", "%s-type-2" % nm, "bitmap %s of type 2" % nm,
+           lambda img, w=which: img.b.__setitem__(bm_dir(img)[3][w] + 16, 2))
+    for v in (0, 1024, 0xffff):
+        mutate("bm", "bitmap-dir", "%s-name-size-%x" % (nm, v), "bitmap %s name size %d" % (nm, v),
+               bm_entry(which, 18, 2, v))
+    for v in (8, 0x10000, U32):
+        mutate("bm", "bitmap-dir", "%s-extra-%x" % (nm, v), "bitmap %s extra data size %d" % (nm, v),
+               bm_entry(which, 20, 4, v))
+    for what, fn in (("l1", lambda img, e: img.l1_off), ("rt", lambda img, e: img.rt_off),
+                     ("header", lambda img, e: 1), ("dir", lambda img, e: bm_dir(img)[1]),
+                     ("unaligned", lambda img, e: (e or 0x10000) + 512),
+                     ("reserved", lambda img, e: e | (1 << 60) | 2),
+                     ("ones-off", lambda img, e: e | 1),
+                     ("eof", lambda img, e: 1 << 40),
+                     ("other", lambda img, e: img.u64(img.u64(bm_dir(img)[3][1]))),
+                     ("self", lambda img, e: img.u64(bm_dir(img)[3][0]))):
+        mutate("bm", "bitmap-dir", "%s-entry-%s" % (nm, what),
+               "bitmap %s table entry 0 points at %s" % (nm, what), bm_table_entry(which, 0, fn))
+for v in (0, 3, 0xffff):
+    mutate("bm", "bitmap-dir", "nb-%x" % v, "bitmaps extension: %d bitmaps" % v, bm_ext(0, 4, v))
+for v in (0, 8, 24, 1 << 30):
+    mutate("bm", "bitmap-dir", "dir-size-%x" % v, "bitmap directory size %d" % v, bm_ext(8, 8, v))
+mutate("bm", "bitmap-dir", "dir-l1", "bitmap directory is the L1 table",
+       lambda img: bm_ext(16, 8, img.l1_off)(img))
+mutate("bm", "bitmap-dir", "dir-table", "bitmap directory is a bitmap table",
+       lambda img: bm_ext(16, 8, img.u64(bm_dir(img)[3][0]))(img))
+mutate("bm", "bitmap-dir", "dir-refcount-0", "bitmap directory cluster with refcount 0",
+       lambda img: img.set_refcount(bm_dir(img)[1] >> img.cbits, 0))
+mutate("bm", "bitmap-dir", "table-refcount-0", "bitmap table cluster with refcount 0",
+       lambda img: img.set_refcount(img.u64(bm_dir(img)[3][0]) >> img.cbits, 0))
+def same_name(img):
+    e = bm_dir(img)[3][1]
+    img.p16(e + 18, 2)
+    img.b[e + 24:e + 27] = b"on\0"
+
+
+mutate("bm", "bitmap-dir", "same-name", "two bitmaps of one name", same_name)
+mutate("bm", "bitmap-dir", "autoclear-off", "bitmaps extension without the autoclear bit",
+       lambda img: img.p64(88, img.u64(88) & ~1))
 mutate("v3", "ext-unknown", "many", "extension area full of 8-byte unknown extensions",
        lambda img: [img.p64(o, 0x1234567800000000) for o in range(img.hlen, img.cs - 8, 8)])
 

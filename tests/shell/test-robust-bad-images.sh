@@ -2,7 +2,7 @@
 # test-robust-bad-images.sh: every fastqcow subcommand against a corpus of
 # damaged images (tests/robust/make-bad-images.py, generated here into a
 # temporary directory): info (human and json), check, check -r all, map,
-# compare, convert to qcow2 and raw, and io reading, writing and flushing
+# bitmap --dump, compare, convert to qcow2 and raw, and io reading, writing and flushing
 # (on copies). Each run must either succeed or exit non-zero with a
 # message; never crash (exit >= 128), hang (timeout) or trip a sanitizer.
 #
@@ -64,6 +64,7 @@ one_image() {
     run info-json info --output=json "$f"
     run check check "$f"
     run map map --output=json "$f"
+    run bitmap-dump bitmap --dump --all "$f" on
     run compare compare "$f" "$f"
     run convert convert -O qcow2 "$f" "$w/c.qcow2"
     run convert-raw convert -O raw "$f" "$w/c.raw"

@@ -35,7 +35,7 @@
 
 enum op { OP_SNAP_CREATE, OP_SNAP_APPLY, OP_SNAP_DELETE, OP_GROW, OP_SHRINK, OP_COMPRESS,
           OP_DOWNGRADE, OP_UPGRADE, OP_LAZY, OP_REFBITS, OP_EMPTY, OP_COMMIT, OP_REBASE,
-          OP_REBASE_UNSAFE, OP_COPY, OP_CHECK };
+          OP_REBASE_UNSAFE, OP_COPY, OP_CHECK, OP_BM_WRITE, OP_BM_CLEAR, OP_BM_REMOVE };
 
 /* The image a case starts from. */
 struct setup {
@@ -109,6 +109,14 @@ static const struct fcase cases[] = {
 
 /* Long runs only: thousands of L2 tables (512-byte clusters: 2048 tables
  * map 64 MiB) and hundreds of refcount blocks. */
+/* persistent bitmaps stored (writes tracked, then stored; cleared; removed) */
+static const struct fcase bitmap_cases[] = {
+    { "bitmap-write-c1k", { 1024, 16, 3, 0, 2 * MiB, 2, 1, true, false, false }, OP_BM_WRITE, 0, NULL },
+    { "bitmap-write-c32k-extl2", { 32768, 16, 3, 1, 4 * MiB, 2, 0, false, false, false }, OP_BM_WRITE, 0, NULL },
+    { "bitmap-clear-c4k", { 4096, 16, 3, 0, 4 * MiB, 2, 0, false, false, false }, OP_BM_CLEAR, 0, "b0" },
+    { "bitmap-remove-c4k", { 4096, 16, 3, 0, 2 * MiB, 2, 0, false, false, false }, OP_BM_REMOVE, 0, "b0" },
+};
+
 static const struct fcase big_cases[] = {
     { "big-snap-create-c512", { 512, 16, 3, 0, 64 * MiB, 16, 1, true, false, false }, OP_SNAP_CREATE, 0, NULL },
     { "big-snap-delete-c512", { 512, 16, 3, 0, 64 * MiB, 16, 2, true, false, false }, OP_SNAP_DELETE, 0, "s" },
@@ -234,6 +242,17 @@ static int setup(struct fq_ctx *ctx, const struct fcase *fc, uint8_t **data, siz
             r = spread(img, su, 0, cs, 1, 0, 4, true, buf);
         if (r == 0)
             r = spread(img, su, size / 4, size / 2, 3, 1, 5, false, buf);
+    }
+    /* the bitmap cases: "b0" (enabled, 512-byte granularity) and "d"
+     * (disabled), both with bits */
+    if (r == 0 && fc->op >= OP_BM_WRITE) {
+        r = fq_bitmap_change(img, "b0", FQ_BITMAP_ADD, 512, err);
+        if (r == 0)
+            r = fq_bitmap_change(img, "d", FQ_BITMAP_ADD, 4096, err);
+        if (r == 0)
+            r = spread(img, su, size / 3, size, 5, 1, 6, false, buf);
+        if (r == 0)
+            r = fq_bitmap_change(img, "d", FQ_BITMAP_DISABLE, 0, err);
     }
     struct fq_bdev *q = fq_image_bdev(img), *mem = q->child;
     q->child = NULL;   /* keep the memory device: its bytes are the image */
@@ -415,6 +434,23 @@ static int run_op(struct fq_image *img, const void *arg, char *err)
         if (r == 0 && (res.corruptions || res.leaks))
             r = -EIO;
         return r;
+    case OP_BM_WRITE: {
+        /* tracked writes, a store, more writes (stored at close) */
+        uint8_t *buf = malloc(cs);
+        if (!buf)
+            return -ENOMEM;
+        r = spread(img, &fc->su, 0, size / 2, 7, 0, 8, false, buf);
+        if (r == 0)
+            r = fq_bitmap_change(img, NULL, FQ_BITMAP_STORE, 0, err);
+        if (r == 0)
+            r = spread(img, &fc->su, size / 2, size, 9, 2, 9, false, buf);
+        free(buf);
+        return r;
+    }
+    case OP_BM_CLEAR:
+        return fq_bitmap_change(img, fc->which, FQ_BITMAP_CLEAR, 0, err);
+    case OP_BM_REMOVE:
+        return fq_bitmap_change(img, fc->which, FQ_BITMAP_REMOVE, 0, err);
     }
     return -EINVAL;
 }
@@ -431,6 +467,7 @@ static enum cr_active active_of(const struct fcase *fc)
     case OP_COMMIT:
     case OP_REBASE:
     case OP_COPY:
+    case OP_BM_WRITE:
         return CR_CUSTOM;
     default:
         return CR_SAME;
@@ -696,9 +733,11 @@ int main(int argc, char **argv)
     if (have_qemu)
         tl_sh("cd '%s' && : > the-old-backing-file-with-a-long-name.raw && qemu-img create -q -f "
               "qcow2 another-backing-file-whose-name-is-longer-than-the-old-one.qcow2 16M", tl_dir);
-    size_t nc = FQ_ARRAY_SIZE(cases), nb = long_mode ? FQ_ARRAY_SIZE(big_cases) : 0;
+    size_t n0 = FQ_ARRAY_SIZE(cases), nm = FQ_ARRAY_SIZE(bitmap_cases);
+    size_t nc = n0 + nm, nb = long_mode ? FQ_ARRAY_SIZE(big_cases) : 0;
     for (size_t i = 0; i < nc + nb; i++) {
-        const struct fcase *fc = i < nc ? &cases[i] : &big_cases[i - nc];
+        const struct fcase *fc = i < n0 ? &cases[i] : i < nc ? &bitmap_cases[i - n0] :
+                                 &big_cases[i - nc];
         if (only && !strstr(fc->name, only))
             continue;
         /* sanitizer builds: a third of the cases, which third by seed */

@@ -143,6 +143,8 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         { "start-offset", required_argument, NULL, LO_START },
         { "max-length", required_argument, NULL, LO_MAXLEN },
         { "repair", required_argument, NULL, 'r' },
+        { "bitmaps", no_argument, NULL, LO_BITMAPS },
+        { "skip-broken-bitmaps", no_argument, NULL, LO_SKIP_BROKEN },
         { "object", required_argument, NULL, LO_OBJECT }, { 0 } };
     uint64_t v = 0;
     int ch;
@@ -174,6 +176,8 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
         case 'U': tool_force_share = true; break;
         case LO_CHAIN: a->chain = true; break;
         case LO_FRAG: a->frag = true; break;
+        case LO_BITMAPS: a->bitmaps = true; break;
+        case LO_SKIP_BROKEN: a->skip_broken = true; break;
         case 'h': fputs(usage, stdout); return -1;
         case 'o':
             if (a->nolist < 16)

@@ -23,12 +23,14 @@ struct args {
     int nolist, json, jobs;    /* jobs: -m, 0 = not given */
     unsigned repair;
     bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress, frag;
+    bool bitmaps, skip_broken;   /* convert --bitmaps, --skip-broken-bitmaps */
     uint64_t start, maxlen, sparse;
     enum fq_cache_mode cache, src_cache;
 };
 
 /* Codes of the long-only options, for parse_args' `longs`. */
-enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y', LO_FRAG = 'G', LO_OBJECT = 'Q' };
+enum { LO_OUTPUT = 'J', LO_CHAIN = 'K', LO_START = 'X', LO_MAXLEN = 'Y', LO_FRAG = 'G', LO_OBJECT = 'Q',
+       LO_BITMAPS = 'Z', LO_SKIP_BROKEN = 'E' };
 
 /* Parse a subcommand's options: `shorts` is its getopt string, `longs`
  * the LO_* codes it accepts. Returns 0, -1 after printing `usage` (exit

@@ -127,7 +127,8 @@ int exports_open(struct server *s)
         e->fast_zero = true;
         if (e->qcow2 && fq_get_info(e->img, &info) == 0)
             e->fast_zero = info.version >= 3 || !info.backing_file[0];
-        meta_export_init(e, o->allocation_depth);
+        if (meta_export_init(e, o) < 0)
+            return -1;
 
         struct nbd_export_info *ni = &s->infos[i];
         ni->name = e->name;
@@ -168,6 +169,7 @@ int exports_close(struct server *s)
                 ret = -1;
             }
         }
+        meta_export_free(e);
         free(e->name);
         free(e->description);
     }

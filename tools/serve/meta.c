@@ -6,32 +6,68 @@
  *   qemu:allocation-depth  0 where no layer of the chain allocates the
  *                          range, 1 where the image itself does, 2 for its
  *                          backing file, and so on (a range past the end
- *                          of a backing file counts as that file's).
+ *                          of a backing file counts as that file's);
+ *   qemu:dirty-bitmap:NAME NBD_STATE_DIRTY where the persistent bitmap
+ *                          NAME (-B) has its bits set, at its granularity
+ *                          (what this session wrote included).
  *
- * Each context is a kind plus (for kinds to come, such as a dirty bitmap)
- * an argument; the walk over the image's map is shared by every selected
- * context and bounded in map calls and extents per reply, so a client
- * asking about 4 GiB of a fragmented image gets a shorter answer instead
- * of stalling the loop.
+ * Each context is a kind plus (for dirty bitmaps) an argument; the walk
+ * over the image's map is shared by the map's contexts, each bitmap has a
+ * walk of its own over fq_bitmap_status runs; both are bounded in calls
+ * and extents per reply, so a client asking about 4 GiB of a fragmented
+ * image gets a shorter answer instead of stalling the loop.
  * SPDX-License-Identifier: MIT
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/cli.h"
 #include "server.h"
 
 #define MAX_EXTENTS 2048       /* per context and reply (16 KiB) */
 #define MAX_MAP_CALLS 65536    /* per request */
 
-void meta_export_init(struct export *e, bool allocation_depth)
+int meta_export_init(struct export *e, const struct serve_opts *o)
 {
     e->nmeta = 0;
     e->meta[e->nmeta] = "base:allocation";
     e->meta_kind[e->nmeta++] = META_BASE_ALLOCATION;
-    if (allocation_depth) {
+    if (o->allocation_depth) {
         e->meta[e->nmeta] = "qemu:allocation-depth";
         e->meta_kind[e->nmeta++] = META_ALLOCATION_DEPTH;
+    }
+    for (int i = 0; i < o->nbitmaps; i++) {
+        char err[FQ_ERR_MAX] = "";
+        uint64_t run;
+        int dirty, r = fq_bitmap_status(e->img, o->bitmaps[i], 0, 0, &run, &dirty, err);
+        if (r == -ENOENT || r == -ENOTSUP) {
+            tool_error("Bitmap '%s' is not found", o->bitmaps[i]);
+            return -1;
+        }
+        if (r < 0) {
+            tool_error("%s", err[0] ? err : strerror(-r));
+            return -1;
+        }
+        size_t n = strlen(o->bitmaps[i]) + sizeof("qemu:dirty-bitmap:");
+        char *name = malloc(n);
+        if (!name)
+            return -1;
+        snprintf(name, n, "qemu:dirty-bitmap:%s", o->bitmaps[i]);
+        e->meta_owned[i] = name;
+        e->meta[e->nmeta] = name;
+        e->meta_arg[e->nmeta] = o->bitmaps[i];
+        e->meta_kind[e->nmeta++] = META_DIRTY_BITMAP;
+    }
+    return 0;
+}
+
+void meta_export_free(struct export *e)
+{
+    for (int i = 0; i < SERVE_MAX_BITMAPS; i++) {
+        free(e->meta_owned[i]);
+        e->meta_owned[i] = NULL;
     }
 }
 
@@ -48,6 +84,8 @@ static uint32_t status_of(enum meta_kind k, const struct fq_map_entry *m)
         if (m->flags & FQ_MAP_ALLOCATED)
             return (uint32_t)m->depth + 1;
         return (m->flags & FQ_MAP_PAST_BACKING) ? (uint32_t)m->depth + 2 : 0;
+    case META_DIRTY_BITMAP:
+        break;             /* not from the map: bitmap_walk */
     }
     return 0;
 }
@@ -77,6 +115,34 @@ static void ext_close(struct ext_list *l)
     l->cur_len = 0;
 }
 
+/* The extents of a dirty-bitmap context over [off, end): its own walk
+ * over the bitmap's runs. Returns 0 or -errno. */
+static int bitmap_walk(struct export *e, struct ext_list *x, uint64_t off, uint64_t end,
+                       bool req_one)
+{
+    unsigned calls = 0;
+
+    while (off < end && !x->full && calls++ < MAX_MAP_CALLS) {
+        uint64_t run;
+        int dirty;
+        int r = fq_bitmap_status(e->img, e->meta_arg[x->ctx], e->offset + off, end - off, &run,
+                                 &dirty, NULL);
+        if (r < 0)
+            return r;
+        if (run == 0)
+            return -EIO;
+        uint32_t st = dirty ? NBD_STATE_DIRTY : 0;
+        if (x->cur_len && st != x->cur_status)
+            ext_close(x);
+        if (x->full || (req_one && x->n > 0))
+            break;
+        x->cur_status = st;
+        x->cur_len += run;
+        off += run;
+    }
+    return 0;
+}
+
 int meta_block_status(struct export *e, uint64_t sel, uint64_t handle, uint64_t off,
                       uint32_t len, bool req_one, struct nbd_buf *out)
 {
@@ -98,7 +164,13 @@ int meta_block_status(struct export *e, uint64_t sel, uint64_t handle, uint64_t 
     }
     uint64_t pos = off, end = off + len;
     unsigned calls = 0;
-    bool more = true;
+    bool more = false;
+    for (unsigned i = 0; i < nl; i++) {
+        if (e->meta_kind[lists[i].ctx] != META_DIRTY_BITMAP)
+            more = true;           /* a context of the map's */
+        else if ((r = bitmap_walk(e, &lists[i], off, end, req_one)) < 0)
+            goto out;
+    }
     while (pos < end && more && calls < MAX_MAP_CALLS) {
         struct fq_map_entry m;
         r = fq_map(e->img, e->offset + pos, end - pos, &m);
@@ -112,6 +184,8 @@ int meta_block_status(struct export *e, uint64_t sel, uint64_t handle, uint64_t 
         uint64_t l = m.length < end - pos ? m.length : end - pos;
         for (unsigned i = 0; i < nl; i++) {
             struct ext_list *x = &lists[i];
+            if (e->meta_kind[x->ctx] == META_DIRTY_BITMAP)
+                continue;
             uint32_t st = status_of(e->meta_kind[x->ctx], &m);
             if (x->cur_len && st != x->cur_status)
                 ext_close(x);

@@ -98,6 +98,7 @@
 
 /* base:allocation status bits */
 #define NBD_STATE_HOLE           (1u << 0)
+#define NBD_STATE_DIRTY          (1u << 0)   /* qemu:dirty-bitmap: contexts */
 #define NBD_STATE_ZERO           (1u << 1)
 
 /* error values */

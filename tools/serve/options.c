@@ -52,6 +52,7 @@ static void usage(void)
            "  -s, --snapshot           write to a temporary overlay, dropped at exit\n"
            "  -o, --offset=OFFSET      export the image from OFFSET on\n"
            "  -A, --allocation-depth   offer the qemu:allocation-depth context\n"
+           "  -B, --bitmap=NAME        offer qemu:dirty-bitmap:NAME (repeatable)\n"
            "  -n, --nocache            same as --cache=none\n"
            "      --cache=MODE         none, writeback (default), writethrough,\n"
            "                           directsync, unsafe\n"
@@ -318,8 +319,12 @@ int serve_parse_args(int argc, char **argv, struct serve_opts *o)
                        "'fastqcow convert -l' instead");
             return 1;
         case 'B':
-            tool_error("--bitmap is not supported yet");
-            return 1;
+            if (o->nbitmaps == SERVE_MAX_BITMAPS) {
+                tool_error("At most %d bitmaps can be exported", SERVE_MAX_BITMAPS);
+                return 1;
+            }
+            o->bitmaps[o->nbitmaps++] = optarg;
+            break;
         case 'c':
         case 'd':
             tool_error("the kernel NBD client (-c/-d) is not supported: connect with nbd-client");

@@ -34,9 +34,10 @@
 enum discard_mode { DISCARD_IGNORE, DISCARD_UNMAP };
 enum dz_mode { DZ_OFF, DZ_ON, DZ_UNMAP };
 
-/* Metadata context kinds (meta.c); a dirty bitmap would be one more kind
- * with the bitmap's name as its argument. */
-enum meta_kind { META_BASE_ALLOCATION, META_ALLOCATION_DEPTH };
+/* Metadata context kinds (meta.c); a dirty bitmap's context has the
+ * bitmap's name as its argument. */
+enum meta_kind { META_BASE_ALLOCATION, META_ALLOCATION_DEPTH, META_DIRTY_BITMAP };
+#define SERVE_MAX_BITMAPS 16
 
 #define SERVE_MAX_EXPORTS 64
 
@@ -69,6 +70,8 @@ struct serve_opts {
     bool readonly;
     bool persistent;
     bool allocation_depth;
+    const char *bitmaps[SERVE_MAX_BITMAPS];   /* -B: qemu:dirty-bitmap:NAME */
+    int nbitmaps;
     bool fork;
     bool snapshot;             /* -s: writes go to a temporary overlay */
     bool image_opts;
@@ -92,6 +95,8 @@ struct export {
     bool fast_zero;            /* zeroing never writes zeros */
     const char *meta[NBD_META_MAX];
     enum meta_kind meta_kind[NBD_META_MAX];
+    const char *meta_arg[NBD_META_MAX];   /* META_DIRTY_BITMAP: its name */
+    char *meta_owned[SERVE_MAX_BITMAPS];  /* context names made for -B */
     unsigned nmeta;
 };
 
@@ -185,9 +190,12 @@ void *bufpool_get(struct bufpool *p, size_t len);
 void bufpool_put(struct bufpool *p, void *buf, size_t len);
 
 /* ---- meta.c ---- */
-/* Fill the export's metadata contexts (base:allocation, and with -A
- * qemu:allocation-depth). */
-void meta_export_init(struct export *e, bool allocation_depth);
+/* The contexts an export offers (base:allocation, qemu:allocation-depth
+ * with -A, qemu:dirty-bitmap:NAME for each -B, checked usable: a message
+ * and -1 if not). */
+int meta_export_init(struct export *e, const struct serve_opts *o);
+/* Free what meta_export_init made. */
+void meta_export_free(struct export *e);
 /* Encode one NBD_REPLY_TYPE_BLOCK_STATUS chunk per selected context for
  * [off, off+len) into `out` (the last with flag DONE). Returns 0 or a
  * negative errno. */

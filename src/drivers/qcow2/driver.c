@@ -50,6 +50,8 @@ static int write_compressed(struct fq_bdev *bs, const uint8_t *data, uint64_t of
         return -ENOTSUP;    /* no compressed clusters in a data file */
     if (s->crypt_method)
         return -ENOTSUP;        /* compressed clusters are never encrypted */
+    if (s->bm)
+        qcow2_bitmaps_dirty(s, off, s->cluster_size);
     return qcow2_write_compressed(s, data, off >> s->cluster_bits);
 }
 
@@ -65,6 +67,8 @@ static int store_compressed(struct fq_bdev *bs, uint64_t off, const uint8_t *dat
 
     if (qcow2_has_data_file(s) || s->crypt_method)
         return -ENOTSUP;
+    if (s->bm)
+        qcow2_bitmaps_dirty(s, off, s->cluster_size);
     return qcow2_store_compressed(s, off >> s->cluster_bits, data, blob, clen);
 }
 
@@ -113,9 +117,15 @@ static int snapshot_create(struct fq_bdev *bs, const char *name, char *err)
 
 static int snapshot_apply(struct fq_bdev *bs, const char *which, char *err)
 {
-    int r = qcow2_data_refuse(bs->priv, "Internal snapshots", err);
+    struct qcow2 *s = bs->priv;
+    int r = qcow2_data_refuse(s, "Internal snapshots", err);
 
-    return r < 0 ? r : qcow2_snapshot_apply(bs->priv, which, err);
+    if (r == 0)
+        r = qcow2_snapshot_apply(s, which, err);
+    /* the whole disk may have changed */
+    if (r == 0 && s->bm)
+        qcow2_bitmaps_dirty(s, 0, bs->size);
+    return r;
 }
 
 static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
@@ -123,12 +133,15 @@ static int snapshot_delete(struct fq_bdev *bs, const char *which, char *err)
     return qcow2_snapshot_delete(bs->priv, which, err);
 }
 
-/* A resize, which an external data file follows. */
+/* A resize, which an external data file and the persistent bitmaps
+ * follow. */
 static int resize_all(struct qcow2 *s, uint64_t size, unsigned flags, char *err)
 {
     uint64_t old = s->bs->size;
     int r = qcow2_resize(s, size, flags, err);
 
+    if (r == 0 && s->bm && (r = qcow2_bitmaps_resized(s)) < 0)
+        fq_seterr(err, "Could not resize the bitmaps: %s", strerror(-r));
     return r < 0 ? r : qcow2_data_resize(s, old, err);
 }
 
@@ -153,7 +166,34 @@ static int amend(struct fq_bdev *bs, const struct fq_amend_opts *o, char *err)
 
 static int make_empty(struct fq_bdev *bs)
 {
-    return qcow2_make_empty(bs->priv);
+    struct qcow2 *s = bs->priv;
+
+    if (s->bm)
+        qcow2_bitmaps_dirty(s, 0, bs->size);
+    return qcow2_make_empty(s);
+}
+
+/* Defragmentation moves the bitmaps' clusters: they are stored before and
+ * tracked anew after. */
+static int defrag(struct fq_bdev *bs, const struct fq_defrag_opts *o, struct fq_defrag_stats *st,
+                  const struct fq_waiter *w, char *err)
+{
+    struct qcow2 *s = bs->priv;
+    int r = 0;
+
+    if (s->bm && (r = qcow2_bitmaps_store(s, false, false, err)) < 0)
+        return r;
+    qcow2_bitmaps_free(s);
+    r = qcow2_defrag(bs, o, st, w, err);
+    if (!s->readonly && (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS)) {
+        char berr[FQ_ERR_MAX];
+        int r2 = qcow2_bitmaps_track(s, berr);
+        if (r2 < 0 && r == 0) {
+            fq_seterr(err, "%s", berr);
+            r = r2;
+        }
+    }
+    return r;
 }
 
 static int bitmap_list(struct fq_bdev *bs, struct fq_bitmap **out, int *count, char *err)
@@ -167,6 +207,22 @@ static int bitmaps_size(struct fq_bdev *bs, uint64_t cs, uint64_t *out, char *er
 
     *out = 0;
     return s->version >= 3 ? qcow2_bitmaps_size(s, cs, out, err) : -ENOTSUP;
+}
+
+static int bitmap_change(struct fq_bdev *bs, const char *name, int op, uint64_t gran, char *err)
+{
+    return qcow2_bitmap_change(bs->priv, name, op, gran, err);
+}
+
+static int bitmap_set(struct fq_bdev *bs, const char *name, uint64_t off, uint64_t len, char *err)
+{
+    return qcow2_bitmap_set(bs->priv, name, off, len, err);
+}
+
+static int bitmap_status(struct fq_bdev *bs, const char *name, uint64_t off, uint64_t len,
+                         uint64_t *run, bool *dirty, char *err)
+{
+    return qcow2_bitmap_status(bs->priv, name, off, len, run, dirty, err);
 }
 
 static int vmstate_rw(struct fq_bdev *bs, void *buf, uint64_t len, uint64_t pos, bool write)
@@ -199,7 +255,10 @@ const struct fq_bdev_ops qcow2_dev_ops = {
     .make_empty = make_empty,
     .bitmap_list = bitmap_list,
     .bitmaps_size = bitmaps_size,
-    .defrag = qcow2_defrag,
+    .bitmap_change = bitmap_change,
+    .bitmap_set = bitmap_set,
+    .bitmap_status = bitmap_status,
+    .defrag = defrag,
     .vmstate_rw = vmstate_rw,
     .data_file = qcow2_data_file_op,
     .set_data_file = qcow2_set_data_file,

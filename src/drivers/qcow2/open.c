@@ -16,6 +16,7 @@
 static void qcow2_free_state(struct qcow2 *s)
 {
     qcow2_rw_fini(s);
+    qcow2_bitmaps_free(s);
     fq_depth_free(s->depth);
     qcache_destroy(&s->l2_cache);
     qcache_destroy(&s->rb_cache);
@@ -42,6 +43,10 @@ void qcow2_close(struct fq_bdev *bs)
     struct qcow2 *s = bs->priv;
 
     if (!s->readonly && !s->corrupt) {
+        char berr[FQ_ERR_MAX] = "";
+        if (qcow2_bitmaps_store(s, false, false, berr) < 0)
+            fprintf(stderr, "fastqcow: %s: %s; the bitmaps stay in use\n",
+                    bs->filename ? bs->filename : "qcow2", berr);
         if (qcow2_writeback(s) == 0 && qcow2_data_flush(s) == 0 &&
             fq_bdev_flush_sync(s->file) == 0)
             qcow2_trim_ahead(s);
@@ -356,20 +361,21 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
 
     if (!s->readonly) {
         bool rewrite = false;
-        /* persistent bitmaps are not maintained: each is flagged in use
-         * (inconsistent) and stays accounted for, so the bitmaps bit can
-         * stay; a damaged directory is dropped by clearing the bit, as
-         * the format says. Other autoclear features are not kept. */
+        /* enabled persistent bitmaps are kept true (bitmap.c); a damaged
+         * directory is dropped by clearing the bitmaps bit, as the format
+         * says. Other autoclear features are not kept. */
         uint64_t keep = qcow2_has_data_file(s) ? QCOW2_AUTOCLEAR_DATA_RAW : 0;
         if (s->autoclear & QCOW2_AUTOCLEAR_BITMAPS) {
             char berr[FQ_ERR_MAX] = "";
-            r = qcow2_bitmaps_mark_in_use(s, berr);
+            r = qcow2_bitmaps_track(s, berr);
             if (r == 0)
                 keep |= QCOW2_AUTOCLEAR_BITMAPS;
             else if (r != -EINVAL) {
                 fq_seterr(err, "%s", berr);
                 goto fail;
             }
+            else
+                qcow2_bitmaps_free(s);
         }
         if (s->autoclear & ~keep) {
             s->autoclear &= keep;

@@ -20,6 +20,7 @@
  *   check_repair.c  the repairs the check makes
  *   scan.c          many tables read at once for whole-image walks (scan.h)
  *   compress.c      compressed cluster writes (ops.h)
+ *   bitmap*.c       persistent dirty bitmaps (bitmap.h)
  *   snapshot.c      internal snapshots: table, create/apply/delete
  *   resize.c        resize, rebase, emptying (ops.h)
  *   amend.c         amend: compat level, lazy refcounts, refcount width
@@ -390,6 +391,8 @@ struct qcow2 {
      * before the first extension (0 = none yet) */
     uint64_t ahead_end, ahead_base;
     bool ahead_off;           /* the file cannot, or an extension failed */
+    struct qbitmaps *bm;      /* persistent bitmaps (bitmap.h), loaded on
+                                 first use; NULL before */
 };
 
 /* ---- header.c ---- */
@@ -401,20 +404,34 @@ const char *qcow2_feature_name(struct qcow2 *s, int type, int bit, char *buf, si
 /* The feature-name table this library writes into new images. */
 int qcow2_default_feature_table(uint8_t **out, uint32_t *len);
 int qcow2_load_l1(struct qcow2 *s, char *err);
+/* Mark the image corrupt on disk and in memory; `why` is logged. */
+void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
+
+/* ---- bitmap.c, bitmap_ops.c: persistent dirty bitmaps ---- */
+struct qbitmaps;
+/* Read-write open: track the enabled bitmaps (tables loaded, flagged in
+ * use on disk). -EINVAL (message in err) for a damaged directory, which
+ * is then never written; or an I/O error. */
+int qcow2_bitmaps_track(struct qcow2 *s, char *err);
+/* Bytes [off, off + len) of the disk changed: set the tracked bits. */
+void qcow2_bitmaps_dirty(struct qcow2 *s, uint64_t off, uint64_t len);
+/* Store what changed (all tracked bitmaps consistent on disk), always if
+ * `force`; flag the tracked ones in use again if `reopen`. */
+int qcow2_bitmaps_store(struct qcow2 *s, bool force, bool reopen, char *err);
+void qcow2_bitmaps_free(struct qcow2 *s);
+/* The disk changed size: the bitmaps follow it (stored with the rest). */
+int qcow2_bitmaps_resized(struct qcow2 *s);
 /* Bytes the persistent bitmaps need in a copy with clusters of `cs`
  * bytes (each wholly allocated, with its table and the directory, as
  * `measure` reports them); 0 without bitmaps. */
 int qcow2_bitmaps_size(struct qcow2 *s, uint64_t cs, uint64_t *out, char *err);
-/* Before the first write: flag every persistent bitmap "in use" (its
- * content is no longer kept up to date), so that readers know it is
- * inconsistent while its clusters stay accounted for. Returns 0, or
- * -EINVAL (message in err) if the directory is damaged or not in clusters
- * of its own, or an I/O error. */
-int qcow2_bitmaps_mark_in_use(struct qcow2 *s, char *err);
 /* The bitmaps of the directory (fq_bitmap_list). */
 int qcow2_bitmap_list(struct qcow2 *s, struct fq_bitmap **out, int *count, char *err);
-/* Mark the image corrupt on disk and in memory; `why` is logged. */
-void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
+/* fq_bitmap_change, the bits of a merge, fq_bitmap_status. */
+int qcow2_bitmap_change(struct qcow2 *s, const char *name, int op, uint64_t gran, char *err);
+int qcow2_bitmap_set(struct qcow2 *s, const char *name, uint64_t off, uint64_t len, char *err);
+int qcow2_bitmap_status(struct qcow2 *s, const char *name, uint64_t off, uint64_t len,
+                        uint64_t *run, bool *dirty, char *err);
 
 /* ---- datafile.c ---- */
 /* The image keeps its guest data in an external data file. */

@@ -1086,6 +1086,8 @@ static int check_req(struct qcow2 *s, struct fq_req *req)
         return -EROFS;
     if (s->corrupt)
         return -EIO;
+    if (s->bm)
+        qcow2_bitmaps_dirty(s, req->off, req->len);
     return 0;
 }
 
