@@ -302,6 +302,17 @@ bool fq_blockopts_reopenable(const char *key, const char *format);
 int fq_open_blockopts(const struct fq_blockopts *o, const struct fq_open_opts *opts,
                       struct fq_image **out, char *err);
 
+/* Break points of the blkdebug filter (qemu-io's break, remove_break,
+ * resume, wait_break), on the first blkdebug device below the image's
+ * format: FQ_DEBUG_BREAK holds the next request that meets `event` under
+ * `tag`; FQ_DEBUG_REMOVE_BREAK drops the break points of `tag` and lets
+ * the requests held there go on; FQ_DEBUG_RESUME lets the first one held
+ * at `tag` go on; FQ_DEBUG_SUSPENDED asks whether one is held there.
+ * Returns 0 (SUSPENDED: 1 if one is held), -ENOTSUP if the image has no
+ * blkdebug device, -ENOENT for an unknown event or tag. */
+enum fq_debug_op { FQ_DEBUG_BREAK, FQ_DEBUG_REMOVE_BREAK, FQ_DEBUG_RESUME, FQ_DEBUG_SUSPENDED };
+int fq_debug(struct fq_image *img, enum fq_debug_op op, const char *event, const char *tag);
+
 /* Flush and close. Returns the flush result (the image is closed anyway). */
 int fq_close(struct fq_image *img);
 struct fq_ctx *fq_image_ctx(struct fq_image *img);

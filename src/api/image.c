@@ -399,3 +399,11 @@ int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, cha
         return 0;          /* raw images hold none */
     return bs->ops->bitmap_list(bs, out, count, err);
 }
+
+int fq_debug(struct fq_image *img, enum fq_debug_op op, const char *event, const char *tag)
+{
+    for (struct fq_bdev *bs = img->top; bs; bs = bs->child)
+        if (bs->ops->debug)
+            return bs->ops->debug(bs, op, event, tag);
+    return -ENOTSUP;
+}

@@ -11,6 +11,7 @@ extern const struct fq_driver fq_driver_raw;
 extern const struct fq_driver fq_driver_luks;
 extern const struct fq_driver fq_driver_file;
 extern const struct fq_driver fq_driver_null;
+extern const struct fq_driver fq_driver_blkdebug;
 #ifdef FQ_HAVE_LIBNBD
 extern const struct fq_driver fq_driver_nbd;
 #endif
@@ -21,6 +22,7 @@ const struct fq_driver *const fq_drivers[] = {
     &fq_driver_luks,
     &fq_driver_file,
     &fq_driver_null,
+    &fq_driver_blkdebug,
 #ifdef FQ_HAVE_LIBNBD
     &fq_driver_nbd,
 #endif

@@ -125,6 +125,8 @@ struct fq_bdev_ops {
     int (*data_file)(struct fq_bdev *bs, const char **name, bool *from_image);
     /* Take the opened data file (bs->data owns it from then on). */
     int (*set_data_file)(struct fq_bdev *bs, struct fq_bdev *data, char *err);
+    /* A filter's break points (fq_debug: blkdebug). */
+    int (*debug)(struct fq_bdev *bs, enum fq_debug_op op, const char *event, const char *tag);
 };
 
 struct fq_bdev {

@@ -114,15 +114,15 @@ refused() {  # BACKING-NAME WHAT-TO-ALLOW
 refused 'null-co://' null-co
 refused 'json:{"driver":"null-co","read-zeroes":true}' json
 refused 'json:{"driver":"raw","file":{"driver":"file","filename":"r.raw"}}' json
-#BLKDEBUG refused "blkdebug::$T/r.raw" blkdebug
-#BLKDEBUG refused "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"blkdebug\",\"image\":{\"filename\":\"$T/r.raw\"}}}" json
+refused "blkdebug::$T/r.raw" blkdebug
+refused "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"blkdebug\",\"image\":{\"filename\":\"$T/r.raw\"}}}" json
 refused "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/nobody.sock\"}}}" json
 refused "nbd+unix:///?socket=$T/nobody.sock" nbd
 # json: allowed, what it hides is not
-#BLKDEBUG rm -f top.qcow2
-#BLKDEBUG qemu-img create -q -f qcow2 -u -b "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"blkdebug\",\"image\":{\"filename\":\"$T/r.raw\"}}}" -F raw top.qcow2 1M
-#BLKDEBUG out=$("$F" --allow-backing-protocol json info --backing-chain top.qcow2 2>&1) && bad "blkdebug in json opened"
-#BLKDEBUG grep -q -- '--allow-backing-protocol blkdebug)' <<<"$out" || bad "blkdebug in json: $out"
+rm -f top.qcow2
+qemu-img create -q -f qcow2 -u -b "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"blkdebug\",\"image\":{\"filename\":\"$T/r.raw\"}}}" -F raw top.qcow2 1M
+out=$("$F" --allow-backing-protocol json info --backing-chain top.qcow2 2>&1) && bad "blkdebug in json opened"
+grep -q -- '--allow-backing-protocol blkdebug)' <<<"$out" || bad "blkdebug in json: $out"
 rm -f top.qcow2
 qemu-img create -q -f qcow2 -u -b "json:{\"driver\":\"raw\",\"file\":{\"driver\":\"nbd\",\"server\":{\"type\":\"unix\",\"path\":\"$T/nobody.sock\"}}}" -F raw top.qcow2 1M
 out=$("$F" --allow-backing-protocol json info --backing-chain top.qcow2 2>&1) && bad "nbd in json opened"
