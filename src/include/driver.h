@@ -160,6 +160,9 @@ int fq_bdev_flush_sync(struct fq_bdev *bs);
 void fq_bdev_close(struct fq_bdev *bs);
 /* Complete a request from the loop (for results known at submit time). */
 void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
+/* A pass-through device's request sent on to `child` unchanged; when it
+ * completes, bs->size follows the child's and req completes. */
+void fq_req_forward(struct fq_bdev *bs, struct fq_bdev *child, struct fq_req *req);
 /* fq_map over a whole chain: the longest uniform run at `off` (at most
  * `len` bytes) as the layer that describes it reports it, with its depth;
  * ranges no layer allocates read as zeros. */

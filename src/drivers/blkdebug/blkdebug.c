@@ -60,13 +60,6 @@ struct dbg_priv {
     struct held *held;
 };
 
-/* A forwarded request. */
-struct fwd {
-    struct fq_req child;
-    struct fq_req *parent;
-    struct fq_bdev *bs;
-};
-
 enum { W = 1, R = 2, Z = 4, D = 8, FL = 16 };   /* operations */
 #define T(t) (1u << (t))
 
@@ -182,36 +175,16 @@ static int injected(struct dbg_priv *p, const struct fq_req *req)
     return 0;
 }
 
-static void fwd_done(struct fq_req *req, int ret)
-{
-    struct fwd *w = (struct fwd *)req;
-    struct fq_req *parent = w->parent;
-    struct fq_bdev *bs = w->bs;
-
-    bs->size = ((struct dbg_priv *)bs->priv)->child->size;
-    free(w);
-    parent->cb(parent, ret);
-}
-
 /* Fail `req` as the injections say, or send it to the file. */
 static void go_on(struct fq_bdev *bs, struct fq_req *req)
 {
     struct dbg_priv *p = bs->priv;
     int r = injected(p, req);
-    struct fwd *w = r == 0 ? malloc(sizeof(*w)) : NULL;
 
-    if (r == 0 && !w)
-        r = -ENOMEM;
-    if (r < 0) {
+    if (r < 0)
         fq_req_complete_later(bs, req, r);
-        return;
-    }
-    w->child = *req;
-    w->child.cb = fwd_done;
-    w->child.opaque = NULL;
-    w->parent = req;
-    w->bs = bs;
-    p->child->ops->submit(p->child, &w->child);
+    else
+        fq_req_forward(bs, p->child, req);
 }
 
 static void dbg_submit(struct fq_bdev *bs, struct fq_req *req)
