@@ -139,6 +139,8 @@ rm -f top.qcow2
 qemu-img create -q -f qcow2 -u -b "json:{\"driver\":\"qcow2\",\"file\":{\"filename\":\"$T/a.qcow2\"}}" -F qcow2 top.qcow2 4M
 "$F" --allow-backing-protocol json io -r -c 'read -P 9 1M 64k' top.qcow2 >f.out 2>&1 \
     || bad "allowed json backing: $(cat f.out)"
+"$F" --allow-backing-protocol json info --backing-chain top.qcow2 >f.out 2>&1 \
+    || bad "allowed json backing, info --backing-chain: $(cat f.out)"
 # plain names still open as qemu-io opens them: relative to the image,
 # through "..", absolute; "file:NAME" as written (relative to the
 # current directory)
