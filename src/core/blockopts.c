@@ -6,7 +6,8 @@
  * One table holds the keys of the generic block layer (driver, read-only,
  * cache.*, discard, detect-zeroes, node-name, backing) and qcow2's runtime
  * options (lazy-refcounts, overlap checks, discard passing, the metadata
- * cache keys, the external data file: data-file.filename or data-file); each protocol driver lists its own (struct fq_optdesc:
+ * cache keys, the external data file: data-file.filename or data-file);
+ * each protocol driver lists its own (struct fq_optdesc:
  * file's filename, aio, locking; null-co's size...), which sit under
  * "file." or, with driver=PROTOCOL, at the top. Each value is checked as
  * qemu checks it, with its message: the generic and protocol ones as the
