@@ -18,6 +18,7 @@
 #ifndef FASTQCOW_H
 #define FASTQCOW_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
@@ -115,6 +116,8 @@ enum fq_cache_mode {
 /* Parse qemu's -t names: none, writeback, writethrough, directsync, unsafe. */
 int fq_cache_parse(const char *name, enum fq_cache_mode *out);
 
+struct fq_blockopts;
+
 struct fq_open_opts {
     const char *format;        /* "qcow2", "raw" or NULL to probe */
     int readonly;              /* open read-only */
@@ -178,6 +181,10 @@ struct fq_open_opts {
                                   an image is refused, unless check_mode
                                   (which needs no key) */
     size_t key_secret_len;
+    const struct fq_blockopts *spec; /* the block options the image is
+                                  named with, read during fq_open only
+                                  (fq_open_blockopts sets it; NULL: a
+                                  plain name) */
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u
@@ -213,6 +220,105 @@ int fq_open_opts_set(struct fq_open_opts *o, const char *key, const char *value,
  * once per process on stderr and images open without them. */
 int fq_open(const char *filename, const struct fq_open_opts *opts,
             struct fq_image **out, char *err);
+/* ---- images named by qemu's block options ------------------------------- */
+
+/* An image named by options as qemu takes them: a list
+ * "driver=qcow2,file.filename=disk.qcow2,l2-cache-size=1M" (--image-opts;
+ * ",," is a comma in a value, a bare "key" is key=on, "nokey" key=off) or
+ * a pseudo-file name json:{"driver": "qcow2", "file": {"filename": ...}}
+ * (nested objects are dotted keys, array elements numbered keys: file.
+ * filename, inject-error.0.event; true/false are on/off, null empty).
+ * fq_open takes "json:{...}" names, "blkdebug:CONFIG:IMAGE", "null-co://"
+ * and "file:NAME" (NAME is a plain file, colons and all) itself; a name
+ * with a colon before any '/' names a protocol, and one no driver has is
+ * refused ("Unknown protocol 'x'", as qemu refuses it).
+ *
+ * The keys: the generic ones (driver, read-only, force-share, cache.direct,
+ * cache.no-flush, discard, detect-zeroes, node-name, backing (null: none)),
+ * qcow2's runtime options (the metadata cache keys as fq_open_opts_set
+ * takes them, lazy-refcounts, overlap-check*, pass-discard-*), and the
+ * protocol driver's under "file." (file: filename, aio, locking; null-co:
+ * size, read-zeroes, latency-ns; blkdebug: config, image, inject-error,
+ * set-state, align), or at the top with driver=PROTOCOL. Values are
+ * checked with qemu's messages: the generic and protocol keys when the
+ * options are parsed, the format's once the image is open. */
+#define FQ_BLOCKOPTS_MAX 128
+struct fq_blockopts {
+    char *buf;                 /* the strings below point into it */
+    const char *key[FQ_BLOCKOPTS_MAX], *val[FQ_BLOCKOPTS_MAX];
+    int n;
+    char bare[FQ_BLOCKOPTS_MAX]; /* value i was a JSON number, true,
+                                  false or null, not a string */
+    uint64_t short_form;       /* bit i (i < 64): key i was a bare "key" or
+                                  "nokey" (qemu warns of the short form) */
+    bool json;                 /* parsed from a json:{...} name */
+    char *name;                /* the name qemu shows for the image: its
+                                  file when the options say no more of it
+                                  than how to open it, else json:{...} */
+    const char *driver;        /* the format ("qcow2", "raw"; a protocol at
+                                  the top reads as raw), NULL: probe */
+    const char *protocol;      /* the protocol driver ("file", "null-co",
+                                  "blkdebug"...), NULL: by the file name */
+    const char *proto_prefix;  /* its keys: "file." or "" (driver=PROTOCOL) */
+    bool top_protocol;         /* driver=PROTOCOL: no format above it */
+    const char *filename;      /* the file (the protocol's filename; a
+                                  filter's image), NULL: none given */
+    int readonly, direct, no_flush, force_share, discard_unmap; /* -1: not given */
+    int detect_zeroes;         /* 0 off, 1 on, 2 unmap; -1 */
+    int engine;                /* "file.aio": an enum fq_engine_kind, or -1 */
+    bool aio_native;           /* "file.aio=native" (needs cache.direct=on) */
+    int no_backing;            /* "backing": null (or empty) */
+    struct fq_open_opts caches;/* the qcow2 metadata cache keys */
+};
+
+/* Options that say nothing (what fq_blockopts_parse starts from). */
+void fq_blockopts_init(struct fq_blockopts *o);
+/* Parse `text`, a list, a "json:{...}" name or "blkdebug:CONFIG:IMAGE",
+ * into `o`, checking the generic and the protocol's keys. Returns 0, or
+ * -EINVAL with qemu's message in err (without "Could not open 'NAME': ").
+ * Free `o` with fq_blockopts_free either way. */
+int fq_blockopts_parse(const char *text, struct fq_blockopts *o, char *err);
+void fq_blockopts_free(struct fq_blockopts *o);
+/* True if `name` is one fq_blockopts_parse takes as a name (json:, blkdebug:). */
+bool fq_blockopts_is_name(const char *name);
+/* The value given for `key` (the last one), or NULL. */
+const char *fq_blockopts_get(const struct fq_blockopts *o, const char *key);
+/* Once the image is open: -EINVAL with why in err if `o` gives an option
+ * of the protocol it does not have, a value the format refuses or an
+ * option the format (`format`: "qcow2", "raw") does not have; else 0. */
+int fq_blockopts_check_format(const struct fq_blockopts *o, const char *format, char *err);
+/* The cache mode the cache.direct / cache.no-flush keys make of `base`. */
+enum fq_cache_mode fq_blockopts_cache(const struct fq_blockopts *o, enum fq_cache_mode base);
+/* Put the metadata cache keys and the data file `o` gives into `oo` (the
+ * others stay; the data file's name points into `o`). */
+void fq_blockopts_set_caches(const struct fq_blockopts *o, struct fq_open_opts *oo);
+/* Put all that `o` says into `oo`: the format, read-only (added to oo's),
+ * the cache mode over oo's, the engine, force-share, no backing file, the
+ * caches, and `o` itself (oo->spec). Returns 0, or -EINVAL with why in err
+ * if `o` names no file or asks for aio=native without cache.direct=on. */
+int fq_blockopts_apply(const struct fq_blockopts *o, struct fq_open_opts *oo, char *err);
+/* qemu's message for options that name no file into err; returns -EINVAL. */
+int fq_blockopts_no_file(const struct fq_blockopts *o, char *err);
+/* True if `key` is an option reopen can change on an image of `format`:
+ * read-only, cache.*, discard, detect-zeroes and, on qcow2, its caches and
+ * policies. */
+bool fq_blockopts_reopenable(const char *key, const char *format);
+/* fq_open of the image `o` names, over the options `opts` (NULL: the
+ * defaults), its options applied, then checked against its format. */
+int fq_open_blockopts(const struct fq_blockopts *o, const struct fq_open_opts *opts,
+                      struct fq_image **out, char *err);
+
+/* Break points of the blkdebug filter (qemu-io's break, remove_break,
+ * resume, wait_break), on the first blkdebug device below the image's
+ * format: FQ_DEBUG_BREAK holds the next request that meets `event` under
+ * `tag`; FQ_DEBUG_REMOVE_BREAK drops the break points of `tag` and lets
+ * the requests held there go on; FQ_DEBUG_RESUME lets the first one held
+ * at `tag` go on; FQ_DEBUG_SUSPENDED asks whether one is held there.
+ * Returns 0 (SUSPENDED: 1 if one is held), -ENOTSUP if the image has no
+ * blkdebug device, -ENOENT for an unknown event or tag. */
+enum fq_debug_op { FQ_DEBUG_BREAK, FQ_DEBUG_REMOVE_BREAK, FQ_DEBUG_RESUME, FQ_DEBUG_SUSPENDED };
+int fq_debug(struct fq_image *img, enum fq_debug_op op, const char *event, const char *tag);
+
 /* Flush and close. Returns the flush result (the image is closed anyway). */
 int fq_close(struct fq_image *img);
 struct fq_ctx *fq_image_ctx(struct fq_image *img);

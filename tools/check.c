@@ -139,12 +139,12 @@ int cmd_check(int argc, char **argv)
     }
     if (!a.quiet && a.json) {
         /* the image opened: its name is good */
-        struct blockopts spec;
+        struct fq_blockopts spec;
         const char *file;
         char err[FQ_ERR_MAX];
         tool_image_name(argv[optind], &spec, &file, NULL, err);
         check_json(&res, file, format);
-        blockopts_free(&spec);
+        fq_blockopts_free(&spec);
     } else if (!a.quiet)
         check_human(&res);
     return res.check_errors ? 1 : res.corruptions ? 2 : res.leaks ? 3 : 0;

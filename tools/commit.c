@@ -67,11 +67,11 @@ int cmd_commit(int argc, char **argv)
         return img_usage_err("Expecting one image file name");
     /* under --image-opts, the file and its format (commit opens the
      * chain itself, with the default caches) */
-    struct blockopts spec;
+    struct fq_blockopts spec;
     const char *file;
     if (tool_image_name(argv[optind], &spec, &file, &o.format, err) < 0) {
         tool_error("Could not open '%s': %s", argv[optind], err);
-        blockopts_free(&spec);
+        fq_blockopts_free(&spec);
         return 1;
     }
     pg.on = pg.on && !quiet;
@@ -79,7 +79,7 @@ int cmd_commit(int argc, char **argv)
     o.opaque = &pg;
     img_progress(&pg, 0, 1, true);
     int r = fq_commit(file, &o, err);
-    blockopts_free(&spec);
+    fq_blockopts_free(&spec);
     if (r < 0) {
         tool_error("%s", err[0] ? err : strerror(-r));
         return 1;

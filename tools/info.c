@@ -288,18 +288,18 @@ int cmd_info(int argc, char **argv)
     /* under --image-opts the top image is an option list: its file, and
      * its format if it names one, for the names of the chain */
     const char *spec = argv[optind], *file0, *fmt0 = a.fmt;
-    struct blockopts top;
+    struct fq_blockopts top;
     char err[FQ_ERR_MAX];
     if (tool_image_name(spec, &top, &file0, &fmt0, err) < 0) {
         tool_error("Could not open '%s': %s", spec, err);
-        blockopts_free(&top);
+        fq_blockopts_free(&top);
         return 1;
     }
     snprintf(name[0], sizeof(name[0]), "%s", file0);
     snprintf(fmt[0], sizeof(fmt[0]), "%s", fmt0 ? fmt0 : "");
     bool chain_ok = !a.chain || img_chain_names(file0, fmt0, name);
     snprintf(name[0], sizeof(name[0]), "%s", file0);
-    blockopts_free(&top);
+    fq_blockopts_free(&top);
     if (!chain_ok) {
         /* as qemu-img: nothing printed for a chain that loops */
         int d = 0;

@@ -94,12 +94,12 @@ int cmd_map(int argc, char **argv)
     uint64_t size = fq_size(img), end = a.maxlen > size - MIN(a.start, size) ? size : a.start + a.maxlen;
     if (!a.json) {
         /* the image opened: its name is good */
-        struct blockopts spec;
+        struct fq_blockopts spec;
         const char *fmt = a.fmt, *file;
         char err[FQ_ERR_MAX];
         tool_image_name(argv[optind], &spec, &file, &fmt, err);
         img_chain_names(file, fmt, names);
-        blockopts_free(&spec);
+        fq_blockopts_free(&spec);
         if (fq_get_info(img, &info) == 0)
             data_name = info.data_file;
         if (o.data_file)

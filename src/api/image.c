@@ -44,8 +44,9 @@ int fq_cache_parse(const char *name, enum fq_cache_mode *out)
     return -EINVAL;
 }
 
-int fq_open(const char *filename, const struct fq_open_opts *opts,
-            struct fq_image **out, char *err)
+/* fq_open of a name that is no option list. */
+static int open_image(const char *filename, const struct fq_open_opts *opts,
+                      struct fq_image **out, char *err)
 {
     struct fq_open_opts def;
     struct fq_image *img;
@@ -76,9 +77,49 @@ int fq_open(const char *filename, const struct fq_open_opts *opts,
         free(img);
         return r;
     }
-    snprintf(img->format, sizeof(img->format), "%s", img->top->ops->name);
+    /* a protocol at the top (driver=null-co) is the image's format */
+    snprintf(img->format, sizeof(img->format), "%s",
+             opts->spec && opts->spec->top_protocol ? opts->spec->protocol : img->top->ops->name);
     *out = img;
     return 0;
+}
+
+int fq_open_blockopts(const struct fq_blockopts *o, const struct fq_open_opts *opts,
+                      struct fq_image **out, char *err)
+{
+    struct fq_open_opts oo;
+    int r;
+
+    if (opts)
+        oo = *opts;
+    else
+        fq_open_opts_init(&oo);
+    if ((r = fq_blockopts_apply(o, &oo, err)) < 0)
+        return r;
+    oo.spec = o;
+    if ((r = open_image(o->filename, &oo, out, err)) < 0)
+        return r;
+    if ((r = fq_blockopts_check_format(o, fq_format(*out), err)) < 0) {
+        fq_close(*out);
+        *out = NULL;
+    }
+    return r;
+}
+
+int fq_open(const char *filename, const struct fq_open_opts *opts,
+            struct fq_image **out, char *err)
+{
+    struct fq_blockopts o;
+    int r;
+
+    /* a name read from an image is held to the backing names' rules
+     * (core/chain.c) before anything of it is opened */
+    if (!fq_blockopts_is_name(filename) || (opts && opts->name_from_image))
+        return open_image(filename, opts, out, err);
+    if ((r = fq_blockopts_parse(filename, &o, err)) == 0)
+        r = fq_open_blockopts(&o, opts, out, err);
+    fq_blockopts_free(&o);
+    return r;
 }
 
 int fq_image_from_bdev(struct fq_ctx *ctx, struct fq_bdev *top, enum fq_cache_mode cache,
@@ -326,7 +367,10 @@ int fq_get_info(struct fq_image *img, struct fq_info *out)
     memset(out, 0, sizeof(*out));
     if (!img->top->ops->get_info)
         return -ENOTSUP;
-    return img->top->ops->get_info(img->top, out);
+    int r = img->top->ops->get_info(img->top, out);
+    if (r == 0)   /* a protocol at the top is the format */
+        snprintf(out->format, sizeof(out->format), "%s", img->format);
+    return r;
 }
 
 int fq_map(struct fq_image *img, uint64_t off, uint64_t len, struct fq_map_entry *out)
@@ -354,4 +398,12 @@ int fq_bitmap_list(struct fq_image *img, struct fq_bitmap **out, int *count, cha
     if (!bs->ops->bitmap_list)
         return 0;          /* raw images hold none */
     return bs->ops->bitmap_list(bs, out, count, err);
+}
+
+int fq_debug(struct fq_image *img, enum fq_debug_op op, const char *event, const char *tag)
+{
+    for (struct fq_bdev *bs = img->top; bs; bs = bs->child)
+        if (bs->ops->debug)
+            return bs->ops->debug(bs, op, event, tag);
+    return -ENOTSUP;
 }

@@ -39,6 +39,40 @@ void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret)
     fq_ctx_defer(bs->ctx, &l->bh, later_bh, l);
 }
 
+/* A request a pass-through device (a filter) forwards to its child. */
+struct fwd {
+    struct fq_req child;
+    struct fq_req *parent;
+    struct fq_bdev *bs;
+};
+
+static void fwd_done(struct fq_req *req, int ret)
+{
+    struct fwd *w = (struct fwd *)req;
+    struct fq_req *parent = w->parent;
+    struct fq_bdev *bs = w->bs, *child = w->child.opaque;
+
+    bs->size = child->size;
+    free(w);
+    parent->cb(parent, ret);
+}
+
+void fq_req_forward(struct fq_bdev *bs, struct fq_bdev *child, struct fq_req *req)
+{
+    struct fwd *w = malloc(sizeof(*w));
+
+    if (!w) {
+        fq_req_complete_later(bs, req, -ENOMEM);
+        return;
+    }
+    w->child = *req;
+    w->child.cb = fwd_done;
+    w->child.opaque = child;
+    w->parent = req;
+    w->bs = bs;
+    child->ops->submit(child, &w->child);
+}
+
 static int rw_sync(struct fq_bdev *bs, enum fq_op op, void *buf, size_t len, uint64_t off,
                    unsigned tag)
 {

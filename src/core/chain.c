@@ -27,12 +27,16 @@ void fq_open_opts_init(struct fq_open_opts *o)
  * one, is taken as it is). */
 static char *resolve_backing(const char *image, const char *name)
 {
+    if (!strncmp(image, "file:", 5))
+        image += 5;
+    if (!strncmp(name, "file:", 5))
+        return strdup(name);   /* taken as written, as qemu takes it */
     const char *slash = strrchr(image, '/');
     size_t dl = slash ? (size_t)(slash - image) + 1 : 0;
     char *p;
 
     if (name[0] == '/' || dl == 0 || strstr(name, "://") || fq_protocol_of(name) ||
-        fq_protocol_of(image))
+        fq_protocol_of(image) || fq_blockopts_is_name(name) || fq_blockopts_is_name(image))
         return strdup(name);
     p = malloc(dl + strlen(name) + 1);
     if (p) {
@@ -139,6 +143,105 @@ struct chain_seen {
     ino_t ino;
 };
 
+/* The refusal of a backing name that would use protocol `proto` (or a
+ * json: name, proto "json") not allowed by the caller. Returns -EPERM. */
+static int refuse_protocol(char *err, const char *proto)
+{
+    fq_seterr(err, "the image names a backing file over the %s protocol, which a "
+              "backing file name read from an image may not use unless allowed "
+              "(--allow-backing-protocol %s)", proto, proto);
+    return -EPERM;
+}
+
+/* May a backing file name read from an image (`filename`, with the
+ * options `spec` it was spelled with, or NULL) be opened? json: names,
+ * and every protocol but plain files it uses (its own, a filter's
+ * image's), need the caller's leave (opts->backing_protocols). Returns 0
+ * or -EPERM with why in err. */
+static int backing_name_allowed(const struct fq_open_opts *opts, const char *filename,
+                                const struct fq_blockopts *spec, char *err)
+{
+    const struct fq_driver *proto = fq_protocol_of(filename);
+
+    if (spec && spec->json && !protocol_allowed(opts->backing_protocols, "json"))
+        return refuse_protocol(err, "json");
+    if (spec && spec->protocol && strcmp(spec->protocol, "file")) {
+        const struct fq_driver *d = fq_driver_find(spec->protocol);
+        if (!protocol_allowed(opts->backing_protocols, spec->protocol))
+            return refuse_protocol(err, spec->protocol);
+        if (!d || !d->filter)
+            proto = NULL;   /* the protocol's own name, not another's */
+    }
+    if (proto && !protocol_allowed(opts->backing_protocols, proto->name))
+        return refuse_protocol(err, proto->name);
+    return 0;
+}
+
+/* Open the layer's file: with the protocol its options name (a filter
+ * over the device of its image's name), else the one that claims the
+ * name (fq_bdev_open_file). */
+static int open_layer_file(struct fq_ctx *ctx, const char *filename, unsigned fflags,
+                           const struct fq_blockopts *spec, struct fq_bdev **out, char *err)
+{
+    const struct fq_driver *d = spec && spec->protocol ? fq_driver_find(spec->protocol) : NULL;
+    struct fq_bdev *child = NULL;
+    int r;
+
+    if (spec && !d && !strcmp(spec->filename, filename))
+        d = fq_driver_find("file");   /* an option's file name is a file's */
+    if (!d)
+        return fq_bdev_open_file(ctx, filename, fflags, out, err);
+    if (!d->open_opts)
+        return d->open_file(ctx, filename, fflags, out, err);
+    if (d->filter && (r = open_layer_file(ctx, filename, fflags, NULL, &child, err)) < 0)
+        return r;
+    r = d->open_opts(ctx, filename, fflags, spec, spec->proto_prefix, child, out, err);
+    if (r < 0 && child)
+        fq_bdev_close(child);
+    return r;
+}
+
+static int open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
+                      const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
+                      struct fq_bdev **out, char *err);
+
+/* open_chain of a name that is an option list (a json: or blkdebug: name
+ * read from an image): its options applied over `opts`, then checked
+ * against the format opened. */
+static int open_chain_spec(struct fq_ctx *ctx, const char *filename, const char *format,
+                           const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
+                           struct fq_bdev **out, char *err)
+{
+    struct fq_blockopts spec;
+    struct fq_open_opts so = *opts;
+    int r;
+
+    so.format = format;
+    fq_blockopts_init(&spec);
+    r = 0;
+    if ((depth > 0 || opts->name_from_image) && !strncmp(filename, "json:", 5) &&
+        !protocol_allowed(opts->backing_protocols, "json"))
+        r = refuse_protocol(err, "json");
+    else if ((depth > 0 || opts->name_from_image) && !strncmp(filename, "blkdebug:", 9) &&
+             !protocol_allowed(opts->backing_protocols, "blkdebug"))
+        r = refuse_protocol(err, "blkdebug");
+    if (r == 0)
+        r = fq_blockopts_parse(filename, &spec, err);
+    if (r == 0 && (depth > 0 || opts->name_from_image))
+        r = backing_name_allowed(opts, filename, &spec, err);
+    if (r == 0)
+        r = fq_blockopts_apply(&spec, &so, err);
+    so.spec = &spec;
+    if (r == 0)
+        r = open_chain(ctx, spec.filename, so.format, &so, depth, up, out, err);
+    if (r == 0 && (r = fq_blockopts_check_format(&spec, (*out)->ops->name, err)) < 0) {
+        fq_bdev_close(*out);
+        *out = NULL;
+    }
+    fq_blockopts_free(&spec);
+    return r;
+}
+
 static int open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
                       const struct fq_open_opts *opts, int depth, const struct chain_seen *up,
                       struct fq_bdev **out, char *err)
@@ -154,17 +257,13 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         fq_seterr(err, "Backing chain is deeper than %d images at '%s'", MAX_CHAIN_DEPTH, filename);
         return -ELOOP;
     }
-    if (depth > 0 || opts->name_from_image) {
-        /* an image is untrusted: its backing name opens no server unasked */
-        const struct fq_driver *proto = fq_protocol_of(filename);
-        if (proto && !protocol_allowed(opts->backing_protocols, proto->name)) {
-            fq_seterr(err, "the image names a backing file over the %s protocol, which a "
-                      "backing file name read from an image may not use unless allowed "
-                      "(--allow-backing-protocol %s)", proto->name, proto->name);
-            return -EPERM;
-        }
-    }
-    if (stat(filename, &st) == 0) {
+    if (!opts->spec && fq_blockopts_is_name(filename))
+        return open_chain_spec(ctx, filename, format, opts, depth, up, out, err);
+    /* an image is untrusted: its backing name opens no server unasked */
+    if ((depth > 0 || opts->name_from_image) &&
+        (r = backing_name_allowed(opts, filename, opts->spec, err)) < 0)
+        return r;
+    if (stat(!strncmp(filename, "file:", 5) ? filename + 5 : filename, &st) == 0) {
         me.dev = st.st_dev;
         me.ino = st.st_ino;
         for (const struct chain_seen *c = up; c; c = c->up)
@@ -184,7 +283,7 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         fflags |= FQ_FILE_RDONLY | (opts->force_share ? FQ_FILE_SHARE : 0);
     if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
         fflags |= FQ_FILE_DIRECT;
-    r = fq_bdev_open_file(ctx, filename, fflags, &file, err);
+    r = open_layer_file(ctx, filename, fflags, opts->spec, &file, err);
     if (r < 0)
         return r;
     if (opts->file_format && depth == 0) {
@@ -221,6 +320,7 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         char *path = resolve_backing(filename, bname);
         char berr[FQ_ERR_MAX] = "";
         struct fq_open_opts bo = *opts;
+        bo.spec = NULL;
         bo.file_format = NULL;
         bo.data_file = NULL;
         bo.check_mode = 0;
@@ -245,6 +345,8 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
             static const char nested[] = "Could not open backing file";
             if (!memcmp(berr, nested, FQ_MIN(sizeof(nested) - 1, strlen(berr) + 1)) || r == -ELOOP)
                 fq_seterr(err, "%s", berr);
+            else if (!strncmp(berr, "Could not open '", 16))
+                fq_seterr(err, "Could not open backing file: %s", berr);   /* names it */
             else
                 fq_seterr(err, "Could not open backing file '%s': %s", path ? path : bname,
                           berr[0] ? berr : strerror(-r));

@@ -18,7 +18,9 @@ const char *fq_format_names(void);
  * a plain file name. */
 const struct fq_driver *fq_protocol_of(const char *filename);
 /* Open `filename` (FQ_FILE_* flags) with the protocol driver that claims
- * it, or the driver "file". */
+ * it, or the driver "file" ("file:NAME": NAME with it, whatever NAME
+ * holds); a name with a colon before any '/' that no driver claims is an
+ * unknown protocol (-ENOENT). */
 int fq_bdev_open_file(struct fq_ctx *ctx, const char *filename, unsigned flags,
                       struct fq_bdev **out, char *err);
 /* Open format `format` (NULL: probe) on `file`, which the result owns on
@@ -35,6 +37,15 @@ int fq_bdev_backing(struct fq_bdev *bs, const char **name, const char **fmt);
 int fq_bdev_open_chain(struct fq_ctx *ctx, const char *filename, const char *format,
                        const struct fq_open_opts *opts, int depth,
                        struct fq_bdev **out, char *err);
+
+/* json.c: the JSON object `text` flattened into at most `max` dotted
+ * key=value pairs whose strings live in *buf (the caller frees it).
+ * Returns 0, or -EINVAL with qemu's message in err. */
+int fq_json_flatten(const char *text, char **buf, const char **key, const char **val, char *bare,
+                    int max, int *n, char *err);
+/* The options `o` as a json:{...} name, qemu's way ("k": v, nested
+ * objects for dotted keys). 0, or -ENAMETOOLONG if `len` is too short. */
+int fq_json_write(const struct fq_blockopts *o, char *buf, size_t len);
 
 /* Tests: give a depth controller a simulated clock. */
 void fq_depth_set_clock(struct fq_depth *d, uint64_t (*clock)(void *), void *arg);

@@ -43,8 +43,17 @@ const struct fq_driver *fq_protocol_of(const char *filename)
 int fq_bdev_open_file(struct fq_ctx *ctx, const char *filename, unsigned flags,
                       struct fq_bdev **out, char *err)
 {
-    const struct fq_driver *d = fq_protocol_of(filename);
+    bool plain = !strncmp(filename, "file:", 5);   /* "file:NAME": NAME, colons and all */
+    const struct fq_driver *d = plain ? NULL : fq_protocol_of(filename);
+    const char *colon = strchr(filename, ':'), *slash = strchr(filename, '/');
 
+    if (plain)
+        filename += 5;
+    else if (!d && colon && (!slash || colon < slash)) {
+        /* "x:..." names protocol x ("./x:..." or "file:x:..." a file) */
+        fq_seterr(err, "Unknown protocol '%.*s'", (int)(colon - filename), filename);
+        return -ENOENT;
+    }
     if (!d)
         d = fq_driver_find("file");
 

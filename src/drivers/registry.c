@@ -10,6 +10,8 @@ extern const struct fq_driver fq_driver_qcow2;
 extern const struct fq_driver fq_driver_raw;
 extern const struct fq_driver fq_driver_luks;
 extern const struct fq_driver fq_driver_file;
+extern const struct fq_driver fq_driver_null;
+extern const struct fq_driver fq_driver_blkdebug;
 #ifdef FQ_HAVE_LIBNBD
 extern const struct fq_driver fq_driver_nbd;
 #endif
@@ -19,6 +21,8 @@ const struct fq_driver *const fq_drivers[] = {
     &fq_driver_raw,
     &fq_driver_luks,
     &fq_driver_file,
+    &fq_driver_null,
+    &fq_driver_blkdebug,
 #ifdef FQ_HAVE_LIBNBD
     &fq_driver_nbd,
 #endif

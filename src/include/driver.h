@@ -130,6 +130,8 @@ struct fq_bdev_ops {
     int (*data_file)(struct fq_bdev *bs, const char **name, bool *from_image);
     /* Take the opened data file (bs->data owns it from then on). */
     int (*set_data_file)(struct fq_bdev *bs, struct fq_bdev *data, char *err);
+    /* A filter's break points (fq_debug: blkdebug). */
+    int (*debug)(struct fq_bdev *bs, enum fq_debug_op op, const char *event, const char *tag);
 };
 
 struct fq_bdev {
@@ -166,6 +168,9 @@ void fq_bdev_close(struct fq_bdev *bs);
 int fq_req_check(const struct fq_bdev *bs, const struct fq_req *req);
 /* Complete a request from the loop (for results known at submit time). */
 void fq_req_complete_later(struct fq_bdev *bs, struct fq_req *req, int ret);
+/* A pass-through device's request sent on to `child` unchanged; when it
+ * completes, bs->size follows the child's and req completes. */
+void fq_req_forward(struct fq_bdev *bs, struct fq_bdev *child, struct fq_req *req);
 /* fq_map over a whole chain: the longest uniform run at `off` (at most
  * `len` bytes) as the layer that describes it reports it, with its depth;
  * ranges no layer allocates read as zeros. */
@@ -185,6 +190,23 @@ int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 #define FQ_FILE_CREATE 4u    /* create, or empty once locked */
 #define FQ_FILE_SHARE 8u     /* with RDONLY: let others write and resize
                                 (fq_open_opts.force_share) */
+
+/* An option a protocol driver takes in a block option list (its keys
+ * under "file.", or at the top with driver=NAME), checked by the core as
+ * the list is parsed, with qemu's messages. */
+enum fq_opt_type {
+    FQ_OPT_STR,
+    FQ_OPT_BOOL,     /* on/off, yes/no, true/false */
+    FQ_OPT_ENUM,     /* one of `values` (space-separated) */
+    FQ_OPT_SIZE,     /* qemu's size syntax */
+    FQ_OPT_NUM,      /* a non-negative integer */
+    FQ_OPT_TREE,     /* any key under "name." (the driver checks them) */
+};
+struct fq_optdesc {
+    const char *name;
+    enum fq_opt_type type;
+    const char *values;
+};
 
 /* One driver: a format (sits on a child device) or a protocol (opens a
  * name). Every member but `name` is optional. */
@@ -209,6 +231,18 @@ struct fq_driver {
      * ("nbd://..."); the file driver, which has none, opens every name
      * no other protocol claims */
     bool (*claims)(const char *filename);
+    /* protocol: the options it takes (NULL-named end), and its open from
+     * a block option list `o`, whose keys for it start with `prefix`
+     * ("file." or ""); `filename` is o's file (NULL if it names none).
+     * A filter (blkdebug) gets `child`, the device opened from its
+     * image's name, which the result owns on success; else NULL. */
+    const struct fq_optdesc *opts;
+    const char *default_name;  /* the name of a device its options alone
+                                  describe ("null-co://") */
+    bool filter;
+    int (*open_opts)(struct fq_ctx *ctx, const char *filename, unsigned flags,
+                     const struct fq_blockopts *o, const char *prefix, struct fq_bdev *child,
+                     struct fq_bdev **out, char *err);
 };
 
 /* The registry: every driver, NULL-terminated (drivers/registry.c). */

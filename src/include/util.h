@@ -76,6 +76,11 @@ static inline bool fq_mul_ovf(uint64_t a, uint64_t b, uint64_t *r)
 
 /* ---- errors ---- */
 /* Format a message into an FQ_ERR_MAX buffer (no-op if err is NULL). */
+/* qemu's size syntax (decimal or hex, a fraction with a suffix of k, M,
+ * G, T, P or E). 0, -EINVAL (not a size) or -ERANGE (2^64 or more). */
+int fq_qsize_parse(const char *v, uint64_t *out);
+/* qemu's booleans: 1 (on, yes, true, y), 0 (off, no, false, n) or -1. */
+int fq_bool_parse(const char *v);
 void fq_seterr(char *err, const char *fmt, ...) FQ_PRINTF(2, 3);
 
 /* ---- memory ---- */

@@ -18,13 +18,6 @@ struct fault_priv {
     struct fq_fault_counts *mirror;
 };
 
-/* A forwarded request: keeps our size in step with the child's. */
-struct fwd {
-    struct fq_req child;
-    struct fq_req *parent;
-    struct fq_bdev *bs;
-};
-
 uint64_t fq_fault_count(const struct fq_fault_counts *c, enum fq_fault_kind kind, unsigned tag)
 {
     switch (kind) {
@@ -84,35 +77,15 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
     return r;
 }
 
-static void fwd_done(struct fq_req *req, int ret)
-{
-    struct fwd *w = (struct fwd *)req;
-    struct fq_req *parent = w->parent;
-    struct fq_bdev *bs = w->bs;
-
-    bs->size = ((struct fault_priv *)bs->priv)->child->size;
-    free(w);
-    parent->cb(parent, ret);
-}
-
 static void fault_submit(struct fq_bdev *bs, struct fq_req *req)
 {
     struct fault_priv *p = bs->priv;
     int r = account(bs, req);
-    struct fwd *w = r == 0 ? malloc(sizeof(*w)) : NULL;
 
-    if (r == 0 && !w)
-        r = -ENOMEM;
-    if (r < 0) {
+    if (r < 0)
         fq_req_complete_later(bs, req, r);
-        return;
-    }
-    w->child = *req;
-    w->child.cb = fwd_done;
-    w->child.opaque = NULL;
-    w->parent = req;
-    w->bs = bs;
-    p->child->ops->submit(p->child, &w->child);
+    else
+        fq_req_forward(bs, p->child, req);
 }
 
 static int fault_io_sync(struct fq_bdev *bs, struct fq_req *req)

@@ -62,7 +62,9 @@ void img_path_combine(const char *base, const char *rel, char *out, size_t n)
 {
     const char *slash = strrchr(base, '/');
 
-    if (rel[0] == '/' || !slash)
+    /* option lists, protocol names and "file:NAME" are taken as written */
+    if (rel[0] == '/' || !slash || fq_blockopts_is_name(rel) || strstr(rel, "://") ||
+        !strncmp(rel, "file:", 5))
         snprintf(out, n, "%s", rel);
     else
         snprintf(out, n, "%.*s%s", (int)(slash - base + 1), base, rel);

@@ -101,5 +101,7 @@ int io_top_alloc_run(struct io *io, uint64_t off, uint64_t len, bool *alloc, uin
 
 /* control.c */
 io_cmd_fn truncate_f, sleep_f, sigraise_f, abort_f, quit_f;
+/* control.c: the blkdebug filter's break points (fq_debug) */
+io_cmd_fn break_f, remove_break_f, resume_f, wait_break_f;
 
 #endif

@@ -1,5 +1,6 @@
 /* io/control.c: the commands of `fastqcow io` that act on the image as a
- * whole or on the run: truncate, sleep, sigraise, abort and quit, with
+ * whole or on the run: truncate, sleep, sigraise, abort, quit and the blkdebug
+ * break points (break, remove_break, resume, wait_break), with
  * qemu-io 7.2's messages.
  *
  * sigraise and abort end the process as a crash would: nothing is flushed
@@ -118,4 +119,52 @@ int quit_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
 {
     io->quit = true;
     return 0;
+}
+
+/* ---- break points of the blkdebug filter ------------------------------- */
+
+int break_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    int r = fq_debug(io->img, FQ_DEBUG_BREAK, argv[1], argv[2]);
+
+    if (r < 0)
+        printf("Could not set breakpoint: %s\n", strerror(-r));
+    return r;
+}
+
+int remove_break_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    int r = fq_debug(io->img, FQ_DEBUG_REMOVE_BREAK, NULL, argv[1]);
+
+    if (r < 0)
+        printf("Could not remove breakpoint %s: %s\n", argv[1], strerror(-r));
+    return r;
+}
+
+int resume_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    int r = fq_debug(io->img, FQ_DEBUG_SUSPENDED, NULL, argv[1]);
+
+    if (r == 1) {
+        printf("blkdebug: Resuming request '%s'\n", argv[1]);
+        r = fq_debug(io->img, FQ_DEBUG_RESUME, NULL, argv[1]);
+    } else if (r == 0) {
+        r = -ENOENT;
+    }
+    if (r < 0)
+        printf("Could not resume request: %s\n", strerror(-r));
+    return r;
+}
+
+/* Run the loop until a request is held at the tag (as qemu-io, for as
+ * long as it takes), and say so as the filter does. */
+int wait_break_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
+{
+    int r;
+
+    while ((r = fq_debug(io->img, FQ_DEBUG_SUSPENDED, NULL, argv[1])) == 0)
+        fq_ctx_run(io->ctx, 0, 100);
+    if (r == 1)
+        printf("blkdebug: Suspended request '%s'\n", argv[1]);
+    return r < 0 ? r : 0;
 }

@@ -31,7 +31,7 @@ struct how {
     bool readonly;
     enum fq_cache_mode cache;
     enum fq_engine_kind engine;
-    const struct blockopts *caches;   /* the metadata caches asked for, or NULL */
+    const struct fq_blockopts *caches;   /* the metadata caches asked for, or NULL */
     bool force_share;
 };
 
@@ -55,8 +55,11 @@ static int open_how(struct io *io, const struct how *h, char *err)
     oo.engine = h->engine;
     oo.max_workers = io->max_workers;
     if (h->caches)
-        blockopts_set_caches(h->caches, &oo);
+        fq_blockopts_set_caches(h->caches, &oo);
     oo.force_share = h->force_share;
+    /* the list's protocol options (null-co's size...) go with its file */
+    if (h->caches && h->caches->filename && !strcmp(h->caches->filename, h->path))
+        oo.spec = h->caches;
     if ((r = fq_open(h->path, &oo, &img, err)) < 0) {
         size_t nl = strlen(h->path);
         if (!err[0])
@@ -154,11 +157,11 @@ void io_close(struct io *io)
 /* Check the options of `o` that depend on the format, now that the
  * image's format is known, and refuse those it does not take. Returns 0
  * or -1 (printed, image closed). */
-static int check_format_opts(struct io *io, const struct blockopts *o, const char *prefix)
+static int check_format_opts(struct io *io, const struct fq_blockopts *o, const char *prefix)
 {
     char err[FQ_ERR_MAX];
 
-    if (blockopts_check_format(o, fq_format(io->img), err) == 0)
+    if (fq_blockopts_check_format(o, fq_format(io->img), err) == 0)
         return 0;
     tool_error("%s%s", prefix, err);
     io_close(io);
@@ -167,7 +170,7 @@ static int check_format_opts(struct io *io, const struct blockopts *o, const cha
 
 int io_open(struct io *io, const struct io_spec *sp)
 {
-    struct blockopts o;
+    struct fq_blockopts o;
     struct how h = { 0 };
     char prefix[FQ_ERR_MAX], err[FQ_ERR_MAX] = "";
     const char *name = sp->image_opts ? NULL : sp->name;
@@ -179,8 +182,8 @@ int io_open(struct io *io, const struct io_spec *sp)
         return -1;
     }
     snprintf(prefix, sizeof(prefix), "can't open%s%.400s: ", name ? " device " : "", name ? name : "");
-    blockopts_init(&o);
-    if (list && blockopts_parse(list, &o, err) < 0) {
+    fq_blockopts_init(&o);
+    if (list && tool_blockopts_parse(list, &o, err) < 0) {
         tool_error("%s%s", prefix, err);
         goto out;
     }
@@ -190,7 +193,7 @@ int io_open(struct io *io, const struct io_spec *sp)
     }
     h.path = name ? name : o.filename;
     if (!h.path) {
-        blockopts_no_file(&o, err);
+        fq_blockopts_no_file(&o, err);
         tool_error("%s%s", prefix, err);
         goto out;
     }
@@ -206,7 +209,7 @@ int io_open(struct io *io, const struct io_spec *sp)
     }
     h.readonly = sp->readonly;
     h.force_share = sp->force_share || o.force_share == 1;
-    h.cache = blockopts_cache(&o, sp->cache);
+    h.cache = fq_blockopts_cache(&o, sp->cache);
     h.engine = o.engine >= 0 ? (enum fq_engine_kind)o.engine : sp->engine;
     if ((sp->native || o.aio_native) && h.cache != FQ_CACHE_NONE && h.cache != FQ_CACHE_DIRECTSYNC) {
         tool_error("%saio=native was specified, but it requires cache.direct=on, which was not "
@@ -233,7 +236,7 @@ int io_open(struct io *io, const struct io_spec *sp)
     io->detect_zeroes = o.detect_zeroes >= 0 ? o.detect_zeroes : 0;
     ret = 0;
 out:
-    blockopts_free(&o);
+    fq_blockopts_free(&o);
     return ret;
 }
 
@@ -322,13 +325,13 @@ int close_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
 /* ---- reopen ------------------------------------------------------------------ */
 
 /* Check reopen's -o list against what may change. Returns 0 or -1. */
-static int reopen_check(struct io *io, const struct blockopts *o)
+static int reopen_check(struct io *io, const struct fq_blockopts *o)
 {
     for (int i = 0; i < o->n; i++) {
         const char *k = o->key[i];
         if (!strcmp(k, "driver") && !strcmp(o->val[i], io->format))
             continue;   /* the same driver again */
-        if (!blockopts_reopenable(k, io->format)) {
+        if (!fq_blockopts_reopenable(k, io->format)) {
             /* options of the file are named as the file names them */
             tool_error("Cannot change the option '%s'", strncmp(k, "file.", 5) ? k : k + 5);
             return -1;
@@ -341,11 +344,11 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
 {
     enum fq_cache_mode cache = io->cache;
     bool rw_given = false, cache_given = false, ro = io->readonly;
-    struct blockopts o;
+    struct fq_blockopts o;
     char err[FQ_ERR_MAX] = "";
     int c, r = -EINVAL;
 
-    blockopts_init(&o);
+    fq_blockopts_init(&o);
     optind = 0;
     while ((c = getopt(argc, argv, "c:o:rw")) != -1) {
         switch (c) {
@@ -355,8 +358,8 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
             cache_given = true;
             break;
         case 'o':
-            blockopts_free(&o);
-            if (blockopts_parse(optarg, &o, err) < 0) {
+            fq_blockopts_free(&o);
+            if (tool_blockopts_parse(optarg, &o, err) < 0) {
                 tool_error("%s", err);
                 goto out;
             }
@@ -389,7 +392,7 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
     }
     if (reopen_check(io, &o) < 0)
         goto out;
-    if (blockopts_check_format(&o, io->format, err) < 0) {
+    if (fq_blockopts_check_format(&o, io->format, err) < 0) {
         tool_error("%s", err);
         goto out;
     }
@@ -401,7 +404,7 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
         tool_error("Read-only block node '#block000' cannot support read-write users");
         goto out;
     }
-    struct how h = { io->path, io->format, ro, blockopts_cache(&o, cache), io->engine, &o,
+    struct how h = { io->path, io->format, ro, fq_blockopts_cache(&o, cache), io->engine, &o,
                      io->force_share };
     struct how old = { io->path, io->format, io->readonly, io->cache, io->engine, NULL,
                        io->force_share };
@@ -440,6 +443,6 @@ int reopen_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
     free(path);
     free(fmt);
 out:
-    blockopts_free(&o);
+    fq_blockopts_free(&o);
     return r;
 }

@@ -50,7 +50,7 @@ struct mount_opts {
     const char *file;
     struct fq_open_opts open;
     bool image_opts;             /* image given by --image-opts */
-    struct blockopts spec;       /* its option list (image is its file) */
+    struct fq_blockopts spec;       /* its option list (image is its file) */
     bool readonly;
     bool growable;
     bool allow_other;

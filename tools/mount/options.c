@@ -381,22 +381,23 @@ int cmd_mount(int argc, char **argv)
     }
     o.image = argv[optind];
     o.file = argv[optind + 1];
-    blockopts_init(&o.spec);
+    fq_blockopts_init(&o.spec);
     if (image_opts) {
         /* o.spec holds the strings o.open points to: freed at the end */
         char err[FQ_ERR_MAX];
-        if (blockopts_parse(o.image, &o.spec, err) < 0 ||
-            blockopts_apply(&o.spec, &o.open, err) < 0) {
+        if (tool_blockopts_parse(o.image, &o.spec, err) < 0 ||
+            fq_blockopts_apply(&o.spec, &o.open, err) < 0) {
             tool_error("Could not open '%s': %s", o.image, err);
-            blockopts_free(&o.spec);
+            fq_blockopts_free(&o.spec);
             return 1;
         }
         o.image = o.spec.filename;
+        o.open.spec = &o.spec;   /* its protocol's options (read at open) */
         o.image_opts = true;
         o.readonly = o.readonly || o.open.readonly;
     }
     int code = mount_image(&o);
-    blockopts_free(&o.spec);
+    fq_blockopts_free(&o.spec);
     return code;
 }
 

@@ -351,7 +351,7 @@ int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code
     if (o->readonly)
         m->st.st_mode &= ~(mode_t)0222;
     r = fq_open(o->image, &o->open, &m->img, err);
-    if (r == 0 && o->image_opts && blockopts_check_format(&o->spec, fq_format(m->img), err) < 0) {
+    if (r == 0 && o->image_opts && fq_blockopts_check_format(&o->spec, fq_format(m->img), err) < 0) {
         fq_close(m->img);
         m->img = NULL;
         r = -EINVAL;

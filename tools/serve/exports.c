@@ -51,6 +51,7 @@ static struct fq_image *open_overlay(struct server *s, const char *file, const s
     free(abs);
     oo = *base;
     oo.format = "qcow2";
+    oo.spec = NULL;   /* the list named the file below, not the overlay */
     oo.readonly = s->o->readonly;
     if (r < 0 || fq_open(path, &oo, &img, err) < 0) {
         tool_error("%s", err);
@@ -76,22 +77,24 @@ int exports_open(struct server *s)
         const struct export_opts *eo = &o->exports[i];
         struct export *e = &s->exports[i];
         struct fq_open_opts oo;
-        struct blockopts spec;
+        struct fq_blockopts spec;
         const char *file = eo->image;
         tool_open_opts_init(&oo);
         oo.format = o->format;
         oo.cache = o->cache;
         oo.ctx = s->ctx;
         oo.readonly = o->readonly;
-        blockopts_init(&spec);
-        if (o->image_opts && (blockopts_parse(eo->image, &spec, err) < 0 ||
-                              blockopts_apply(&spec, &oo, err) < 0)) {
+        fq_blockopts_init(&spec);
+        if (o->image_opts && (tool_blockopts_parse(eo->image, &spec, err) < 0 ||
+                              fq_blockopts_apply(&spec, &oo, err) < 0)) {
             tool_error("Failed to blk_new_open '%s': %s", eo->image, err);
-            blockopts_free(&spec);
+            fq_blockopts_free(&spec);
             return -1;
         }
-        if (o->image_opts)
+        if (o->image_opts) {
             file = spec.filename;
+            oo.spec = &spec;   /* its protocol's options (read at open) */
+        }
         bool ro = oo.readonly;
         int r = 0;
         if (o->snapshot) {
@@ -104,11 +107,11 @@ int exports_open(struct server *s)
                 tool_error("%s", err);
             r = -1;
         }
-        if (r == 0 && o->image_opts && blockopts_check_format(&spec, fq_format(e->img), err) < 0) {
+        if (r == 0 && o->image_opts && fq_blockopts_check_format(&spec, fq_format(e->img), err) < 0) {
             tool_error("Failed to blk_new_open '%s': %s", eo->image, err);
             r = -1;   /* closed with the others */
         }
-        blockopts_free(&spec);
+        fq_blockopts_free(&spec);
         if (r < 0)
             return -1;
         uint64_t size = fq_size(e->img);

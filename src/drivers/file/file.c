@@ -668,7 +668,17 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     return 0;
 }
 
+/* Its keys in a block option list ("file.filename"...); the engine of
+ * "aio" is the caller's to choose, locking is always on. */
+static const struct fq_optdesc file_opts[] = {
+    { "filename", FQ_OPT_STR, NULL },
+    { "aio", FQ_OPT_ENUM, "threads native io_uring" },
+    { "locking", FQ_OPT_ENUM, "on off auto" },
+    { NULL, FQ_OPT_STR, NULL },
+};
+
 const struct fq_driver fq_driver_file = {
     .name = "file",
     .open_file = file_open,
+    .opts = file_opts,
 };

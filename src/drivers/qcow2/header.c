@@ -153,7 +153,7 @@ int qcow2_read_header(struct qcow2 *s, char *err)
         return r;
     }
     if (fq_be32(first + QH_MAGIC) != QCOW2_MAGIC) {
-        fq_seterr(err, "Image is not in qcow2 format (bad magic)");
+        fq_seterr(err, "Image is not in qcow2 format");
         return -EINVAL;
     }
     s->version = fq_be32(first + QH_VERSION);

@@ -20,7 +20,7 @@ static int size_error(char *err, const char *key)
 }
 
 /* qemu's size syntax. 0, -EINVAL (not a size) or -ERANGE (2^64 or more). */
-static int parse_qsize(const char *v, uint64_t *out)
+int fq_qsize_parse(const char *v, uint64_t *out)
 {
     static const char sfx[] = "bkmgtpe";
     const char *p = v;
@@ -137,7 +137,7 @@ int fq_open_opts_set(struct fq_open_opts *o, const char *key, const char *value,
     for (size_t i = 0; i < FQ_ARRAY_SIZE(sizes); i++) {
         if (strcmp(key, sizes[i].key))
             continue;
-        r = parse_qsize(value, &v);
+        r = fq_qsize_parse(value, &v);
         if (r == -ERANGE) {
             fq_seterr(err, "Value '%s' is out of range for parameter '%s'", value, key);
             return -EINVAL;
