@@ -5,8 +5,14 @@
  * and does not reach the child (a failed write leaves the storage as it
  * was); otherwise it is forwarded unchanged. Failures complete from the
  * loop like any other completion, never inside submit().
+ * Debugging: FQ_FAULT_TRACE=1 prints each injected failure,
+ * FQ_FAULT_TRACE_ALL=1 every request, FQ_FAULT_ABORT=1 aborts at the
+ * injection (run under gdb for the stack that issued the request).
  * SPDX-License-Identifier: MIT
  */
+#include <stdio.h>
+#include <stdlib.h>
+
 #include "testdev.h"
 #include "util.h"
 
@@ -52,6 +58,9 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
 
     const struct fq_fault_spec *f = &p->spec;
     bool match;
+    if (getenv("FQ_FAULT_TRACE_ALL"))
+        fprintf(stderr, "  io #%llu: op %d tag %u 0x%llx+0x%llx\n", (unsigned long long)n->any,
+                req->op, req->tag, (unsigned long long)req->off, (unsigned long long)req->len);
     switch (f->kind) {
     case FQ_FAULT_READ: match = req->op == FQ_OP_READ; break;
     case FQ_FAULT_WRITE: match = is_write; break;
@@ -71,6 +80,11 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
     if (k == f->nth || (f->sticky && k > f->nth)) {
         n->injected++;
         r = f->err ? f->err : -EIO;
+        if (getenv("FQ_FAULT_ABORT"))
+            abort();
+        if (getenv("FQ_FAULT_TRACE"))
+            fprintf(stderr, "  fault: op %d tag %u 0x%llx+0x%llx fails with %d\n", req->op, req->tag,
+                    (unsigned long long)req->off, (unsigned long long)req->len, r);
     }
     if (p->mirror)
         *p->mirror = *n;

@@ -198,12 +198,19 @@ int qcow2_update_refcount(struct qcow2 *s, uint64_t off, uint64_t n, int64_t del
 /* ---- growth ---- */
 
 /* First cluster index past every cluster with a non-zero refcount (what
- * the refcounts say is in use is all that is in use). */
-static uint64_t end_cluster(struct qcow2 *s)
+ * the refcounts say is in use is all that is in use), in *out. A block
+ * that cannot be read fails it: what it counts might be in use. */
+static int end_cluster(struct qcow2 *s, uint64_t *out)
 {
+    *out = 1;
     for (uint64_t ri = s->rt_entries; ri-- > 0;) {
         struct qcache_entry *e;
-        if (!s->rt[ri] || get_block(s, ri, &e) < 0 || !e)
+        if (!s->rt[ri])
+            continue;
+        int r = get_block(s, ri, &e);
+        if (r < 0)
+            return r;
+        if (!e)
             continue;
         uint64_t base = ri << s->rb_bits, end = 0;
         for (uint64_t i = 1ull << s->rb_bits; i-- > 0;)
@@ -212,10 +219,12 @@ static uint64_t end_cluster(struct qcow2 *s)
                 break;
             }
         qcache_put(&s->rb_cache, e);
-        if (end)
-            return end;
+        if (end) {
+            *out = end;
+            return 0;
+        }
     }
-    return 1;
+    return 0;
 }
 
 static int write_refcount_table(struct qcow2 *s);
@@ -230,6 +239,15 @@ static bool blocks_in_flight(struct qcow2 *s, uint64_t first, uint64_t last)
     return false;
 }
 
+/* Forget the new refcount blocks of table indexes [first, end) that a
+ * growth that failed put in the cache (nothing on disk points at them). */
+static void drop_new_blocks(struct qcow2 *s, const uint64_t *nrt, uint64_t first, uint64_t end)
+{
+    for (uint64_t ri = first; ri < end; ri++)
+        if (nrt[ri] && !(ri < s->rt_entries && s->rt[ri] == nrt[ri]))
+            qcache_discard(&s->rb_cache, nrt[ri]);
+}
+
 /* Replace the refcount table by one of at least `min_entries` entries,
  * placed past the end of the image together with any refcount blocks that
  * must cover it.
@@ -242,9 +260,12 @@ static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
 {
     uint64_t cs = s->cluster_size, max_entries = QCOW2_MAX_RT_BYTES / 8;
     uint64_t want = FQ_MAX(min_entries, s->rt_entries + s->rt_entries / 2 + 1);
-    uint64_t T = end_cluster(s), tc, nb = 0, nentries;
+    uint64_t T, tc, nb = 0, nentries;
     bool narrow = s->wb != NULL;
-    int r;
+    int r = end_cluster(s, &T);
+
+    if (r < 0)
+        return r;
 
     for (;;) {
         tc = FQ_DIV_UP(want * 8, cs);
@@ -294,14 +315,16 @@ static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
         struct qcache_entry *e;
         r = qcache_get(&s->rb_cache, nrt[ri], true, &e);
         if (r < 0) {
+            drop_new_blocks(s, nrt, first, ri);
             free(nrt);
             return r;
         }
         qcache_put(&s->rb_cache, e);
         k++;
     }
-    uint64_t old_off = s->rt_offset, old_clusters = s->rt_clusters;
-    free(s->rt);
+    uint64_t old_off = s->rt_offset, old_clusters = s->rt_clusters, old_entries = s->rt_entries;
+    uint64_t *old_rt = s->rt;
+    bool old_rt_dirty = s->rt_dirty, old_header_dirty = s->header_dirty;
     s->rt = nrt;
     qcow2_meta_changed(s);
     s->rt_entries = nentries;
@@ -310,8 +333,21 @@ static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
     s->rt_dirty = true;
     s->header_dirty = true;
     r = update_covered(s, T, tc + nb, 1);
-    if (r < 0)
+    if (r < 0) {
+        /* back to the old table, nothing of the new one kept (a raise
+         * already made in an old block is a leak at worst) */
+        s->rt = old_rt;
+        s->rt_entries = old_entries;
+        s->rt_offset = old_off;
+        s->rt_clusters = (uint32_t)old_clusters;
+        s->rt_dirty = old_rt_dirty;
+        s->header_dirty = old_header_dirty;
+        drop_new_blocks(s, nrt, first, lastri + 1);
+        qcow2_meta_changed(s);
+        free(nrt);
         return r;
+    }
+    free(old_rt);
     if (narrow) {
         s->stats.narrow_grows++;
         /* the blocks covering the new table, the table, then the header */
@@ -342,6 +378,7 @@ static int grow_refcount_table_now(struct qcow2 *s, uint64_t min_entries)
 static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
 {
     struct qmeta_wait *aw = s->aw;
+    uint64_t old_offset = s->rt_offset;
     int r;
 
     if (aw && s->wb)
@@ -349,6 +386,14 @@ static int grow_refcount_table(struct qcow2 *s, uint64_t min_entries)
     s->aw = NULL;
     r = grow_refcount_table_now(s, min_entries);
     s->aw = aw;
+    if (r < 0 && s->rt_offset != old_offset && !s->corrupt) {
+        /* failed after the switch in memory: what is cached no longer
+         * matches the disk, whose last durable state is sound; nothing
+         * more is written (in memory only: refuse further writes) */
+        s->corrupt = true;
+        fprintf(stderr, "fastqcow: %s: the refcount table could not grow: %s; further writes "
+                "refused\n", s->bs->filename ? s->bs->filename : "qcow2", strerror(-r));
+    }
     return r;
 }
 
