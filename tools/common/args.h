@@ -25,6 +25,7 @@ struct args {
     bool quiet, progress, strict, chain, unsafe, ooo, no_create, compress, frag;
     uint64_t start, maxlen, sparse;
     enum fq_cache_mode cache, src_cache;
+    bool cache_set;           /* -t given */
 };
 
 /* Codes of the long-only options, for parse_args' `longs`. */
