@@ -364,7 +364,8 @@ int cmd_convert(int argc, char **argv)
         "  -S sparse_size       ranges of zeros this long stay holes (0: write them)\n"
         "  -m num               requests in flight, 1 to 16 (default: measured)\n"
         "  -W                   write out of order\n"
-        "  -t cache             cache mode for the target\n"
+        "  -t cache             cache mode for the target (default: through the page\n"
+        "                       cache, never flushed; writeback flushes at the end)\n"
         "  -T src_cache         cache mode for the source\n"
         "  -p                   show progress\n"
         "  -q                   print nothing\n"
@@ -422,7 +423,9 @@ int cmd_convert(int argc, char **argv)
     o[0].cache = a.src_cache;
     o[0].readonly = 1;
     o[1].format = c.fmt = a.out_fmt ? a.out_fmt : "raw";
-    o[1].cache = a.cache;
+    /* the target's default as qemu-img has it: written through the page
+     * cache and never flushed (-t writeback flushes it at the end) */
+    o[1].cache = a.cache_set ? a.cache : FQ_CACHE_UNSAFE;
     o[1].force_share = 0;   /* -U shares the source only */
     c.file = x.name[1];
     r = 1;

@@ -215,6 +215,7 @@ int img_parse_args(int argc, char **argv, const char *shorts, const char *longs,
             a->jobs = (int)v;
             break;
         case 't':
+            a->cache_set = true;
             if (tool_parse_cache(optarg, &a->cache, "cache") < 0)
                 return 1;
             break;

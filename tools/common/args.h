@@ -26,6 +26,7 @@ struct args {
     bool bitmaps, skip_broken;   /* convert --bitmaps, --skip-broken-bitmaps */
     uint64_t start, maxlen, sparse;
     enum fq_cache_mode cache, src_cache;
+    bool cache_set;           /* -t given */
 };
 
 /* Codes of the long-only options, for parse_args' `longs`. */

@@ -113,6 +113,19 @@ int xfer_status(struct xfer *x, int s, uint64_t off, uint64_t *len, unsigned *st
                 break;
             m->length += n.length;
         }
+        /* otherwise runs of the same status and layer are merged, their
+         * host offsets aside, up to a job's size: a job over a fragmented
+         * image is then one request, whose pieces the image reads in
+         * parallel, and one write */
+        uint64_t want = MIN(x->size[s], off + (x->chunk > CHUNK ? x->chunk : CHUNK));
+        unsigned same = ~(unsigned)(FQ_MAP_OFFSET | FQ_MAP_COMPRESSED);
+        while (!x->strict && r == 0 && m->length && m->start + m->length < want) {
+            uint64_t next = m->start + m->length;
+            if (fq_map(x->img[s], next, x->size[s] - next, &n) < 0 ||
+                (n.flags & same) != (m->flags & same) || n.depth != m->depth)
+                break;
+            m->length += n.length;
+        }
         if (r < 0 || m->length == 0) {
             m->length = 0;
             return r < 0 ? r : -EIO;
