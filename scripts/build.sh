@@ -8,5 +8,10 @@ if [ ! -f "$dir/build.ninja" ]; then
 else
   meson setup --reconfigure "$dir" "$@" >/dev/null
 fi
-ninja -C "$dir" >/dev/null
+# quiet unless it fails; then the compiler's messages
+if ! log=$(ninja -C "$dir" 2>&1); then
+  printf '%s\n' "$log" | grep -v '^\[' | tail -n 60 >&2
+  echo "build failed: $dir" >&2
+  exit 1
+fi
 echo "built: $dir/fastqcow"

@@ -391,7 +391,8 @@ bool fq_blockopts_is_name(const char *name)
  * file (none if empty) over IMAGE; the format is probed. */
 static int blkdebug_name(const char *name, struct fq_blockopts *o, char *err)
 {
-    const char *cfg = name + 9, *colon = strchr(cfg, ':');
+    const char *cfg = strchr(name, ':') + 1;   /* past "blkdebug:" */
+    const char *colon = strchr(cfg, ':');
     size_t cl;
 
     if (!colon) {

@@ -110,8 +110,11 @@ static const char *field(const uint8_t *h, size_t off, size_t n)
 static int parse_mode(const char *s, struct cspec *c)
 {
     char buf[32], *iv, *ivh;
+    size_t len = strlen(s);
 
-    snprintf(buf, sizeof(buf), "%s", s);
+    if (len >= sizeof(buf))
+        return -ENOTSUP;
+    memcpy(buf, s, len + 1);
     if (!(iv = strchr(buf, '-')))
         return -ENOTSUP;
     *iv++ = '\0';

@@ -717,8 +717,10 @@ int qcow2_bitmaps_track(struct qcow2 *s, char *err)
     bool any = false;
     int r;
 
-    if (s->readonly || (r = qbm_model(s, err)) < 0 || (r = check_all(s, err)) < 0)
-        return s->readonly ? 0 : r;
+    if (s->readonly)
+        return 0;
+    if ((r = qbm_model(s, err)) < 0 || (r = check_all(s, err)) < 0)
+        return r;
     m = s->bm;
     for (uint32_t i = 0; i < m->n; i++) {
         struct qbm *b = &m->v[i];
