@@ -311,11 +311,11 @@ static void run_faults(struct fq_ctx *ctx, const struct rcase *rc, const uint8_t
     static const enum fq_fault_kind kinds[] = { FQ_FAULT_READ, FQ_FAULT_WRITE, FQ_FAULT_FLUSH };
     static const char *const kname[] = { "read", "write", "flush" };
     /* reads are many (the whole count): a stride keeps the walk short */
-    uint64_t stride = WL_SANITIZED ? 7 : 3;
+    uint64_t stride = WL_SANITIZED ? 13 : 3, wstride = WL_SANITIZED ? 2 : 1;
 
     for (size_t k = 0; k < 2 * FQ_ARRAY_SIZE(kinds); k++) {
         bool sticky = k >= FQ_ARRAY_SIZE(kinds);
-        for (uint64_t nth = 1;; nth += kinds[k % 3] == FQ_FAULT_READ ? stride : 1) {
+        for (uint64_t nth = 1;; nth += kinds[k % 3] == FQ_FAULT_READ ? stride : wstride) {
             struct fq_bdev *mem, *flt;
             struct fq_image *img;
             struct fq_fault_spec sp = { kinds[k % 3], 0, nth, -EIO, sticky };

@@ -280,7 +280,7 @@ static void replay_all(struct run *R, int have_qemu, int qemu_every)
     size_t len;
 
     /* sanitizer builds: about 120 prefixes per log, one reordering each */
-    size_t stride = WL_SANITIZED && !getenv("FQ_CRASH_LONG") ? FQ_MAX(n / 120, (size_t)3) : 1;
+    size_t stride = WL_SANITIZED && !getenv("FQ_CRASH_LONG") ? FQ_MAX(n / 60, (size_t)3) : 1;
     int nvar = stride > 1 ? 1 : variants;
     for (size_t p = (size_t)(R->seed % stride); p <= n && failures < 20; p += stride) {
         if (fq_reclog_replay(R->log, p, &data, &len) < 0) {

@@ -297,16 +297,17 @@ static void run_config(const struct fcfg *c, uint64_t seed, int long_mode)
             "per run, %llu refcount table writes\n", c->w.name, (unsigned long long)total,
             (unsigned long long)cnt.reads, (unsigned long long)cnt.writes,
             (unsigned long long)cnt.flushes, (unsigned long long)cnt.tags[FQ_TAG_REFTABLE]);
-    /* sanitizer builds: once and sticky on alternate points */
+    /* sanitizer builds: once on every fourth point, sticky on the ones
+     * two further on */
     int alt = WL_SANITIZED && !long_mode;
     uint64_t nth0 = getenv("FQ_FAULT_NTH") ? strtoull(getenv("FQ_FAULT_NTH"), NULL, 0) : 1;
     for (uint64_t nth = nth0; nth <= total && failures < 10; nth++) {
         struct fq_fault_spec f = { FQ_FAULT_ANY, 0, nth, nth % 2 ? -EIO : -ENOSPC, false };
-        if (!alt || nth % 2)
+        if (!alt || nth % 4 == 1)
             one_run(&R, &f, &cnt);
         f.sticky = true;
         f.err = -EIO;
-        if (!alt || nth % 2 == 0)
+        if (!alt || nth % 4 == 3)
             one_run(&R, &f, &cnt);
     }
     if (long_mode) {

@@ -568,7 +568,7 @@ static void run_faults(struct fq_ctx *ctx, const struct fcase *fc, const uint8_t
     for (size_t k = 0; k < 2 * FQ_ARRAY_SIZE(kinds); k++) {
         bool sticky = k >= FQ_ARRAY_SIZE(kinds);
         /* sanitizer builds: every third operation */
-        for (uint64_t nth = 1; st.failures < 20; nth += WL_SANITIZED ? 3 : 1) {
+        for (uint64_t nth = 1; st.failures < 20; nth += WL_SANITIZED ? 5 : 1) {
             struct fq_bdev *mem, *flt, *q;
             struct fq_fault_spec sp = { kinds[k % 3], 0, nth, -EIO, sticky };
             struct fq_fault_counts cnt;

@@ -944,7 +944,7 @@ int main(int argc, char **argv)
     int nops_arg = argc > 3 ? atoi(argv[3]) : 0, failed = 0, ran = 0;
     const char *scale = getenv("FQ_TEST_SCALE");
     /* sanitizer builds run several times slower: fewer operations */
-    double mult = scale ? atof(scale) : WL_SANITIZED ? 0.4 : 1.0;
+    double mult = scale ? atof(scale) : WL_SANITIZED ? 0.25 : 1.0;
 
     tl_name = "test-random";
     no_async = getenv("TR_NO_ASYNC") != NULL;
