@@ -38,6 +38,16 @@ uint64_t fq_fault_count(const struct fq_fault_counts *c, enum fq_fault_kind kind
     return 0;
 }
 
+/* The debugging switches of the header comment, read once each. */
+static int trace_all = -1, abort_at = -1, trace = -1;
+
+static bool trace_on(const char *name, int *cached)
+{
+    if (*cached < 0)
+        *cached = getenv(name) != NULL;
+    return *cached > 0;
+}
+
 /* Count `req` and decide its fate: 0 to forward it, or the injected error. */
 static int account(struct fq_bdev *bs, const struct fq_req *req)
 {
@@ -58,7 +68,7 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
 
     const struct fq_fault_spec *f = &p->spec;
     bool match;
-    if (getenv("FQ_FAULT_TRACE_ALL"))
+    if (trace_on("FQ_FAULT_TRACE_ALL", &trace_all))
         fprintf(stderr, "  io #%llu: op %d tag %u 0x%llx+0x%llx\n", (unsigned long long)n->any,
                 req->op, req->tag, (unsigned long long)req->off, (unsigned long long)req->len);
     switch (f->kind) {
@@ -80,9 +90,9 @@ static int account(struct fq_bdev *bs, const struct fq_req *req)
     if (k == f->nth || (f->sticky && k > f->nth)) {
         n->injected++;
         r = f->err ? f->err : -EIO;
-        if (getenv("FQ_FAULT_ABORT"))
+        if (trace_on("FQ_FAULT_ABORT", &abort_at))
             abort();
-        if (getenv("FQ_FAULT_TRACE"))
+        if (trace_on("FQ_FAULT_TRACE", &trace))
             fprintf(stderr, "  fault: op %d tag %u 0x%llx+0x%llx fails with %d\n", req->op, req->tag,
                     (unsigned long long)req->off, (unsigned long long)req->len, r);
     }

@@ -125,18 +125,18 @@ static int record_workload(struct run *R, const uint8_t *base, size_t blen,
     if (o->ret < 0 && !fault)
         FAIL("%s: close: %s", R->c->name, strerror(-o->ret));
     st.records += fq_reclog_count(R->log);
-    if (getenv("FQ_CRASH_DUMP"))
+    if (getenv("FQ_CRASH_DUMP")) {
         for (int i = 0; i <= R->nops; i++)
             fprintf(stderr, "op %d: %s 0x%llx+0x%llx recs %zu..%zu ret %d\n", i,
                     R->ops[i].kind == WL_CLOSE ? "close" : wl_names[R->ops[i].kind],
                     (unsigned long long)R->ops[i].off, (unsigned long long)R->ops[i].len,
                     (size_t)R->ops[i].sub, (size_t)R->ops[i].ack, R->ops[i].ret);
-    if (getenv("FQ_CRASH_DUMP"))
         for (size_t i = 0; i < fq_reclog_count(R->log); i++) {
             const struct fq_rec *rc = fq_reclog_get(R->log, i);
             fprintf(stderr, "rec %zu: kind %d tag %u off 0x%llx len 0x%llx\n", i, rc->kind, rc->tag,
                     (unsigned long long)rc->off, (unsigned long long)rc->len);
         }
+    }
     for (size_t i = 0; i < fq_reclog_count(R->log); i++)
         if (fq_reclog_get(R->log, i)->tag == FQ_TAG_REFTABLE &&
             fq_reclog_get(R->log, i)->kind == FQ_REC_WRITE)
