@@ -29,8 +29,8 @@
  * taken as always. A write-back that leaves dirty L2 entries behind
  * writes no L1 sector (one could point at a table not yet on disk) and
  * applies no frees (a free's table change may be in one left behind):
- * those go with the next whole write-back (a flush, or an eviction once
- * more than WB_PART_MAX_FREES frees are queued).
+ * those go with the next whole write-back: a flush, or an eviction while
+ * frees are queued (so freed clusters are reused as soon as ever).
  *
  * One write-back is in flight at a time (s->wb). Its copies live until it
  * ends; the synchronous write-back (qcow2_writeback) refuses to run beside
@@ -332,10 +332,6 @@ static int snapshot_l1(struct qwb *wb)
     return 0;
 }
 
-/* Frees queued beyond this make an eviction's write-back a whole one,
- * which applies them (a partial one cannot), so the queue stays short. */
-#define WB_PART_MAX_FREES 1024
-
 /* Start a write-back of every dirty entry, or (part) of the refcount
  * blocks and the oldest quarter of the L2 cache's worth of dirty tables. */
 static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool part)
@@ -366,7 +362,9 @@ static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool pa
     wb->s = s;
     wb->seq = ++s->wb_seq;
     size_t max = 0;
-    if (part && s->pending_frees.len <= WB_PART_MAX_FREES)
+    /* a partial one cannot apply frees: with any queued, a whole one, so
+     * that freed clusters are reused as soon as before */
+    if (part && s->pending_frees.len == 0)
         max = FQ_MAX(s->l2_cache.target / 4, (size_t)1);
     r = qcache_snapshot_dirty(&s->rb_cache, 0, &wb->rb, &wb->nrb, NULL);
     if (r == 0)
