@@ -3,8 +3,20 @@
  * (never inside submit). Writes beyond the end grow it up to max_size.
  * SPDX-License-Identifier: MIT
  */
+#include <malloc.h>
+
 #include "testdev.h"
 #include "util.h"
+
+/* Tests open, grow and drop image-sized buffers by the thousand (the
+ * crash replay above all): let the heap keep 64 MiB spare at its top
+ * instead of giving pages back and faulting them in again each time
+ * (measured on test-crash: 3x less CPU). Test builds only; the library
+ * never tunes the allocator. */
+__attribute__((constructor)) static void mem_tune_malloc(void)
+{
+    mallopt(M_TOP_PAD, 64 << 20);
+}
 
 struct mem_priv {
     uint8_t *data;

@@ -451,6 +451,8 @@ static int nbd_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
         r = -ENOMEM;
         goto fail;
     }
+    if ((r = fq_libnbd_load(filename, err)) < 0)
+        goto fail;
     if (!(p->h = nbd_create())) {
         r = nbd_last_errno();
         fq_seterr(err, "Could not open '%s': %s", filename, nbd_get_error());

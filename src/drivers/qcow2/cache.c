@@ -702,27 +702,55 @@ void qcache_clean_unused(struct qcache *c)
 
 /* ---- asynchronous write-back copies ---- */
 
-int qcache_snapshot_dirty(struct qcache *c, struct qcache_wio **list, unsigned *n)
+/* The entries a snapshot takes, into `pick`: every dirty one, or (with
+ * max_units) the oldest evictable dirty ones up to max_units slices.
+ * *more: dirty entries are left behind. */
+static size_t pick_dirty(struct qcache *c, size_t max_units, struct qcache_entry **pick, bool *more)
+{
+    size_t k = 0, dirty = 0, units = 0;
+
+    for (size_t i = 0; i < c->count; i++)
+        dirty += c->all[i]->state == QCE_READY && c->all[i]->dirty;
+    if (!max_units) {
+        for (size_t i = 0; i < c->count; i++)
+            if (c->all[i]->state == QCE_READY && c->all[i]->dirty)
+                pick[k++] = c->all[i];
+    } else {
+        for (struct qcache_entry *e = c->dirty.next; e != &c->dirty && units < max_units; e = e->next) {
+            if (e->state != QCE_READY || !e->dirty)
+                continue;
+            pick[k++] = e;
+            units += e->len / c->slice;
+        }
+    }
+    *more = k < dirty;
+    return k;
+}
+
+int qcache_snapshot_dirty(struct qcache *c, size_t max_units, struct qcache_wio **list, unsigned *n,
+                          bool *partial)
 {
     struct qcow2 *s = c->s;
     struct qcache_wio *head = NULL;
-    unsigned k = 0;
+    CLEANUP_FREE struct qcache_entry **pick = malloc((c->count ? c->count : 1) * sizeof(*pick));
+    bool more = false;
+    size_t k;
 
     *list = NULL;
     *n = 0;
-    for (size_t i = 0; i < c->count; i++) {
-        struct qcache_entry *e = c->all[i];
-        if (e->state == QCE_READY && e->dirty) {
-            int r = c->hooks->check_write(s, e->offset, e->len, tag_of(c));
-            if (r < 0)
-                return r;
-        }
+    if (partial)
+        *partial = false;
+    if (!pick)
+        return -ENOMEM;
+    k = pick_dirty(c, max_units, pick, &more);
+    for (size_t i = 0; i < k; i++) {
+        int r = c->hooks->check_write(s, pick[i]->offset, pick[i]->len, tag_of(c));
+        if (r < 0)
+            return r;
     }
-    for (size_t i = 0; i < c->count; i++) {
-        struct qcache_entry *e = c->all[i];
+    for (size_t i = 0; i < k; i++) {
+        struct qcache_entry *e = pick[i];
         struct qcache_wio *w;
-        if (e->state != QCE_READY || !e->dirty)
-            continue;
         if (!(w = calloc(1, sizeof(*w))) || !(w->buf = alloc_data(e->len))) {
             free(w);
             for (struct qcache_wio *x = head, *nx; x; x = nx) {
@@ -739,10 +767,11 @@ int qcache_snapshot_dirty(struct qcache *c, struct qcache_wio **list, unsigned *
         e->writing++;
         w->next = head;
         head = w;
-        k++;
     }
     *list = head;
-    *n = k;
+    *n = (unsigned)k;
+    if (partial)
+        *partial = more;
     return 0;
 }
 

@@ -470,8 +470,11 @@ static uint64_t header_refs(const uint8_t *h, uint64_t len, uint8_t *ref)
  * readable as itself. A sector is written atomically; the first holds
  * every field. So: the bytes `nw` reads past the first sector are
  * written first (only where `disk` does not read them), flushed, then the
- * first sector. -EAGAIN if `nw` needs a byte there that `disk` reads and
- * that differs. */
+ * first sector. HDR_CONFLICT if `nw` needs a byte there that `disk` reads
+ * and that differs; a device's error as -errno (never taken for a layout
+ * problem: a device may well say -ENOSPC). */
+#define HDR_CONFLICT 1      /* positive: never an errno */
+#define HDR_NOFIT 2
 static int put_header(struct qcow2 *s, uint8_t *disk, const uint8_t *nw, uint64_t len)
 {
     CLEANUP_FREE uint8_t *rd = malloc((size_t)len), *rn = malloc((size_t)len);
@@ -486,7 +489,7 @@ static int put_header(struct qcow2 *s, uint8_t *disk, const uint8_t *nw, uint64_
         if (!rn[i] || nw[i] == disk[i])
             continue;
         if (rd[i])
-            return -EAGAIN;
+            return HDR_CONFLICT;
         first = FQ_MIN(first, i);
         last = i + 1;
     }
@@ -509,7 +512,7 @@ static int put_header(struct qcow2 *s, uint8_t *disk, const uint8_t *nw, uint64_
  * without its feature name table (an optional extension) may then fit in
  * the first sector, written atomically. The table comes back with the
  * next header write, written in the safe order (the lean header reads
- * nothing past the first sector). -ENOSPC if even that does not fit. */
+ * nothing past the first sector). HDR_NOFIT if even that does not fit. */
 static int put_lean_header(struct qcow2 *s, uint8_t *disk, uint64_t len)
 {
     CLEANUP_FREE uint8_t *lean = fq_zalign((size_t)len);
@@ -522,8 +525,8 @@ static int put_lean_header(struct qcow2 *s, uint8_t *disk, uint64_t len)
     s->feature_table = NULL;
     r = build_header(s, lean, len, 0, 0, &used);
     s->feature_table = ft;
-    if (r == 0 && used > 512)
-        r = -ENOSPC;
+    if (r == -ENOSPC || (r == 0 && used > 512))
+        return HDR_NOFIT;
     return r < 0 ? r : put_header(s, disk, lean, len);
 }
 
@@ -548,7 +551,7 @@ int qcow2_write_header(struct qcow2 *s)
         return r;
     if (have >= 512 && fq_be32(disk + QH_MAGIC) == QCOW2_MAGIC) {
         r = put_header(s, disk, nw, len);
-        if (r == -EAGAIN) {
+        if (r == HDR_CONFLICT) {
             /* the new header needs bytes past the first sector that the
              * old one reads: go through a header whose extensions (version
              * 3) or backing name (version 2) lie past what either reads */
@@ -559,14 +562,16 @@ int qcow2_write_header(struct qcow2 *s)
             uint64_t top = FQ_ALIGN_UP(FQ_MAX(header_refs(disk, len, ref),
                                               header_refs(nw, len, ref)), 8);
             r = build_header(s, mid, len, s->version >= 3 ? (uint32_t)top : 0, top, &mused);
+            if (r == -ENOSPC)
+                r = HDR_NOFIT;
             if (r == 0)
                 r = put_header(s, disk, mid, len);
             if (r == 0 && (r = qcow2_flush_file(s)) == 0)
                 r = put_header(s, disk, nw, len);
         }
-        if (r == -EAGAIN || r == -ENOSPC)
+        if (r == HDR_CONFLICT || r == HDR_NOFIT)
             r = put_lean_header(s, disk, len);
-        if (r != -EAGAIN && r != -ENOSPC) {
+        if (r != HDR_CONFLICT && r != HDR_NOFIT) {
             if (r == 0)
                 s->header_dirty = false;
             return r;

@@ -354,6 +354,8 @@ struct qcow2 {
     struct qmeta_wait *aw;    /* the planning step running in an
                                  asynchronous context, or NULL */
     struct qwb *wb;           /* the asynchronous write-back in flight */
+    uint64_t wb_seq;          /* write-backs started (each one's number) */
+    uint64_t wb_full_done;    /* number of the last whole one that ended well */
     struct {                  /* counts, for tests and benchmarks */
         uint64_t loads;       /* asynchronous table reads started */
         uint64_t joined;      /* misses that joined a read in flight */
@@ -520,10 +522,13 @@ void qcache_discard(struct qcache *c, uint64_t offset);
 int qcache_reserve(struct qcache *c, size_t n);
 /* Drop the pins a planning step held (its step completed or failed). */
 void qcache_release_held(struct qmeta_wait *mw);
-/* Snapshot every dirty entry into write copies (the entries become clean
- * and stay resident, unevictable, until their copy is written): *list
- * gets them. -errno (nothing taken) if the owner refuses a write. */
-int qcache_snapshot_dirty(struct qcache *c, struct qcache_wio **list, unsigned *n);
+/* Snapshot dirty entries into write copies (the entries become clean
+ * and stay resident, unevictable, until their copy is written): every
+ * one, or with max_units the oldest evictable ones holding up to that
+ * many slices (*partial, if given, tells whether dirty ones were left).
+ * *list gets them. -errno (nothing taken) if the owner refuses a write. */
+int qcache_snapshot_dirty(struct qcache *c, size_t max_units, struct qcache_wio **list, unsigned *n,
+                          bool *partial);
 /* Submit a copy's write to the image file; `cb` gets the fq_req (whose
  * opaque is `opaque`). */
 void qcache_wio_submit(struct qcache_wio *w, fq_req_cb *cb, void *opaque);
@@ -546,7 +551,12 @@ void qcow2_cache_tick(struct qcow2 *s);
  * write-back or joined one in flight). Returns 0 when there was nothing
  * to write or it could only be done synchronously and was, or -errno. */
 int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own);
-/* The caches' evict_dirty_async hook. */
+/* Park `w` on the write-back in flight; if it is a partial one, a whole
+ * one starts as soon as it ends (before its waiters run), so a flush
+ * waiting for a whole one is never overtaken by evictions. */
+void qcow2_wb_join_whole(struct qcow2 *s, struct qcache_waiter *w);
+/* The caches' evict_dirty_async hook: the same, with only the oldest
+ * part of the dirty L2 entries when they are many (see wb.c). */
 int qcow2_wb_evict(struct qcow2 *s, struct qcache_waiter *w);
 
 /* ---- refcount.c ---- */

@@ -451,6 +451,24 @@ static uint64_t blocks_missing(struct qcow2 *s, uint64_t c, uint64_t n)
     return k;
 }
 
+/* An allocation failed after placing refcount blocks of its own (at
+ * clusters [b, b + k)) in the table: take them out again, so that the
+ * table never names a block whose own refcount may not have been raised
+ * (raises already made elsewhere are leaks at worst). */
+static void drop_alloc_blocks(struct qcow2 *s, uint64_t first_ri, uint64_t last_ri, uint64_t b, uint64_t k)
+{
+    uint64_t lo = b << s->cluster_bits, hi = (b + k) << s->cluster_bits;
+
+    for (uint64_t ri = first_ri; ri <= last_ri && ri < s->rt_entries; ri++) {
+        if (s->rt[ri] >= lo && s->rt[ri] < hi) {
+            qcache_discard(&s->rb_cache, s->rt[ri]);
+            s->rt[ri] = 0;
+        }
+    }
+    if (k)
+        qcow2_meta_changed(s);
+}
+
 /* Allocation: find a free run for the data plus any refcount blocks needed
  * to cover it; the new blocks go right after the data (inside the run), so
  * a run may span ranges of several blocks and stays contiguous. */
@@ -480,15 +498,17 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
         }
         break;
     }
-    uint64_t k = 0;
-    for (uint64_t ri = c >> s->rb_bits; ri <= (c + n + nb - 1) >> s->rb_bits; ri++) {
+    uint64_t k = 0, first_ri = c >> s->rb_bits, last_ri = (c + n + nb - 1) >> s->rb_bits;
+    for (uint64_t ri = first_ri; ri <= last_ri; ri++) {
         if (s->rt[ri])
             continue;
         struct qcache_entry *e;
         uint64_t boff = (c + n + k) << s->cluster_bits;
         r = qcache_get(&s->rb_cache, boff, true, &e);
-        if (r < 0)
+        if (r < 0) {
+            drop_alloc_blocks(s, first_ri, last_ri, c + n, k);
             return r;
+        }
         qcache_put(&s->rb_cache, e);
         s->rt[ri] = boff;
         qcow2_meta_added(s, boff, true);
@@ -502,8 +522,10 @@ int qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, uint64_t *out)
         return -EIO;
     }
     r = update_covered(s, c, n + k, 1);
-    if (r < 0)
+    if (r < 0) {
+        drop_alloc_blocks(s, first_ri, last_ri, c + n, k);
         return r;
+    }
     if (c == s->free_hint || s->free_hint < 1)
         s->free_hint = c + n + k;
     *out = c << s->cluster_bits;

@@ -23,6 +23,15 @@
  * owing one. A failed write makes its entry dirty again and ends the
  * write-back with that error, which every waiter gets.
  *
+ * An eviction's write-back (qcow2_wb_evict) takes, of the L2 cache, only
+ * its oldest dirty entries up to a quarter of its size, so that its
+ * copies never double the cache's memory; the refcount blocks are all
+ * taken as always. A write-back that leaves dirty L2 entries behind
+ * writes no L1 sector (one could point at a table not yet on disk) and
+ * applies no frees (a free's table change may be in one left behind):
+ * those go with the next whole write-back: a flush, or an eviction while
+ * frees are queued (so freed clusters are reused as soon as ever).
+ *
  * One write-back is in flight at a time (s->wb). Its copies live until it
  * ends; the synchronous write-back (qcow2_writeback) refuses to run beside
  * it, and a synchronous eviction does not wait for it (the cache grows a
@@ -50,6 +59,9 @@ struct qwb {
     struct wb_l1 *l1;
     struct qfree_vec frees;   /* the deferred frees whose tables are copied */
     struct fq_req flush, flush_data;
+    uint64_t seq;             /* its number (s->wb_seq at its start) */
+    bool whole;               /* every dirty entry taken */
+    bool then_whole;          /* a whole one is wanted right after it */
     int step;
     unsigned pending;         /* I/O of the current step in flight */
     int err;
@@ -194,11 +206,14 @@ static void return_frees(struct qwb *wb)
     qfree_vec_reset(&wb->frees);
 }
 
+static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool part);
+
 static void finish(struct qwb *wb)
 {
     struct qcow2 *s = wb->s;
     struct qwait_list w = wb->waiters;
     int err = wb->err;
+    bool then_whole = wb->then_whole && err == 0;
 
     /* copies not written: their entries are dirty again */
     for (struct qcache_wio *x = wb->rb, *n; x; x = n) {
@@ -216,8 +231,18 @@ static void finish(struct qwb *wb)
     }
     free(wb->l1);
     return_frees(wb);
+    if (wb->whole && err == 0 && wb->step == WB_END)
+        s->wb_full_done = wb->seq;
     s->wb = NULL;
     free(wb);
+    if (then_whole) {
+        /* before the waiters run, so that no eviction overtakes it: the
+         * waiters find it in flight and join it */
+        bool own;
+        int r = wb_start(s, NULL, &own, false);
+        if (r < 0 && r != QCOW2_PARKED)
+            err = r;
+    }
     qwait_wake_all(&w, err);
 }
 
@@ -266,7 +291,7 @@ static void advance(struct qwb *wb)
             break;
         case WB_RB_FREED:
             /* the lowered refcounts, so that a flush leaves no leak */
-            wb->err = qcache_snapshot_dirty(&s->rb_cache, &wb->rb, &wb->nrb);
+            wb->err = qcache_snapshot_dirty(&s->rb_cache, 0, &wb->rb, &wb->nrb, NULL);
             if (wb->err == 0)
                 submit_list(wb, &wb->rb);
             break;
@@ -307,16 +332,20 @@ static int snapshot_l1(struct qwb *wb)
     return 0;
 }
 
-int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
+/* Start a write-back of every dirty entry, or (part) of the refcount
+ * blocks and the oldest quarter of the L2 cache's worth of dirty tables. */
+static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool part)
 {
     struct qwb *wb;
+    bool partial = false;
     int r;
 
     *own = false;
     if (s->readonly)
         return 0;
     if (s->wb) {
-        qwait_add(&s->wb->waiters, w);
+        if (w)
+            qwait_add(&s->wb->waiters, w);
         return QCOW2_PARKED;
     }
     if (s->rt_dirty || s->header_dirty) {
@@ -331,14 +360,24 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
     if (!(wb = calloc(1, sizeof(*wb))))
         return -ENOMEM;
     wb->s = s;
-    r = qcache_snapshot_dirty(&s->rb_cache, &wb->rb, &wb->nrb);
+    wb->seq = ++s->wb_seq;
+    size_t max = 0;
+    /* a partial one cannot apply frees: with any queued, a whole one, so
+     * that freed clusters are reused as soon as before */
+    if (part && s->pending_frees.len == 0)
+        max = FQ_MAX(s->l2_cache.target / 4, (size_t)1);
+    r = qcache_snapshot_dirty(&s->rb_cache, 0, &wb->rb, &wb->nrb, NULL);
     if (r == 0)
-        r = qcache_snapshot_dirty(&s->l2_cache, &wb->l2, &wb->nl2);
-    if (r == 0)
+        r = qcache_snapshot_dirty(&s->l2_cache, max, &wb->l2, &wb->nl2, &partial);
+    /* with L2 tables left dirty, the L1 (which may point at them) and the
+     * frees (whose table changes may be in them) wait for a later one */
+    if (r == 0 && !partial)
         r = snapshot_l1(wb);
-    /* the frees whose table changes the copies hold */
-    wb->frees = s->pending_frees;
-    memset(&s->pending_frees, 0, sizeof(s->pending_frees));
+    if (!partial) {
+        /* the frees whose table changes the copies hold */
+        wb->frees = s->pending_frees;
+        memset(&s->pending_frees, 0, sizeof(s->pending_frees));
+    }
     if (r < 0 || (!wb->nrb && !wb->nl2 && !wb->nl1 && !frees_allowed(wb))) {
         wb->err = r;
         wb->step = WB_RB;
@@ -348,17 +387,31 @@ int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
     }
     if (!wb->nrb && !wb->nl2 && !wb->nl1)
         wb->step = WB_FLUSH_FREES;
+    wb->whole = !partial;
     s->wb = wb;
     s->stats.wbs++;
-    qwait_add(&wb->waiters, w);
+    if (w)
+        qwait_add(&wb->waiters, w);
     *own = true;
     advance(wb);
     return QCOW2_PARKED;
+}
+
+int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
+{
+    return wb_start(s, w, own, false);
+}
+
+void qcow2_wb_join_whole(struct qcow2 *s, struct qcache_waiter *w)
+{
+    if (!s->wb->whole)
+        s->wb->then_whole = true;
+    qwait_add(&s->wb->waiters, w);
 }
 
 int qcow2_wb_evict(struct qcow2 *s, struct qcache_waiter *w)
 {
     bool own;
 
-    return qcow2_wb_start(s, w, &own);
+    return wb_start(s, w, &own, true);
 }
