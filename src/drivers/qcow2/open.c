@@ -24,6 +24,7 @@ static void qcow2_free_state(struct qcow2 *s)
         free(s->exts.ptr[i].data);
     qext_vec_reset(&s->exts);
     qfree_vec_reset(&s->pending_frees);
+    qcow2_rt_damage_clear(s);
     free(s->feature_table);
     free(s->backing_file);
     free(s->backing_format);
