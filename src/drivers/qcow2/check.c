@@ -581,8 +581,13 @@ static int count_all(struct ck *k)
     count_bitmaps(k);
     mark(k, s->crypt_hdr_off, s->crypt_hdr_len, M_CRYPT);
     mark(k, s->rt_offset, (uint64_t)s->rt_clusters * s->cluster_size, M_RT);
+    /* the table as on disk: an entry with reserved bits names no block */
+    CLEANUP_FREE uint64_t *raw = NULL;
+    if (qcow2_rt_read_raw(s, &raw) < 0)
+        raw = NULL;           /* the open read it: only what is in memory is said */
     for (uint64_t i = 0; i < s->rt_entries; i++)
-        if (s->rt[i] && (s->rt[i] >> s->cluster_bits) < k->fclusters)
+        if (s->rt[i] && (s->rt[i] >> s->cluster_bits) < k->fclusters &&
+            !(raw && (raw[i] & RTE_RESERVED_MASK)))
             mark(k, s->rt[i], s->cluster_size, M_RB);
 
     l1_refs(k, s->l1, s->l1_size, -1);
@@ -597,13 +602,10 @@ static int count_all(struct ck *k)
 
     /* refcount table entries: no reserved bits, naming a block that is
      * aligned, inside the file and referenced once (qemu-img's words) */
-    CLEANUP_FREE uint64_t *raw = NULL;
-    if (qcow2_rt_read_raw(s, &raw) < 0)
-        raw = NULL;           /* the open read it: only what is in memory is said */
     for (uint64_t i = 0; i < s->rt_entries; i++) {
         uint64_t c = s->rt[i] >> s->cluster_bits, bad;
         if (raw && (raw[i] & RTE_RESERVED_MASK)) {
-            ck_say(k, "ERROR reserved bits set in refcount table entry %llu", (unsigned long long)i);
+            ck_say(k, "ERROR refcount table entry %llu has reserved bits set", (unsigned long long)i);
             k->res->corruptions++;
             continue;
         }

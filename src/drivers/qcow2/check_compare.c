@@ -21,12 +21,15 @@ static bool rb_sound(const struct ck *k, uint64_t c)
 }
 
 /* The stored refcount of cluster c; a refcount block past the end of the
- * file reads as zeros (as qemu-img reads it), without touching it. */
+ * file (or past the addressable range) reads as zeros (as qemu-img reads
+ * it), without touching it. */
 static int get_rc(const struct ck *k, uint64_t c, uint64_t *rc)
 {
-    uint64_t ri = c >> k->s->rb_bits;
+    uint64_t ri = c >> k->s->rb_bits, raw;
 
-    if (ri < k->s->rt_entries && (k->s->rt[ri] >> k->s->cluster_bits) >= k->fclusters) {
+    if (ri < k->s->rt_entries && ((k->s->rt[ri] >> k->s->cluster_bits) >= k->fclusters ||
+                                  (qcow2_rt_bad(k->s, ri, &raw) &&
+                                   !((raw & RTE_OFFSET_MASK) & (k->s->cluster_size - 1))))) {
         *rc = 0;
         return 0;
     }
@@ -158,9 +161,12 @@ static void cmp_range(struct ck *k, uint64_t from, uint64_t to, uint64_t base, c
 
     for (uint64_t c = from; c < to; c++) {
         uint64_t rc = blk && ret == 0 ? rc_at(blk, bits, c - base) : 0;
+        uint64_t raw;
         if (!blk && ret == 0 && k->s->rt_bad.len &&
-            qcow2_rt_bad(k->s, c >> k->s->rb_bits, NULL)) {
-            /* counted by a damaged table entry: no refcount to compare */
+            qcow2_rt_bad(k->s, c >> k->s->rb_bits, &raw) &&
+            ((raw & RTE_OFFSET_MASK) & (k->s->cluster_size - 1))) {
+            /* counted by an unaligned table entry: no refcount to compare
+             * (one far past the end of the file reads as zeros) */
             ck_damaged_notice(k, c >> k->s->rb_bits);
             cmp_cluster(k, c, 0, -EIO, in_file);
             continue;

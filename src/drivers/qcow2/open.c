@@ -344,8 +344,7 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         goto fail;
     }
     if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->readonly && !s->check_mode) {
-        fq_seterr(err, "Image is corrupt (corrupt bit set); it can only be opened read-only "
-                       "(run 'check -r all' to repair)");
+        fq_seterr(err, "qcow2: Image is corrupt; cannot be opened read/write");
         r = -EACCES;
         goto fail;
     }
