@@ -7,7 +7,7 @@
 # lengths run past the table or the file; an L1 or L2 entry that is
 # unaligned or past the end (controls). For each, the same commands run
 # through qemu-img / qemu-io and through fastqcow on copies: info, check,
-# snapshot -l, reads with a pattern (read-only and read-write), a write
+# snapshot -l, map, reads with a pattern (read-only and read-write), a write
 # into a cluster the image owns alone, a write that needs a new cluster
 # (refcounts), info again (corrupt bit). Their standard output, standard
 # error and exit code must be the same byte for byte, once timings and
@@ -116,6 +116,7 @@ while read -r cls base wexact; do
     same "$cls" info 1 img info w.qcow2
     same "$cls" check $ex img check w.qcow2
     [ "$base" = base-snap ] && same "$cls" snapshot-list 1 img snapshot -l w.qcow2
+    same "$cls" map $ex img map --output=json w.qcow2
     same "$cls" read-ro $ex io -r -c 'read -P 0x11 0 128k' -c 'read -P 0x22 1M 64k' -c 'read -P 0 2M 64k' w.qcow2
     same "$cls" read-rw $ex io -c 'read -P 0x11 0 128k' -c 'read -P 0x22 1M 64k' w.qcow2
     if [ "$wexact" = c ]; then

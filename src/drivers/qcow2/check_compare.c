@@ -25,11 +25,10 @@ static bool rb_sound(const struct ck *k, uint64_t c)
  * it), without touching it. */
 static int get_rc(const struct ck *k, uint64_t c, uint64_t *rc)
 {
-    uint64_t ri = c >> k->s->rb_bits, raw;
+    uint64_t ri = c >> k->s->rb_bits;
 
     if (ri < k->s->rt_entries && ((k->s->rt[ri] >> k->s->cluster_bits) >= k->fclusters ||
-                                  (qcow2_rt_bad(k->s, ri, &raw) &&
-                                   !((raw & RTE_OFFSET_MASK) & (k->s->cluster_size - 1))))) {
+                                  (qcow2_rt_bad(k->s, ri, NULL) && !qcow2_rt_unaligned(k->s, ri)))) {
         *rc = 0;
         return 0;
     }
@@ -161,10 +160,7 @@ static void cmp_range(struct ck *k, uint64_t from, uint64_t to, uint64_t base, c
 
     for (uint64_t c = from; c < to; c++) {
         uint64_t rc = blk && ret == 0 ? rc_at(blk, bits, c - base) : 0;
-        uint64_t raw;
-        if (!blk && ret == 0 && k->s->rt_bad.len &&
-            qcow2_rt_bad(k->s, c >> k->s->rb_bits, &raw) &&
-            ((raw & RTE_OFFSET_MASK) & (k->s->cluster_size - 1))) {
+        if (!blk && ret == 0 && k->s->rt_bad.len && qcow2_rt_unaligned(k->s, c >> k->s->rb_bits)) {
             /* counted by an unaligned table entry: no refcount to compare
              * (one far past the end of the file reads as zeros) */
             ck_damaged_notice(k, c >> k->s->rb_bits);

@@ -55,6 +55,13 @@ bool qcow2_rt_bad(const struct qcow2 *s, uint64_t ri, uint64_t *raw)
     return b != NULL;
 }
 
+bool qcow2_rt_unaligned(const struct qcow2 *s, uint64_t ri)
+{
+    uint64_t raw;
+
+    return qcow2_rt_bad(s, ri, &raw) && ((raw & RTE_OFFSET_MASK) & (s->cluster_size - 1));
+}
+
 /* What is wrong with the entry, in the words of the corruption message. */
 void qcow2_rt_bad_describe(const struct qcow2 *s, uint64_t ri, uint64_t raw, char *buf,
                            size_t len)

@@ -421,6 +421,9 @@ void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2,
 int qcow2_rt_damage_note(struct qcow2 *s, uint64_t ri, uint64_t raw);
 /* Whether entry ri was set aside (its value on disk in *raw). */
 bool qcow2_rt_bad(const struct qcow2 *s, uint64_t ri, uint64_t *raw);
+/* Whether entry ri was set aside as not aligned to a cluster (one past
+ * the addressable range reads as zeros where qemu reads it). */
+bool qcow2_rt_unaligned(const struct qcow2 *s, uint64_t ri);
 /* The corruption message for entry ri of value raw. */
 void qcow2_rt_bad_describe(const struct qcow2 *s, uint64_t ri, uint64_t raw, char *buf,
                            size_t len);

@@ -514,6 +514,8 @@ static int used_end(struct qcow2 *s, uint64_t *out)
     *out = 0;
     for (uint64_t ri = FQ_MIN(s->rt_hi, s->rt_entries); ri-- > 0;) {
         struct qcache_entry *e;
+        if (qcow2_rt_bad(s, ri, NULL))
+            return -EIO;      /* unknown: nothing is extended (and nothing marked) */
         int r = get_block(s, ri, &e);
         if (r < 0)
             return r;
