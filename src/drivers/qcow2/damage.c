@@ -22,6 +22,7 @@
 
 #include "qcow2.h"
 
+/* Set entry ri aside (the open calls it in table order). */
 int qcow2_rt_damage_note(struct qcow2 *s, uint64_t ri, uint64_t raw)
 {
     struct qrt_bad b = { ri, raw };
@@ -46,6 +47,7 @@ static const struct qrt_bad *find_bad(const struct qcow2 *s, uint64_t ri)
     return NULL;
 }
 
+/* Whether entry ri was set aside; its value on disk in *raw. */
 bool qcow2_rt_bad(const struct qcow2 *s, uint64_t ri, uint64_t *raw)
 {
     const struct qrt_bad *b = s->rt_bad.len ? find_bad(s, ri) : NULL;
@@ -55,6 +57,7 @@ bool qcow2_rt_bad(const struct qcow2 *s, uint64_t ri, uint64_t *raw)
     return b != NULL;
 }
 
+/* Whether entry ri was set aside as not aligned to a cluster. */
 bool qcow2_rt_unaligned(const struct qcow2 *s, uint64_t ri)
 {
     uint64_t raw;
@@ -76,6 +79,7 @@ void qcow2_rt_bad_describe(const struct qcow2 *s, uint64_t ri, uint64_t raw, cha
                  "index: %#llx)", (unsigned long long)off, (unsigned long long)ri);
 }
 
+/* A refcount entry ri counts was needed: the image is corrupt. */
 int qcow2_rt_bad_fail(struct qcow2 *s, uint64_t ri)
 {
     char why[160];
@@ -87,11 +91,13 @@ int qcow2_rt_bad_fail(struct qcow2 *s, uint64_t ri)
     return -EIO;
 }
 
+/* Refuse (marking the image corrupt) while any entry is damaged. */
 int qcow2_rt_damage_guard(struct qcow2 *s)
 {
     return s->rt_bad.len ? qcow2_rt_bad_fail(s, s->rt_bad.ptr[0].ri) : 0;
 }
 
+/* The value table entry ri is written back with. */
 uint64_t qcow2_rt_disk_entry(const struct qcow2 *s, uint64_t ri)
 {
     uint64_t raw;
@@ -99,16 +105,13 @@ uint64_t qcow2_rt_disk_entry(const struct qcow2 *s, uint64_t ri)
     return qcow2_rt_bad(s, ri, &raw) ? raw : s->rt[ri];
 }
 
-uint64_t qcow2_rt_damage_hi(const struct qcow2 *s)
-{
-    return s->rt_bad.len ? s->rt_bad.ptr[s->rt_bad.len - 1].ri + 1 : 0;
-}
-
+/* Forget the damaged entries (a rebuild replaced the table). */
 void qcow2_rt_damage_clear(struct qcow2 *s)
 {
     qrt_bad_vec_reset(&s->rt_bad);
 }
 
+/* The refcount table as on disk, for the check's report. */
 int qcow2_rt_read_raw(struct qcow2 *s, uint64_t **out)
 {
     size_t bytes = (size_t)s->rt_entries * 8;

@@ -435,8 +435,6 @@ int qcow2_rt_bad_fail(struct qcow2 *s, uint64_t ri);
 int qcow2_rt_damage_guard(struct qcow2 *s);
 /* The value to write for table entry ri (the damaged one as found). */
 uint64_t qcow2_rt_disk_entry(const struct qcow2 *s, uint64_t ri);
-/* One past the highest damaged index (0: none). */
-uint64_t qcow2_rt_damage_hi(const struct qcow2 *s);
 /* The refcount table as it is on disk (host order), in *out (malloc'd). */
 int qcow2_rt_read_raw(struct qcow2 *s, uint64_t **out);
 /* New refcount structures replaced the damaged ones. */
