@@ -72,11 +72,12 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
         return -ENOMEM;
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         uint8_t h[40];
-        /* what lies past the end of the file reads as zeros (no I/O);
-         * the 64 MiB bound below keeps the work and memory bounded */
-        if (fq_add_ovf(off, pos + sizeof(h), &end)) {
-            fq_seterr(err, "Snapshot %u: its table entry at offset 0x%llx of the table is "
-                      "beyond the addressable range", i, (unsigned long long)pos);
+        /* an entry past the end of the file would read as zeros: with
+         * nb_snapshots up to 65536 that is a lot of work for nothing. What
+         * an entry's lengths reach past the end reads as zeros (below). */
+        if (fq_add_ovf(off, pos + sizeof(h), &end) || (flen >= 0 && end > (uint64_t)flen)) {
+            fq_seterr(err, "Snapshot %u: its table entry at 0x%llx lies beyond the end of the file",
+                      i, (unsigned long long)(off + pos));
             r = -EINVAL;
             goto fail;
         }
