@@ -147,5 +147,9 @@ int cmd_check(int argc, char **argv)
         fq_blockopts_free(&spec);
     } else if (!a.quiet)
         check_human(&res);
-    return res.check_errors ? 1 : res.corruptions ? 2 : res.leaks ? 3 : 0;
+    if (res.check_errors) {
+        tool_error("Check failed");
+        return 1;
+    }
+    return res.corruptions ? 2 : res.leaks ? 3 : 0;
 }

@@ -73,7 +73,9 @@ int cmd_snapshot(int argc, char **argv)
     int n = 0;
     switch (act) {
     case 'l':
-        if (fq_snapshot_list(img, &v, &n) == 0 && n)
+        if ((r = fq_snapshot_list(img, &v, &n)) < 0)
+            tool_error("Could not read the snapshot table: %s", strerror(-r));
+        else if (n)
             img_snapshot_dump(v, n);
         break;
     case 'c':

@@ -81,17 +81,14 @@ static bool inc(struct ck *k, uint64_t off, uint64_t len)
     return !past;
 }
 
-/* Count [off, off+len) as metadata of kind `m`: a cluster another table
- * already holds is shared (only L2 tables may be held many times). */
-static void mark(struct ck *k, uint64_t off, uint64_t len, uint8_t m)
+/* Say what the clusters of [off, off+len) hold (counted already): a
+ * second claim on a cluster makes it shared, a corruption. */
+static void claim(struct ck *k, uint64_t off, uint64_t len, uint8_t m)
 {
     struct qcow2 *s = k->s;
-
-    if (len == 0)
-        return;
-    inc(k, off, len);
     uint64_t first = off >> s->cluster_bits;
     uint64_t last = (FQ_MIN(off, UINT64_MAX - len) + len - 1) >> s->cluster_bits;
+
     for (uint64_t c = first; c <= last && c < k->nb; c++) {
         uint8_t kind = ck_kind(k, c), old = kind & M_KIND;
         if (!old)
@@ -99,6 +96,16 @@ static void mark(struct ck *k, uint64_t off, uint64_t len, uint8_t m)
         else if (old != M_L2 || m != M_L2)
             ck_kind_set(k, c, kind | M_SHARED);
     }
+}
+
+/* Count [off, off+len) as metadata of kind `m`: a cluster another table
+ * already holds is shared (only L2 tables may be held many times). */
+static void mark(struct ck *k, uint64_t off, uint64_t len, uint8_t m)
+{
+    if (len == 0)
+        return;
+    inc(k, off, len);
+    claim(k, off, len, m);
 }
 
 /* Kind of the first metadata cluster of [off, off+len) (0: none). */
@@ -466,7 +473,20 @@ static void count_snapshots(struct ck *k)
         k->nsn = 0;
         k->partial = true;
     }
-    mark(k, s->snapshots_offset, k->tbytes, M_SNAPTAB);
+    /* the table is counted whole; it claims the clusters that hold the
+     * fixed part of an entry, not those that only an entry's lengths
+     * reach (lengths may be damaged: what lies there is counted twice,
+     * and a repair raises its refcount instead of dropping a table) */
+    inc(k, s->snapshots_offset, k->tbytes);
+    uint64_t next = s->snapshots_offset >> s->cluster_bits;   /* first not claimed yet */
+    for (size_t i = 0; i < k->nsn; i++) {
+        uint64_t a = s->snapshots_offset + k->sn[i].tpos, z = a + 39;
+        a = FQ_MAX(a >> s->cluster_bits, next);
+        z >>= s->cluster_bits;
+        if (a <= z)
+            claim(k, a << s->cluster_bits, (z - a + 1) << s->cluster_bits, M_SNAPTAB);
+        next = FQ_MAX(next, z + 1);
+    }
     for (size_t i = 0; i < k->nsn; i++) {
         mark(k, k->sn[i].l1_offset, (uint64_t)k->sn[i].l1_size * 8, M_SNAPL1);
         if (qcow2_read_l1(s, k->sn[i].l1_offset, k->sn[i].l1_size, &k->snl1[i]) < 0) {
@@ -561,8 +581,13 @@ static int count_all(struct ck *k)
     count_bitmaps(k);
     mark(k, s->crypt_hdr_off, s->crypt_hdr_len, M_CRYPT);
     mark(k, s->rt_offset, (uint64_t)s->rt_clusters * s->cluster_size, M_RT);
+    /* the table as on disk: an entry with reserved bits names no block */
+    CLEANUP_FREE uint64_t *raw = NULL;
+    if (qcow2_rt_read_raw(s, &raw) < 0)
+        raw = NULL;           /* the open read it: only what is in memory is said */
     for (uint64_t i = 0; i < s->rt_entries; i++)
-        if (s->rt[i] && (s->rt[i] >> s->cluster_bits) < k->fclusters)
+        if (s->rt[i] && (s->rt[i] >> s->cluster_bits) < k->fclusters &&
+            !(raw && (raw[i] & RTE_RESERVED_MASK)))
             mark(k, s->rt[i], s->cluster_size, M_RB);
 
     l1_refs(k, s->l1, s->l1_size, -1);
@@ -575,9 +600,24 @@ static int count_all(struct ck *k)
     if (r < 0)
         return r;
 
-    /* refcount blocks: inside the file, referenced once (qemu-img's words) */
+    /* refcount table entries: no reserved bits, naming a block that is
+     * aligned, inside the file and referenced once (qemu-img's words) */
     for (uint64_t i = 0; i < s->rt_entries; i++) {
-        uint64_t c = s->rt[i] >> s->cluster_bits;
+        uint64_t c = s->rt[i] >> s->cluster_bits, bad;
+        if (raw && (raw[i] & RTE_RESERVED_MASK)) {
+            ck_say(k, "ERROR refcount table entry %llu has reserved bits set", (unsigned long long)i);
+            k->res->corruptions++;
+            continue;
+        }
+        if (qcow2_rt_bad(s, i, &bad)) {
+            if ((bad & RTE_OFFSET_MASK) & (s->cluster_size - 1))
+                ck_say(k, "ERROR refcount block %llu is not cluster aligned; refcount table entry "
+                       "corrupted", (unsigned long long)i);
+            else
+                ck_say(k, "ERROR refcount block %llu is outside image", (unsigned long long)i);
+            k->res->corruptions++;
+            continue;
+        }
         if (!s->rt[i])
             continue;
         if (c >= k->fclusters) {

@@ -78,6 +78,8 @@ struct ck {
      * old table, set aside while counting */
     bool rebuild;
     uint64_t *saved_rt, saved_rt_hi;
+    bool damage_said;         /* the damaged-entry notice was given */
+    struct qrt_bad_vec saved_bad;   /* the damaged entries, set aside with the table */
 };
 
 static inline bool ck_bit(const uint64_t *b, uint64_t c)

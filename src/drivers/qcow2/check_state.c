@@ -41,6 +41,7 @@ static void map_free(struct ck_map *m)
 
 void ck_state_free(struct ck *k)
 {
+    qrt_bad_vec_reset(&k->saved_bad);
     free(k->refs);
     free(k->is_meta);
     free(k->cp_set);

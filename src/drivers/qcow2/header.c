@@ -596,8 +596,13 @@ void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...)
     if (s->corrupt)
         return;
     s->corrupt = true;
-    fprintf(stderr, "fastqcow: %s: marking image as corrupt: %s; further writes refused\n",
-            s->bs->filename ? s->bs->filename : "qcow2", msg);
+    /* qemu's words: a writable image is marked, a read-only one is not */
+    if (s->readonly)
+        fprintf(stderr, "qcow2: Image is corrupt: %s; further non-fatal corruption events will "
+                "be suppressed\n", msg);
+    else
+        fprintf(stderr, "qcow2: Marking image as corrupt: %s; further corruption events will "
+                "be suppressed\n", msg);
     if (!s->readonly && s->version >= 3) {
         s->incompat |= QCOW2_INCOMPAT_CORRUPT;
         if (qcow2_write_header(s) == 0)

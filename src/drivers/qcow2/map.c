@@ -45,8 +45,12 @@ static int l1_l2_offset(struct qcow2 *s, uint64_t l1i, uint64_t *out)
 {
     uint64_t e = s->l1[l1i], off = e & L1E_OFFSET_MASK;
 
-    if ((e & L1E_RESERVED_MASK) || (off & (s->cluster_size - 1)) ||
-        (off && off < s->cluster_size)) {
+    if (!(e & L1E_RESERVED_MASK) && (off & (s->cluster_size - 1))) {
+        qcow2_signal_corruption(s, "L2 table offset %#llx unaligned (L1 index: %#llx)",
+                                (unsigned long long)off, (unsigned long long)l1i);
+        return -EIO;
+    }
+    if ((e & L1E_RESERVED_MASK) || (off && off < s->cluster_size)) {
         qcow2_signal_corruption(s, "L1 entry %llu is invalid (0x%llx)",
                                 (unsigned long long)l1i, (unsigned long long)e);
         return -EIO;

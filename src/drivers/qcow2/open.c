@@ -24,6 +24,7 @@ static void qcow2_free_state(struct qcow2 *s)
         free(s->exts.ptr[i].data);
     qext_vec_reset(&s->exts);
     qfree_vec_reset(&s->pending_frees);
+    qcow2_rt_damage_clear(s);
     free(s->feature_table);
     free(s->backing_file);
     free(s->backing_format);
@@ -128,9 +129,17 @@ static bool sparse_prealloc(struct qcow2 *s)
         if (!s->file->ops->get_info || s->file->ops->get_info(s->file, &f) < 0 || !f.file_size)
             return false;
         uint64_t n = FQ_DIV_UP(f.file_size, s->cluster_size);
-        for (uint64_t c = 0; c < n; c++)
+        for (uint64_t c = 0; c < n; c++) {
+            /* a refcount block past the end of the file counts nothing
+             * (qemu reads it as zeros); a damaged table entry reports the
+             * corruption, as qemu's map does */
+            uint64_t ri = c >> s->rb_bits;
+            if (ri < s->rt_entries && (s->rt[ri] >= f.file_size ||
+                                       (!s->rt[ri] && !qcow2_rt_unaligned(s, ri))))
+                continue;
             if (qcow2_get_refcount(s, c, &rc) == 0 && rc)
                 used++;
+        }
         uint64_t real = f.actual_size / s->cluster_size;
         s->sparse_prealloc = used >= FQ_MAX(real * 10 / 9, real + 2);
     }
@@ -343,8 +352,7 @@ int qcow2_open(struct fq_bdev *child, const struct fq_open_opts *opts,
         goto fail;
     }
     if ((s->incompat & QCOW2_INCOMPAT_CORRUPT) && !s->readonly && !s->check_mode) {
-        fq_seterr(err, "Image is corrupt (corrupt bit set); it can only be opened read-only "
-                       "(run 'check -r all' to repair)");
+        fq_seterr(err, "qcow2: Image is corrupt; cannot be opened read/write");
         r = -EACCES;
         goto fail;
     }

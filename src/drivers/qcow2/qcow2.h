@@ -266,6 +266,13 @@ struct qfree {                /* a deferred refcount decrement */
 };
 FQ_VECTOR(qfree_vec, struct qfree)
 
+/* A refcount table entry naming no usable block (damage.c): its index and
+ * the value on disk. */
+struct qrt_bad {
+    uint64_t ri, raw;
+};
+FQ_VECTOR(qrt_bad_vec, struct qrt_bad)
+
 /* Sorted host offsets of one kind of table, and those added since. */
 struct qmeta_set {
     uint64_t *v, *add;
@@ -332,6 +339,8 @@ struct qcow2 {
     uint64_t rt_entries;
     uint64_t *rt;             /* host byte order */
     uint64_t rt_hi;           /* entries past this one are all 0 */
+    struct qrt_bad_vec rt_bad;/* entries set aside as damaged (damage.c);
+                                 0 in rt, counted in rt_hi */
     /* sorted offsets of the L2 tables [0] and refcount blocks [1] for the
      * overlap checks (overlap.c), valid while meta_gen and the tables they
      * were built from are unchanged */
@@ -408,6 +417,30 @@ int qcow2_default_feature_table(uint8_t **out, uint32_t *len);
 int qcow2_load_l1(struct qcow2 *s, char *err);
 /* Mark the image corrupt on disk and in memory; `why` is logged. */
 void qcow2_signal_corruption(struct qcow2 *s, const char *fmt, ...) FQ_PRINTF(2, 3);
+
+/* ---- damage.c: refcount table entries naming no usable block ---- */
+/* Set entry ri (value `raw` on disk) aside; entries come in table order. */
+int qcow2_rt_damage_note(struct qcow2 *s, uint64_t ri, uint64_t raw);
+/* Whether entry ri was set aside (its value on disk in *raw). */
+bool qcow2_rt_bad(const struct qcow2 *s, uint64_t ri, uint64_t *raw);
+/* Whether entry ri was set aside as not aligned to a cluster (one past
+ * the addressable range reads as zeros where qemu reads it). */
+bool qcow2_rt_unaligned(const struct qcow2 *s, uint64_t ri);
+/* The corruption message for entry ri of value raw. */
+void qcow2_rt_bad_describe(const struct qcow2 *s, uint64_t ri, uint64_t raw, char *buf,
+                           size_t len);
+/* A refcount counted by damaged entry ri was needed: mark the image
+ * corrupt (qemu's message), return -EIO. */
+int qcow2_rt_bad_fail(struct qcow2 *s, uint64_t ri);
+/* -EIO (image marked corrupt) if any entry is damaged, else 0: for the
+ * operations that rebuild refcount structures from the old ones. */
+int qcow2_rt_damage_guard(struct qcow2 *s);
+/* The value to write for table entry ri (the damaged one as found). */
+uint64_t qcow2_rt_disk_entry(const struct qcow2 *s, uint64_t ri);
+/* The refcount table as it is on disk (host order), in *out (malloc'd). */
+int qcow2_rt_read_raw(struct qcow2 *s, uint64_t **out);
+/* New refcount structures replaced the damaged ones. */
+void qcow2_rt_damage_clear(struct qcow2 *s);
 
 /* ---- bitmap.c, bitmap_ops.c: persistent dirty bitmaps ---- */
 struct qbitmaps;

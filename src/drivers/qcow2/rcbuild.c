@@ -271,6 +271,7 @@ static int plan_switch(struct qcow2 *s, struct rc_plan *p, char *err)
         return r;   /* p->rt is still the plan's */
     }
     p->rt = NULL;   /* the image's now */
+    qcow2_rt_damage_clear(s);   /* the damaged table is no longer used */
     /* old clusters may now be free below every cluster allocated so far */
     s->free_hint = 0;
     r = 0;

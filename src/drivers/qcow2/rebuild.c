@@ -31,21 +31,20 @@
 
 #include "check.h"
 
-/* Whether an entry of the table on disk has reserved bits or is unaligned
- * (the open set such entries aside in memory). */
+/* Whether an entry of the table on disk has reserved bits or names no
+ * usable block (the open set such entries aside, damage.c). */
 static bool raw_entries_bad(const struct ck *k)
 {
     struct qcow2 *s = k->s;
-    uint64_t bytes = (uint64_t)s->rt_clusters * s->cluster_size;
-    CLEANUP_FREE uint8_t *buf = fq_memalign((size_t)bytes);
+    CLEANUP_FREE uint64_t *raw = NULL;
 
-    if (!buf || fq_bdev_pread_sync(s->file, buf, (size_t)bytes, s->rt_offset) < 0)
+    if (s->rt_bad.len)
+        return true;
+    if (qcow2_rt_read_raw(s, &raw) < 0)
         return false;
-    for (uint64_t i = 0; i < s->rt_entries; i++) {
-        uint64_t e = fq_be64(buf + i * 8);
-        if ((e & RTE_RESERVED_MASK) || (e & (s->cluster_size - 1)))
+    for (uint64_t i = 0; i < s->rt_entries; i++)
+        if (raw[i] & RTE_RESERVED_MASK)
             return true;
-    }
     return false;
 }
 
@@ -122,6 +121,8 @@ int ck_rebuild_begin(struct ck *k)
             qcache_discard(&s->rb_cache, s->rt[i]);
     k->saved_rt = s->rt;
     k->saved_rt_hi = s->rt_hi;
+    k->saved_bad = s->rt_bad;
+    memset(&s->rt_bad, 0, sizeof(s->rt_bad));
     s->rt = none;
     s->rt_hi = 0;
     qcow2_meta_changed(s);
@@ -138,6 +139,9 @@ static void put_back(struct ck *k)
     s->rt = k->saved_rt;
     s->rt_hi = k->saved_rt_hi;
     k->saved_rt = NULL;
+    qcow2_rt_damage_clear(s);
+    s->rt_bad = k->saved_bad;
+    memset(&k->saved_bad, 0, sizeof(k->saved_bad));
     qcow2_meta_changed(s);
     k->rebuild = false;
 }
@@ -189,6 +193,7 @@ int ck_rebuild(struct ck *k, int r)
     }
     free(k->saved_rt);
     k->saved_rt = NULL;
+    qrt_bad_vec_reset(&k->saved_bad);   /* the damaged table is gone */
     /* the file grew by the new structures: what follows reads their
      * refcounts (a block past the old end would read as zeros) */
     int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)

@@ -33,6 +33,7 @@ int qcow2_load_refcount_table(struct qcow2 *s, char *err)
 
     if (!buf)
         return -ENOMEM;
+    qcow2_rt_damage_clear(s);
     s->rt = calloc(s->rt_entries, sizeof(uint64_t));
     if (!s->rt)
         return -ENOMEM;
@@ -43,20 +44,15 @@ int qcow2_load_refcount_table(struct qcow2 *s, char *err)
         return r;
     }
     for (uint64_t i = 0; i < s->rt_entries; i++) {
-        uint64_t e = fq_be64(buf + i * 8);
-        if (e & RTE_RESERVED_MASK || (e & (s->cluster_size - 1))) {
-            if (s->check_mode) {
-                e = 0;   /* check reports it; never used for writes */
-            } else {
-                fq_seterr(err, "Refcount table entry %llu (0x%llx) is not aligned to a cluster",
-                          (unsigned long long)i, (unsigned long long)e);
-                return -EINVAL;
-            }
-        }
-        if (e > (1ull << 56) && !s->check_mode) {
-            fq_seterr(err, "Refcount table entry %llu points beyond the addressable range (0x%llx)",
-                      (unsigned long long)i, (unsigned long long)e);
-            return -EINVAL;
+        uint64_t raw = fq_be64(buf + i * 8), e = raw & RTE_OFFSET_MASK;
+        /* reserved bits are ignored (check reports them); an entry that
+         * names no usable block is set aside (damage.c): the image opens,
+         * and only what needs the refcounts it counts fails */
+        if ((e & (s->cluster_size - 1)) || e > (1ull << 56)) {
+            if ((r = qcow2_rt_damage_note(s, i, raw)) < 0)
+                return r;
+            e = 0;
+            s->rt_hi = i + 1;
         }
         s->rt[i] = e;
         if (e)
@@ -113,8 +109,10 @@ static void rb_entry_set(const struct qcow2 *s, uint8_t *blk, uint64_t i, uint64
 static int get_block(struct qcow2 *s, uint64_t ri, struct qcache_entry **out)
 {
     *out = NULL;
-    if (ri >= s->rt_entries || s->rt[ri] == 0)
+    if (ri >= s->rt_entries)
         return 0;
+    if (s->rt[ri] == 0)
+        return s->rt_bad.len && qcow2_rt_bad(s, ri, NULL) ? qcow2_rt_bad_fail(s, ri) : 0;
     return qcache_get(&s->rb_cache, s->rt[ri], false, out);
 }
 
@@ -205,7 +203,7 @@ static int end_cluster(struct qcow2 *s, uint64_t *out)
     *out = 1;
     for (uint64_t ri = s->rt_entries; ri-- > 0;) {
         struct qcache_entry *e;
-        if (!s->rt[ri])
+        if (!s->rt[ri] && !qcow2_rt_bad(s, ri, NULL))
             continue;
         int r = get_block(s, ri, &e);
         if (r < 0)
@@ -407,7 +405,7 @@ static int find_free_run(struct qcow2 *s, uint64_t n, uint64_t *out)
 
     for (;;) {
         uint64_t ri = c >> s->rb_bits;
-        if (ri >= s->rt_entries || s->rt[ri] == 0) {
+        if (ri >= s->rt_entries || (s->rt[ri] == 0 && !qcow2_rt_bad(s, ri, NULL))) {
             /* an uncovered range is entirely free */
             uint64_t k = (mask + 1) - (c & mask);
             if (run == 0)
@@ -538,6 +536,8 @@ static int used_end(struct qcow2 *s, uint64_t *out)
     *out = 0;
     for (uint64_t ri = FQ_MIN(s->rt_hi, s->rt_entries); ri-- > 0;) {
         struct qcache_entry *e;
+        if (qcow2_rt_bad(s, ri, NULL))
+            return -EIO;      /* unknown: nothing is extended (and nothing marked) */
         int r = get_block(s, ri, &e);
         if (r < 0)
             return r;
@@ -675,7 +675,7 @@ static int write_refcount_table(struct qcow2 *s)
     if (!buf)
         return -ENOMEM;
     for (uint64_t i = 0; i < s->rt_entries; i++)
-        fq_put_be64(buf + i * 8, s->rt[i]);
+        fq_put_be64(buf + i * 8, qcow2_rt_disk_entry(s, i));
     int r = qcow2_check_meta_write(s, s->rt_offset, bytes, FQ_TAG_REFTABLE);
     if (r < 0)
         return r;

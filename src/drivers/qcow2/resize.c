@@ -31,7 +31,7 @@ int qcow2_op_writable(struct qcow2 *s, char *err)
         fq_seterr(err, "The image is opened read-only");
         return -EROFS;
     }
-    if (s->corrupt) {
+    if (s->corrupt || qcow2_rt_damage_guard(s) < 0) {
         fq_seterr(err, "The image is corrupt; run 'check -r all' first");
         return -EIO;
     }

@@ -41,6 +41,18 @@ void qcow2_snapshots_free(struct qsnap *v, size_t n)
     free(v);
 }
 
+/* Read [off, off+len) of the image file; what lies past its end (flen,
+ * unknown if < 0) reads as zeros. */
+static int read_zfill(struct qcow2 *s, void *buf, size_t len, uint64_t off, int64_t flen)
+{
+    size_t in = len;
+
+    if (flen >= 0)
+        in = off >= (uint64_t)flen ? 0 : (size_t)FQ_MIN((uint64_t)len, (uint64_t)flen - off);
+    memset((uint8_t *)buf + in, 0, len - in);
+    return in ? fq_bdev_pread_sync(s->file, buf, in, off) : 0;
+}
+
 int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
                          uint64_t *table_bytes, char *err)
 {
@@ -61,16 +73,18 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
     for (uint32_t i = 0; i < s->nb_snapshots; i++) {
         uint8_t h[40];
         /* an entry past the end of the file would read as zeros: with
-         * nb_snapshots up to 65536 that is a lot of work for nothing */
+         * nb_snapshots up to 65536 that is a lot of work for nothing. What
+         * an entry's lengths reach past the end reads as zeros (below). */
         if (fq_add_ovf(off, pos + sizeof(h), &end) || (flen >= 0 && end > (uint64_t)flen)) {
             fq_seterr(err, "Snapshot %u: its table entry at 0x%llx lies beyond the end of the file",
                       i, (unsigned long long)(off + pos));
             r = -EINVAL;
             goto fail;
         }
-        if ((r = fq_bdev_pread_sync(s->file, h, sizeof(h), off + pos)) < 0)
+        if ((r = read_zfill(s, h, sizeof(h), off + pos, flen)) < 0)
             goto fail;
         struct qsnap *sn = &v[i];
+        sn->tpos = pos;
         sn->l1_offset = fq_be64(h);
         sn->l1_size = fq_be32(h + 8);
         uint16_t id_len = fq_be16(h + 12), name_len = fq_be16(h + 14);
@@ -80,7 +94,7 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
         sn->vm_state_size = fq_be32(h + 32);
         uint32_t extra = fq_be32(h + 36);
         if (extra > 1024) {
-            fq_seterr(err, "Snapshot %u: extra data size %u is too large", i, extra);
+            fq_seterr(err, "Too much extra metadata in snapshot table entry %u", i);
             r = -EINVAL;
             goto fail;
         }
@@ -92,10 +106,9 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
             r = -EINVAL;
             goto fail;
         }
-        if (fq_add_ovf(off, pos + 40 + extra + id_len + name_len, &end) ||
-            (flen >= 0 && end > (uint64_t)flen)) {
-            fq_seterr(err, "Snapshot %u: its table entry at 0x%llx runs past the end of the file",
-                      i, (unsigned long long)(off + pos));
+        if (fq_add_ovf(off, pos + 40 + extra + id_len + name_len, &end)) {
+            fq_seterr(err, "Snapshot %u: its table entry at 0x%llx is beyond the addressable "
+                      "range", i, (unsigned long long)(off + pos));
             r = -EINVAL;
             goto fail;
         }
@@ -108,17 +121,17 @@ int qcow2_read_snapshots(struct qcow2 *s, struct qsnap **out, size_t *count,
             goto fail;
         }
         pos += 40;
-        if ((extra && (r = fq_bdev_pread_sync(s->file, sn->extra, extra, off + pos)) < 0))
+        if ((extra && (r = read_zfill(s, sn->extra, extra, off + pos, flen)) < 0))
             goto fail;
         if (extra >= 8)
             sn->vm_state_size = fq_be64(sn->extra);
         sn->disk_size = extra >= 16 ? fq_be64(sn->extra + 8) : s->bs->size;
         sn->icount = extra >= 24 ? fq_be64(sn->extra + 16) : UINT64_MAX;
         pos += extra;
-        if ((id_len && (r = fq_bdev_pread_sync(s->file, sn->id, id_len, off + pos)) < 0))
+        if ((id_len && (r = read_zfill(s, sn->id, id_len, off + pos, flen)) < 0))
             goto fail;
         pos += id_len;
-        if ((name_len && (r = fq_bdev_pread_sync(s->file, sn->name, name_len, off + pos)) < 0))
+        if ((name_len && (r = read_zfill(s, sn->name, name_len, off + pos, flen)) < 0))
             goto fail;
         pos += name_len;
         pos = FQ_ALIGN_UP(pos, 8);

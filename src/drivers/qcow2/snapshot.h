@@ -19,6 +19,7 @@ struct qsnap {
     uint64_t icount;          /* UINT64_MAX when not recorded */
     uint8_t *extra;
     uint32_t extra_len;
+    uint64_t tpos;            /* where the entry starts in the table */
 };
 
 /* Read and validate the snapshot table. `table_bytes` is its length. */

@@ -56,6 +56,9 @@ int qtx_begin(struct qcow2 *s, struct qtx *tx)
 
     memset(tx, 0, sizeof(*tx));
     tx->s = s;
+    /* new structures are built from the old refcounts: all must be sound */
+    if ((r = qcow2_rt_damage_guard(s)) < 0)
+        return r;
     tx->low_free = UINT64_MAX;
     tx->hint = FQ_MAX(s->free_hint, (uint64_t)1);
     if ((r = qcow2_sync_meta(s)) < 0)
