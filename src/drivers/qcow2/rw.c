@@ -311,102 +311,18 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
     return alloc_write(q, x.len, src);
 }
 
-/* ---- zeroing and discard ---- */
+/* ---- zeroing (zero.c plans it) ---- */
 
-/* A raw external data file stays a raw image of the disk: guest range
- * [pos, pos + len) of guest clusters [gc, gc + n), which the L2 entries
- * now say read as zeros, is zeroed in the data file too (registered as
- * an allocation meanwhile, so that a later write there waits for it). */
-static int raw_zero(struct qreq *q, uint64_t gc, uint64_t n, uint64_t pos, uint64_t len,
-                    bool unmap)
+int qcow2_rw_write_zeros(struct qreq *q, uint64_t len)
 {
-    struct qcow2 *s = q->s;
-    struct qtask *t = qcow2_rw_task_new(q, T_WRITE, pos, len);
-
-    if (!t)
-        return -ENOMEM;
-    t->alloc = qcow2_rw_alloc_register(s, gc, n);
-    if (!t->alloc) {
-        qcow2_rw_task_free(t);
-        return -ENOMEM;
-    }
-    t->wguest = pos;
-    t->wlen = len;
-    t->src_zero = true;
-    t->child.flags = unmap ? FQ_ZERO_MAY_UNMAP : 0;
-    qcow2_rw_task_issue(t, s->data, FQ_OP_WRITE_ZEROES, pos, NULL, 0, 0, len);
-    return 0;
-}
-
-static int zero_step(struct qreq *q)
-{
-    struct qcow2 *s = q->s;
-    struct fq_req *req = q->req;
-    uint64_t cs = s->cluster_size, pos = q->pos;
-    bool discard = req->op == FQ_OP_DISCARD;
-    uint64_t cend = FQ_ALIGN_UP(pos + 1, cs);
-
-    /* the partial last cluster of the disk counts as whole when the
-     * request reaches the end of the disk */
-    uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
-    if (FQ_IS_ALIGNED(pos, cs) && reach - pos >= cs) {
-        /* whole clusters, up to the end of this L2 slice (each step
-         * changes one cache entry) */
-        uint64_t gc = pos >> s->cluster_bits;
-        uint64_t per = s->l2_cache.slice / s->l2_entry_size;
-        uint64_t n = FQ_MIN((reach - pos) / cs, per - (gc & (per - 1)));
-        int r = qcow2_rw_wait_allocs(q, gc, n);
-        if (r)
-            return r;
-        r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
-        if (r == 0) {
-            uint64_t zend = FQ_MIN(pos + n * cs, q->end);
-            if (qcow2_data_raw(s) &&
-                (r = raw_zero(q, gc, n, pos, zend - pos,
-                              discard || (req->flags & FQ_ZERO_MAY_UNMAP))) < 0)
-                return r;
-            q->pos = zend;
-            return 0;
-        }
-        if (r != -ENOTSUP)
-            return r;
-        cend = FQ_MIN(pos + n * cs, q->end);    /* cannot be expressed: write zeros */
-    }
-    uint64_t len = FQ_MIN(q->end, cend) - pos;
-    if (s->extl2) {
-        /* part of a cluster: whole subclusters change only their bits */
-        uint64_t scs = s->subcluster_size, cstart = FQ_ALIGN_DOWN(pos, cs);
-        uint64_t b = FQ_ALIGN_DOWN(FQ_MIN(reach, cend), scs);
-        if (!FQ_IS_ALIGNED(pos, scs)) {
-            len = FQ_MIN(len, FQ_ALIGN_UP(pos, scs) - pos);   /* head: bytes */
-        } else if (b > pos) {
-            uint64_t gc = pos >> s->cluster_bits;
-            unsigned sc0 = (unsigned)((pos - cstart) / scs), sc1 = (unsigned)((b - cstart) / scs);
-            uint32_t mask = (uint32_t)(((1ull << sc1) - 1) & ~((1ull << sc0) - 1));
-            int r = qcow2_rw_wait_allocs(q, gc, 1);
-            if (r)
-                return r;
-            r = qcow2_zero_subclusters(s, gc, mask, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
-            if (r == 0) {
-                q->pos = FQ_MIN(b, q->end);
-                return 0;
-            }
-            if (r != -ENOTSUP)
-                return r;
-            /* compressed: written as zeros (discard: left as is) */
-        }
-    }
-    if (discard) {
-        q->pos += len;          /* partial clusters are not discarded */
-        return 0;
-    }
     struct iovec z = { (void *)fq_zero_buffer((size_t)len), (size_t)len };
     struct wsrc src = { &z, 1, 0, true };
     uint64_t save_end = q->end;
+
     if (!z.iov_base)
         return -EINVAL;
     /* the zero source covers just this piece */
-    q->end = pos + len;
+    q->end = q->pos + len;
     int r = write_step(q, len, &src);
     q->end = save_end;
     return r;
@@ -459,7 +375,7 @@ static int plan_step(struct qreq *q)
     }
     case FQ_OP_WRITE_ZEROES:
     case FQ_OP_DISCARD:
-        return zero_step(q);
+        return qcow2_zero_step(q);
     case FQ_OP_FLUSH:
         return flush_step(q);
     }
@@ -551,6 +467,7 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->sync = sync;
     q->planning = q->in_submit = q->parked = q->finished = false;
     q->flush_stage = 0;
+    q->zfill_end = 0;
     q->alloc_parked = false;
     q->next_waiter = NULL;
     q->pos = req->off;
