@@ -386,9 +386,11 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
         uint64_t k = FQ_MIN(n, qcow2_l2_count(s, l2) - idx);
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
-            qcow2_l2e_set(s, l2->data, idx + i, (host + i * s->cluster_size) | L2E_COPIED,
-                          s->extl2 ? 0xffffffffull : 0);
-            if ((r = qcow2_release_entry(s, old)) < 0)
+            uint64_t h = host + i * s->cluster_size;
+            qcow2_l2e_set(s, l2->data, idx + i, h | L2E_COPIED, s->extl2 ? 0xffffffffull : 0);
+            /* a zero cluster written where it was keeps its host cluster */
+            if (((old & L2E_COMPRESSED) || (old & L2E_OFFSET_MASK) != h) &&
+                (r = qcow2_release_entry(s, old)) < 0)
                 break;
         }
         qcache_mark_dirty(l2);

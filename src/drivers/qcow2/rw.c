@@ -108,14 +108,23 @@ struct wsrc {
     bool zero;                /* iov is a transient zero buffer */
 };
 
-static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
+/* An allocating write of the run at q->pos (at most len bytes), or, over
+ * a zero cluster that keeps its host cluster (ours), a write into that
+ * cluster: the same task, linking the cluster back as data, with nothing
+ * allocated (as qemu writes there). */
+static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src,
+                       const struct qextent *x)
 {
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size;
     uint64_t gc0 = q->pos >> s->cluster_bits;
+    bool reuse = x->kind == QK_ZERO && x->has_host && x->copied && !s->extl2 &&
+                 !qcow2_has_data_file(s);
     /* within one L2 cache entry, which stays pinned until the link */
     uint64_t per = s->l2_cache.slice / s->l2_entry_size;
     len = FQ_MIN(len, ((gc0 | (per - 1)) + 1) * cs - q->pos);
+    if (reuse)
+        len = FQ_MIN(len, (gc0 + 1) * cs - q->pos);
     uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
     uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
     uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
@@ -124,7 +133,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
 
     if (r)
         return r;
-    if ((r = qcow2_rw_alloc_turn(q)) < 0)
+    if (!reuse && (r = qcow2_rw_alloc_turn(q)) < 0)
         return r;
     if (!(t = qcow2_rw_task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
@@ -141,12 +150,24 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     r = qcow2_rw_alloc_parked(q, qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx));
     if (r < 0)
         goto fail;
-    r = qcow2_rw_alloc_parked(q, qcow2_alloc_data(s, gc0, n, &t->host));
-    if (r < 0)
-        goto fail;
-    qcow2_rw_alloc_turn_done(q);
-    s->aw = NULL;            /* allocated: the rest of the step cannot park */
-    qcow2_extend_ahead(s, t->host, t->host + n * cs);
+    if (reuse) {
+        uint64_t host = FQ_ALIGN_DOWN(x->host, cs);
+        if (qcow2_overlaps_metadata(s, host, cs)) {
+            qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
+                                    (unsigned long long)host, (unsigned long long)q->pos);
+            r = -EIO;
+            goto fail;
+        }
+        t->host = host;
+        t->reused = true;
+    } else {
+        r = qcow2_rw_alloc_parked(q, qcow2_alloc_data(s, gc0, n, &t->host));
+        if (r < 0)
+            goto fail;
+        qcow2_rw_alloc_turn_done(q);
+        s->aw = NULL;            /* allocated: the rest of the step cannot park */
+        qcow2_extend_ahead(s, t->host, t->host + n * cs);
+    }
     t->n = n;
     t->wguest = q->pos;
     t->wlen = wend - q->pos;
@@ -156,7 +177,8 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     t->src_zero = src->zero;
     t->alloc = qcow2_rw_alloc_register(s, gc0, n);
     if (!t->alloc) {
-        qcow2_unref_data(s, t->host, n);
+        if (!t->reused)
+            qcow2_unref_data(s, t->host, n);
         qcow2_rw_task_free(t);
         return -ENOMEM;
     }
@@ -308,7 +330,7 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
             return 0;
         }
     }
-    return alloc_write(q, x.len, src);
+    return alloc_write(q, x.len, src, &x);
 }
 
 /* ---- zeroing (zero.c plans it) ---- */

@@ -47,6 +47,8 @@ struct qtask {
                                 into, pinned until then */
     uint64_t host;
     uint64_t n;              /* clusters allocated */
+    bool reused;             /* T_ALLOC: the n clusters at host were the
+                                zero clusters' own: linked, never freed */
     /* allocating writes: the caller's data, to redo it if bypassed */
     uint64_t wguest, wlen;
     const struct iovec *src_iov;
