@@ -108,8 +108,9 @@ void qcow2_rw_alloc_issue(struct qtask *t, uint64_t hoff, uint64_t head, uint64_
                         uint64_t tail, uint64_t host, uint64_t len);
 /* Complete q if its range is planned and its tasks are done. */
 void qcow2_rw_maybe_finish(struct qreq *q);
-/* Write zeros as data over [q->pos, q->pos + len), len at most
- * QCOW2_ZFILL_MAX: one write step (rw.c). */
+/* Write zeros as data over [q->pos, q->pos + len) (len within the shared
+ * zero buffer: a cluster at most, or QCOW2_ZFILL_MAX): one write step
+ * (rw.c). */
 #define QCOW2_ZFILL_MAX (1u << 20)
 int qcow2_rw_write_zeros(struct qreq *q, uint64_t len);
 /* One step of a write-zeroes or discard request (zero.c). */

@@ -81,6 +81,13 @@ static bool backing_reads_zero(struct qcow2 *s, uint64_t off, uint64_t end)
     return true;
 }
 
+/* Where the request's area ends: the end of the disk (or of the VM state
+ * area); the partial last cluster there counts as whole. */
+static uint64_t zero_limit(const struct qreq *q)
+{
+    return qcow2_rw_req_limit(q->s, q->req);
+}
+
 /* Zero the whole unit (subcluster, or cluster) at u0: a zero cluster, or
  * with extended L2 a zero subcluster (a whole zero cluster when the unit
  * starts a cluster and reaches the end of the disk). */
@@ -88,10 +95,10 @@ static int zero_unit(struct qreq *q, uint64_t u0, bool unmap)
 {
     struct qcow2 *s = q->s;
     uint64_t gc = u0 >> s->cluster_bits, cstart = gc << s->cluster_bits;
-    uint64_t uend = FQ_MIN(u0 + s->subcluster_size, s->bs->size);
+    uint64_t uend = FQ_MIN(u0 + s->subcluster_size, FQ_MAX(zero_limit(q), u0 + 1));
     int r;
 
-    if (!s->extl2 || (u0 == cstart && u0 + s->subcluster_size >= s->bs->size))
+    if (!s->extl2 || (u0 == cstart && u0 + s->subcluster_size >= zero_limit(q)))
         r = qcow2_zero_clusters(s, gc, 1, unmap, false);
     else
         r = qcow2_zero_subclusters(s, gc, 1u << ((u0 - cstart) / s->subcluster_size));
@@ -133,7 +140,7 @@ static int zero_part(struct qreq *q, uint64_t pend, bool unmap)
 static int zero_bulk(struct qreq *q, uint64_t pstart, uint64_t pend, bool unmap)
 {
     struct qcow2 *s = q->s;
-    uint64_t cs = s->cluster_size, pos = q->pos, size = s->bs->size;
+    uint64_t cs = s->cluster_size, pos = q->pos, size = zero_limit(q);
     uint64_t gc = pos >> s->cluster_bits, cstart = gc * cs;
     int r;
 
@@ -173,7 +180,7 @@ static int discard_step(struct qreq *q)
 {
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size, pos = q->pos;
-    uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
+    uint64_t reach = q->end == zero_limit(q) ? FQ_ALIGN_UP(q->end, cs) : q->end;
 
     if (!FQ_IS_ALIGNED(pos, cs) || reach - pos < cs) {
         q->pos = FQ_MIN(q->end, FQ_ALIGN_UP(pos + 1, cs));
@@ -197,7 +204,7 @@ static int discard_step(struct qreq *q)
 int qcow2_zero_step(struct qreq *q)
 {
     struct qcow2 *s = q->s;
-    uint64_t unit = s->subcluster_size, pos = q->pos, end = q->end, size = s->bs->size;
+    uint64_t unit = s->subcluster_size, pos = q->pos, end = q->end, size = zero_limit(q);
     bool unmap = (q->req->flags & FQ_ZERO_MAY_UNMAP) != 0;
 
     if (q->req->op == FQ_OP_DISCARD)
