@@ -8,6 +8,7 @@
 #   FUZZ_SECONDS=3600 scripts/fuzz.sh     # a long run (see docs/RELIABILITY.md)
 #   FUZZ_TARGETS=fuzz-ops scripts/fuzz.sh # one target
 #   FUZZ_JOBS=2 ...                       # libFuzzer -jobs/-workers
+#   scripts/fuzz.sh --build-only          # build the targets, run nothing
 #
 # A crash, a leak, a sanitizer report, a timeout or an out-of-memory stops
 # the run with exit 1 and leaves the input in $dir/fuzz-artifacts/; replay
@@ -26,6 +27,7 @@ if [ ! -f "$dir/build.ninja" ]; then
     -Dbuildtype=debugoptimized >/dev/null
 fi
 ninja -C "$dir" $(for t in $targets; do echo "tests/fuzz/$t"; done) >/dev/null
+[ "${1:-}" != --build-only ] || exit 0
 seeds=$dir/fuzz-seeds
 [ -d "$seeds/fuzz-nbd" ] || bash tests/fuzz/make-seeds.sh "$seeds" >/dev/null
 mkdir -p "$dir/fuzz-artifacts"

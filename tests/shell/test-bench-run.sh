@@ -6,11 +6,11 @@
 # the seed's command line, --flush-interval with and without draining,
 # --workers and --random; errors match qemu-img bench's and exit 1. Then
 # smoke runs of the benchmark scripts on tiny images, for correctness only
-# (no timing is judged): bench/feature-table --verify (fastqcow reads the
-# overlay and the compressed images as qemu-img does, written overlays stay
-# clean, every timed run succeeds), bench/seed-table --features and
-# bench/scale-table --quick, whose CSVs must hold every row with a figure
-# for every tool.
+# (no timing is judged): bench/seed-table --features --verify, which runs
+# bench/feature-table --verify (fastqcow reads the overlay and the
+# compressed images as qemu-img does, written overlays stay clean, every
+# timed run succeeds), and bench/scale-table --quick, whose CSVs must hold
+# every row with a figure for every tool.
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -82,15 +82,19 @@ grep -q '^Sending 200 read requests, 65536 bytes each, 64 in parallel (random of
     { bad "--random header"; cat out; }
 qemu-img create -q -f qcow2 r.qcow2 1M
 "$FASTQCOW" bench -w -c 64 -s 4k -S 64k --random=5 --pattern=7 r.qcow2 >/dev/null || bad "--random=5 -w"
-# 16 possible offsets (k * 64k): each holds the pattern or zeros, the rest zeros
+# 16 possible offsets (k * 64k): each holds the pattern or zeros, the rest
+# zeros (read once by qemu-img, then compared piece by piece)
+qemu-img convert -O raw r.qcow2 r.raw || bad "--random=5: qemu-img convert"
+printf '\7%.0s' $(seq 4096) >p7 && head -c 4096 /dev/zero >z4 && head -c 61440 /dev/zero >z60
 hits=0
 for i in $(seq 0 15); do
-    if qemu-io -c "read -q -P 7 $((i * 64))k 4k" r.qcow2 | grep -q failed; then
-        qemu-io -c "read -q -P 0 $((i * 64))k 4k" r.qcow2 | grep -q failed && bad "--random: junk at $((i * 64))k"
-    else
+    if dd if=r.raw bs=4k skip=$((i * 16)) count=1 status=none | cmp -s - p7; then
         hits=$((hits + 1))
+    else
+        dd if=r.raw bs=4k skip=$((i * 16)) count=1 status=none | cmp -s - z4 || bad "--random: junk at $((i * 64))k"
     fi
-    qemu-io -c "read -q -P 0 $((i * 64 + 4))k 60k" r.qcow2 | grep -q failed && bad "--random: wrote off-step at $((i * 64 + 4))k"
+    dd if=r.raw bs=4k skip=$((i * 16 + 1)) count=15 status=none | cmp -s - z60 ||
+        bad "--random: wrote off-step at $((i * 64 + 4))k"
 done
 [ $hits -ge 4 ] || bad "--random=5: only $hits of 16 offsets written by 64 requests"
 "$FASTQCOW" bench -c 5 --random -s 2M r.qcow2 >out 2>&1 && bad "--random larger than the image accepted"
@@ -140,39 +144,48 @@ if [ -z "${FQ_TEST_QUICK:-}" ] && command -v fio >/dev/null && command -v python
     [ -x /usr/bin/time ]; then
     bash "$REPO/bench/feature-table" --help | grep -q -- '--verify' || bad "feature-table --help"
     bash "$REPO/bench/seed-table" --help | grep -q -- '--features' || bad "seed-table --help: --features"
-    # the images go to a scratch dir the script picks (never tmpfs: O_DIRECT)
-    if bash "$REPO/bench/feature-table" --size 8M --runs 1 --count all --verify --out "$T/feat" >feat.log 2>&1; then
-        raw_complete "$T/feat/feature-raw.csv" \
+    # features_complete DIR LOG: feature-table's rows, all filled, and printed
+    features_complete() {
+        raw_complete "$1/feature-raw.csv" \
             overlay,read,{serial,fastqcow,qemu-n,qemu-uring,fio,fio-b16} \
             overlay,write,{serial,fastqcow,qemu-n,qemu-uring,fio,fio-b16} \
             {zlib,zstd},read,{serial,fastqcow,qemu-n,qemu-uring,cpu1,cpu2}
-        [ "$(grep -c '^[a-z]*,\(read\|write\),' "$T/feat/feature-table.csv")" = 4 ] ||
-            { bad "feature-table.csv: not 4 rows"; cat "$T/feat/feature-table.csv"; }
-        grep -q '^| t-overlay -w ' feat.log || { bad "feature table not printed"; cat feat.log; }
-    else
-        bad "bench/feature-table --verify failed"; cat feat.log
-    fi
+        [ "$(grep -c '^[a-z]*,\(read\|write\),' "$1/feature-table.csv")" = 4 ] ||
+            { bad "feature-table.csv: not 4 rows"; cat "$1/feature-table.csv"; }
+        grep -q '^| t-overlay -w ' "$2" || { bad "feature table not printed"; cat "$2"; }
+    }
+    # the images go to a scratch dir the script picks (never tmpfs: O_DIRECT);
+    # 4M images, the smallest that fill every row (the time goes into the
+    # many tool starts, not the bytes)
     # bench/scale-table: every subcommand of every layout measured for both
-    if bash "$REPO/bench/scale-table" --quick --out "$T/scale" >scale.log 2>&1; then
+    if bash "$REPO/bench/scale-table" --quick --sizes 16M --out "$T/scale" >scale.log 2>&1; then
         rows=$(tail -n +2 "$T/scale/scale-table.csv" | awk -F, '$6 != "" && $7 != ""' | wc -l)
         [ "$rows" = 24 ] || { bad "scale-table: $rows complete rows, 24 expected"; cat scale.log; }
         ! grep -q FAILED scale.log || { bad "scale-table: failed runs"; grep -A3 FAILED scale.log; }
     else
         bad "bench/scale-table --quick failed"; cat scale.log
     fi
+    # bench/seed-table --features runs bench/feature-table (with --verify:
+    # fastqcow reads every image as qemu-img does, written overlays stay
+    # clean) on its own rand image; without gnuplot, feature-table alone
     if command -v gnuplot >/dev/null; then
-        if bash "$REPO/bench/seed-table" --size 8M --runs 1 --no-gen-cmp --no-random --features \
-                --out "$T/seed" >seed.log 2>&1; then
+        if bash "$REPO/bench/seed-table" --size 4M --runs 1 --no-gen-cmp --no-random --features \
+                --verify --out "$T/seed" >seed.log 2>&1; then
             raw_complete "$T/seed/raw.csv" \
                 {seq,reverse,rand,part-rand},{read,write},{serial,fastqcow,qemu-n,qemu-uring}
-            raw_complete "$T/seed/feature-raw.csv" \
-                overlay,{read,write},{fastqcow,qemu-n} {zlib,zstd},read,{fastqcow,qemu-n,cpu2}
-            [ -s "$T/seed/seed-table.csv" ] && [ -s "$T/seed/feature-table.csv" ] || bad "seed-table --features: CSVs"
+            [ -s "$T/seed/seed-table.csv" ] || bad "seed-table --features: seed-table.csv"
+            features_complete "$T/seed" seed.log
         else
-            bad "bench/seed-table --features failed"; cat seed.log
+            bad "bench/seed-table --features --verify failed"; cat seed.log
         fi
     else
         echo "note: gnuplot not installed, bench/seed-table smoke run skipped"
+        if bash "$REPO/bench/feature-table" --size 4M --runs 1 --count all --verify \
+                --out "$T/feat" >feat.log 2>&1; then
+            features_complete "$T/feat" feat.log
+        else
+            bad "bench/feature-table --verify failed"; cat feat.log
+        fi
     fi
 else
     echo "note: fio, python3 or /usr/bin/time missing, benchmark scripts' smoke runs skipped"

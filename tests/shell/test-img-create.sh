@@ -49,10 +49,13 @@ for opts in "" "cluster_size=512" "cluster_size=4k" "cluster_size=64k" "cluster_
     [ "$(cat "$T/f.rc")" = 0 ] && info_same "img$n.qcow2"
 done
 
-# sizes and their suffixes (qemu rounds the virtual size up to 512 bytes)
+# sizes and their suffixes (qemu rounds the virtual size up to 512 bytes);
+# the image of each magnitude compared whole, the other spellings by their
+# "Formatting ..." line, which gives the size (FQ_TEST_FULL=1: every image)
 for size in 0 1000 1b 1k 1K 1.5M 64m 1G 1T 1P 0x100000 010 1.0 "+1M"; do
     n=$((n + 1))
     both -f qcow2 "img$n.qcow2" "$size"
+    case $size in 1b|1K|64m|0x100000|010|1.0) [ -n "${FQ_TEST_FULL:-}" ] || continue ;; esac
     [ "$(cat "$T/f.rc")" = 0 ] && info_same "img$n.qcow2"
 done
 for size in 1M 1000 4k; do

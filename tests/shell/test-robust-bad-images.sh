@@ -16,9 +16,11 @@
 # qemu-img's own check fails on the damage (exit 1), `check` reporting
 # corruption (exit 2) is what is wanted.
 #
-# By default one image of each class and every eighth one run (every
-# sixteenth in a sanitizer run; the whole corpus under ASan would take
-# minutes); ROBUST_ALL=1 runs all of them
+# By default one image of each class and every eighth one run. A sanitizer
+# run (FQ_TEST_QUICK=1; the whole corpus under ASan would take minutes)
+# runs one image of each class and a quarter of check-rebuild, which ones
+# rotating with FQ_TEST_SEED (default: the day number, printed), so that
+# successive runs walk every image; ROBUST_ALL=1 runs all of them
 # (scripts/robust-bad-images.sh). The last line gives the figures;
 # ROBUST_REPORT=FILE also writes, per image class, how the runs ended.
 # ROBUST_JOBS=N runs N images at once; ROBUST_CLASS=CLASS runs only the
@@ -121,16 +123,25 @@ one_image() {
 export -f one_image
 export T TO FASTQCOW
 
+seed=""
 if [ -n "${ROBUST_CLASS:-}" ]; then
     sel='$2 == "'"$ROBUST_CLASS"'" { print $1, $2, $4 }'
 elif [ -n "${ROBUST_ALL:-}" ]; then
     sel='{ print $1, $2, $4 }'
+elif [ -n "${FQ_TEST_QUICK:-}" ]; then
+    # image number SEED (modulo the class's size) of each class, and every
+    # fourth of check-rebuild from SEED on (two passes: counts, then picks)
+    seed=${FQ_TEST_SEED:-$(( $(date +%s) / 86400 ))}
+    echo "sanitizer sample: FQ_TEST_SEED=$seed"
+    sel='NR == FNR { c[$2]++; next }
+         { i = n[$2]++; if (i == '"$seed"' % c[$2] || ($2 == "check-rebuild" && i % 4 == '"$seed"' % 4))
+           print $1, $2, $4 }'
 else
-    # a sanitizer run (FQ_TEST_QUICK) samples half as many
-    every=8; [ -n "${FQ_TEST_QUICK:-}" ] && every=16
-    sel='{ n[$2]++; if (n[$2] == 1 || NR % '"$every"' == 0 || $2 == "check-rebuild") print $1, $2, $4 }'
+    sel='{ n[$2]++; if (n[$2] == 1 || NR % 8 == 0 || $2 == "check-rebuild") print $1, $2, $4 }'
 fi
-awk -F'\t' "$sel" "$T/img/MANIFEST" |
+# (a "-" for an empty base: xargs -L would join a line that ends in a
+# blank to the next one, and skip that image)
+awk -F'\t' "$sel" "$T/img/MANIFEST" ${seed:+"$T/img/MANIFEST"} | awk '{ print $1, $2, (NF > 2 ? $3 : "-") }' |
     xargs -P "${ROBUST_JOBS:-2}" -L 1 bash -c 'one_image "$0" "$1" "$2"' >"$T/results"
 
 nimg=$(awk '{ print $1 }' "$T/results" | sort -u | wc -l)
