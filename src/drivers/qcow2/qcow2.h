@@ -580,10 +580,10 @@ void qcow2_cache_tick(struct qcow2 *s);
 
 /* ---- wb.c ---- */
 /* Write back asynchronously (the order of qcow2_writeback) and park `w`
- * until it ended (QCOW2_PARKED; *own tells whether this call started the
- * write-back or joined one in flight). Returns 0 when there was nothing
- * to write or it could only be done synchronously and was, or -errno. */
-int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own);
+ * until it ended (QCOW2_PARKED; it may have joined one in flight).
+ * Returns 0 when there was nothing to write or it could only be done
+ * synchronously and was, or -errno. */
+int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w);
 /* Park `w` on the write-back in flight; if it is a partial one, a whole
  * one starts as soon as it ends (before its waiters run), so a flush
  * waiting for a whole one is never overtaken by evictions. */

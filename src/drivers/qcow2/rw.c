@@ -422,25 +422,19 @@ static int flush_step(struct qreq *q)
     struct qcow2 *s = q->s;
     int r;
 
-    if (q->flush_stage == 0 && s->wb_full_done > q->flush_seq) {
-        q->flush_stage = 1;     /* a whole write-back since it arrived */
-    } else if (q->flush_stage == 0 && s->wb) {
-        /* one in flight (even for a request gone synchronous: it ends
-         * through the loop): wait for it, then for a whole one */
-        qcow2_wb_join_whole(s, &q->mw.w);
-        return QCOW2_PARKED;
-    } else if (q->flush_stage == 0 && s->aw) {
-        bool own = false;
-        r = qcow2_wb_start(s, &q->mw.w, &own);
+    if (s->wb_full_done <= q->flush_seq) {
+        /* no whole write-back since it arrived yet */
+        if (s->wb) {
+            /* one in flight (even for a request gone synchronous: it
+             * ends through the loop): wait for it, then for a whole one */
+            qcow2_wb_join_whole(s, &q->mw.w);
+            return QCOW2_PARKED;
+        }
+        /* asynchronously (parked until it ended: wb_full_done tells), or
+         * nothing was dirty, or written synchronously */
+        r = s->aw ? qcow2_wb_start(s, &q->mw.w) : qcow2_writeback(s);
         if (r < 0)
-            return r;
-        if (r == QCOW2_PARKED)
-            return r;           /* wakes when it ended: wb_full_done tells */
-        q->flush_stage = 1;     /* nothing was dirty, or written synchronously */
-    } else if (q->flush_stage == 0) {
-        if ((r = qcow2_writeback(s)) < 0)
-            return r;
-        q->flush_stage = 1;
+            return r;           /* QCOW2_PARKED included */
     }
     struct qtask *t = qcow2_rw_task_new(q, T_FLUSH, 0, 0);
     if (!t)
@@ -560,7 +554,6 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->req = req;
     q->sync = sync;
     q->planning = q->in_submit = q->parked = q->finished = false;
-    q->flush_stage = 0;
     q->flush_seq = s->wb_seq;
     q->alloc_parked = false;
     q->next_waiter = NULL;

@@ -21,8 +21,6 @@ struct qreq {
     bool in_submit;          /* completing now would be inline: defer */
     bool parked;             /* waiting on a qalloc, a table or a write-back */
     bool finished;
-    uint8_t flush_stage;     /* flushes: 1 once a whole write-back started
-                                after it arrived has ended */
     uint64_t flush_seq;      /* flushes: s->wb_seq when it arrived */
     bool alloc_parked;       /* its allocating step parked: later ones queue */
     struct qreq *next_waiter;

@@ -206,7 +206,7 @@ static void return_frees(struct qwb *wb)
     qfree_vec_reset(&wb->frees);
 }
 
-static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool part);
+static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool part);
 
 static void finish(struct qwb *wb)
 {
@@ -238,8 +238,7 @@ static void finish(struct qwb *wb)
     if (then_whole) {
         /* before the waiters run, so that no eviction overtakes it: the
          * waiters find it in flight and join it */
-        bool own;
-        int r = wb_start(s, NULL, &own, false);
+        int r = wb_start(s, NULL, false);
         if (r < 0 && r != QCOW2_PARKED)
             err = r;
     }
@@ -334,13 +333,12 @@ static int snapshot_l1(struct qwb *wb)
 
 /* Start a write-back of every dirty entry, or (part) of the refcount
  * blocks and the oldest quarter of the L2 cache's worth of dirty tables. */
-static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool part)
+static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool part)
 {
     struct qwb *wb;
     bool partial = false;
     int r;
 
-    *own = false;
     if (s->readonly)
         return 0;
     if (s->wb) {
@@ -392,14 +390,13 @@ static int wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own, bool pa
     s->stats.wbs++;
     if (w)
         qwait_add(&wb->waiters, w);
-    *own = true;
     advance(wb);
     return QCOW2_PARKED;
 }
 
-int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w, bool *own)
+int qcow2_wb_start(struct qcow2 *s, struct qcache_waiter *w)
 {
-    return wb_start(s, w, own, false);
+    return wb_start(s, w, false);
 }
 
 void qcow2_wb_join_whole(struct qcow2 *s, struct qcache_waiter *w)
@@ -411,7 +408,5 @@ void qcow2_wb_join_whole(struct qcow2 *s, struct qcache_waiter *w)
 
 int qcow2_wb_evict(struct qcow2 *s, struct qcache_waiter *w)
 {
-    bool own;
-
-    return wb_start(s, w, &own, true);
+    return wb_start(s, w, true);
 }
