@@ -169,7 +169,8 @@ static int merge_bypassed(struct qtask *t)
                         .iov = t->src_iov, .iovcnt = t->src_cnt, .iov_off = t->src_off };
     int r = 0;
 
-    qcow2_unref_data(s, t->host, t->n);
+    if (!t->reused)
+        qcow2_unref_data(s, t->host, t->n);
     if (t->src_zero) {
         w.iov = &zv;
         w.iovcnt = 1;
@@ -209,7 +210,7 @@ static int task_finish(struct qtask *t, int ret)
             ret = qcow2_link_subclusters(s, t->guest >> s->cluster_bits, t->host, t->sc_mask);
         break;
     case T_ALLOC:
-        if (ret < 0)
+        if (ret < 0 && !t->reused)
             qcow2_unref_data(s, t->host, t->n);   /* never referenced */
         else if (t->alloc->bypassed)
             ret = merge_bypassed(t);
