@@ -118,8 +118,11 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src,
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size;
     uint64_t gc0 = q->pos >> s->cluster_bits;
+    /* not beside an allocating write in flight there (a synchronous
+     * request bypassing it would share the cluster with it: that write's
+     * head and tail fills would land over this data) */
     bool reuse = x->kind == QK_ZERO && x->has_host && x->copied && !s->extl2 &&
-                 !qcow2_has_data_file(s);
+                 !qcow2_has_data_file(s) && !qcow2_rw_allocs_overlap(s, gc0, 1);
     /* within one L2 cache entry, which stays pinned until the link */
     uint64_t per = s->l2_cache.slice / s->l2_entry_size;
     len = FQ_MIN(len, ((gc0 | (per - 1)) + 1) * cs - q->pos);

@@ -81,6 +81,9 @@ struct qalloc *qcow2_rw_alloc_register(struct qcow2 *s, uint64_t first, uint64_t
  * completes, discards its own clusters and rewrites its data over the new
  * state (merge_bypassed). */
 int qcow2_rw_wait_allocs(struct qreq *q, uint64_t first, uint64_t n);
+/* Whether an allocating write is in flight over guest clusters
+ * [first, first + n). */
+bool qcow2_rw_allocs_overlap(struct qcow2 *s, uint64_t first, uint64_t n);
 /* 0, or QCOW2_PARKED when q must queue behind a parked allocation. */
 int qcow2_rw_alloc_turn(struct qreq *q);
 /* q's allocating step parked (r) inside an allocation. */

@@ -20,6 +20,11 @@ static struct qalloc *alloc_overlap(struct qcow2 *s, uint64_t first, uint64_t n)
     return NULL;
 }
 
+bool qcow2_rw_allocs_overlap(struct qcow2 *s, uint64_t first, uint64_t n)
+{
+    return alloc_overlap(s, first, n) != NULL;
+}
+
 struct qalloc *qcow2_rw_alloc_register(struct qcow2 *s, uint64_t first, uint64_t n)
 {
     struct qalloc *a = calloc(1, sizeof(*a));
