@@ -215,9 +215,11 @@ static int task_finish(struct qtask *t, int ret)
             ret = qcow2_link_subclusters(s, t->guest >> s->cluster_bits, t->host, t->sc_mask);
         break;
     case T_ALLOC:
-        if (ret < 0 && !t->reused)
-            qcow2_unref_data(s, t->host, t->n);   /* never referenced */
-        else if (t->alloc->bypassed)
+        if (ret < 0) {
+            /* never referenced; a reused zero cluster stays what it was */
+            if (!t->reused)
+                qcow2_unref_data(s, t->host, t->n);
+        } else if (t->alloc->bypassed)
             ret = merge_bypassed(t);
         else
             ret = qcow2_link_clusters(s, t->guest >> s->cluster_bits, t->n, t->host);
