@@ -151,6 +151,18 @@ static void msg_print(void *opaque, const char *line)
     (void)opaque;
 }
 
+/* With TL_KEEP, a failing state is saved as an image file to look at. */
+static void keep_state(const struct run *R, const uint8_t *data, size_t len, size_t p)
+{
+    char name[128];
+
+    if (!getenv("TL_KEEP") || !tl_dir[0])
+        return;
+    snprintf(name, sizeof(name), "bad-%s-%s-%zu.qcow2", R->c->name, R->what, p);
+    wl_save(tl_path(name), data, len);
+    fprintf(stderr, "  saved %s\n", tl_path(name));
+}
+
 /* Check one crash state; `p` = records it may contain. */
 static void check_state(struct run *R, const uint8_t *data, size_t len, size_t p, const char *kind,
                         uint64_t vseed, int qemu)
@@ -185,12 +197,7 @@ static void check_state(struct run *R, const uint8_t *data, size_t len, size_t p
         FAIL(WHERE);
         fprintf(stderr, "  check: ret %d, %lld corruptions, %lld errors\n", r,
                 (long long)res.corruptions, (long long)res.check_errors);
-        if (getenv("TL_KEEP") && tl_dir[0]) {
-            char name[128];
-            snprintf(name, sizeof(name), "bad-%s-%s-%zu.qcow2", c->name, R->what, p);
-            wl_save(tl_path(name), data, len);
-            fprintf(stderr, "  saved %s\n", tl_path(name));
-        }
+        keep_state(R, data, len, p);
     }
     /* contents */
     uint64_t chunk = 256 * 1024;
@@ -224,6 +231,8 @@ static void check_state(struct run *R, const uint8_t *data, size_t len, size_t p
     }
     st.lost += (uint64_t)lost;
     st.badold += (uint64_t)badold;
+    if (lost + badold)
+        keep_state(R, data, len, p);
     fq_close(img);
 
     /* read-write: write, flush, read back, check */

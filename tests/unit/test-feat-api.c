@@ -223,27 +223,14 @@ static void step(struct m *M, struct tl_rng *g)
             if ((r = fq_write_zeroes(M->img, off, len, tl_pct(g, 50) ? FQ_ZERO_MAY_UNMAP : 0)) == 0)
                 memset(M->cur.data + off, 0, (size_t)len);
         } else {
-            /* whole clusters (subclusters with extended L2) become zeros
-             * (no backing file) */
-            uint64_t dg = strstr(M->c->opts, "extended_l2=on") ? cs / 32 : cs;
-            uint64_t a = FQ_ALIGN_UP(off, dg);
-            uint64_t e = off + len == size ? size : FQ_ALIGN_DOWN(off + len, dg);
-            /* a compressed cluster has no subclusters: only a discard of
-             * all of it drops it */
-            uint64_t ca = FQ_ALIGN_DOWN(a, cs), ce = FQ_ALIGN_UP(e, cs);
-            int comp_head = 0, comp_tail = 0;
-            struct fq_map_entry me;
-            if (dg < cs && a < e && a > ca && fq_map(M->img, ca, cs, &me) == 0)
-                comp_head = (me.flags & FQ_MAP_COMPRESSED) != 0;
-            if (dg < cs && a < e && e < ce && e < size && fq_map(M->img, ce - cs, cs, &me) == 0)
-                comp_tail = (me.flags & FQ_MAP_COMPRESSED) != 0;
+            /* whole clusters become zeros, with extended L2 too (the
+             * partial last cluster of the disk counts when the request
+             * reaches the end); no backing file here */
+            uint64_t a = FQ_ALIGN_UP(off, cs);
+            uint64_t e = off + len == size ? size : FQ_ALIGN_DOWN(off + len, cs);
             snprintf(what, sizeof(what), "discard 0x%llx+0x%llx", (unsigned long long)off,
                      (unsigned long long)len);
             if ((r = fq_discard(M->img, off, len)) == 0) {
-                if (comp_head)
-                    a = FQ_MIN(e, ca + cs);
-                if (comp_tail && e > a)
-                    e = FQ_MAX(a, ce - cs);
                 if (e > a)
                     memset(M->cur.data + a, 0, (size_t)(e - a));
             }

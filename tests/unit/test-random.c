@@ -15,9 +15,9 @@
  * (and, for plain files, the host file at the mapped offsets), and it is
  * checked by fq_check and `qemu-img check`.
  *
- * The model's discard rule: after fq_discard, every cluster (with extended
- * L2, every subcluster) lying wholly in the range reads as zeros and partial
- * ones keep their content.
+ * The model's discard rule: after fq_discard, every cluster lying wholly in
+ * the range reads as zeros and partial ones keep their content (with
+ * extended L2 too: qemu discards whole clusters only).
  *
  * Usage: test-random [SEED [CONFIG-SUBSTRING [NOPS]]]
  * A failure prints the seed and configuration name that reproduce it.
@@ -56,8 +56,7 @@ struct run {
     uint64_t seed;
     struct tl_rng rng;
     uint64_t cs;               /* model cluster size */
-    uint64_t dg;               /* discard granularity: cluster, or subcluster
-                                  with extended L2 */
+    uint64_t dg;               /* discard granularity: the cluster */
     uint64_t l2span;           /* guest bytes covered by one L2 table */
     int nwin;
     uint64_t wstart[MAX_WIN], wlen[MAX_WIN];
@@ -140,7 +139,7 @@ static void model_apply(struct run *r, const struct op *o, const uint8_t *data)
         /* a v2 image cannot hide its backing file: discard is a no-op */
         if (r->c->chain && r->c->version == 2)
             break;
-        /* clusters (subclusters) whose visible part lies wholly in the range */
+        /* clusters whose visible part lies wholly in the range */
         uint64_t s = (o->off + r->dg - 1) / r->dg * r->dg;
         uint64_t end = o->off + o->len;
         uint64_t e = end / r->dg * r->dg;
@@ -320,7 +319,8 @@ static void gen_range(struct run *r, uint64_t *off, uint64_t *len)
         o = b > d ? b - d : 0;
     } else if (k < 85) {
         /* cluster-aligned; with subclusters, half subcluster-aligned */
-        uint64_t a = r->dg < cs && tl_pct(g, 50) ? r->dg : cs;
+        uint64_t sub = r->c->extl2 ? cs / 32 : cs;
+        uint64_t a = sub < cs && tl_pct(g, 50) ? sub : cs;
         o = (ws + tl_below(g, wl - l + 1)) / a * a;
         if (a < cs && tl_pct(g, 50))
             l = (l > a ? l / a : 1) * a;
@@ -778,7 +778,7 @@ static void setup_windows(struct run *r)
     const struct cfg *c = r->c;
 
     r->cs = c->cluster ? c->cluster : 4096;
-    r->dg = c->extl2 ? r->cs / 32 : r->cs;
+    r->dg = r->cs;
     r->l2span = c->cluster ? (uint64_t)c->cluster / 8 * c->cluster : 0;
     if (!c->win || c->win >= c->size) {
         r->nwin = 1;

@@ -160,8 +160,8 @@ struct wl_hist {
 };
 
 struct wl_model {
-    uint64_t nsec, cs;         /* cs: discard granularity (a cluster, or a
-                                  subcluster with extended L2) */
+    uint64_t nsec, cs;         /* cs: discard granularity (a cluster, with
+                                  extended L2 too) */
     struct wl_hist *h;
 };
 
@@ -171,8 +171,8 @@ static inline uint32_t wl_value(const struct wl_op *o, uint32_t i)
     return o->kind == WL_WRITE ? i : WL_ZERO;
 }
 
-/* True if op touches sector s. Discard only zeroes whole clusters
- * (subclusters with extended L2). */
+/* True if op touches sector s. Discard only zeroes whole clusters (with
+ * extended L2 too: partial clusters are left as they are). */
 static inline int wl_touches(const struct wl_model *m, const struct wl_op *o, uint64_t s)
 {
     uint64_t a = s * WL_SECTOR;
@@ -203,7 +203,7 @@ static inline int wl_model_build(struct wl_model *m, const struct wl_cfg *c,
                                  const struct wl_op *ops, int n)
 {
     m->nsec = c->size / WL_SECTOR;
-    m->cs = c->extl2 ? c->cluster / 32 : c->cluster;
+    m->cs = c->cluster;
     m->h = calloc(m->nsec, sizeof(*m->h));
     if (!m->h)
         return -ENOMEM;

@@ -390,9 +390,11 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
         uint64_t k = FQ_MIN(n, qcow2_l2_count(s, l2) - idx);
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
-            qcow2_l2e_set(s, l2->data, idx + i, (host + i * s->cluster_size) | L2E_COPIED,
-                          s->extl2 ? 0xffffffffull : 0);
-            if ((r = qcow2_release_entry(s, old)) < 0)
+            uint64_t h = host + i * s->cluster_size;
+            qcow2_l2e_set(s, l2->data, idx + i, h | L2E_COPIED, s->extl2 ? 0xffffffffull : 0);
+            /* a zero cluster written where it was keeps its host cluster */
+            if (((old & L2E_COMPRESSED) || (old & L2E_OFFSET_MASK) != h) &&
+                (r = qcow2_release_entry(s, old)) < 0)
                 break;
         }
         qcache_mark_dirty(l2);
@@ -407,13 +409,13 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 }
 
 /* The entry that zeroing (or discarding) turns `old` into, following the
- * mapping qemu uses, so that map/alloc report the same:
- *  - v3 write-zeroes: a zero cluster (keeping its host cluster when it is
- *    ours and unmapping is not allowed; with extended L2 the kept cluster
- *    has every subcluster zero);
+ * mapping qemu uses, so that map/alloc/check report the same:
+ *  - v3 write-zeroes: a zero cluster; its host cluster stays (shared or
+ *    not) unless unmapping is allowed or it is compressed (with extended
+ *    L2 the entry stays as it was, every subcluster zero);
  *  - v3 discard: a zero cluster where something was allocated or a backing
- *    file would show through, else left unallocated;
- *  - v2 (no backing file here): unallocated.
+ *    file would show through (its host cluster released), else left alone;
+ *  - v2 (no backing file here), either: unallocated where allocated.
  * Returns false when `old` stays as it is. */
 static bool zeroed_entry(struct qcow2 *s, uint64_t old, uint64_t oldbm, bool unmap, bool discard,
                          uint64_t *ne, uint64_t *nb, bool *keep)
@@ -427,23 +429,16 @@ static bool zeroed_entry(struct qcow2 *s, uint64_t old, uint64_t oldbm, bool unm
         return allocated;
     if (discard && !allocated && !s->bs->backing)
         return false;
-    bool ours = !discard && !unmap && !(old & L2E_COMPRESSED) && (old & L2E_COPIED) &&
-                (old & L2E_OFFSET_MASK);
-    if (s->extl2) {
-        *nb = 0xffffffffull << 32;
-        if (ours) {
-            *ne = old & (L2E_OFFSET_MASK | L2E_COPIED);   /* keep the allocation */
-            *keep = true;
-        }
-        return true;
+    bool hosted = (old & L2E_OFFSET_MASK) || (qcow2_has_data_file(s) && (old & L2E_COPIED));
+    if (!discard && !unmap && !(old & L2E_COMPRESSED) && hosted) {
+        *keep = true;       /* the allocation stays, reading as zeros */
+        *ne = s->extl2 ? old : old | L2E_ZERO;
+        *nb = s->extl2 ? 0xffffffffull << 32 : 0;
+        return *ne != old || *nb != oldbm;
     }
-    if (ours) {
-        *ne = (old & (L2E_OFFSET_MASK | L2E_COPIED)) | L2E_ZERO;   /* keep the allocation */
-        *keep = true;
-        return true;
-    }
-    *ne = L2E_ZERO;
-    return true;
+    *ne = s->extl2 ? 0 : L2E_ZERO;
+    *nb = s->extl2 ? 0xffffffffull << 32 : 0;
+    return *ne != old || *nb != oldbm;
 }
 
 int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard)
@@ -454,25 +449,19 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
         return -ENOTSUP;   /* caller writes zeros instead */
     if (discard && s->version < 3 && backing)
         return 0;          /* nothing can express it; discard is advisory */
-    /* where no L2 table exists, only a v3 write-zeroes (or a discard that
-     * a backing file would show through) has anything to record */
-    bool need_table = s->version >= 3 && (!discard || backing);
+    /* every L2 table the range touches is made writable (allocated, or
+     * copied when a snapshot shares it), whether or not an entry changes:
+     * the image's layout follows qemu's */
     while (n > 0) {
         struct qcache_entry *l2;
         uint64_t idx;
-        uint64_t l1i = gc >> s->l2_bits;
         uint64_t k = FQ_MIN(n, s->l2_entries - (gc & (s->l2_entries - 1)));
-        int r = 0;
+        int r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
 
-        if (l1i < s->l1_size && !(s->l1[l1i] & L1E_OFFSET_MASK) && !need_table) {
-            gc += k;
-            n -= k;
-            continue;
-        }
-        r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
         if (r < 0)
             return r;
         k = FQ_MIN(k, qcow2_l2_count(s, l2) - idx);
+        bool dirty = false;
         for (uint64_t i = 0; i < k; i++) {
             uint64_t old = qcow2_l2e_get(s, l2->data, idx + i);
             uint64_t oldbm = qcow2_l2e_bitmap(s, l2->data, idx + i), ne, nb;
@@ -480,10 +469,12 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
             if (!zeroed_entry(s, old, oldbm, unmap, discard, &ne, &nb, &keep))
                 continue;
             qcow2_l2e_set(s, l2->data, idx + i, ne, nb);
+            dirty = true;
             if (!keep && (r = qcow2_release_entry(s, old)) < 0)
                 break;
         }
-        qcache_mark_dirty(l2);
+        if (dirty)
+            qcache_mark_dirty(l2);
         qcache_put(&s->l2_cache, l2);
         if (r < 0)
             return r;
@@ -493,41 +484,29 @@ int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bo
     return 0;
 }
 
-int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unmap, bool discard)
+int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask)
 {
-    bool backing = s->bs->backing != NULL;
     struct qcache_entry *l2;
-    uint64_t idx, e = 0, bm = 0;
-    int r = qcow2_get_l2_slice(s, gc, false, &l2, &idx);
+    uint64_t idx;
+    /* a writable table (allocated, or copied when a snapshot shares it),
+     * even when no bit changes, as for whole clusters */
+    int r = qcow2_get_l2_slice(s, gc, true, &l2, &idx);
 
     if (r < 0)
         return r;
-    if (l2) {
-        e = qcow2_l2e_get(s, l2->data, idx);
-        bm = qcow2_l2e_bitmap(s, l2->data, idx);
+    uint64_t e = qcow2_l2e_get(s, l2->data, idx), bm = qcow2_l2e_bitmap(s, l2->data, idx);
+    if (e & L2E_COMPRESSED) {
         qcache_put(&s->l2_cache, l2);
-    }
-    if (e & L2E_COMPRESSED)
         return -ENOTSUP;        /* no bitmap: the caller writes zeros */
-    uint64_t nbm = bm & ~(uint64_t)mask;
-    if (discard && !backing)
-        nbm &= ~((uint64_t)mask << 32);    /* unallocated reads as zeros */
-    else
-        nbm |= (uint64_t)mask << 32;
-    uint64_t ne = e;
-    if ((e & L2E_OFFSET_MASK) && !(nbm & 0xffffffffull) && (unmap || discard) &&
-        !qcow2_has_data_file(s))
-        ne = 0;                 /* no subcluster left in the host cluster (one
-                                   in a data file stays mapped where it is) */
-    if (ne == e && nbm == bm)
-        return 0;
-    /* a writable table (allocated, or copied when a snapshot shares it) */
-    if ((r = qcow2_get_l2_slice(s, gc, true, &l2, &idx)) < 0)
-        return r;
-    qcow2_l2e_set(s, l2->data, idx, ne, nbm);
-    qcache_mark_dirty(l2);
+    }
+    /* the host cluster stays, whatever is left allocated in it */
+    uint64_t nbm = (bm & ~(uint64_t)mask) | ((uint64_t)mask << 32);
+    if (nbm != bm) {
+        qcow2_l2e_set(s, l2->data, idx, e, nbm);
+        qcache_mark_dirty(l2);
+    }
     qcache_put(&s->l2_cache, l2);
-    return ne != e ? qcow2_release_entry(s, e) : 0;
+    return 0;
 }
 
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst)

@@ -685,7 +685,11 @@ int qcow2_for_each_l2(struct qcow2 *s, const uint64_t *l1, uint32_t n, qcow2_l2_
                       void *opaque);
 /* Release (deferred) whatever host clusters the L2 entry `e` references. */
 int qcow2_release_entry(struct qcow2 *s, uint64_t e);
-/* Set guest clusters [gc, gc+n) to zero / unallocated, freeing their data. */
+/* Guest clusters [gc, gc+n) zeroed (write-zeroes; `unmap`: host clusters
+ * may go) or discarded, as qemu records it (map.c, zeroed_entry); every L2
+ * table of the range is made writable. Returns 0, -ENOTSUP where nothing
+ * can express a zero-write (v2 over a backing file: write zeros instead),
+ * or another negative errno. */
 int qcow2_zero_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, bool unmap, bool discard);
 /* Link freshly written clusters: gc..gc+n-1 -> host..; frees what they
  * replace. */
@@ -693,13 +697,12 @@ int qcow2_link_clusters(struct qcow2 *s, uint64_t gc, uint64_t n, uint64_t host)
 /* Extended L2: mark subclusters `mask` of guest cluster gc allocated in
  * host cluster `host` (which becomes, or already is, the cluster's). */
 int qcow2_link_subclusters(struct qcow2 *s, uint64_t gc, uint64_t host, uint32_t mask);
-/* Extended L2: subclusters `mask` of guest cluster gc read as zeros from
- * now on: zero subclusters (write-zeroes, or a discard over a backing file)
- * or unallocated ones (discard, no backing file). A host cluster left with
- * no allocated subcluster is released if `unmap` or `discard`.
+/* Extended L2: subclusters `mask` of guest cluster gc (not all of them)
+ * become zero subclusters; the cluster keeps its host cluster. The L2
+ * table is made writable even when no bit changes.
  * Returns 0, -ENOTSUP for a compressed cluster (write zeros instead), or
  * another negative errno. */
-int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask, bool unmap, bool discard);
+int qcow2_zero_subclusters(struct qcow2 *s, uint64_t gc, uint32_t mask);
 int qcow2_decompress(struct qcow2 *s, const uint8_t *src, size_t srclen, uint8_t *dst);
 
 /* ---- open.c: the device's calls (the table is in driver.c) ---- */

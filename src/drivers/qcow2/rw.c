@@ -108,14 +108,26 @@ struct wsrc {
     bool zero;                /* iov is a transient zero buffer */
 };
 
-static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
+/* An allocating write of the run at q->pos (at most len bytes), or, over
+ * a zero cluster that keeps its host cluster (ours), a write into that
+ * cluster: the same task, linking the cluster back as data, with nothing
+ * allocated (as qemu writes there). */
+static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src,
+                       const struct qextent *x)
 {
     struct qcow2 *s = q->s;
     uint64_t cs = s->cluster_size;
     uint64_t gc0 = q->pos >> s->cluster_bits;
+    /* not beside an allocating write in flight there (a synchronous
+     * request bypassing it would share the cluster with it: that write's
+     * head and tail fills would land over this data) */
+    bool reuse = x->kind == QK_ZERO && x->has_host && x->copied && !s->extl2 &&
+                 !qcow2_has_data_file(s) && !qcow2_rw_allocs_overlap(s, gc0, 1);
     /* within one L2 cache entry, which stays pinned until the link */
     uint64_t per = s->l2_cache.slice / s->l2_entry_size;
     len = FQ_MIN(len, ((gc0 | (per - 1)) + 1) * cs - q->pos);
+    if (reuse)
+        len = FQ_MIN(len, (gc0 + 1) * cs - q->pos);
     uint64_t gc1 = (q->pos + len - 1) >> s->cluster_bits;
     uint64_t n = gc1 - gc0 + 1, wend = FQ_MIN(q->end, (gc1 + 1) * cs);
     uint64_t head = q->pos - gc0 * cs, tail = (gc1 + 1) * cs - wend;
@@ -124,7 +136,7 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
 
     if (r)
         return r;
-    if ((r = qcow2_rw_alloc_turn(q)) < 0)
+    if (!reuse && (r = qcow2_rw_alloc_turn(q)) < 0)
         return r;
     if (!(t = qcow2_rw_task_new(q, T_ALLOC, gc0 * cs, n * cs)))
         return -ENOMEM;
@@ -141,12 +153,24 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     r = qcow2_rw_alloc_parked(q, qcow2_get_l2_slice(s, gc0, true, &t->l2, &idx));
     if (r < 0)
         goto fail;
-    r = qcow2_rw_alloc_parked(q, qcow2_alloc_data(s, gc0, n, &t->host));
-    if (r < 0)
-        goto fail;
-    qcow2_rw_alloc_turn_done(q);
-    s->aw = NULL;            /* allocated: the rest of the step cannot park */
-    qcow2_extend_ahead(s, t->host, t->host + n * cs);
+    if (reuse) {
+        uint64_t host = FQ_ALIGN_DOWN(x->host, cs);
+        if (qcow2_overlaps_metadata(s, host, cs)) {
+            qcow2_signal_corruption(s, "data write to 0x%llx (guest 0x%llx) would overwrite metadata",
+                                    (unsigned long long)host, (unsigned long long)q->pos);
+            r = -EIO;
+            goto fail;
+        }
+        t->host = host;
+        t->reused = true;
+    } else {
+        r = qcow2_rw_alloc_parked(q, qcow2_alloc_data(s, gc0, n, &t->host));
+        if (r < 0)
+            goto fail;
+        qcow2_rw_alloc_turn_done(q);
+        s->aw = NULL;            /* allocated: the rest of the step cannot park */
+        qcow2_extend_ahead(s, t->host, t->host + n * cs);
+    }
     t->n = n;
     t->wguest = q->pos;
     t->wlen = wend - q->pos;
@@ -156,7 +180,8 @@ static int alloc_write(struct qreq *q, uint64_t len, const struct wsrc *src)
     t->src_zero = src->zero;
     t->alloc = qcow2_rw_alloc_register(s, gc0, n);
     if (!t->alloc) {
-        qcow2_unref_data(s, t->host, n);
+        if (!t->reused)
+            qcow2_unref_data(s, t->host, n);
         qcow2_rw_task_free(t);
         return -ENOMEM;
     }
@@ -308,105 +333,21 @@ static int write_step(struct qreq *q, uint64_t max, const struct wsrc *src)
             return 0;
         }
     }
-    return alloc_write(q, x.len, src);
+    return alloc_write(q, x.len, src, &x);
 }
 
-/* ---- zeroing and discard ---- */
+/* ---- zeroing (zero.c plans it) ---- */
 
-/* A raw external data file stays a raw image of the disk: guest range
- * [pos, pos + len) of guest clusters [gc, gc + n), which the L2 entries
- * now say read as zeros, is zeroed in the data file too (registered as
- * an allocation meanwhile, so that a later write there waits for it). */
-static int raw_zero(struct qreq *q, uint64_t gc, uint64_t n, uint64_t pos, uint64_t len,
-                    bool unmap)
+int qcow2_rw_write_zeros(struct qreq *q, uint64_t len)
 {
-    struct qcow2 *s = q->s;
-    struct qtask *t = qcow2_rw_task_new(q, T_WRITE, pos, len);
-
-    if (!t)
-        return -ENOMEM;
-    t->alloc = qcow2_rw_alloc_register(s, gc, n);
-    if (!t->alloc) {
-        qcow2_rw_task_free(t);
-        return -ENOMEM;
-    }
-    t->wguest = pos;
-    t->wlen = len;
-    t->src_zero = true;
-    t->child.flags = unmap ? FQ_ZERO_MAY_UNMAP : 0;
-    qcow2_rw_task_issue(t, s->data, FQ_OP_WRITE_ZEROES, pos, NULL, 0, 0, len);
-    return 0;
-}
-
-static int zero_step(struct qreq *q)
-{
-    struct qcow2 *s = q->s;
-    struct fq_req *req = q->req;
-    uint64_t cs = s->cluster_size, pos = q->pos;
-    bool discard = req->op == FQ_OP_DISCARD;
-    uint64_t cend = FQ_ALIGN_UP(pos + 1, cs);
-
-    /* the partial last cluster of the disk counts as whole when the
-     * request reaches the end of the disk */
-    uint64_t reach = q->end == s->bs->size ? FQ_ALIGN_UP(q->end, cs) : q->end;
-    if (FQ_IS_ALIGNED(pos, cs) && reach - pos >= cs) {
-        /* whole clusters, up to the end of this L2 slice (each step
-         * changes one cache entry) */
-        uint64_t gc = pos >> s->cluster_bits;
-        uint64_t per = s->l2_cache.slice / s->l2_entry_size;
-        uint64_t n = FQ_MIN((reach - pos) / cs, per - (gc & (per - 1)));
-        int r = qcow2_rw_wait_allocs(q, gc, n);
-        if (r)
-            return r;
-        r = qcow2_zero_clusters(s, gc, n, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
-        if (r == 0) {
-            uint64_t zend = FQ_MIN(pos + n * cs, q->end);
-            if (qcow2_data_raw(s) &&
-                (r = raw_zero(q, gc, n, pos, zend - pos,
-                              discard || (req->flags & FQ_ZERO_MAY_UNMAP))) < 0)
-                return r;
-            q->pos = zend;
-            return 0;
-        }
-        if (r != -ENOTSUP)
-            return r;
-        cend = FQ_MIN(pos + n * cs, q->end);    /* cannot be expressed: write zeros */
-    }
-    uint64_t len = FQ_MIN(q->end, cend) - pos;
-    if (s->extl2) {
-        /* part of a cluster: whole subclusters change only their bits */
-        uint64_t scs = s->subcluster_size, cstart = FQ_ALIGN_DOWN(pos, cs);
-        uint64_t b = FQ_ALIGN_DOWN(FQ_MIN(reach, cend), scs);
-        if (!FQ_IS_ALIGNED(pos, scs)) {
-            len = FQ_MIN(len, FQ_ALIGN_UP(pos, scs) - pos);   /* head: bytes */
-        } else if (b > pos) {
-            uint64_t gc = pos >> s->cluster_bits;
-            unsigned sc0 = (unsigned)((pos - cstart) / scs), sc1 = (unsigned)((b - cstart) / scs);
-            uint32_t mask = (uint32_t)(((1ull << sc1) - 1) & ~((1ull << sc0) - 1));
-            int r = qcow2_rw_wait_allocs(q, gc, 1);
-            if (r)
-                return r;
-            r = qcow2_zero_subclusters(s, gc, mask, (req->flags & FQ_ZERO_MAY_UNMAP) != 0, discard);
-            if (r == 0) {
-                q->pos = FQ_MIN(b, q->end);
-                return 0;
-            }
-            if (r != -ENOTSUP)
-                return r;
-            /* compressed: written as zeros (discard: left as is) */
-        }
-    }
-    if (discard) {
-        q->pos += len;          /* partial clusters are not discarded */
-        return 0;
-    }
     struct iovec z = { (void *)fq_zero_buffer((size_t)len), (size_t)len };
     struct wsrc src = { &z, 1, 0, true };
     uint64_t save_end = q->end;
+
     if (!z.iov_base)
         return -EINVAL;
     /* the zero source covers just this piece */
-    q->end = pos + len;
+    q->end = q->pos + len;
     int r = write_step(q, len, &src);
     q->end = save_end;
     return r;
@@ -463,7 +404,7 @@ static int plan_step(struct qreq *q)
     }
     case FQ_OP_WRITE_ZEROES:
     case FQ_OP_DISCARD:
-        return zero_step(q);
+        return qcow2_zero_step(q);
     case FQ_OP_FLUSH:
         return flush_step(q);
     }
@@ -555,6 +496,7 @@ static void init_req(struct qreq *q, struct qcow2 *s, struct fq_req *req, bool s
     q->sync = sync;
     q->planning = q->in_submit = q->parked = q->finished = false;
     q->flush_seq = s->wb_seq;
+    q->zfill_end = 0;
     q->alloc_parked = false;
     q->next_waiter = NULL;
     q->pos = req->off;

@@ -15,6 +15,8 @@ struct qreq {
     struct qcow2 *s;
     struct fq_req *req;
     uint64_t pos, end;
+    uint64_t zfill_end;      /* write-zeroes: zeros written as data up to
+                                here (zero.c) */
     struct fq_taskpool pool;
     bool sync;               /* io_sync mode */
     bool planning;           /* plan() is on the stack */
@@ -45,6 +47,8 @@ struct qtask {
                                 into, pinned until then */
     uint64_t host;
     uint64_t n;              /* clusters allocated */
+    bool reused;             /* T_ALLOC: the n clusters at host were the
+                                zero clusters' own: linked, never freed */
     /* allocating writes: the caller's data, to redo it if bypassed */
     uint64_t wguest, wlen;
     const struct iovec *src_iov;
@@ -77,6 +81,9 @@ struct qalloc *qcow2_rw_alloc_register(struct qcow2 *s, uint64_t first, uint64_t
  * completes, discards its own clusters and rewrites its data over the new
  * state (merge_bypassed). */
 int qcow2_rw_wait_allocs(struct qreq *q, uint64_t first, uint64_t n);
+/* Whether an allocating write is in flight over guest clusters
+ * [first, first + n). */
+bool qcow2_rw_allocs_overlap(struct qcow2 *s, uint64_t first, uint64_t n);
 /* 0, or QCOW2_PARKED when q must queue behind a parked allocation. */
 int qcow2_rw_alloc_turn(struct qreq *q);
 /* q's allocating step parked (r) inside an allocation. */
@@ -104,6 +111,13 @@ void qcow2_rw_alloc_issue(struct qtask *t, uint64_t hoff, uint64_t head, uint64_
                         uint64_t tail, uint64_t host, uint64_t len);
 /* Complete q if its range is planned and its tasks are done. */
 void qcow2_rw_maybe_finish(struct qreq *q);
+/* Write zeros as data over [q->pos, q->pos + len) (len within the shared
+ * zero buffer: a cluster at most, or QCOW2_ZFILL_MAX): one write step
+ * (rw.c). */
+#define QCOW2_ZFILL_MAX (1u << 20)
+int qcow2_rw_write_zeros(struct qreq *q, uint64_t len);
+/* One step of a write-zeroes or discard request (zero.c). */
+int qcow2_zero_step(struct qreq *q);
 /* Plan q's next steps (rw.c). */
 void qcow2_rw_plan(struct qreq *q);
 

@@ -20,6 +20,11 @@ static struct qalloc *alloc_overlap(struct qcow2 *s, uint64_t first, uint64_t n)
     return NULL;
 }
 
+bool qcow2_rw_allocs_overlap(struct qcow2 *s, uint64_t first, uint64_t n)
+{
+    return alloc_overlap(s, first, n) != NULL;
+}
+
 struct qalloc *qcow2_rw_alloc_register(struct qcow2 *s, uint64_t first, uint64_t n)
 {
     struct qalloc *a = calloc(1, sizeof(*a));
@@ -169,7 +174,8 @@ static int merge_bypassed(struct qtask *t)
                         .iov = t->src_iov, .iovcnt = t->src_cnt, .iov_off = t->src_off };
     int r = 0;
 
-    qcow2_unref_data(s, t->host, t->n);
+    if (!t->reused)
+        qcow2_unref_data(s, t->host, t->n);
     if (t->src_zero) {
         w.iov = &zv;
         w.iovcnt = 1;
@@ -209,9 +215,11 @@ static int task_finish(struct qtask *t, int ret)
             ret = qcow2_link_subclusters(s, t->guest >> s->cluster_bits, t->host, t->sc_mask);
         break;
     case T_ALLOC:
-        if (ret < 0)
-            qcow2_unref_data(s, t->host, t->n);   /* never referenced */
-        else if (t->alloc->bypassed)
+        if (ret < 0) {
+            /* never referenced; a reused zero cluster stays what it was */
+            if (!t->reused)
+                qcow2_unref_data(s, t->host, t->n);
+        } else if (t->alloc->bypassed)
             ret = merge_bypassed(t);
         else
             ret = qcow2_link_clusters(s, t->guest >> s->cluster_bits, t->n, t->host);
