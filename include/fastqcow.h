@@ -111,7 +111,9 @@ enum fq_cache_mode {
     FQ_CACHE_NONE,          /* O_DIRECT, flush on fq_flush */
     FQ_CACHE_WRITETHROUGH,  /* page cache, every write flushed */
     FQ_CACHE_DIRECTSYNC,    /* O_DIRECT, every write flushed */
-    FQ_CACHE_UNSAFE,        /* page cache, flushes ignored */
+    FQ_CACHE_UNSAFE,        /* page cache, no flush ever reaches the disk,
+                               the format's own ordering flushes neither
+                               (a crash may leave any state) */
 };
 /* Parse qemu's -t names: none, writeback, writethrough, directsync, unsafe. */
 int fq_cache_parse(const char *name, enum fq_cache_mode *out);

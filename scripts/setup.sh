@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(meson ninja-build pkg-config gcc clang liburing-dev zlib1g-dev libzstd-dev
       qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev scdoc
       libgnutls28-dev nettle-dev gnutls-bin libnbd-bin python3-libnbd libnbd-dev
-      fuse3 libfuse3-dev e2fsprogs qemu-system-common)
+      fuse3 libfuse3-dev e2fsprogs qemu-system-common strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

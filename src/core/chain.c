@@ -283,6 +283,10 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
         fflags |= FQ_FILE_RDONLY | (opts->force_share ? FQ_FILE_SHARE : 0);
     if (opts->cache == FQ_CACHE_NONE || opts->cache == FQ_CACHE_DIRECTSYNC)
         fflags |= FQ_FILE_DIRECT;
+    /* unsafe: no flush reaches the disk, not even the ones a format
+     * orders its metadata with (a crash may then leave any state) */
+    if (opts->cache == FQ_CACHE_UNSAFE)
+        fflags |= FQ_FILE_NOFLUSH;
     r = open_layer_file(ctx, filename, fflags, opts->spec, &file, err);
     if (r < 0)
         return r;

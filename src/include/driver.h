@@ -190,6 +190,8 @@ int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
 #define FQ_FILE_CREATE 4u    /* create, or empty once locked */
 #define FQ_FILE_SHARE 8u     /* with RDONLY: let others write and resize
                                 (fq_open_opts.force_share) */
+#define FQ_FILE_NOFLUSH 16u  /* flushes complete at once (cache=unsafe: the
+                                formats' own ordering flushes too) */
 
 /* An option a protocol driver takes in a block option list (its keys
  * under "file.", or at the top with driver=NAME), checked by the core as

@@ -27,6 +27,7 @@ struct file_priv {
     struct fq_fdreg *reg;     /* the descriptor registered with the context */
     bool direct;
     bool is_blk;
+    bool no_flush;            /* FQ_FILE_NOFLUSH */
     /* O_DIRECT ordering (see serialize()): write-type operations in
      * flight, and those waiting for a conflicting one to finish */
     struct file_io *inflight;
@@ -377,6 +378,11 @@ static void file_submit(struct fq_bdev *bs, struct fq_req *req)
         }
         break;
     case FQ_OP_FLUSH:
+        if (p->no_flush) {
+            file_io_free(io);
+            fq_req_complete_later(bs, req, 0);
+            return;
+        }
         break;
     case FQ_OP_DISCARD:
     case FQ_OP_WRITE_ZEROES:
@@ -443,7 +449,7 @@ static int file_io_sync(struct fq_bdev *bs, struct fq_req *req)
         return r;
     }
     case FQ_OP_FLUSH:
-        return (int)fq_aio_exec(FQ_OP_FLUSH, p->fd, 0, 0, NULL, 0);
+        return p->no_flush ? 0 : (int)fq_aio_exec(FQ_OP_FLUSH, p->fd, 0, 0, NULL, 0);
     case FQ_OP_DISCARD:
     case FQ_OP_WRITE_ZEROES:
         if (bs->readonly)
@@ -662,6 +668,7 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     bs->ctx = ctx;
     p->reg = fq_ctx_fd_register(ctx, fd);
     bs->readonly = flags & FQ_FILE_RDONLY;
+    p->no_flush = (flags & FQ_FILE_NOFLUSH) != 0;
     bs->priv = p;
     bs->filename = strdup(filename);
     *out = bs;
