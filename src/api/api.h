@@ -19,10 +19,11 @@ enum fq_cache_mode fq_image_cache_mode(const struct fq_image *img);
  * call just wrote; 0 otherwise. */
 int fq_image_flush_if_writethrough(struct fq_image *img);
 
-/* The copy step of fq_commit: write into `base` every range `img`
- * allocates itself (data, or zeros), in chunks through `buf` (1 MiB,
- * aligned); *done counts the bytes walked, for progress out of `total`. */
+/* The copy step of fq_commit (commit_copy.c): write into `base` every
+ * range `img` allocates itself (data, or zeros), many at once; *done
+ * counts the bytes walked, for progress out of `total`. Both images are
+ * on one context. */
 int fq_commit_copy(struct fq_image *img, struct fq_image *base, const struct fq_commit_opts *o,
-                   uint8_t *buf, uint64_t *done, uint64_t total);
+                   uint64_t *done, uint64_t total);
 
 #endif

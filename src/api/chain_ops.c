@@ -1,8 +1,9 @@
 /* chain_ops.c: the public calls that work across the images of a
  * backing chain: rebase (a new backing file, copying what differs) and
- * commit (merging an image into a backing file). Both move data between
- * images synchronously, in chunks of at most CHUNK bytes, through the
- * devices' own calls; the header changes are the format driver's
+ * commit (merging an image into a backing file). Rebase moves data
+ * between images synchronously, in chunks of at most CHUNK bytes, through
+ * the devices' own calls; commit's copy keeps many ranges in flight
+ * (commit_copy.c); the header changes are the format driver's
  * (set_backing, make_empty).
  * SPDX-License-Identifier: MIT
  */
@@ -195,37 +196,9 @@ static bool names_match(const char *want, const char *recorded, const char *path
     return same;
 }
 
-int fq_commit_copy(struct fq_image *img, struct fq_image *base, const struct fq_commit_opts *o,
-                   uint8_t *buf, uint64_t *done, uint64_t total)
-{
-    uint64_t size = FQ_MIN(fq_size(img), fq_size(base));
-    int r = 0;
-
-    for (uint64_t off = 0; off < size && r == 0;) {
-        struct fq_map_entry m;
-        if ((r = fq_map(img, off, FQ_MIN(size - off, (uint64_t)CHUNK), &m)) < 0)
-            break;
-        if (m.length == 0) {
-            r = -EIO;
-            break;
-        }
-        if (m.flags & FQ_MAP_ALLOCATED) {
-            if (m.flags & FQ_MAP_ZERO)
-                r = fq_write_zeroes(base, off, m.length, FQ_ZERO_MAY_UNMAP);
-            else if ((r = fq_pread(img, buf, (size_t)m.length, off)) == 0)
-                r = fq_pwrite(base, buf, (size_t)m.length, off);
-        }
-        off += m.length;
-        *done += m.length;
-        if (o->progress)
-            o->progress(o->opaque, *done, total);
-    }
-    return r;
-}
-
 /* Copy what layer `l` allocates itself into `base`. */
 static int commit_layer(const struct layer *l, struct fq_image *base, const struct fq_commit_opts *o,
-                        uint8_t *buf, uint64_t *done, uint64_t total, char *err)
+                        uint64_t *done, uint64_t total, char *err)
 {
     struct fq_open_opts oo;
     struct fq_image *img;
@@ -239,7 +212,7 @@ static int commit_layer(const struct layer *l, struct fq_image *base, const stru
     oo.ctx = fq_image_ctx(base);
     if ((r = fq_open(l->path, &oo, &img, err)) < 0)
         return r;
-    r = fq_commit_copy(img, base, o, buf, done, total);
+    r = fq_commit_copy(img, base, o, done, total);
     if (r < 0 && err && !*err)
         fq_seterr(err, "Could not commit '%s': %s", l->path, strerror(-r));
     fq_close(img);
@@ -251,7 +224,6 @@ int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err)
     struct layer l[MAX_CHAIN + 1];
     struct fq_open_opts oo;
     struct fq_image *top = NULL, *base = NULL;
-    uint8_t *buf = NULL;
     int n = 0, d = -1, r;
 
     fq_open_opts_init(&oo);
@@ -302,14 +274,10 @@ int fq_commit(const char *filename, const struct fq_commit_opts *o, char *err)
         goto out;
     if (fq_size(base) < top_size && (r = fq_resize(base, top_size, 0, err)) < 0)
         goto out;
-    if (!(buf = fq_memalign(CHUNK))) {
-        r = -ENOMEM;
-        goto out;
-    }
     /* lowest layer first: what a higher layer holds wins */
     uint64_t done = 0, total = (uint64_t)d * top_size;
     for (int i = d - 1; i >= 0 && r == 0; i--)
-        r = commit_layer(&l[i], base, o, buf, &done, total, err);
+        r = commit_layer(&l[i], base, o, &done, total, err);
     int cr = fq_close(base);
     base = NULL;
     if (r == 0 && cr < 0) {
@@ -337,6 +305,5 @@ out:
     if (base)
         fq_close(base);
     layers_free(l, n);
-    free(buf);
     return r;
 }

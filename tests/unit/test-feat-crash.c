@@ -326,15 +326,13 @@ static int op_commit(struct fq_image *img, struct fq_ctx *ctx, const struct fcas
     struct fq_image *src;
     struct fq_commit_opts co;
     uint64_t done = 0;
-    uint8_t *buf = fq_memalign(1u << 20);
-    int r = buf ? cr_open(ctx, src_image, src_len, 1, 0, &src, err) : -ENOMEM;
+    int r = cr_open(ctx, src_image, src_len, 1, 0, &src, err);
 
     memset(&co, 0, sizeof(co));
     if (r == 0) {
-        r = fq_commit_copy(src, img, &co, buf, &done, fq_size(src));
+        r = fq_commit_copy(src, img, &co, &done, fq_size(src));
         fq_close(src);
     }
-    free(buf);
     return r;
 }
 
