@@ -44,24 +44,103 @@ static char *resolve_name(const char *image, const char *name)
     return p;
 }
 
-/* Read [off, off+len) of a device (NULL: none) into buf; zeros past its end. */
-static int read_dev(struct fq_bdev *d, uint64_t off, uint64_t len, uint8_t *buf)
-{
-    uint64_t in = d && off < d->size ? FQ_MIN(len, d->size - off) : 0;
+/* A read of read_both's, through the loop. */
+struct lread {
+    struct fq_req req;       /* first: the callback gets it back */
+    struct iovec v;
+    bool done;
+    int ret;
+};
 
-    memset(buf + in, 0, (size_t)(len - in));
-    return in ? fq_bdev_pread_sync(d, buf, (size_t)in, off) : 0;
+static void lread_cb(struct fq_req *req, int ret)
+{
+    struct lread *l = (struct lread *)req;
+
+    l->done = true;
+    l->ret = ret;
+}
+
+/* Read [off, off+len) of two devices (NULL: none) into buf[0] and buf[1],
+ * zeros past their ends: both at once through the context's loop, so that
+ * a fragmented image's pieces are read in parallel too (synchronously
+ * when the loop is running already, e.g. from a callback). */
+static int read_both(struct fq_ctx *ctx, struct fq_bdev *const d[2], uint64_t off, uint64_t len,
+                     uint8_t *const buf[2])
+{
+    bool loop = ctx && fq_ctx_run(ctx, 0, 0) >= 0;
+    struct lread *l = calloc(2, sizeof(*l));
+    int r = 0;
+
+    if (!l)
+        return -ENOMEM;
+    for (int i = 0; i < 2; i++) {
+        uint64_t in = d[i] && off < d[i]->size ? FQ_MIN(len, d[i]->size - off) : 0;
+        memset(buf[i] + in, 0, (size_t)(len - in));
+        l[i].done = true;
+        if (!in || r < 0)
+            continue;
+        if (!loop) {
+            r = fq_bdev_pread_sync(d[i], buf[i], (size_t)in, off);
+            continue;
+        }
+        l[i].done = false;
+        l[i].v = (struct iovec){ buf[i], (size_t)in };
+        l[i].req = (struct fq_req){ .op = FQ_OP_READ, .off = off, .len = in, .iov = &l[i].v,
+                                    .iovcnt = 1, .cb = lread_cb };
+        d[i]->ops->submit(d[i], &l[i].req);
+    }
+    if (loop)
+        fq_ctx_kick(ctx);
+    while (!l[0].done || !l[1].done)
+        if (fq_ctx_run(ctx, 0, -1) < 0)
+            return -EIO;    /* the reads stay out: l is left allocated */
+    for (int i = 0; i < 2 && r == 0; i++)
+        r = l[i].ret;
+    free(l);
+    return r;
+}
+
+/* Write [pos, pos+n) of `a` into the image where it differs from `b`,
+ * comparing (and writing) in pieces aligned to `unit`. */
+static int write_diff(struct fq_bdev *bs, uint64_t pos, uint64_t n, uint64_t unit, uint8_t *a,
+                      const uint8_t *b)
+{
+    uint64_t run = 0, i = 0;     /* a run of differing pieces: [i - run, i) */
+
+    while (i < n) {
+        uint64_t k = FQ_MIN(n - i, unit - (pos + i) % unit);
+        bool differ = memcmp(a + i, b + i, (size_t)k) != 0;
+        if (differ)
+            run += k;
+        i += k;
+        if (run && (!differ || i == n)) {
+            uint64_t start = (differ ? i : i - k) - run;
+            struct iovec v = { a + start, (size_t)run };
+            struct fq_req w = { .op = FQ_OP_WRITE, .off = pos + start, .len = run, .iov = &v,
+                                .iovcnt = 1 };
+            int r = bs->ops->io_sync(bs, &w);
+            if (r < 0)
+                return r;
+            run = 0;
+        }
+    }
+    return 0;
 }
 
 /* Copy into the image every range it leaves to its backing file where the
- * old and the new backing files differ. */
+ * old and the new backing files differ. Both are read in chunks of up to
+ * CHUNK bytes, at once (read_both), compared and written cluster by
+ * cluster. */
 static int rebase_copy(struct fq_bdev *bs, struct fq_bdev *nb, const struct fq_rebase_opts *o)
 {
     struct fq_bdev *ob = bs->backing;
     uint64_t size = bs->size, unit = FQ_MIN(bs->cluster ? bs->cluster : 65536, (uint64_t)CHUNK);
-    CLEANUP_FREE uint8_t *a = fq_memalign((size_t)unit);
-    CLEANUP_FREE uint8_t *b = fq_memalign((size_t)unit);
+    CLEANUP_FREE uint8_t *a = fq_memalign(CHUNK);
+    CLEANUP_FREE uint8_t *b = fq_memalign(CHUNK);
     int r = 0;
+
+    struct fq_bdev *const dev[2] = { ob, nb };
+    uint8_t *const buf[2] = { a, b };
 
     if (!a || !b)
         return -ENOMEM;
@@ -78,14 +157,10 @@ static int rebase_copy(struct fq_bdev *bs, struct fq_bdev *nb, const struct fq_r
             continue;
         }
         for (uint64_t end = pos + m.length; pos < end && r == 0;) {
-            uint64_t n = FQ_MIN(end - pos, unit - pos % unit);
-            if ((r = read_dev(ob, pos, n, a)) < 0 || (r = read_dev(nb, pos, n, b)) < 0)
+            uint64_t n = FQ_MIN(end - pos, CHUNK - pos % CHUNK);
+            if ((r = read_both(bs->ctx, dev, pos, n, buf)) < 0 ||
+                (r = write_diff(bs, pos, n, unit, a, b)) < 0)
                 break;
-            if (memcmp(a, b, (size_t)n)) {
-                struct iovec v = { a, (size_t)n };
-                struct fq_req w = { .op = FQ_OP_WRITE, .off = pos, .len = n, .iov = &v, .iovcnt = 1 };
-                r = bs->ops->io_sync(bs, &w);
-            }
             pos += n;
         }
         if (o->progress)
