@@ -9,6 +9,7 @@
 # clusters under a snapshot are copied, not overwritten.
 # SPDX-License-Identifier: MIT
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh" || exit 1   # sampling (FQ_TEST_SEED)
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io not installed"; exit 77; }
@@ -32,7 +33,6 @@ qemu-io -f raw -c 'write -P 0x11 0 1M' -c 'write -P 0x22 1536k 700k' -c 'write -
 dd if=rnd of=src.raw bs=64k seek=64 count=40 conv=notrunc 2>/dev/null
 # a sanitizer run (FQ_TEST_QUICK) takes every other layout of the two
 # convert loops (which half rotating with the seed)
-. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh"
 share=$(sample_share 1 2)
 n=0
 for opts in "" "compression_type=zstd" "cluster_size=512" "cluster_size=4k,compression_type=zstd" \

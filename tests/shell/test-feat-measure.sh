@@ -6,6 +6,7 @@
 # and an image made by `fastqcow convert` fits in the required size.
 # SPDX-License-Identifier: MIT
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh" || exit 1   # sampling (FQ_TEST_SEED)
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io not installed"; exit 77; }
@@ -34,7 +35,6 @@ qemu-io -c 'write -P 6 1000 3000' small.qcow2 >/dev/null
 
 # a sanitizer run (FQ_TEST_QUICK) measures each pair of target options and
 # source in one of the two outputs (which one rotating with the seed)
-. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh"
 share=$(sample_share 1 2)
 for out in human json; do
     n=0; [ $out = json ] && n=1

@@ -4,6 +4,7 @@
 # `qemu-img check` finds clean, and `info --output=json` equal to qemu-img's.
 # SPDX-License-Identifier: MIT
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh" || exit 1   # sampling (FQ_TEST_SEED)
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null || { echo "SKIP: qemu-img not installed"; exit 77; }
 T=$(mktemp -d "${TEST_TMPDIR:-/tmp}/img-create.XXXXXX") || exit 1
@@ -37,7 +38,6 @@ info_same() {
 
 # a sanitizer run (FQ_TEST_QUICK) creates with every other option set
 # (which half rotating with the seed)
-. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh"
 share=$(sample_share 1 2)
 n=0
 for opts in "" "cluster_size=512" "cluster_size=4k" "cluster_size=64k" "cluster_size=2M" \

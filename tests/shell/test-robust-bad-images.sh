@@ -30,6 +30,7 @@
 # images of one class (all of them).
 # SPDX-License-Identifier: MIT
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh" || exit 1   # sampling (FQ_TEST_SEED)
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v python3 >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io/python3 not installed"; exit 77; }
@@ -140,7 +141,6 @@ else
     # image number SEED (modulo the class's size) of each class, every
     # RESTth of the others and every REBUILDth of check-rebuild, from SEED
     # on (two passes over the manifest: counts, then picks)
-    . "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh"
     seed=$FQ_TEST_SEED rest=32 rebuild=3
     [ -n "${FQ_TEST_QUICK:-}" ] && rest=0 rebuild=8
     sel='NR == FNR { c[$2]++; next }
