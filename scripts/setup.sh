@@ -6,10 +6,10 @@ pkgs=(meson ninja-build pkg-config gcc clang liburing-dev zlib1g-dev libzstd-dev
       qemu-utils fio gnuplot-nox time python3 libclang-rt-14-dev scdoc
       libgnutls28-dev nettle-dev gnutls-bin libnbd-bin python3-libnbd libnbd-dev
       fuse3 libfuse3-dev e2fsprogs qemu-system-common strace)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
+# one dpkg-query for all (CI calls this script four times)
+installed=$(dpkg-query -W -f='${Package} ${Status}\n' "${pkgs[@]}" 2>/dev/null |
+            awk '/ install ok installed$/ { print $1 }')
+mapfile -t missing < <(printf '%s\n' "${pkgs[@]}" | grep -vxF -e "${installed:-.}" || true)
 if ((${#missing[@]})); then
   echo "setup: installing ${missing[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

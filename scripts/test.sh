@@ -26,6 +26,11 @@ for a in "$@"; do
 done
 BUILD_DIR=$dir bash scripts/build.sh "${args[@]}"
 [ -z "$build_only" ] || exit 0
+# one sampling seed for the whole run (tests/shell/sample-lib.sh): a new one
+# each run, so that successive runs walk every case; FQ_TEST_SEED=N again
+# reproduces this run's samples
+export FQ_TEST_SEED=${FQ_TEST_SEED:-$(( ($(date +%s%N) / 1000 + $$) % 1000000007 ))}
+echo "test.sh: FQ_TEST_SEED=$FQ_TEST_SEED${FQ_TEST_QUICK:+ FQ_TEST_QUICK=1}"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 set +e

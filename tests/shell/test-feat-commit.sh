@@ -18,9 +18,16 @@ F() { "$FASTQCOW" "$@"; }
 # bytes the image itself allocates
 own() { qemu-img map --output=json "$1" | awk -F'"length": ' '/"depth": 0, "present": true/ { n += $2 + 0 } END { print n + 0 }'; }
 
-# make DIR OPTS: a chain l0 <- l1 <- l2 in DIR
+# make DIR OPTS: a chain l0 <- l1 <- l2 in DIR (made once per OPTS in
+# tmpl.OPTS, then copied: the backing names are relative)
 make() {
-    rm -rf "$1"; mkdir "$1"
+    rm -rf "$1"
+    local t="tmpl.${2:-default}"
+    if [ ! -d "$t" ]; then mkchain "$t" "$2"; fi
+    cp -a "$t" "$1"
+}
+mkchain() {
+    mkdir "$1"
     local o=${2:+-o $2}
     qemu-img create -q -f qcow2 $o "$1/l0.qcow2" 4M
     qemu-io -c 'write -P 1 0 4M' -c 'write -z 3M 64k' "$1/l0.qcow2" >/dev/null

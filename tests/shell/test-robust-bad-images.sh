@@ -16,17 +16,21 @@
 # qemu-img's own check fails on the damage (exit 1), `check` reporting
 # corruption (exit 2) is what is wanted.
 #
-# By default one image of each class and every eighth one run. A sanitizer
-# run (FQ_TEST_QUICK=1; the whole corpus under ASan would take minutes)
-# runs one image of each class and a quarter of check-rebuild, which ones
-# rotating with FQ_TEST_SEED (default: the day number, printed), so that
-# successive runs walk every image; ROBUST_ALL=1 runs all of them
-# (scripts/robust-bad-images.sh). The last line gives the figures;
+# By default one image of each class, every 32nd of the rest and a
+# third of check-rebuild run. A sanitizer run (FQ_TEST_QUICK=1; the whole
+# corpus under ASan would take minutes) runs one image of each class and an
+# eighth of check-rebuild, the secondary subcommands (info --output=json,
+# bitmap --dump, compare, convert -O raw, io after the repair) on every
+# other image. Which ones rotates with FQ_TEST_SEED
+# (tests/shell/sample-lib.sh: a new seed each run, printed), so that
+# successive runs walk every image; ROBUST_ALL=1 or FQ_TEST_FULL=1 runs all
+# of them (scripts/robust-bad-images.sh). The last line gives the figures;
 # ROBUST_REPORT=FILE also writes, per image class, how the runs ended.
 # ROBUST_JOBS=N runs N images at once; ROBUST_CLASS=CLASS runs only the
 # images of one class (all of them).
 # SPDX-License-Identifier: MIT
 set -u
+. "$(dirname "${BASH_SOURCE[0]}")/sample-lib.sh" || exit 1   # sampling (FQ_TEST_SEED)
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
 command -v qemu-img >/dev/null && command -v qemu-io >/dev/null && command -v python3 >/dev/null ||
     { echo "SKIP: qemu-img/qemu-io/python3 not installed"; exit 77; }
@@ -63,14 +67,19 @@ one_image() {
             { echo "--- $name: fastqcow $*: exit $rc"; head -c 3000 "$w/err"; } >>"$T/problems"
         fi
     }
+    # the sanitizer run (FQ_TEST_QUICK) takes the secondary subcommands on
+    # every other image (which half rotating with the seed): each still
+    # runs on about half the classes, the plain run on all
+    local all=1 num=${name%%-*}
+    [ -n "${FQ_TEST_QUICK:-}" ] && [ $(( (10#$num + ${FQ_TEST_SEED:-0}) % 2 )) = 1 ] && all=""
     run info info "$f"
-    run info-json info --output=json "$f"
+    [ -z "$all" ] || run info-json info --output=json "$f"
     run check check "$f"
     run map map --output=json "$f"
-    run bitmap-dump bitmap --dump --all "$f" on
-    run compare compare "$f" "$f"
+    [ -z "$all" ] || run bitmap-dump bitmap --dump --all "$f" on
+    [ -z "$all" ] || run compare compare "$f" "$f"
     run convert convert -O qcow2 "$f" "$w/c.qcow2"
-    run convert-raw convert -O raw "$f" "$w/c.raw"
+    [ -z "$all" ] || run convert-raw convert -O raw "$f" "$w/c.raw"
     rm -f "$w/c.qcow2" "$w/c.raw"
     cp "$f" "$w/rw.qcow2"
     qemu-img check "$w/rw.qcow2" >/dev/null 2>&1
@@ -87,7 +96,7 @@ one_image() {
     fi
     cp "$f" "$w/rw.qcow2"
     run check-repair check -r all "$w/rw.qcow2"
-    run io-after-repair io -c 'read 0 64k' -c 'write 0 4k' "$w/rw.qcow2"
+    [ -z "$all" ] || run io-after-repair io -c 'read 0 64k' -c 'write 0 4k' "$w/rw.qcow2"
     case $cls in check-*)
         # check finds what qemu-img finds; check -r all leaves it clean for qemu-img
         local q after
@@ -121,23 +130,24 @@ one_image() {
     rm -rf "$w"
 }
 export -f one_image
-export T TO FASTQCOW
+export T TO FASTQCOW FQ_TEST_QUICK FQ_TEST_SEED
 
 seed=""
 if [ -n "${ROBUST_CLASS:-}" ]; then
     sel='$2 == "'"$ROBUST_CLASS"'" { print $1, $2, $4 }'
-elif [ -n "${ROBUST_ALL:-}" ]; then
+elif [ -n "${ROBUST_ALL:-}" ] || [ -n "${FQ_TEST_FULL:-}" ]; then
     sel='{ print $1, $2, $4 }'
-elif [ -n "${FQ_TEST_QUICK:-}" ]; then
-    # image number SEED (modulo the class's size) of each class, and every
-    # fourth of check-rebuild from SEED on (two passes: counts, then picks)
-    seed=${FQ_TEST_SEED:-$(( $(date +%s) / 86400 ))}
-    echo "sanitizer sample: FQ_TEST_SEED=$seed"
-    sel='NR == FNR { c[$2]++; next }
-         { i = n[$2]++; if (i == '"$seed"' % c[$2] || ($2 == "check-rebuild" && i % 4 == '"$seed"' % 4))
-           print $1, $2, $4 }'
 else
-    sel='{ n[$2]++; if (n[$2] == 1 || NR % 8 == 0 || $2 == "check-rebuild") print $1, $2, $4 }'
+    # image number SEED (modulo the class's size) of each class, every
+    # RESTth of the others and every REBUILDth of check-rebuild, from SEED
+    # on (two passes over the manifest: counts, then picks)
+    seed=$FQ_TEST_SEED rest=32 rebuild=3
+    [ -n "${FQ_TEST_QUICK:-}" ] && rest=0 rebuild=8
+    sel='NR == FNR { c[$2]++; next }
+         { i = n[$2]++; k++
+           if (i == '"$seed"' % c[$2] || ($2 == "check-rebuild" && i % '"$rebuild"' == '"$seed"' % '"$rebuild"') ||
+               ('"$rest"' > 0 && (k + '"$seed"') % '"$rest"' == 0))
+           print $1, $2, $4 }'
 fi
 # (a "-" for an empty base: xargs -L would join a line that ends in a
 # blank to the next one, and skip that image)
