@@ -96,6 +96,8 @@ static void issue(struct ccopy *c)
         for (int i = 0; i < SLOTS && !s; i++)
             if (!c->slot[i].busy)
                 s = &c->slot[i];
+        if (!s)
+            return;      /* (the depth never exceeds SLOTS) */
         if (!s->buf && !(m.flags & FQ_MAP_ZERO) && !(s->buf = fq_memalign(CHUNK))) {
             c->err = -ENOMEM;
             return;

@@ -163,9 +163,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             break;
         case 5: {
             CHECK(fq_discard(img, off, len) == 0, "op %zu: discard", k);
-            /* whole clusters, or whole subclusters with extended L2 */
-            uint64_t dg = shapes[shape].extl2 ? cs / 32 : cs;
-            uint64_t a = FQ_ALIGN_UP(off, dg), b = FQ_ALIGN_DOWN(off + len, dg);
+            /* whole clusters, with extended L2 too (the partial last
+             * cluster of the disk counts when the request reaches it) */
+            uint64_t a = FQ_ALIGN_UP(off, cs);
+            uint64_t b = off + len == DISK ? DISK : FQ_ALIGN_DOWN(off + len, cs);
             if (b > a)
                 memset(model + a, 0, (size_t)(b - a));
             break;
