@@ -28,17 +28,22 @@
 #define FQ_ALIGN_DOWN_C(v, a) ((v) / (a) * (a))
 #define FQ_ALIGN_UP_C(v, a) (((v) + (a) - 1) / (a) * (a))
 
+#define WMAX_CACHED (256u << 10)   /* see cmd_convert */
+
 static void write_cb(void *j, int ret) { job_cb(j, ret, 1); }
 
 /* Write [pos, pos+n) of a job: its data, or zeros when the target does
  * not read as zeros already. */
 static void conv_emit(struct job *j, size_t pos, size_t n, bool zero, int *niov)
 {
-    struct iovec *v = &j->iov[*niov];
+    struct iovec *v;
     int r;
 
     if (zero && j->x->zero_init)
         return;
+    for (size_t w = j->x->wmax; !zero && w && n > w; pos += w, n -= w)
+        conv_emit(j, pos, w, false, niov);
+    v = &j->iov[*niov];
     j->pending++;
     if (zero) {
         r = fq_aio_write_zeroes(j->x->img[1], j->off + pos, n, 0, write_cb, j);
@@ -493,6 +498,14 @@ int cmd_convert(int argc, char **argv)
         goto out;
     }
     x.zero_init = x.zero_init && !x.full;
+    /* Through the page cache, data goes in writes of at most WMAX_CACHED:
+     * the kernel backs a large buffered write with large folios, taken
+     * from the large free blocks that a VM's balloon with free page
+     * reporting has handed back to the host, and every first touch of
+     * those faults in the host (1 GiB written in 1 MiB writes took 0.8-2.2 s
+     * of system time there, in 256 KiB writes 0.2-0.3 s). O_DIRECT writes
+     * stay whole. */
+    x.wmax = o[1].cache == FQ_CACHE_NONE || o[1].cache == FQ_CACHE_DIRECTSYNC ? 0 : WMAX_CACHED;
     /* at least a sector; a cluster for qcow2, which allocates whole ones */
     x.gran = a.sparse ? a.sparse < 512 ? 512 : a.sparse : 0;
     if (x.gran && fq_get_info(x.img[1], &in) == 0 && in.cluster_size > x.gran)

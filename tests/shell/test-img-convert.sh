@@ -67,6 +67,17 @@ conv -n -O qcow2 top.qcow2 n.qcow2
 qemu-img create -q -f raw n.raw 8M
 conv -n top.qcow2 n.raw
 
+# data runs longer than one write through the page cache (written in
+# pieces there, whole with -t none): a different byte every 64k, runs
+# crossing the pieces' bounds, a zero run between two data runs
+qemu-io -c 'write -P 11 0 64k' -c 'write -P 12 64k 200k' -c 'write -P 13 264k 300k' \
+    -c 'write -P 14 564k 460k' -c 'write -P 15 1M 1M' -c 'write -z 1600k 64k' \
+    -c 'write -P 16 3M 1000k' n.qcow2 >/dev/null
+conv -O raw n.qcow2 w.raw
+conv -t none -O raw n.qcow2 w2.raw
+conv -O qcow2 n.qcow2 w.qcow2
+cmp -s w.raw w2.raw || bad "long data runs: the page-cache and O_DIRECT targets differ"
+
 # progress output and errors
 "$FASTQCOW" convert -p -O raw top.qcow2 p.raw >p.out || bad "convert -p"
 grep -q '(100.00/100%)' p.out || bad "convert -p printed no progress"

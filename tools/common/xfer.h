@@ -51,6 +51,8 @@ struct xfer {
     size_t gran;                          /* convert: zero detection block */
     uint64_t ccs;                         /* convert -c: target cluster size */
     size_t chunk;                         /* job buffer size (0 = CHUNK) */
+    size_t wmax;                          /* convert: largest data write
+                                             (0: a run in one write) */
     struct progress pg;
     void (*on_read)(struct job *j);       /* all reads of a job are in */
     void *user;                           /* the subcommand's own state */
