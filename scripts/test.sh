@@ -10,9 +10,10 @@ args=(); dir=build; build_only=""
 for a in "$@"; do
   case "$a" in
     --asan) dir=build-asan; args+=(-Db_sanitize=address,undefined -Db_lundef=false -Dbuildtype=debugoptimized)
-            # gcc: UBSan's runtime linked in, not loaded as a library (half
-            # the CPU each sanitized process spends starting and, for the
-            # leak check, exiting: the suite starts thousands of them)
+            # gcc: UBSan's runtime linked in, not loaded as a library (the
+            # suite starts thousands of sanitized processes, and in a VM
+            # their start costs more than their work; meson.build links
+            # the sanitized programs position-dependent for the same reason)
             if ${CC:-cc} -v 2>&1 | grep -q '^gcc version'; then
                 args+=(-Dc_link_args=-static-libubsan)
             fi

@@ -258,7 +258,7 @@ static int info_one(const char *spec, const char *file, const char *fmt, bool js
     return 0;
 }
 
-int cmd_info(int argc, char **argv)
+static int info_run(int argc, char **argv, char (*name)[4096], char (*fmt)[32])
 {
     static const char usage[] =
         "usage: fastqcow info [--object objectdef] [-f fmt] [--output=human|json] [--backing-chain]\n"
@@ -276,7 +276,6 @@ int cmd_info(int argc, char **argv)
         "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
-    static char name[MAX_CHAIN + 1][4096], fmt[MAX_CHAIN + 1][32];
     struct jw w = { 0 };
     struct args a;
     int r = img_parse_args(argc, argv, ":f:hU", "JKG", usage, &a);
@@ -337,4 +336,21 @@ int cmd_info(int argc, char **argv)
     if (a.chain && a.json)
         jw_close(&w, ']');
     return 0;
+}
+
+/* the chain's names live on the heap, not in static arrays: a megabyte of
+ * zeros in every process's data segment is memory each start pays for */
+int cmd_info(int argc, char **argv)
+{
+    char (*name)[4096] = calloc(MAX_CHAIN + 1, sizeof(*name));
+    char (*fmt)[32] = calloc(MAX_CHAIN + 1, sizeof(*fmt));
+    int r = 1;
+
+    if (name && fmt)
+        r = info_run(argc, argv, name, fmt);
+    else
+        tool_error("Could not allocate memory");
+    free(name);
+    free(fmt);
+    return r;
 }

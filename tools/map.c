@@ -8,6 +8,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/args.h"
@@ -56,7 +57,7 @@ static int map_dump(const struct fq_map_entry *e, bool json, bool first, char (*
     return 0;
 }
 
-int cmd_map(int argc, char **argv)
+static int map_run(int argc, char **argv, char (*names)[4096])
 {
     static const char usage[] =
         "usage: fastqcow map [--object objectdef] [-f fmt] [--start-offset=offset]\n"
@@ -72,7 +73,6 @@ int cmd_map(int argc, char **argv)
         "  --image-opts         the image is named by qemu's option list\n"
         "  --object objectdef   define an object (secret)\n"
         "  -h, --help           this help\n";
-    static char names[MAX_CHAIN + 1][4096];
     struct fq_info info;
     const char *data_name = "";
     struct fq_map_entry cur, next;
@@ -127,4 +127,17 @@ int cmd_map(int argc, char **argv)
         printf("]\n");
     fq_close(img);
     return r < 0;
+}
+
+int cmd_map(int argc, char **argv)
+{
+    char (*names)[4096] = calloc(MAX_CHAIN + 1, sizeof(*names));   /* see cmd_info */
+    int r = 1;
+
+    if (names)
+        r = map_run(argc, argv, names);
+    else
+        tool_error("Could not allocate memory");
+    free(names);
+    return r;
 }
