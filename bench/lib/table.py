@@ -443,19 +443,29 @@ def workers(raw, out, opts):
     for row, mode in sorted({(k[0], k[1]) for k in keys}):
         tools = sorted({k[2] for k in keys if k[0] == row and k[1] == mode}, key=order)
         base = med(c, ("workers", row, mode, "w1"))
+        # the fastest fixed depth (by median): what the adaptive one is held to
+        fixed = [t for t in tools if t.startswith("w") and t[1:].isdigit()
+                 and med(c, ("workers", row, mode, t)) is not None]
+        best = min(fixed, key=lambda t: med(c, ("workers", row, mode, t))) if fixed else None
         for tool in tools:
             k = ("workers", row, mode, tool)
             s, cpu, rss = med(c, k), mean(c, k, "cpu_s"), med(c, k, "rss_kb")
             b16 = paired(c, k, [("workers", row, mode, "fio-b16")])
+            vb = paired(c, k, [("workers", row, mode, best)]) if best else None
             rows.append(["%s %s" % (row, mode), tool, fmt(s), fmt(ratio(base, s), 2), fmt(b16, 2),
-                         fmt(cpu, 3), fmt(rss / 1024 if rss else None, 1)])
-            csvrows.append([row, mode, tool, s, ratio(base, s), b16, cpu, rss])
-    print_table(["image", "config", "seconds", "x vs w1", "/ fio-b16", "cpu s", "rss MiB"], rows,
+                         fmt(vb, 2), fmt(cpu, 3), fmt(rss / 1024 if rss else None, 1)])
+            csvrows.append([row, mode, tool, s, ratio(base, s), b16, vb, cpu, rss])
+        if best:
+            print("%s %s: the fastest fixed depth is %s" % (row, mode, best))
+    print_table(["image", "config", "seconds", "x vs w1", "/ fio-b16", "/ best fixed", "cpu s",
+                 "rss MiB"], rows,
                 "Workers and engines (1 MiB requests, -d 1 -t none; median of runs;\n"
-                "/ fio-b16 = median of per-run ratios to the disk's limit for 16 pieces at once)")
+                "/ fio-b16 = median of per-run ratios to the disk's limit for 16 pieces at once;\n"
+                "/ best fixed = the same against the fastest --workers N; auto = no --workers,\n"
+                "the depth the controller measures)")
     csvp = os.path.join(out, "workers.csv")
-    write_csv(csvp, ["image", "mode", "config", "seconds", "speedup_vs_w1", "over_fio_b16", "cpu_s",
-                     "rss_kb"], csvrows)
+    write_csv(csvp, ["image", "mode", "config", "seconds", "speedup_vs_w1", "over_fio_b16",
+                     "over_best_fixed", "cpu_s", "rss_kb"], csvrows)
     print("\nCSV: %s" % csvp)
 
 # ------------------------------------------------- overlay and compressed

@@ -7,7 +7,11 @@
  * (time with at least one operation in flight, so that a client's pauses
  * do not count against a depth), and kept per depth as a moving average.
  * The depth used is the smallest whose throughput is within a few percent
- * of the best seen: beyond it, more in flight only adds latency. A depth
+ * of the best seen: beyond it, more in flight only adds latency. A window
+ * whose work never filled its depth (a request of 16 pieces under a limit
+ * of 64) measured the depth it did reach: its figure is credited to that
+ * depth, and no deeper one is tried from there, since the work cannot use
+ * it (deeper levels would only collect noise). A depth
  * next to it whose throughput is not known yet is tried for one window;
  * once all are known, one window in eight tries a neighbour (alternately
  * above and below), so that the choice follows the device when it speeds
@@ -28,6 +32,10 @@ struct fq_depth {
     unsigned cur;                /* level in use this window */
     unsigned home;               /* level chosen */
     unsigned inflight;
+    unsigned peak;               /* most in flight in this window */
+    bool full[LEVELS];           /* the last window at this level filled it */
+    unsigned cap;                /* the deepest level the work filled when
+                                    given more (LEVELS: none seen) */
     uint64_t busy_since;         /* when inflight last went from 0 to 1 */
     uint64_t busy_ns;            /* busy time in this window so far */
     uint64_t bytes;
@@ -69,6 +77,7 @@ int fq_depth_new(unsigned fixed, unsigned max, struct fq_depth **out)
     d->lo = 0;
     d->hi = max ? level_of(max) : LEVELS - 1;
     d->home = d->cur = FQ_MIN((unsigned)START_LEVEL, d->hi);
+    d->cap = LEVELS;
     d->clock = real_clock;
     *out = d;
     return 0;
@@ -92,6 +101,8 @@ void fq_depth_start(struct fq_depth *d)
         return;
     if (d->inflight++ == 0)
         d->busy_since = d->clock(d->clock_arg);
+    if (d->inflight > d->peak)
+        d->peak = d->inflight;
 }
 
 /* Operations a window counts at level l: enough to see the depth at work. */
@@ -112,14 +123,18 @@ static unsigned choose(struct fq_depth *d)
             d->home = l;
             break;
         }
+    /* deeper only if the work filled the depth chosen; at once only if no
+     * deeper window has shown that the work stops short of it (the
+     * periodic probe still goes, to see the work change) */
+    bool up = d->home < d->hi && d->full[d->home];
     /* an unknown neighbour is tried at once */
-    if (d->home < d->hi && d->rate[d->home + 1] == 0)
+    if (up && d->cap > d->home && d->rate[d->home + 1] == 0)
         return d->home + 1;
     if (d->home > d->lo && d->rate[d->home - 1] == 0)
         return d->home - 1;
     if (d->windows % PROBE_EVERY == 0) {
         d->probe_up = !d->probe_up;
-        if (d->probe_up && d->home < d->hi)
+        if (d->probe_up && up)
             return d->home + 1;
         if (!d->probe_up && d->home > d->lo)
             return d->home - 1;
@@ -144,11 +159,20 @@ void fq_depth_end(struct fq_depth *d, uint64_t bytes)
         d->busy_ns += now - d->busy_since;
         d->busy_since = now;
     }
+    /* a window that never filled its depth measured the one it reached */
+    unsigned lvl = d->peak >= (1u << d->cur) ? d->cur : level_of(FQ_MAX(d->peak, 1u));
+    lvl = FQ_MAX(lvl, d->lo);
+    d->full[d->cur] = lvl == d->cur;
+    if (lvl < d->cur)
+        d->cap = lvl;
+    else if (d->cur > d->cap)
+        d->cap = LEVELS;
     if (d->busy_ns > 0 && d->bytes > 0) {
         double r = (double)d->bytes / (double)d->busy_ns;
-        double *m = &d->rate[d->cur];
+        double *m = &d->rate[lvl];
         *m = *m > 0 ? 0.6 * *m + 0.4 * r : r;
     }
+    d->peak = d->inflight;
     d->bytes = 0;
     d->busy_ns = 0;
     d->ops = 0;

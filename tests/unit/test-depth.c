@@ -5,7 +5,9 @@
  * adds latency; below it throughput is lost), follow P when the device
  * changes in either direction, cost little throughput while it measures,
  * and a forced depth must never move. A second device gains a little
- * past its knee, only very deep: the depth chosen stays at the knee.
+ * past its knee, only very deep: the depth chosen stays at the knee. Work
+ * that never fills more than 16 on a noisy device does not send the
+ * limit deeper.
  * SPDX-License-Identifier: MIT
  */
 #include "core/core.h"
@@ -16,6 +18,9 @@ struct sim {
     unsigned par;               /* operations served at once */
     uint64_t svc;               /* ns per operation */
     double slope;               /* extra throughput per op past par (0..1) */
+    unsigned work;              /* the client has at most this many at once (0: any) */
+    unsigned noise;             /* +-percent on each wave's time (0: none) */
+    uint64_t rng;
     uint64_t bytes;
 };
 
@@ -29,6 +34,8 @@ static uint64_t sim_clock(void *arg)
 static unsigned batch(struct fq_depth *d, struct sim *s)
 {
     unsigned n = fq_depth_limit(d);
+    if (s->work && n > s->work)
+        n = s->work;
     unsigned served = s->par + (unsigned)(s->slope * (n > s->par ? n - s->par : 0));
 
     if (served == 0)
@@ -38,6 +45,11 @@ static unsigned batch(struct fq_depth *d, struct sim *s)
     for (unsigned done = 0; done < n;) {
         unsigned wave = n - done < served ? n - done : served;
         s->now += s->svc;
+        if (s->noise) {   /* a device whose waves vary: +-noise% */
+            s->rng = s->rng * 6364136223846793005ull + 1442695040888963407ull;
+            s->now += s->svc * ((s->rng >> 33) % (2 * s->noise + 1)) / 100;
+            s->now -= s->svc * s->noise / 100;
+        }
         for (unsigned i = 0; i < wave; i++) {
             fq_depth_end(d, 65536);
             s->bytes += 65536;
@@ -111,6 +123,24 @@ int main(void)
     fq_depth_set_clock(d, sim_clock, &k);
     v = settle(d, &k, 600, 100);
     TL_CHECK(v == 4 || v == 8, "knee at 4: settled on %u", v);
+    fq_depth_free(d);
+
+    /* work that never has more than 16 at once (a 1 MiB request of 64 KiB
+     * pieces) on a wide, noisy device: deeper limits cannot change what
+     * runs, so they are not wandered into on the noise (the figures of
+     * such windows belong to the depth reached) */
+    struct sim w = { .now = 1, .par = 64, .svc = 50000, .work = 16, .noise = 45, .rng = 1 };
+    TL_CHECK(fq_depth_new(0, 0, &d) == 0, "fq_depth_new");
+    fq_depth_set_clock(d, sim_clock, &w);
+    settle(d, &w, 200, 1);
+    unsigned deeper = 0;
+    for (int i = 0; i < 400; i++) {
+        batch(d, &w);
+        deeper += fq_depth_limit(d) > 16;
+    }
+    if (getenv("TL_VERBOSE"))
+        printf("deeper %u\n", deeper);
+    TL_CHECK(deeper <= 400 / 8, "16 at most at once: a deeper limit in %u batches of 400", deeper);
     fq_depth_free(d);
 
     if (!tl_failures)
