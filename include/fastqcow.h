@@ -159,7 +159,8 @@ struct fq_open_opts {
     int force_share;           /* read-only opens only (else -EINVAL): let
                                   other programs write the image meanwhile
                                   (qemu-img -U); reads may then see it
-                                  change or look inconsistent */    const char *backing_protocols; /* protocols a backing file name read
+                                  change or look inconsistent */
+    const char *backing_protocols; /* protocols a backing file name read
                                   from an image may use ("nbd", a comma-
                                   separated list, or "all"); NULL: plain
                                   files only. An image is untrusted input:
