@@ -21,19 +21,19 @@ name=$(basename "$script" .sh)
 if [ -n "${FQ_TEST_QUICK:-}" ] && [ -n "${FQ_TEST_SEED:-}" ] && [ -z "${FQ_TEST_FULL:-}" ]; then
     case $name in
         *serve*|*mount*|*export*|*nbd*) ;;
-        *) # the test's place among the others: exact halves and quarters
+        *) . "$(dirname "$script")/sample-lib.sh" >/dev/null   # sample_pick
+           # the test's place among the others: exact halves and quarters
            i=0
            for t in "$(dirname "$script")"/test-*.sh; do
                case $(basename "$t" .sh) in *serve*|*mount*|*export*|*nbd*) continue;; esac
                [ "$t" -ef "$script" ] && break
                i=$((i + 1))
            done
-           k=$(( (i + FQ_TEST_SEED) % 4 ))
-           if [ $((k % 2)) = 1 ]; then
+           if ! sample_pick "$i" 2; then
                echo "SKIP: sanitizer run: $name runs in every other one (FQ_TEST_SEED=$FQ_TEST_SEED)"
                exit 77
            fi
-           if [ $k = 2 ]; then
+           if ! sample_pick "$i" 4; then
                export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
                echo "run.sh: no leak check in $name this run (FQ_TEST_SEED=$FQ_TEST_SEED)"
            fi;;
