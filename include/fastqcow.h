@@ -188,6 +188,17 @@ struct fq_open_opts {
                                   named with, read during fq_open only
                                   (fq_open_blockopts sets it; NULL: a
                                   plain name) */
+    int no_readahead;          /* the caller reads the image's data once,
+                                  in its own order, many requests in flight
+                                  (a whole-image copy or comparison): the
+                                  kernel's readahead is turned off on every
+                                  file of the chain read through the page
+                                  cache (POSIX_FADV_RANDOM on this open's
+                                  descriptors; other opens keep theirs).
+                                  Over a fragmented image readahead reads
+                                  what was not asked for, and out of order.
+                                  convert, compare, commit and rebase set
+                                  it; an export (serve, mount) does not */
 };
 
 #define FQ_CACHE_GIVEN_SIZE          1u

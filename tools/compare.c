@@ -206,6 +206,7 @@ int cmd_compare(int argc, char **argv)
         o[s].format = s ? a.fmt2 : a.fmt;
         o[s].cache = a.src_cache;
         o[s].readonly = 1;
+        o[s].no_readahead = 1;
         x.name[s] = argv[optind + s];
     }
     r = 2;

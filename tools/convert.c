@@ -427,6 +427,7 @@ int cmd_convert(int argc, char **argv)
     o[0].format = a.fmt;
     o[0].cache = a.src_cache;
     o[0].readonly = 1;
+    o[0].no_readahead = 1;
     o[1].format = c.fmt = a.out_fmt ? a.out_fmt : "raw";
     /* the target's default as qemu-img has it: written through the page
      * cache and never flushed (-t writeback flushes it at the end) */

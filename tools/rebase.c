@@ -78,7 +78,13 @@ int cmd_rebase(int argc, char **argv)
     pg.on = pg.on && !quiet;
     o.progress = img_progress_cb;
     o.opaque = &pg;
-    struct fq_image *img = img_open_file(argv[optind], fmt, true, !o.unsafe, cache);
+    struct fq_open_opts oo;
+    tool_open_opts_init(&oo);
+    oo.format = fmt;
+    oo.no_backing = o.unsafe;
+    oo.cache = cache;
+    oo.no_readahead = 1;        /* a safe rebase reads both chains once */
+    struct fq_image *img = img_open(argv[optind], &oo);
     if (!img)
         return 1;
     img_progress(&pg, 0, 1, true);

@@ -211,6 +211,7 @@ int fq_rebase(struct fq_image *img, const struct fq_rebase_opts *o, char *err)
         fq_open_opts_init(&oo);
         oo.readonly = 1;
         oo.cache = o->cache;
+        oo.no_readahead = 1;    /* read once, in the image's order */
         r = path ? fq_bdev_open_chain(bs->ctx, path, o->backing_format, &oo, 1, &nb, berr) : -ENOMEM;
         if (r < 0) {
             fq_seterr(err, "Could not open new backing file '%s': %s", path ? path : name,
@@ -284,6 +285,7 @@ static int commit_layer(const struct layer *l, struct fq_image *base, const stru
     oo.readonly = 1;
     oo.no_backing = 1;
     oo.cache = o->cache;
+    oo.no_readahead = 1;        /* read once, in the image's order */
     oo.ctx = fq_image_ctx(base);
     if ((r = fq_open(l->path, &oo, &img, err)) < 0)
         return r;

@@ -287,6 +287,8 @@ static int open_chain(struct fq_ctx *ctx, const char *filename, const char *form
      * orders its metadata with (a crash may then leave any state) */
     if (opts->cache == FQ_CACHE_UNSAFE)
         fflags |= FQ_FILE_NOFLUSH;
+    if (opts->no_readahead)
+        fflags |= FQ_FILE_NORA;
     r = open_layer_file(ctx, filename, fflags, opts->spec, &file, err);
     if (r < 0)
         return r;

@@ -192,6 +192,8 @@ int fq_shrink_refused(char *err, uint64_t size, uint64_t used);
                                 (fq_open_opts.force_share) */
 #define FQ_FILE_NOFLUSH 16u  /* flushes complete at once (cache=unsafe: the
                                 formats' own ordering flushes too) */
+#define FQ_FILE_NORA 32u     /* no kernel readahead on this descriptor
+                                (fq_open_opts.no_readahead) */
 
 /* An option a protocol driver takes in a block option list (its keys
  * under "file.", or at the top with driver=NAME), checked by the core as

@@ -7,10 +7,15 @@
  *  - open and create failures: a missing file, a directory, a non-qcow2
  *    file opened as qcow2, truncated and invalid qcow2 headers, invalid
  *    create options: each a negative errno and a non-empty message;
- *  - fq_get_info and fq_map on a fresh and a written qcow2 image.
+ *  - fq_get_info and fq_map on a fresh and a written qcow2 image;
+ *  - no_readahead: a read through an overlay brings only what it asked
+ *    for into the page cache from its backing file (where the kernel is
+ *    seen to read ahead without it).
  * Requests at the edges of the API are test-api-edges.c.
  * SPDX-License-Identifier: MIT
  */
+#include <sys/mman.h>
+
 #include "testlib.h"
 
 #define MiB (1ull << 20)
@@ -484,6 +489,106 @@ out:
     free(host);
 }
 
+/* Pages of `path` in [off, off + len) that are in the page cache; -1 if
+ * it cannot be told. */
+static long resident_pages(const char *path, uint64_t off, size_t len)
+{
+    long pg = sysconf(_SC_PAGESIZE), n = 0;
+    int fd = open(path, O_RDONLY);
+    void *m = fd < 0 ? MAP_FAILED : mmap(NULL, len, PROT_READ, MAP_SHARED, fd, (off_t)off);
+    unsigned char *v = calloc(len / (size_t)pg, 1);
+
+    if (m == MAP_FAILED || !v || mincore(m, len, v) < 0)
+        n = -1;
+    for (size_t i = 0; n >= 0 && i < len / (size_t)pg; i++)
+        n += v[i] & 1;
+    if (m != MAP_FAILED)
+        munmap(m, len);
+    if (fd >= 0)
+        close(fd);
+    free(v);
+    return n;
+}
+
+/* Drop `path` from the page cache; 0 when none of it is left there. */
+static int drop_cached(const char *path, uint64_t size)
+{
+    int fd = open(path, O_RDONLY);
+
+    if (fd < 0)
+        return -1;
+    (void)fdatasync(fd);
+    (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    close(fd);
+    return resident_pages(path, 0, size) == 0 ? 0 : -1;
+}
+
+/* Four 4 KiB reads in a row from `off` of the overlay `top` (unallocated
+ * there: they come from the backing file; reads in sequence are what the
+ * kernel reads ahead for); returns how many pages of the backing file's
+ * 1 MiB from `off` are cached after them (-1: cannot be told). */
+static long read_in_sequence(const char *top, const char *base, uint64_t size, uint64_t off,
+                             int no_readahead)
+{
+    struct fq_open_opts o;
+    struct fq_image *img = NULL;
+    char err[FQ_ERR_MAX] = "", buf[4096];
+
+    if (drop_cached(base, size) < 0)
+        return -1;
+    fq_open_opts_init(&o);
+    o.readonly = 1;
+    o.no_readahead = no_readahead;
+    int r = fq_open(top, &o, &img, err);
+    TL_CHECK(r == 0, "fq_open(%s, no_readahead %d) = %d: %s", top, no_readahead, r, err);
+    if (r < 0)
+        return -1;
+    for (uint64_t p = off; p < off + 4 * sizeof(buf); p += sizeof(buf)) {
+        r = fq_pread(img, buf, sizeof(buf), p);
+        TL_CHECK(r == 0 && buf[0] == (char)0x3c && buf[4095] == (char)0x3c,
+                 "read at %" PRIu64 " through the overlay: %d", p, r);
+    }
+    fq_close(img);
+    return resident_pages(base, off, MiB);
+}
+
+static void test_no_readahead(void)
+{
+    const char *base = tl_path("ra-base.raw"), *top = tl_path("ra-top.qcow2");
+    const uint64_t size = 8 * MiB, off = 3 * MiB;
+    struct fq_create_opts o;
+    char err[FQ_ERR_MAX] = "";
+    uint8_t *fill = malloc(MiB);
+    int fd = open(base, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+    TL_CHECK(fd >= 0 && fill, "create %s", base);
+    if (fd < 0 || !fill)
+        goto out;
+    memset(fill, 0x3c, MiB);
+    for (uint64_t p = 0; p < size; p += MiB)
+        TL_CHECK(pwrite(fd, fill, MiB, (off_t)p) == (ssize_t)MiB, "write %s", base);
+    close(fd);
+    fq_create_opts_init(&o);
+    o.size = size;
+    o.backing_file = base;
+    o.backing_format = "raw";
+    int r = fq_create(top, &o, err);
+    TL_CHECK(r == 0, "fq_create(%s) = %d: %s", top, r, err);
+    long with = read_in_sequence(top, base, size, off, 0);
+    if (with < 0 || with <= 4) {
+        /* a file system whose files stay in memory, or a kernel that did
+         * not read ahead here: the difference cannot be seen */
+        printf("test-api: no_readahead not observable here (%ld pages cached)\n", with);
+        goto out;
+    }
+    long without = read_in_sequence(top, base, size, off, 1);
+    TL_CHECK(without >= 4 && without <= 4 + 1,
+             "no_readahead: %ld pages of the backing file cached after four 4 KiB reads "
+             "(%ld with readahead)", without, with);
+out:
+    free(fill);
+}
+
 int main(void)
 {
     tl_name = "test-api";
@@ -497,6 +602,7 @@ int main(void)
     test_open_errors();
     test_create_errors();
     test_info_map();
+    test_no_readahead();
 
     if (tl_failures) {
         fprintf(stderr, "test-api: %d check(s) failed (scratch dir kept with TL_KEEP=1)\n", tl_failures);

@@ -639,6 +639,9 @@ static int file_open(struct fq_ctx *ctx, const char *filename, unsigned flags,
     }
     p->fd = fd;
     p->lock_fd = lfd;
+    /* a hint: a file system without it reads ahead as before */
+    if ((flags & FQ_FILE_NORA) && !(flags & FQ_FILE_DIRECT))
+        (void)posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM);
     p->is_blk = S_ISBLK(st.st_mode);
     p->waiting_tail = &p->waiting;
     fq_fl_init(&p->io_fl, sizeof(struct file_io), 256);
