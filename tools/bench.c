@@ -193,8 +193,9 @@ static void usage(FILE *f)
             "  -c COUNT            number of requests (default 75000)\n"
             "  -d DEPTH            requests in flight (default 64)\n"
             "  -f FMT              image format (qcow2, raw; probed by default)\n"
-            "  -i AIO              I/O engine: io_uring (native), threads, sync\n"
-            "  -n                  use io_uring (native AIO), same as -i io_uring\n"
+            "  -i AIO              I/O engine: native (io_uring; small operations on tmpfs\n"
+            "                      inline), io_uring (every operation), threads, sync\n"
+            "  -n                  native AIO, same as -i native\n"
             "  -o OFFSET           offset of the first request (default 0)\n"
             "  -s BUFFER_SIZE      bytes per request (default 4K)\n"
             "  -S STEP_SIZE        offset increment between requests (default = buffer size);\n"
@@ -294,7 +295,7 @@ int cmd_bench(int argc, char **argv)
             }
             break;
         case 'n':
-            oo.engine = FQ_ENGINE_IO_URING;
+            oo.engine = FQ_ENGINE_DEFAULT;      /* native AIO: see -i native */
             break;
         case 'o':
             if (tool_parse_size(optarg, &b.start, "offset") < 0)

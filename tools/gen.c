@@ -122,7 +122,8 @@ static void usage(FILE *f)
             "  --depth N          writes in flight (default: measured as it runs, up to 128);\n"
             "                     1 writes strictly in order\n"
             "  -t CACHE           none, writeback (default), writethrough, directsync, unsafe\n"
-            "  -i AIO, -n         I/O engine: io_uring (native; -n), threads, sync\n"
+            "  -i AIO, -n         I/O engine: native (-n; io_uring, small operations on tmpfs\n"
+            "                     inline), io_uring (every operation), threads, sync\n"
             "  --workers N        extents in flight per request (0 = measured: the default)\n"
             "  -q                 print nothing on success\n"
             "  -h, --help         this help\n");
@@ -193,7 +194,7 @@ int cmd_gen(int argc, char **argv)
             }
             break;
         case 'n':
-            oo.engine = FQ_ENGINE_IO_URING;
+            oo.engine = FQ_ENGINE_DEFAULT;      /* native AIO: see -i native */
             break;
         case O_LAYOUT:
             for (int i = 0; i < 4; i++)

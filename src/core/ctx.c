@@ -33,8 +33,14 @@
 
 int fq_engine_parse(const char *name, enum fq_engine_kind *out)
 {
-    if (!strcmp(name, "io_uring") || !strcmp(name, "native"))
+    /* "native" is qemu's native AIO: the fastest kernel path, which here
+     * is the default (io_uring, small operations on memory-backed files
+     * inline, as native AIO completes them in the submitting call);
+     * "io_uring" is io_uring for every operation */
+    if (!strcmp(name, "io_uring"))
         *out = FQ_ENGINE_IO_URING;
+    else if (!strcmp(name, "native"))
+        *out = FQ_ENGINE_DEFAULT;
     else if (!strcmp(name, "threads"))
         *out = FQ_ENGINE_THREADS;
     else if (!strcmp(name, "sync"))

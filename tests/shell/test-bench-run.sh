@@ -43,7 +43,7 @@ for img in b.raw b.qcow2; do
             bench_ok -f $fmt -i $eng -t $cache -c 300 -d 8 $img
         done
     done
-    # -n is native AIO: io_uring here (qemu-img needs cache none for it)
+    # -n is native AIO: the default engine (qemu-img needs cache none for it)
     bench_ok -f $fmt -n -t none -c 100 -s 64k -w $img
     bench_ok -f $fmt -n -t none -c 100 -s 1m -d 1 $img
     # sync engine: no qemu counterpart, check the lines only

@@ -47,7 +47,7 @@ static void test_parse_size(void)
 static void test_engine_cache_parse(void)
 {
     static const struct { const char *s; enum fq_engine_kind k; } eng[] = {
-        { "io_uring", FQ_ENGINE_IO_URING }, { "native", FQ_ENGINE_IO_URING },
+        { "io_uring", FQ_ENGINE_IO_URING }, { "native", FQ_ENGINE_DEFAULT },
         { "threads", FQ_ENGINE_THREADS }, { "sync", FQ_ENGINE_SYNC },
     };
     static const struct { const char *s; enum fq_cache_mode m; } cache[] = {
@@ -154,6 +154,37 @@ static void test_create_opts_parse(void)
     fq_create_opts_release(&o);   /* twice is harmless */
 }
 
+/* "native" (-n) is the default engine, with its paths per file: on a
+ * memory-backed file small operations run inline (the engine note says
+ * so); "io_uring" sends every operation to io_uring. */
+static void test_native_paths(void)
+{
+    static const char *const names[] = { "native", "io_uring" };
+    char dir[] = "/dev/shm/test-api.XXXXXX", path[64];
+
+    if (!mkdtemp(dir))
+        return;     /* no /dev/shm: nothing to tell apart */
+    snprintf(path, sizeof(path), "%s/a.raw", dir);
+    tl_create_image(path, "raw", 1 << 20, 0, 0);
+    for (int i = 0; i < 2; i++) {
+        enum fq_engine_kind e;
+        char buf[4096];
+        TL_CHECK(fq_engine_parse(names[i], &e) == 0, "fq_engine_parse(%s)", names[i]);
+        struct fq_image *img = tl_open_image(path, "raw", 1, e, NULL);
+        if (!img)
+            continue;
+        TL_CHECK(fq_pread(img, buf, sizeof(buf), 4096) == 0, "%s: read", names[i]);
+        struct fq_ctx *ctx = fq_image_ctx(img);
+        const char *n = fq_ctx_engine_name(ctx), *note = fq_ctx_engine_note(ctx);
+        if (n && !strcmp(n, "io_uring"))
+            TL_CHECK(i == 0 ? strstr(note, "inline") != NULL : note[0] == '\0',
+                     "-i %s on tmpfs: engine note '%s'", names[i], note);
+        fq_close(img);
+    }
+    unlink(path);
+    rmdir(dir);
+}
+
 static void test_misc(void)
 {
     struct fq_ctx *ctx;
@@ -190,6 +221,7 @@ static void test_misc(void)
         fq_ctx_free(ctx);
     }
     fq_ctx_free(NULL);
+    test_native_paths();
     TL_CHECK(fq_close(NULL) == 0, "fq_close(NULL)");
 }
 

@@ -165,7 +165,7 @@ static void usage(void)
            "  -n, --nocache        disable host cache, short for -t none\n"
            "  -C, --copy-on-read   enable copy-on-read\n"
            "  -m, --misalign       misalign allocations for O_DIRECT\n"
-           "  -k, --native-aio     use io_uring, short for -i io_uring\n"
+           "  -k, --native-aio     native AIO, short for -i native\n"
            "  -i, --aio=MODE       use AIO mode (threads, native, io_uring or sync)\n"
            "  -t, --cache=MODE     use the given cache mode for the image\n"
            "  -d, --discard=MODE   use the given discard mode for the image\n"
@@ -236,7 +236,7 @@ static int parse_cmdline(int argc, char **argv, struct io *io, struct io_spec *s
         case 'n': sp->cache = FQ_CACHE_NONE; break;
         case 'm': io->misalign = true; break;
         case 'k':
-            sp->engine = FQ_ENGINE_IO_URING;
+            sp->engine = FQ_ENGINE_DEFAULT;     /* as -i native */
             sp->native = true;
             break;
         case 'U': sp->force_share = true; break;

@@ -256,7 +256,7 @@ int open_f(struct io *io, const struct io_cmd *ct, int argc, char **argv)
         case 'C': sp.cor = true; break;
         case 'r': sp.readonly = true; break;
         case 'k':
-            sp.engine = FQ_ENGINE_IO_URING;
+            sp.engine = FQ_ENGINE_DEFAULT;      /* as -i native */
             sp.native = true;
             break;
         case 'U': sp.force_share = true; break;

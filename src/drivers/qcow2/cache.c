@@ -393,6 +393,12 @@ int qcache_reserve(struct qcache *c, size_t n)
 static int check_in_file(struct qcache *c, uint64_t off)
 {
     struct qcow2 *s = c->s;
+
+    /* within the size known at open or since changed by our own writes: no
+     * system call per miss (a file shrunk by another program under a
+     * shared open reads as zeros past its end, as any read there does) */
+    if (off < s->file->size)
+        return 0;
     int64_t flen = s->file->ops->file_length ? s->file->ops->file_length(s->file)
                                              : (int64_t)s->file->size;
 
