@@ -50,6 +50,7 @@ struct bench {
     bool flushing;                /* drain mode: the flush is in flight */
     struct slot *slots;
     struct slot **free;           /* stack of idle slots */
+    uint8_t *arena;               /* every slot's buffer (fq_buf_alloc) */
     unsigned nslots, nfree;
     int err;
 };
@@ -409,12 +410,15 @@ int cmd_bench(int argc, char **argv)
         tool_error("out of memory");
         goto out;
     }
+    /* one allocation for all: physically contiguous pieces where the
+     * system gives huge pages (fq_buf_alloc) */
+    size_t stride = ((size_t)b.bufsize + 4095) & ~(size_t)4095;
+    if (!(b.arena = fq_buf_alloc(stride * b.nslots))) {
+        tool_error("out of memory for %u buffers of %" PRIu64 " bytes", b.nslots, b.bufsize);
+        goto out;
+    }
     for (unsigned i = 0; i < b.nslots; i++) {
-        void *p;
-        if (posix_memalign(&p, 4096, b.bufsize ? b.bufsize : 1)) {
-            tool_error("out of memory for %u buffers of %" PRIu64 " bytes", b.nslots, b.bufsize);
-            goto out;
-        }
+        void *p = b.arena + stride * i;
         if (b.write)
             memset(p, (int)pattern, b.bufsize);
         b.slots[i] = (struct slot){ &b, { p, b.bufsize } };
@@ -460,8 +464,7 @@ out:
         tool_error("Failed to flush the image: %s", strerror(-r));
         ret = 1;
     }
-    for (unsigned i = 0; b.slots && i < b.nslots; i++)
-        free(b.slots[i].iov.iov_base);
+    fq_buf_free(b.arena);
     free(b.slots);
     free(b.free);
     return ret;

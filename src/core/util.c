@@ -3,6 +3,8 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include "util.h"
@@ -167,6 +169,28 @@ int fq_parse_size(const char *s, uint64_t *out)
         return -EINVAL;
     *out = (uint64_t)v;
     return 0;
+}
+
+#define HUGE_FROM (256u << 10)
+#define HUGE_SIZE (2u << 20)
+
+void *fq_buf_alloc(size_t len)
+{
+    void *p = NULL;
+
+    if (len < HUGE_FROM)
+        return posix_memalign(&p, 4096, len ? len : 1) ? NULL : p;
+    size_t sz = (len + HUGE_SIZE - 1) & ~(size_t)(HUGE_SIZE - 1);
+    if (posix_memalign(&p, HUGE_SIZE, sz))
+        return NULL;
+    /* a hint: without transparent huge pages it is plain memory */
+    (void)madvise(p, sz, MADV_HUGEPAGE);
+    return p;
+}
+
+void fq_buf_free(void *buf)
+{
+    free(buf);
 }
 
 const char *fq_version(void)

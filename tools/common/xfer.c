@@ -10,14 +10,6 @@
 #include "cli.h"
 #include "xfer.h"
 
-/* A CHUNK-sized buffer fit for O_DIRECT, or NULL. */
-static void *alloc_chunk(void)
-{
-    void *p = NULL;
-
-    return posix_memalign(&p, 4096, CHUNK) ? NULL : p;
-}
-
 /* Record the first error: its -errno, offset and side. */
 static void xfer_fail(struct xfer *x, int ret, uint64_t off, int side)
 {
@@ -157,12 +149,19 @@ int xfer_open(struct xfer *x, int s, struct fq_open_opts *o)
 /* Allocate the job buffers. Returns 0 or -1 after printing the error. */
 int xfer_alloc(struct xfer *x, int nbuf, size_t niov)
 {
+    /* one allocation for every buffer, touched only as jobs use them:
+     * physically contiguous pieces where the system gives huge pages */
+    size_t sz = ((x->chunk > CHUNK ? x->chunk : CHUNK) + 4095) & ~(size_t)4095;
+    if (!(x->arena = fq_buf_alloc(sz * (size_t)nbuf * (size_t)x->njobs))) {
+        tool_error("Out of memory");
+        return -1;
+    }
     for (int i = 0; i < x->njobs; i++) {
         struct job *j = &x->job[i];
         j->iov = calloc(niov, sizeof(*j->iov));
         for (int b = 0; b < nbuf; b++)
-            j->buf[b] = x->chunk > CHUNK ? aligned_alloc(4096, x->chunk) : alloc_chunk();
-        if (!j->iov || !j->buf[0] || (nbuf > 1 && !j->buf[1])) {
+            j->buf[b] = x->arena + sz * (size_t)(i * nbuf + b);
+        if (!j->iov) {
             tool_error("Out of memory");
             return -1;
         }
@@ -179,11 +178,9 @@ int xfer_close(struct xfer *x)
     fq_close(x->img[0]);
     if (x->img[1])
         r = fq_close(x->img[1]);
-    for (int i = 0; i < x->njobs; i++) {
-        free(x->job[i].buf[0]);
-        free(x->job[i].buf[1]);
+    for (int i = 0; i < x->njobs; i++)
         free(x->job[i].iov);
-    }
+    fq_buf_free(x->arena);
     fq_ctx_free(x->ctx);
     fq_depth_free(x->depth);
     return r;

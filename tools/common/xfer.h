@@ -51,6 +51,7 @@ struct xfer {
     size_t gran;                          /* convert: zero detection block */
     uint64_t ccs;                         /* convert -c: target cluster size */
     size_t chunk;                         /* job buffer size (0 = CHUNK) */
+    uint8_t *arena;                       /* every job's buffers */
     size_t wmax;                          /* convert: largest data write
                                              (0: a run in one write) */
     struct progress pg;
