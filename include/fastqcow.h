@@ -60,7 +60,10 @@ int fq_ctx_run(struct fq_ctx *ctx, unsigned min_complete, int timeout_ms);
 int fq_ctx_fd(struct fq_ctx *ctx);
 /* Number of user requests submitted and not yet completed. */
 unsigned fq_ctx_inflight(const struct fq_ctx *ctx);
-/* Parse "io_uring", "threads", "sync", "native" (= io_uring). */
+/* Parse "io_uring" (io_uring for every operation), "threads", "sync",
+ * "native" and "default" (both FQ_ENGINE_DEFAULT: io_uring, with small
+ * operations on memory-backed files run inline while one request is in
+ * flight, as qemu's native AIO completes them in the submitting call). */
 int fq_engine_parse(const char *name, enum fq_engine_kind *out);
 
 /* ---- file descriptors in the loop --------------------------------------

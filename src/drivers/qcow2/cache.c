@@ -126,14 +126,25 @@ static void *alloc_data(uint32_t len)
 }
 
 #define POOL_CHUNK_SLICES 64
+#define HUGE_CACHE (8u << 20)   /* from this size on, 2 MiB chunks */
+#define HUGE_CHUNK (2u << 20)
 
 /* Slices are carved from chunks of POOL_CHUNK_SLICES (an aligned
  * allocation each costs about as much again in the allocator's padding);
- * a free slice holds the link to the next one. The chunks stay until the
- * cache is destroyed: they never outgrow the cache's largest size. */
+ * a free slice holds the link to the next one. A cache of HUGE_CACHE or
+ * more carves its slices, or its whole tables, from chunks of 2 MiB in
+ * transparent huge pages (fq_buf_alloc): a random lookup over many tables
+ * then misses the TLB far less, and filling the cache faults in a chunk at
+ * a time. The chunks stay until the cache is destroyed: they never
+ * outgrow the cache's largest size by more than one chunk. */
+static bool huge_chunks(const struct qcache *c)
+{
+    return (uint64_t)c->target * c->slice >= HUGE_CACHE && c->slice <= HUGE_CHUNK / 4;
+}
+
 static bool pooled(const struct qcache *c, uint32_t len)
 {
-    return c->slice < c->cs && len == c->slice;
+    return len == c->slice && (c->slice < c->cs || huge_chunks(c));
 }
 
 /* A data buffer of `len` bytes. */
@@ -146,11 +157,13 @@ static void *buf_get(struct qcache *c, uint32_t len)
         if (!nc)
             return NULL;
         c->chunks = nc;
-        uint8_t *ch = alloc_data(len * POOL_CHUNK_SLICES);
+        bool huge = huge_chunks(c);
+        unsigned n = huge ? HUGE_CHUNK / len : POOL_CHUNK_SLICES;
+        uint8_t *ch = huge ? fq_buf_alloc(HUGE_CHUNK) : alloc_data(len * POOL_CHUNK_SLICES);
         if (!ch)
             return NULL;
         c->chunks[c->nchunks++] = ch;
-        for (unsigned i = POOL_CHUNK_SLICES; i-- > 0;) {
+        for (unsigned i = n; i-- > 0;) {
             uint8_t *p = ch + (size_t)i * len;
             memcpy(p, &c->pool, sizeof(c->pool));
             c->pool = p;
