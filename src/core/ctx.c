@@ -99,7 +99,7 @@ void fq_ctx_free(struct fq_ctx *ctx)
         return;
     while (ctx->watches)
         fq_watch_stop(ctx->watches);
-    while (ctx->eng.inflight > 0 || ctx->bh_head || ctx->ready)
+    while (ctx->eng.inflight > 0 || ctx->bh_head || ctx->ready || ctx->held)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
     while (ctx->finis) {
@@ -252,7 +252,7 @@ struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd)
         r->inline_io = true;
         if (!ctx->noted_inline && !ctx->engine_note[0])
             snprintf(ctx->engine_note, sizeof(ctx->engine_note),
-                     "small operations on memory-backed files (tmpfs) run inline when one "
+                     "small operations on memory-backed files (tmpfs), and lone ones up to 2 MiB, run inline when one "
                      "request is in flight: %s would hand each one to a kernel worker", ctx->eng.ops->name);
         ctx->noted_inline = true;
     } else if (ctx->eng.ops->fd_register) {
