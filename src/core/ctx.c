@@ -18,7 +18,11 @@
  * such operations without blocking and hands each one to a kernel worker
  * thread, which costs a small copy's latency several times over; larger
  * ones, and all of them while requests queue up, still go to the engine,
- * whose workers copy them on other cores in parallel.
+ * whose workers copy them on other cores in parallel. A larger one (up to
+ * 2 MiB) is held back instead: if nothing follows it before the loop
+ * waits, it was a lone piece of a lone request, and the loop runs it
+ * inline too (no worker could overlap it with anything); if another
+ * operation comes first, both go to the engine.
  * SPDX-License-Identifier: MIT
  */
 #include <poll.h>
@@ -95,7 +99,7 @@ void fq_ctx_free(struct fq_ctx *ctx)
         return;
     while (ctx->watches)
         fq_watch_stop(ctx->watches);
-    while (ctx->eng.inflight > 0 || ctx->bh_head || ctx->ready)
+    while (ctx->eng.inflight > 0 || ctx->bh_head || ctx->ready || ctx->held)
         if (fq_ctx_run(ctx, 0, -1) < 0)
             break;
     while (ctx->finis) {
@@ -154,30 +158,76 @@ void fq_ctx_defer(struct fq_ctx *ctx, struct fq_bh *bh, void (*fn)(void *), void
  * 4 KiB reads at depth 1 twice as fast inline, at depth 32 three times as
  * fast through the workers). */
 #define INLINE_MAX (32u << 10)
+/* A lone operation runs inline up to this size (a longer copy would hold
+ * the loop from new requests for too long). */
+#define LONE_MAX (2u << 20)
 
-static bool run_inline(const struct fq_ctx *ctx, const struct fq_aio *aio)
+enum path { PATH_ENGINE, PATH_INLINE, PATH_LONE };
+
+static enum path choose_path(const struct fq_ctx *ctx, const struct fq_aio *aio)
 {
     if (!aio->reg || !aio->reg->inline_io || aio->is_poll || aio->is_cancel || ctx->user_inflight > 1)
-        return false;
+        return PATH_ENGINE;
     if (aio->op != FQ_OP_READ && aio->op != FQ_OP_WRITE)
-        return true;
+        return PATH_INLINE;
     size_t n = 0;
-    for (int i = 0; i < aio->iovcnt && n <= INLINE_MAX; i++)
+    for (int i = 0; i < aio->iovcnt && n <= LONE_MAX; i++)
         n += aio->iov[i].iov_len;
-    return n <= INLINE_MAX;
+    return n <= INLINE_MAX ? PATH_INLINE : n <= LONE_MAX ? PATH_LONE : PATH_ENGINE;
+}
+
+static void engine_submit(struct fq_ctx *ctx, struct fq_aio *aio)
+{
+    ctx->eng.inflight++;
+    ctx->eng.ops->submit(&ctx->eng, aio);
+}
+
+static void exec_inline(struct fq_ctx *ctx, struct fq_aio *aio)
+{
+    aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
+    ctx->ran_inline++;
+    aio->next = NULL;
+    *ctx->ready_tail = aio;
+    ctx->ready_tail = &aio->next;
+}
+
+/* The loop is about to wait (or deliver): a held operation that is still
+ * alone runs inline now, unless requests have queued up meanwhile. */
+static void release_held(struct fq_ctx *ctx)
+{
+    struct fq_aio *aio = ctx->held;
+
+    if (!aio)
+        return;
+    ctx->held = NULL;
+    if (ctx->user_inflight > 1)
+        engine_submit(ctx, aio);
+    else
+        exec_inline(ctx, aio);
 }
 
 void fq_ctx_submit(struct fq_ctx *ctx, struct fq_aio *aio)
 {
-    if (run_inline(ctx, aio)) {
-        aio->res = fq_aio_exec(aio->op, aio->fd, aio->off, aio->len, aio->iov, aio->iovcnt);
-        aio->next = NULL;
-        *ctx->ready_tail = aio;
-        ctx->ready_tail = &aio->next;
-        return;
+    enum path p = choose_path(ctx, aio);
+
+    if (ctx->held) {
+        /* a second operation: the held one was not alone */
+        engine_submit(ctx, ctx->held);
+        ctx->held = NULL;
+        if (p == PATH_LONE)
+            p = PATH_ENGINE;
     }
-    ctx->eng.inflight++;
-    ctx->eng.ops->submit(&ctx->eng, aio);
+    switch (p) {
+    case PATH_INLINE:
+        exec_inline(ctx, aio);
+        break;
+    case PATH_LONE:
+        ctx->held = aio;
+        break;
+    case PATH_ENGINE:
+        engine_submit(ctx, aio);
+        break;
+    }
 }
 
 /* Is the file memory-backed: its operations complete without waiting? */
@@ -202,7 +252,7 @@ struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd)
         r->inline_io = true;
         if (!ctx->noted_inline && !ctx->engine_note[0])
             snprintf(ctx->engine_note, sizeof(ctx->engine_note),
-                     "small operations on memory-backed files (tmpfs) run inline when one "
+                     "small operations on memory-backed files (tmpfs), and lone ones up to 2 MiB, run inline when one "
                      "request is in flight: %s would hand each one to a kernel worker", ctx->eng.ops->name);
         ctx->noted_inline = true;
     } else if (ctx->eng.ops->fd_register) {
@@ -231,10 +281,15 @@ void fq_ctx_kick(struct fq_ctx *ctx)
 }
 
 /* Deliver the completions of inline operations and run every queued
- * bottom half, including ones queued while running. */
+ * bottom half, including ones queued while running; then a held
+ * operation is let go (nothing followed it: it runs inline). */
 static void run_bhs(struct fq_ctx *ctx)
 {
-    while (ctx->bh_head || ctx->ready) {
+    while (ctx->bh_head || ctx->ready || ctx->held) {
+        if (!ctx->bh_head && !ctx->ready) {
+            release_held(ctx);
+            continue;
+        }
         if (ctx->ready) {
             struct fq_aio *a = ctx->ready;
             ctx->ready = a->next;

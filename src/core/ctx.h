@@ -45,6 +45,9 @@ struct fq_ctx {
     struct fq_bh *bh_head, **bh_tail;
     struct fq_aio *ready, **ready_tail; /* operations run inline, their
                                  completions not yet delivered */
+    struct fq_aio *held;      /* a larger inline-path operation that may be
+                                 its request's only one (ctx.c) */
+    uint64_t ran_inline;      /* operations the loop's thread ran, ever */
     bool auto_paths;          /* the default engine: paths chosen per file */
     bool noted_inline;        /* the engine note tells of inline files */
     unsigned user_inflight;   /* public requests not yet completed */
