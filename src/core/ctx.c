@@ -252,8 +252,9 @@ struct fq_fdreg *fq_ctx_fd_register(struct fq_ctx *ctx, int fd)
         r->inline_io = true;
         if (!ctx->noted_inline && !ctx->engine_note[0])
             snprintf(ctx->engine_note, sizeof(ctx->engine_note),
-                     "small operations on memory-backed files (tmpfs), and lone ones up to 2 MiB, run inline when one "
-                     "request is in flight: %s would hand each one to a kernel worker", ctx->eng.ops->name);
+                     "small operations on memory-backed files (tmpfs), and lone ones up to "
+                     "2 MiB, run inline when one request is in flight: %s would hand each one "
+                     "to a kernel worker", ctx->eng.ops->name);
         ctx->noted_inline = true;
     } else if (ctx->eng.ops->fd_register) {
         r->eslot = ctx->eng.ops->fd_register(&ctx->eng, fd);

@@ -50,7 +50,8 @@ static uint64_t read_n(struct fq_image *img, uint8_t *buf, size_t len, int n, in
     return ctx->ran_inline - before;
 }
 
-static void check_paths(const char *path, const uint8_t *want, enum fq_engine_kind e, const char *name)
+static void check_paths(const char *path, const uint8_t *want, enum fq_engine_kind e,
+                        const char *name)
 {
     static const struct {
         size_t len;
@@ -58,7 +59,8 @@ static void check_paths(const char *path, const uint8_t *want, enum fq_engine_ki
         bool inl;       /* with the default engine */
     } cases[] = {
         { 4096, 1, true }, { 32 << 10, 1, true }, { 64 << 10, 1, true }, { 1 << 20, 1, true },
-        { 2 << 20, 1, true }, { 4 << 20, 1, false }, { 128 << 10, 2, false }, { 256 << 10, 4, false },
+        { 2 << 20, 1, true }, { 4 << 20, 1, false }, { 128 << 10, 2, false },
+        { 256 << 10, 4, false },
     };
     struct fq_image *img = tl_open_image(path, "raw", 1, e, NULL);
     uint8_t *buf = fq_buf_alloc(4 << 20);
@@ -70,7 +72,8 @@ static void check_paths(const char *path, const uint8_t *want, enum fq_engine_ki
         memset(buf, 0, cases[i].len);
         uint64_t inl = read_n(img, buf, cases[i].len, cases[i].n, res);
         for (int k = 0; k < cases[i].n; k++)
-            TL_CHECK(res[k] == 0, "%s: %zu bytes in %d: read %d = %d", name, cases[i].len, cases[i].n, k, res[k]);
+            TL_CHECK(res[k] == 0, "%s: %zu bytes in %d: read %d = %d", name, cases[i].len,
+                     cases[i].n, k, res[k]);
         TL_CHECK(!memcmp(buf, want, cases[i].len), "%s: %zu bytes in %d: data differs", name,
                  cases[i].len, cases[i].n);
         bool expect = e == FQ_ENGINE_DEFAULT && cases[i].inl;
