@@ -9,8 +9,9 @@
 # (no timing is judged): bench/seed-table --features --verify, which runs
 # bench/feature-table --verify (fastqcow reads the overlay and the
 # compressed images as qemu-img does, written overlays stay clean, every
-# timed run succeeds), and bench/scale-table --quick, whose CSVs must hold
-# every row with a figure for every tool.
+# timed run succeeds), bench/scale-table --quick, whose CSVs must hold
+# every row with a figure for every tool, and bench/convert-table --quick
+# (every whole-image row timed for both tools).
 # SPDX-License-Identifier: MIT
 set -u
 : "${FASTQCOW:?FASTQCOW must point at the fastqcow tool}"
@@ -164,6 +165,17 @@ if [ -z "${FQ_TEST_QUICK:-}" ] && command -v fio >/dev/null && command -v python
         ! grep -q FAILED scale.log || { bad "scale-table: failed runs"; grep -A3 FAILED scale.log; }
     else
         bad "bench/scale-table --quick failed"; cat scale.log
+    fi
+    # bench/convert-table: every row of both places measured for both
+    # tools, the result checked (a tool's failure leaves NA and FAILED)
+    if bash "$REPO/bench/convert-table" --quick --out "$T/convert" >convert.log 2>&1; then
+        rows=$(tail -n +2 "$T/convert/convert-raw.csv" | awk -F, '$6 ~ /^[0-9.]+$/' | wc -l)
+        want=20
+        [ -d /dev/shm ] && want=30
+        [ "$rows" = "$want" ] || { bad "convert-table: $rows timed runs, $want expected"; cat convert.log; }
+        ! grep -q FAILED convert.log || { bad "convert-table: failed runs"; grep -A3 FAILED convert.log; }
+    else
+        bad "bench/convert-table --quick failed"; cat convert.log
     fi
     # bench/seed-table --features runs bench/feature-table (with --verify:
     # fastqcow reads every image as qemu-img does, written overlays stay
