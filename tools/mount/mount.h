@@ -40,6 +40,15 @@
  * headers), allocated on first use: the export's memory is bounded by
  * about FQ_MOUNT_SLOTS MiB. */
 #define FQ_MOUNT_SLOTS 64
+/* A read longer than FQ_MOUNT_RBUF_MIN is answered from a reply buffer of
+ * its own, in physically contiguous memory (fq_buf_alloc's huge pages):
+ * an O_DIRECT read into it is one segment for the block layer, where the
+ * slot's 4 KiB pages would take one per page. At most FQ_MOUNT_RBUFS of
+ * them (FQ_MOUNT_RBUFS MiB), made on first use; past that a read uses its
+ * slot's buffer. Small requests, the most of them, keep the slots' pages,
+ * which they touch one or two of. */
+#define FQ_MOUNT_RBUF_MIN (64u << 10)
+#define FQ_MOUNT_RBUFS 32
 /* Readahead of the mounted file's page cache (the kernel offers 128 KiB;
  * raised through sysfs when writable: buffered sequential reads become
  * one 1 MiB request after another, several in flight). */
@@ -69,6 +78,7 @@ struct mslot {
     struct mnt *m;
     fuse_req_t req;
     char *base;                  /* page-aligned, mount_max_io() + 2 pages */
+    char *rbuf;                  /* a reply buffer lent to a long read */
     struct iovec iov;
     uint64_t off, len;           /* of a request that waits for an idle image */
     int op;                      /* MOP_*: what it waits to do */
@@ -103,6 +113,10 @@ struct mnt {
     bool dev_paused;             /* the device watch is paused (no free slot,
                                     or a waiting request) */
     struct mslot *wait_head, **wait_tail; /* requests that need an idle image */
+    char *rbuf_free[FQ_MOUNT_RBUFS]; /* reply buffers not lent */
+    unsigned rbuf_nfree, rbuf_made;
+    char *rbuf_slab[FQ_MOUNT_RBUFS]; /* fq_buf_alloc chunks they are carved from */
+    unsigned rbuf_nslab;
 
     bool stopping;               /* signal or unmount: read no more requests */
     bool unmounted;              /* the kernel ended the session */
@@ -124,6 +138,9 @@ int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code
                 void *opaque);
 /* Largest read or write (libfuse 3's buffer: 256 pages of data). */
 size_t mount_max_io(void);
+/* A reply buffer of mount_max_io() bytes for a long read, or NULL when
+ * all are lent (or memory is short); given back by mount_release_slot. */
+char *mount_rbuf_get(struct mnt *m);
 /* The ops table for fuse_session_new. */
 extern const struct fuse_lowlevel_ops mount_ops;
 /* Give the current request's slot to an operation that completes later. */

@@ -185,7 +185,8 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
     if (len > mount_max_io())
         len = mount_max_io(); /* never: the kernel asks at most max_pages */
     struct mslot *s = mount_keep_slot(m, req);
-    s->iov.iov_base = s->base;
+    s->rbuf = len > FQ_MOUNT_RBUF_MIN ? mount_rbuf_get(m) : NULL;
+    s->iov.iov_base = s->rbuf ? s->rbuf : s->base;
     s->iov.iov_len = (size_t)len;
     io_start(m);
     int r = fq_aio_preadv(m->img, &s->iov, 1, 0, (size_t)len, (uint64_t)off, read_done, s);

@@ -10,6 +10,8 @@
  * Bounded memory: FQ_MOUNT_SLOTS slots, each with one buffer of the
  * largest request; the device is not read while no slot is free (the
  * kernel holds the requests), so a burst waits instead of growing memory.
+ * Long reads borrow a reply buffer in huge pages (at most FQ_MOUNT_RBUFS,
+ * mount_rbuf_get), given back with the slot.
  *
  * Requests that need an idle image (resizing, --growable) wait in a queue:
  * the device is not read while one waits; once no aio call is in flight
@@ -91,10 +93,34 @@ struct mslot *mount_keep_slot(struct mnt *m, fuse_req_t req)
     return s;
 }
 
+char *mount_rbuf_get(struct mnt *m)
+{
+    if (m->rbuf_nfree)
+        return m->rbuf_free[--m->rbuf_nfree];
+    if (m->rbuf_made >= FQ_MOUNT_RBUFS)
+        return NULL;
+    /* a 2 MiB chunk holds two buffers of 1 MiB (with 4 KiB pages) */
+    size_t len = mount_max_io(), chunk = len < (2u << 20) ? (2u << 20) : len;
+    char *c = fq_buf_alloc(chunk);
+    if (!c)
+        return NULL;
+    m->rbuf_slab[m->rbuf_nslab++] = c;
+    for (size_t o = len; o + len <= chunk && m->rbuf_made + 1 < FQ_MOUNT_RBUFS; o += len) {
+        m->rbuf_free[m->rbuf_nfree++] = c + o;
+        m->rbuf_made++;
+    }
+    m->rbuf_made++;
+    return c;
+}
+
 void mount_release_slot(struct mslot *s)
 {
     struct mnt *m = s->m;
 
+    if (s->rbuf) {
+        m->rbuf_free[m->rbuf_nfree++] = s->rbuf;
+        s->rbuf = NULL;
+    }
     s->req = NULL;
     s->next = m->free;
     m->free = s;
@@ -406,6 +432,8 @@ out:
         ready(opaque, code);
     for (int i = 0; i < FQ_MOUNT_SLOTS; i++)
         free(m->slots[i].base);
+    for (unsigned i = 0; i < m->rbuf_nslab; i++)
+        fq_buf_free(m->rbuf_slab[i]);
     free(m->mountpoint);
     free(m);
     sigprocmask(SIG_SETMASK, &old, NULL);
