@@ -6,7 +6,8 @@
 #    and O_DIRECT), read back with cmp; fsync;
 #  - fallocate --punch-hole and --zero-range (unaligned) read as zeros;
 #  - fio verify jobs (crc32c; libaio O_DIRECT at depth 16, 1 MiB blocks
-#    at depth 48, buffered psync with mixed sizes);
+#    at depth 48 on an image opened with -t none, buffered psync with
+#    mixed sizes);
 #  - SEEK_DATA/SEEK_HOLE report what qemu-img map reports as data (read
 #    by qemu-img map -f raw on the file), so cp --sparse=always and
 #    qemu-img convert -f raw skip the holes;
@@ -57,11 +58,12 @@ cmp disk model.raw || bad "read-back after fallocate differs from the model"
 
 # fio verify jobs, on ranges of their own (the model gets their data after)
 if command -v fio >/dev/null; then
-    # 1 MiB reads, 48 at once (an image of its own): more than the
-    # export's huge-page reply buffers (FQ_MOUNT_RBUFS), so both kinds of
-    # reply buffer are read from
+    # 1 MiB writes and reads, 48 at once (an image of its own, opened
+    # O_DIRECT): more than the export's huge-page buffers (FQ_MOUNT_RBUFS),
+    # so writes are copied into them or not, reads answered from them or
+    # from the slots
     qemu-img create -q -f qcow2 big.qcow2 48M
-    if mnt big.qcow2 bdisk; then
+    if mnt -t none big.qcow2 bdisk; then
         fio --name=big --filename=bdisk --rw=randwrite --bs=1M --size=$((48 * M)) \
             --ioengine=libaio --iodepth=48 --direct=1 --verify=crc32c --verify_fatal=1 \
             --output=fio0.log >/dev/null 2>&1 || { bad "fio verify, 1 MiB at depth 48"; tail -5 fio0.log; }

@@ -43,10 +43,11 @@
 /* A read longer than FQ_MOUNT_RBUF_MIN is answered from a reply buffer of
  * its own, in physically contiguous memory (fq_buf_alloc's huge pages):
  * an O_DIRECT read into it is one segment for the block layer, where the
- * slot's 4 KiB pages would take one per page. At most FQ_MOUNT_RBUFS of
- * them (FQ_MOUNT_RBUFS MiB), made on first use; past that a read uses its
- * slot's buffer. Small requests, the most of them, keep the slots' pages,
- * which they touch one or two of. */
+ * slot's 4 KiB pages would take one per page; a write that long to an
+ * image opened O_DIRECT is copied into one. At most FQ_MOUNT_RBUFS of
+ * them (FQ_MOUNT_RBUFS MiB), made on first use; past that a request uses
+ * its slot's buffer. Small requests, the most of them, keep the slots'
+ * pages, which they touch one or two of. */
 #define FQ_MOUNT_RBUF_MIN (64u << 10)
 #define FQ_MOUNT_RBUFS 32
 /* Readahead of the mounted file's page cache (the kernel offers 128 KiB;
@@ -78,7 +79,8 @@ struct mslot {
     struct mnt *m;
     fuse_req_t req;
     char *base;                  /* page-aligned, mount_max_io() + 2 pages */
-    char *rbuf;                  /* a reply buffer lent to a long read */
+    char *rbuf;                  /* a huge-page buffer lent to a long read
+                                    (or an O_DIRECT write) */
     struct iovec iov;
     uint64_t off, len;           /* of a request that waits for an idle image */
     int op;                      /* MOP_*: what it waits to do */

@@ -248,6 +248,17 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     s->iov.iov_base = (void *)buf;
     s->iov.iov_len = size;
     s->off = (uint64_t)off;
+    /* a long write to an image opened O_DIRECT is copied into a buffer in
+     * huge pages: one segment for the block layer instead of one per page
+     * of the slot (1 MiB writes at depth 1: 0.38-0.45 -> 0.63-1.19 GiB/s
+     * on the development machine's disk); through the page cache the copy
+     * would buy nothing */
+    if (size > FQ_MOUNT_RBUF_MIN && size <= mount_max_io() &&
+        (m->o->open.cache == FQ_CACHE_NONE || m->o->open.cache == FQ_CACHE_DIRECTSYNC) &&
+        (s->rbuf = mount_rbuf_get(m))) {
+        memcpy(s->rbuf, buf, size);
+        s->iov.iov_base = s->rbuf;
+    }
     if (end > m->size) {
         s->op = MOP_WRITE_GROW;
         s->len = end;

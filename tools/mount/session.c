@@ -10,8 +10,8 @@
  * Bounded memory: FQ_MOUNT_SLOTS slots, each with one buffer of the
  * largest request; the device is not read while no slot is free (the
  * kernel holds the requests), so a burst waits instead of growing memory.
- * Long reads borrow a reply buffer in huge pages (at most FQ_MOUNT_RBUFS,
- * mount_rbuf_get), given back with the slot.
+ * Long reads (and long O_DIRECT writes) borrow a buffer in huge pages (at
+ * most FQ_MOUNT_RBUFS, mount_rbuf_get), given back with the slot.
  *
  * Requests that need an idle image (resizing, --growable) wait in a queue:
  * the device is not read while one waits; once no aio call is in flight
