@@ -250,7 +250,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
     s->off = (uint64_t)off;
     /* a long write to an image opened O_DIRECT is copied into a buffer in
      * huge pages: one segment for the block layer instead of one per page
-     * of the slot (1 MiB writes at depth 1: 0.38-0.45 -> 0.63-1.19 GiB/s
+     * of the slot (1 MiB writes at depth 1: 0.38-0.55 -> 0.62-1.19 GiB/s
      * on the development machine's disk); through the page cache the copy
      * would buy nothing */
     if (size > FQ_MOUNT_RBUF_MIN && size <= mount_max_io() &&
