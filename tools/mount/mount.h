@@ -38,7 +38,7 @@
 /* Requests held at once, at most (also the kernel's max_background); each
  * holds a buffer of the kernel's largest request (1 MiB of data plus
  * headers), allocated on first use: the export's memory is bounded by
- * about FQ_MOUNT_SLOTS MiB. */
+ * about FQ_MOUNT_SLOTS MiB, plus FQ_MOUNT_RBUFS MiB of the buffers below. */
 #define FQ_MOUNT_SLOTS 64
 /* A read longer than FQ_MOUNT_RBUF_MIN is answered from a reply buffer of
  * its own, in physically contiguous memory (fq_buf_alloc's huge pages):
@@ -115,7 +115,7 @@ struct mnt {
     bool dev_paused;             /* the device watch is paused (no free slot,
                                     or a waiting request) */
     struct mslot *wait_head, **wait_tail; /* requests that need an idle image */
-    char *rbuf_free[FQ_MOUNT_RBUFS]; /* reply buffers not lent */
+    char *rbuf_free[FQ_MOUNT_RBUFS]; /* huge-page buffers not lent */
     unsigned rbuf_nfree, rbuf_made;
     char *rbuf_slab[FQ_MOUNT_RBUFS]; /* fq_buf_alloc chunks they are carved from */
     unsigned rbuf_nslab;
@@ -140,8 +140,9 @@ int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code
                 void *opaque);
 /* Largest read or write (libfuse 3's buffer: 256 pages of data). */
 size_t mount_max_io(void);
-/* A reply buffer of mount_max_io() bytes for a long read, or NULL when
- * all are lent (or memory is short); given back by mount_release_slot. */
+/* A huge-page buffer of mount_max_io() bytes for a long read or O_DIRECT
+ * write, or NULL when all are lent (or memory is short); given back by
+ * mount_release_slot. */
 char *mount_rbuf_get(struct mnt *m);
 /* The ops table for fuse_session_new. */
 extern const struct fuse_lowlevel_ops mount_ops;
