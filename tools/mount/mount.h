@@ -115,10 +115,8 @@ struct mnt {
     bool dev_paused;             /* the device watch is paused (no free slot,
                                     or a waiting request) */
     struct mslot *wait_head, **wait_tail; /* requests that need an idle image */
-    char *rbuf_free[FQ_MOUNT_RBUFS]; /* huge-page buffers not lent */
-    unsigned rbuf_nfree, rbuf_made;
-    char *rbuf_slab[FQ_MOUNT_RBUFS]; /* fq_buf_alloc chunks they are carved from */
-    unsigned rbuf_nslab;
+    struct bufpool *pool;        /* the huge-page buffers (bufpool.c) */
+    unsigned rbuf_lent;          /* of them, lent to slots */
 
     bool stopping;               /* signal or unmount: read no more requests */
     bool unmounted;              /* the kernel ended the session */

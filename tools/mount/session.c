@@ -35,6 +35,7 @@
 #include <unistd.h>
 
 #include "mount.h"
+#include "../common/bufpool.h"
 #include "../common/cli.h"
 
 static size_t slot_bytes;  /* buffer of a slot */
@@ -95,22 +96,11 @@ struct mslot *mount_keep_slot(struct mnt *m, fuse_req_t req)
 
 char *mount_rbuf_get(struct mnt *m)
 {
-    if (m->rbuf_nfree)
-        return m->rbuf_free[--m->rbuf_nfree];
-    if (m->rbuf_made >= FQ_MOUNT_RBUFS)
-        return NULL;
-    /* a 2 MiB chunk holds two buffers of 1 MiB (with 4 KiB pages) */
-    size_t len = mount_max_io(), chunk = len < (2u << 20) ? (2u << 20) : len;
-    char *c = fq_buf_alloc(chunk);
-    if (!c)
-        return NULL;
-    m->rbuf_slab[m->rbuf_nslab++] = c;
-    for (size_t o = len; o + len <= chunk && m->rbuf_made + 1 < FQ_MOUNT_RBUFS; o += len) {
-        m->rbuf_free[m->rbuf_nfree++] = c + o;
-        m->rbuf_made++;
-    }
-    m->rbuf_made++;
-    return c;
+    /* the pool carves them two per 2 MiB slab (with 4 KiB pages) */
+    char *b = m->rbuf_lent < FQ_MOUNT_RBUFS ? bufpool_get(m->pool, mount_max_io()) : NULL;
+
+    m->rbuf_lent += b != NULL;
+    return b;
 }
 
 void mount_release_slot(struct mslot *s)
@@ -118,7 +108,8 @@ void mount_release_slot(struct mslot *s)
     struct mnt *m = s->m;
 
     if (s->rbuf) {
-        m->rbuf_free[m->rbuf_nfree++] = s->rbuf;
+        bufpool_put(m->pool, s->rbuf, mount_max_io());
+        m->rbuf_lent--;
         s->rbuf = NULL;
     }
     s->req = NULL;
@@ -348,6 +339,11 @@ int mount_serve(const struct mount_opts *o, void (*ready)(void *opaque, int code
     }
     m->o = o;
     m->sigfd = -1;
+    if (!(m->pool = bufpool_new(0))) {
+        free(m);
+        tool_error("out of memory");
+        return 1;
+    }
     m->wait_tail = &m->wait_head;
     slots_layout();
     for (int i = FQ_MOUNT_SLOTS - 1; i >= 0; i--) {
@@ -432,8 +428,7 @@ out:
         ready(opaque, code);
     for (int i = 0; i < FQ_MOUNT_SLOTS; i++)
         free(m->slots[i].base);
-    for (unsigned i = 0; i < m->rbuf_nslab; i++)
-        fq_buf_free(m->rbuf_slab[i]);
+    bufpool_free(m->pool);
     free(m->mountpoint);
     free(m);
     sigprocmask(SIG_SETMASK, &old, NULL);

@@ -8,7 +8,6 @@
  *   xmit.c      the transmission phase: requests to image calls, replies
  *   meta.c      metadata contexts and block status, hole detection
  *   tls.c       TLS credentials and sessions (GnuTLS)
- *   bufpool.c   payload buffers, reused by size class
  *   handshake.c, request.c (proto.h): the protocol as pure functions
  *
  * One thread: the context's loop (fq_ctx_run) drives the sockets (watched
@@ -30,6 +29,7 @@
 
 #include "fastqcow.h"
 #include "proto.h"
+#include "../common/bufpool.h"
 
 enum discard_mode { DISCARD_IGNORE, DISCARD_UNMAP };
 enum dz_mode { DZ_OFF, DZ_ON, DZ_UNMAP };
@@ -102,7 +102,6 @@ struct export {
 
 struct conn;
 struct tls_creds;
-struct bufpool;
 
 struct server {
     struct fq_ctx *ctx;
@@ -180,14 +179,6 @@ ssize_t tls_send(void *sess, const struct iovec *iov, int n);
 int tls_flush(void *sess);
 /* Tell the peer the session ends (best effort, never waits). */
 void tls_bye(void *sess);
-
-/* ---- bufpool.c ---- */
-struct bufpool *bufpool_new(uint64_t max_cached);
-void bufpool_free(struct bufpool *p);
-/* A buffer of at least len bytes, 4 KiB aligned (O_DIRECT needs no
- * bounce); NULL when out of memory. */
-void *bufpool_get(struct bufpool *p, size_t len);
-void bufpool_put(struct bufpool *p, void *buf, size_t len);
 
 /* ---- meta.c ---- */
 /* The contexts an export offers (base:allocation, qemu:allocation-depth

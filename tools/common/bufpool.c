@@ -1,6 +1,6 @@
 /* bufpool.c: payload buffers of reads and writes, 4 KiB aligned (so that
  * O_DIRECT images never bounce them), kept on free lists by power-of-two
- * size class once used: a busy server stops paying for allocation and page
+ * size class once used: a busy export stops paying for allocation and page
  * faults of large buffers.
  *
  * The classes from 64 KiB to 1 MiB are carved from 2 MiB slabs of
@@ -13,10 +13,12 @@
  * system; from 2 MiB up they are fq_buf_alloc'd too.
  * SPDX-License-Identifier: MIT
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "server.h"
+#include "fastqcow.h"
+#include "bufpool.h"
 
 #define MIN_SHIFT 12           /* 4 KiB */
 #define NCLASS 14              /* up to 32 MiB */
